@@ -1,0 +1,214 @@
+"""The ``streams`` command line.
+
+Each command is a thin shell over a module of the package. Errors of the
+package (:class:`~streams.errors.StreamsError`) print one line saying what to
+fix and exit with status 1; usage errors exit with click's status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from streams import __version__
+from streams.config import Settings
+from streams.errors import StreamsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_from_env() -> Settings:
+    return Settings.from_env()
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+def fail_cleanly(fn: F) -> F:
+    """Turn package errors into one line on stderr and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StreamsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="streams")
+def cli() -> None:
+    """Kafka-native webhook delivery: events in, signed HTTP POSTs out."""
+
+
+# -- configuration -------------------------------------------------------------
+
+
+@cli.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@fail_cleanly
+def config_cmd(as_json: bool) -> None:
+    """Show the effective settings (secrets masked) or the first configuration error."""
+    view = settings_from_env().public_view()
+    if as_json:
+        print_json(view)
+        return
+    for var, value in view.items():
+        click.echo(f"{var}={value}")
+
+
+# -- the local broker ------------------------------------------------------------
+
+
+@cli.group()
+def kafka() -> None:
+    """Run a real Apache Kafka broker locally (development and tests)."""
+
+
+@kafka.command("start")
+@fail_cleanly
+def kafka_start() -> None:
+    """Resolve the jars (once), format storage (once), start, and wait until ready."""
+    from streams.localkafka import LocalKafka
+
+    local = LocalKafka(settings_from_env())
+    status, started = local.start()
+    if started:
+        click.echo(f"started: {status.describe()}")
+    else:
+        click.echo(f"already running: {status.describe()}")
+
+
+@kafka.command("stop")
+@fail_cleanly
+def kafka_stop() -> None:
+    """Stop the broker started by `streams kafka start`."""
+    from streams.localkafka import LocalKafka
+
+    local = LocalKafka(settings_from_env())
+    if local.stop():
+        click.echo("stopped")
+    else:
+        click.echo("not running")
+
+
+@kafka.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@fail_cleanly
+def kafka_status(as_json: bool) -> None:
+    """Say whether the local broker runs, where, and which version. Exit 3 if stopped."""
+    from streams.localkafka import LocalKafka
+
+    status = LocalKafka(settings_from_env()).status()
+    if as_json:
+        print_json(
+            {
+                "running": status.running,
+                "pid": status.pid,
+                "bootstrap": status.bootstrap,
+                "version": status.version,
+                "log_file": str(status.log_file),
+            }
+        )
+    else:
+        click.echo(status.describe())
+    if not status.running:
+        sys.exit(3)
+
+
+# -- topics ----------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Topics of the pipeline."""
+
+
+@topics.command("create")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@fail_cleanly
+def topics_create(as_json: bool) -> None:
+    """Create every topic the pipeline uses; existing ones are left alone."""
+    from streams.topics import create_topics
+
+    result = create_topics(settings_from_env())
+    if as_json:
+        print_json(result)
+        return
+    for name, state in sorted(result.items()):
+        click.echo(f"{state:8} {name}")
+
+
+@topics.command("list")
+@fail_cleanly
+def topics_list() -> None:
+    """List the topics the pipeline uses, with partitions and configuration."""
+    from streams.topics import topic_specs
+
+    for spec in topic_specs(settings_from_env()):
+        conf = " ".join(f"{k}={v}" for k, v in sorted(spec.config.items()))
+        click.echo(f"{spec.name}  partitions={spec.partitions}  {conf}")
+
+
+# -- publishing ------------------------------------------------------------------
+
+
+@cli.command("publish")
+@click.option("--type", "event_type", required=True, help="Event type, e.g. prospect.added.")
+@click.option("--tenant", required=True, help="Tenant id (the Kafka key).")
+@click.option("--data", required=True, help="The event's data: JSON text, or @file.json.")
+@click.option("--id", "event_id", default=None, help="Event id (default: a new one).")
+@click.option("--tenant-name", default=None, help="Tenant display name (keyed body shape).")
+@click.option("--occurred-at", default=None, help="RFC 3339 time (default: now).")
+@fail_cleanly
+def publish_cmd(
+    event_type: str,
+    tenant: str,
+    data: str,
+    event_id: str | None,
+    tenant_name: str | None,
+    occurred_at: str | None,
+) -> None:
+    """Validate one event against schemas/ and publish it; print where it landed."""
+    from streams.errors import InvalidEventError
+    from streams.publish import EventPublisher, load_json_arg
+
+    payload = load_json_arg(data)
+    if not isinstance(payload, dict):
+        raise InvalidEventError("--data must be a JSON object (the event's `data`)")
+    settings = settings_from_env()
+    with EventPublisher(settings) as publisher:
+        published = publisher.publish(
+            event_type,
+            tenant,
+            payload,
+            event_id=event_id,
+            tenant_name=tenant_name,
+            occurred_at=occurred_at,
+        )
+    print_json(
+        {
+            "id": published.event.id,
+            "type": published.event.type,
+            "topic": published.topic,
+            "partition": published.partition,
+            "offset": published.offset,
+        }
+    )
+
+
+def main() -> None:
+    cli(prog_name="streams")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

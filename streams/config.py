@@ -1,0 +1,303 @@
+"""The one settings object, read from the environment once at start.
+
+Every setting is a field of :class:`Settings`, documented where it is declared,
+with its environment variable and default. Agents and commands receive a
+``Settings``; nothing else in the package reads ``os.environ``.
+
+Secret settings are held in :class:`Secret`, whose ``repr`` and ``str`` never
+show the value, so a settings object can be logged or printed safely.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from streams.errors import ConfigError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
+
+
+class Secret:
+    """A secret string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _env(var: str, default: str, help: str) -> Any:
+    """Declare a field read from ``var`` (``default`` when unset or empty)."""
+    return field(metadata={"env": var, "default": default, "help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the product. Build it with :meth:`from_env`."""
+
+    env: Literal["production", "development"] = _env(
+        "STREAMS_ENV",
+        "production",
+        "`development` allows plain-http destinations and self-signed TLS; anything else "
+        "is production.",
+    )
+    kafka_bootstrap: str = _env(
+        "STREAMS_KAFKA_BOOTSTRAP",
+        "127.0.0.1:9092",
+        "Kafka bootstrap servers, host:port separated by commas. The local broker "
+        "(`streams kafka start`) listens on 127.0.0.1:9092.",
+    )
+    topic_prefix: str = _env(
+        "STREAMS_TOPIC_PREFIX",
+        "",
+        "Prefix of every topic name, to run several pipelines on one cluster.",
+    )
+    app_id: str = _env(
+        "STREAMS_APP_ID",
+        "streams",
+        "Faust application id: names the consumer group and the table changelogs.",
+    )
+    partitions: int = _env(
+        "STREAMS_PARTITIONS",
+        "6",
+        "Partitions of every partitioned topic (events, deliveries, retry tiers, ...).",
+    )
+    replication_factor: int = _env(
+        "STREAMS_REPLICATION_FACTOR",
+        "1",
+        "Replication factor of created topics: 1 for the local broker, 3 in production.",
+    )
+    retention_s: float = _env(
+        "STREAMS_RETENTION",
+        "7d",
+        "Retention of events, deliveries, retry tiers and events.invalid.",
+    )
+    log_retention_s: float = _env(
+        "STREAMS_LOG_RETENTION",
+        "30d",
+        "Retention of the delivery log (attempts), the dead-letter topic and ops: "
+        "replay and redeliver reach back this far.",
+    )
+    max_payload_bytes: int = _env(
+        "STREAMS_MAX_PAYLOAD_BYTES",
+        "262144",
+        "Largest encoded event accepted by the publisher and the fan-out, in bytes.",
+    )
+    retry_schedule: str = _env(
+        "STREAMS_RETRY_SCHEDULE",
+        "5s,5m,30m,2h,5h,10h,14h,20h,24h",
+        "Delays before each retry, separated by commas (the first attempt is immediate); "
+        "`none` for a single attempt.",
+    )
+    state_dir: Path = _env(
+        "STREAMS_STATE_DIR",
+        ".streams",
+        "Local state: the development broker's data and logs, table stores, dev keys.",
+    )
+    api_bind: str = _env("STREAMS_API_BIND", "127.0.0.1", "Address the management API binds.")
+    api_port: int = _env("STREAMS_API_PORT", "8080", "Port of the management API.")
+    admin_token: Secret = _env(
+        "STREAMS_ADMIN_TOKEN",
+        "",
+        "Bearer token of the administrator. Required in production; generated and "
+        "printed once in development.",
+    )
+    secrets_key: Secret = _env(
+        "STREAMS_SECRETS_KEY",
+        "",
+        "Fernet key (urlsafe base64 of 32 bytes) encrypting signing secrets at rest. "
+        "Required in production; a development key is generated under STREAMS_STATE_DIR.",
+    )
+    destination_allowlist: tuple[Network, ...] = _env(
+        "STREAMS_DESTINATION_ALLOWLIST",
+        "",
+        "CIDRs, separated by commas, that destinations may resolve to even though they are "
+        "loopback/private (e.g. `127.0.0.0/8,::1/128` for local receivers).",
+    )
+    connect_timeout_s: float = _env(
+        "STREAMS_CONNECT_TIMEOUT", "5s", "Connect timeout of a webhook request."
+    )
+    request_timeout_s: float = _env(
+        "STREAMS_REQUEST_TIMEOUT",
+        "10s",
+        "Default whole-request timeout of a webhook request (a subscription may ask for up "
+        "to 30s).",
+    )
+    user_agent: str = _env(
+        "STREAMS_USER_AGENT", "streams-webhooks/0.1", "User-Agent of every webhook request."
+    )
+    log_level: str = _env("STREAMS_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
+    kafka_heap: str = _env(
+        "STREAMS_KAFKA_HEAP", "512m", "Java heap of the local development broker."
+    )
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``).
+
+        Raises :class:`ConfigError` naming the variable and the accepted form.
+        ``overrides`` (field name → already-parsed value) win over the environment.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+                continue
+            var = f.metadata["env"]
+            raw = environ.get(var, "").strip() or f.metadata["default"]
+            values[f.name] = _parse(f.name, var, raw)
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, help) of every setting, for docs and `streams config`."""
+        return [(f.metadata["env"], f.metadata["default"], f.metadata["help"]) for f in fields(cls)]
+
+    def public_view(self) -> dict[str, str]:
+        """Every setting as text, secrets masked: safe to print or log."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                out[f.metadata["env"]] = "(set)" if value else "(unset)"
+            elif isinstance(value, tuple):
+                out[f.metadata["env"]] = ",".join(str(v) for v in value)
+            else:
+                out[f.metadata["env"]] = str(value)
+        return out
+
+
+def _parse(name: str, var: str, raw: str) -> Any:
+    parser = _PARSERS.get(name, _as_str)
+    try:
+        return parser(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+
+
+def _as_str(raw: str) -> str:
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 1:
+        raise ValueError("expected a number of at least 1")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > 65535:
+        raise ValueError("expected a port from 1 to 65535")
+    return value
+
+
+def _duration(raw: str) -> float:
+    from streams.retry.schedule import parse_duration
+
+    return parse_duration(raw)
+
+
+def _env_name(raw: str) -> str:
+    value = raw.lower()
+    if value not in ("production", "development"):
+        raise ValueError("expected `production` or `development`")
+    return value
+
+
+def _topic_prefix(raw: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not set(raw) <= allowed or len(raw) > 100:
+        raise ValueError("use at most 100 of the characters a-z A-Z 0-9 . _ -")
+    return raw
+
+
+def _schedule(raw: str) -> str:
+    from streams.retry.schedule import parse_schedule
+
+    parse_schedule(raw)
+    return raw
+
+
+def _allowlist(raw: str) -> tuple[Network, ...]:
+    from streams.destinations import parse_allowlist
+
+    return parse_allowlist(raw)
+
+
+def _log_level(raw: str) -> str:
+    value = raw.upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return value
+
+
+def _timeout(limit: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = _duration(raw)
+        if not 0 < value <= limit:
+            raise ValueError(f"expected a duration above 0 and at most {limit:g}s")
+        return value
+
+    return parse
+
+
+def _heap(raw: str) -> str:
+    if not raw[:-1].isdigit() or raw[-1].lower() not in "mg":
+        raise ValueError("expected a Java heap size such as 512m or 1g")
+    return raw
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "env": _env_name,
+    "topic_prefix": _topic_prefix,
+    "partitions": _positive_int,
+    "replication_factor": _positive_int,
+    "retention_s": _duration,
+    "log_retention_s": _duration,
+    "max_payload_bytes": _positive_int,
+    "retry_schedule": _schedule,
+    "state_dir": Path,
+    "api_port": _port,
+    "admin_token": Secret,
+    "secrets_key": Secret,
+    "destination_allowlist": _allowlist,
+    "connect_timeout_s": _timeout(30),
+    "request_timeout_s": _timeout(30),
+    "log_level": _log_level,
+    "kafka_heap": _heap,
+}

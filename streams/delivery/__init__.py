@@ -1,0 +1,1 @@
+"""The delivery stage: sign, send, classify, record."""

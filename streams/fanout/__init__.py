@@ -1,0 +1,1 @@
+"""The fan-out stage: events joined with subscriptions become deliveries."""

@@ -1,0 +1,160 @@
+"""JSON Schemas: loading ``schemas/`` and validating events against it.
+
+Layout of a schema directory::
+
+    envelope.json                 the event envelope
+    events/<event.type>.json      one schema per event type, for ``data``
+    records/<record>.json         the records that travel between stages
+
+An event type's schema may declare ``"x-body-key": "prospect"``: the key under
+which the ``keyed`` body shape places the event's data (see
+:mod:`streams.fanout.bodies`). Without it the key is the type's first segment.
+
+Extra event types are added without touching the package by pointing
+``STREAMS_EVENT_SCHEMAS`` at a directory of ``<event.type>.json`` files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as _SchemaViolation
+
+from streams.errors import (
+    ConfigError,
+    DecodeError,
+    InvalidEventError,
+    PayloadTooLargeError,
+    UnknownEventTypeError,
+)
+from streams.records import EventEnvelope
+
+
+def schema_root() -> Path:
+    """The directory of the built-in schemas (installed copy first, then the repo's)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_schemas", here.parent / "schemas"):
+        if (candidate / "envelope.json").is_file():
+            return candidate
+    raise ConfigError(
+        "the built-in JSON Schemas are missing: expected schemas/envelope.json beside the "
+        "package; reinstall the package"
+    )
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read JSON Schema {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"JSON Schema {path} must be an object")
+    Draft202012Validator.check_schema(doc)
+    return doc
+
+
+def _path_of(error: _SchemaViolation, prefix: str) -> str:
+    parts = [prefix] if prefix else []
+    parts.extend(str(p) for p in error.absolute_path)
+    # A missing required property: name the property itself, not its parent.
+    if error.validator == "required" and isinstance(error.validator_value, list):
+        for name in error.validator_value:
+            if isinstance(error.instance, dict) and name not in error.instance:
+                parts.append(str(name))
+                break
+    return ".".join(parts)
+
+
+class SchemaRegistry:
+    """The envelope schema and one compiled validator per event type."""
+
+    def __init__(self, envelope: dict[str, Any], events: Mapping[str, dict[str, Any]]) -> None:
+        self._envelope = Draft202012Validator(envelope)
+        self._events = {name: Draft202012Validator(s) for name, s in events.items()}
+        self._body_keys = {
+            name: str(s.get("x-body-key") or name.split(".", 1)[0]) for name, s in events.items()
+        }
+        self.schemas = dict(events)
+
+    @classmethod
+    def load(cls, root: Path | None = None, extra_dirs: Iterable[Path] = ()) -> SchemaRegistry:
+        root = root or schema_root()
+        envelope = _load(root / "envelope.json")
+        events: dict[str, dict[str, Any]] = {}
+        for directory in (root / "events", *extra_dirs):
+            if not directory.is_dir():
+                raise ConfigError(f"event schema directory {directory} does not exist")
+            for path in sorted(directory.glob("*.json")):
+                events[path.stem] = _load(path)
+        return cls(envelope, events)
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._events)
+
+    def body_key(self, event_type: str) -> str:
+        return self._body_keys.get(event_type) or event_type.split(".", 1)[0]
+
+    def validate(self, obj: Any) -> EventEnvelope:
+        """Validate a decoded event; return it as an :class:`EventEnvelope`.
+
+        Raises :class:`InvalidEventError` (``field`` = the first offending path),
+        or :class:`UnknownEventTypeError` when no schema exists for ``type``.
+        """
+        if not isinstance(obj, dict):
+            raise InvalidEventError("an event must be a JSON object")
+        error = _first_error(self._envelope, obj)
+        if error is not None:
+            where = _path_of(error, "")
+            raise InvalidEventError(
+                f"envelope field `{where or '(root)'}`: {error.message}", field=where
+            )
+        event_type = obj["type"]
+        validator = self._events.get(event_type)
+        if validator is None:
+            raise UnknownEventTypeError(
+                f"unknown event type `{event_type}`: add schemas/events/{event_type}.json "
+                f"(known: {', '.join(self.event_types)})",
+                field="type",
+            )
+        error = _first_error(validator, obj["data"])
+        if error is not None:
+            where = _path_of(error, "data")
+            raise InvalidEventError(f"`{event_type}` field `{where}`: {error.message}", field=where)
+        return EventEnvelope.from_dict(obj)
+
+    def decode(self, raw: bytes, *, max_bytes: int) -> EventEnvelope:
+        """Decode and validate raw event bytes, with the size limit applied first."""
+        if len(raw) > max_bytes:
+            raise PayloadTooLargeError(
+                f"event is {len(raw)} bytes, over the limit of {max_bytes} "
+                "(STREAMS_MAX_PAYLOAD_BYTES); send a reference to large data instead",
+            )
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEventError(f"event is not JSON: {exc}") from None
+        try:
+            return self.validate(obj)
+        except DecodeError as exc:  # pragma: no cover - validate() checks types first
+            raise InvalidEventError(str(exc)) from None
+
+
+def _first_error(validator: Draft202012Validator, instance: Any) -> _SchemaViolation | None:
+    """The most relevant error (jsonschema's own ranking), or None."""
+    from jsonschema.exceptions import best_match
+
+    errors = validator.iter_errors(instance)
+    error: _SchemaViolation | None = best_match(errors)
+    return error
+
+
+@cache
+def record_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of an inter-stage record, e.g. ``record_schema("delivery")``."""
+    return _load(schema_root() / "records" / f"{name}.json")

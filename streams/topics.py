@@ -1,0 +1,177 @@
+"""Every topic the pipeline uses: names, layout, and idempotent creation.
+
+Names come from :class:`TopicNames` (``STREAMS_TOPIC_PREFIX`` + a fixed name),
+so nothing else in the package spells a topic name. All partitioned topics
+share one partition count: the fan-out's table and the delivery stage rely on
+``events``/``deliveries``/retry tiers being co-partitioned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from streams.config import Settings
+from streams.errors import KafkaUnavailableError, StreamsError
+from streams.retry.schedule import format_duration, parse_schedule, tiers_for
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    prefix: str = ""
+
+    def _n(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def events(self) -> str:
+        return self._n("events")
+
+    @property
+    def events_invalid(self) -> str:
+        return self._n("events.invalid")
+
+    @property
+    def subscriptions(self) -> str:
+        return self._n("subscriptions")
+
+    @property
+    def deliveries(self) -> str:
+        return self._n("deliveries")
+
+    @property
+    def dlq(self) -> str:
+        return self._n("deliveries.dlq")
+
+    @property
+    def attempts(self) -> str:
+        return self._n("attempts")
+
+    @property
+    def ops(self) -> str:
+        return self._n("ops")
+
+    def retry(self, delay_s: float) -> str:
+        """The delay topic of one tier, e.g. ``deliveries.retry.5m``."""
+        return self._n(f"deliveries.retry.{format_duration(delay_s)}")
+
+
+def retry_tiers(
+    settings: Settings, extra_schedules: Iterable[tuple[float, ...]] = ()
+) -> tuple[float, ...]:
+    """The delay of every retry tier: the default schedule's, plus any extra ones."""
+    return tiers_for([parse_schedule(settings.retry_schedule), *extra_schedules])
+
+
+def _ms(seconds: float) -> str:
+    return str(int(seconds * 1000))
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic with its partitions and configuration."""
+    names = TopicNames(settings.topic_prefix)
+    p = settings.partitions
+    data = {"retention.ms": _ms(settings.retention_s), "cleanup.policy": "delete"}
+    log = {"retention.ms": _ms(settings.log_retention_s), "cleanup.policy": "delete"}
+    # Bodies are bounded by STREAMS_MAX_PAYLOAD_BYTES; a delivery adds metadata and
+    # JSON escaping of the body, so allow a little over twice the payload limit.
+    max_message = str(max(1_048_576, settings.max_payload_bytes * 2 + 65_536))
+    specs = [
+        TopicSpec(names.events, p, {**data, "max.message.bytes": max_message}),
+        TopicSpec(names.events_invalid, p, {**data, "max.message.bytes": max_message}),
+        TopicSpec(
+            names.subscriptions,
+            p,
+            {
+                "cleanup.policy": "compact",
+                "min.compaction.lag.ms": "0",
+                "segment.ms": _ms(3600),
+            },
+        ),
+        TopicSpec(names.deliveries, p, {**data, "max.message.bytes": max_message}),
+        TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_message}),
+        TopicSpec(names.attempts, p, log),
+        TopicSpec(names.ops, p, log),
+    ]
+    for delay in retry_tiers(settings):
+        # A tier must hold a message at least as long as its delay plus the
+        # retention of ordinary data, or a backlog could expire unsent.
+        retention = max(settings.retention_s, delay * 2 + 86_400)
+        specs.append(
+            TopicSpec(
+                names.retry(delay),
+                p,
+                {"retention.ms": _ms(retention), "max.message.bytes": max_message},
+            )
+        )
+    return specs
+
+
+def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
+    return {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10_000}
+
+
+def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Raise :class:`KafkaUnavailableError` unless a broker answers a metadata request."""
+    from confluent_kafka.admin import AdminClient
+
+    # librdkafka logs every failed connection; the one error raised here is enough.
+    admin = AdminClient(
+        {**admin_config(settings), "logger": _QUIET},
+    )
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except Exception as exc:  # KafkaException: transport failure, timeout
+        raise KafkaUnavailableError(
+            f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout_s:g}s: "
+            "start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP"
+        ) from exc
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
+    """Create every missing topic; existing ones are left as they are.
+
+    Returns topic → ``created`` or ``exists``. Idempotent: running it twice
+    creates nothing the second time.
+    """
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    check_reachable(settings)
+    admin = AdminClient(admin_config(settings))
+    specs = topic_specs(settings)
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=settings.replication_factor,
+            config=s.config,
+        )
+        for s in specs
+    ]
+    futures = admin.create_topics(new, request_timeout=timeout_s)
+    result: dict[str, str] = {}
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+            result[name] = "created"
+        except Exception as exc:
+            err = exc.args[0] if exc.args else None
+            if getattr(err, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:
+                result[name] = "exists"
+            else:
+                raise StreamsError(f"could not create topic {name}: {exc}") from exc
+    return result
+
+
+_QUIET = logging.getLogger("streams.kafka.probe")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False

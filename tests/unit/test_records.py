@@ -1,0 +1,146 @@
+"""Records round-trip through bytes, agree with their JSON Schemas, and fail loudly."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from streams.errors import DecodeError
+from streams.records import (
+    Attempt,
+    DeadLetter,
+    Delivery,
+    EventEnvelope,
+    InvalidEvent,
+    Subscription,
+    delivery_id_for,
+)
+from streams.schemas import record_schema
+
+
+def _validator(name: str) -> Draft202012Validator:
+    registry: Registry = Registry()
+    for other in ("delivery", "attempt", "dead_letter", "invalid_event", "subscription"):
+        schema = record_schema(other)
+        registry = registry.with_resource(f"{other}.json", Resource.from_contents(schema))
+        registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
+    return Draft202012Validator(record_schema(name), registry=registry)
+
+
+DELIVERY = Delivery(
+    delivery_id=delivery_id_for("evt_1", "sub_1"),
+    event_id="evt_1",
+    event_type="prospect.added",
+    tenant_id="t_1",
+    subscription_id="sub_1",
+    body='{"type":"prospect.added","data":{"name":"Zoë \\"Q\\" ☃"}}',
+    attempt=1,
+    created_at=1_700_000_000.5,
+)
+
+
+def test_a_delivery_round_trips_its_exact_body_bytes() -> None:
+    decoded = Delivery.from_bytes(DELIVERY.to_bytes())
+    assert decoded == DELIVERY
+    assert decoded.body_bytes == DELIVERY.body.encode("utf-8")
+
+
+def test_the_delivery_id_is_stable_for_an_event_and_subscription_pair() -> None:
+    # Fixed vector: sha256("evt_1\x00sub_1"), base32, first 26 characters, lower-case.
+    assert delivery_id_for("evt_1", "sub_1") == "msg_x243i6naj7tpaybiukp53cn2xs"
+    assert delivery_id_for("evt_1", "sub_1") != delivery_id_for("evt_1", "sub_2")
+    assert delivery_id_for("evt_1", "sub_1") != delivery_id_for("evt_2", "sub_1")
+
+
+def test_next_attempt_keeps_the_delivery_id_and_body() -> None:
+    retry = DELIVERY.next_attempt(due_at=123.0, status=503, error=None)
+    assert (retry.delivery_id, retry.body, retry.attempt) == (
+        DELIVERY.delivery_id,
+        DELIVERY.body,
+        2,
+    )
+    assert (retry.due_at, retry.last_status) == (123.0, 503)
+
+
+@pytest.mark.parametrize(
+    ("name", "record"),
+    [
+        ("delivery", DELIVERY),
+        (
+            "attempt",
+            Attempt(
+                delivery_id=DELIVERY.delivery_id,
+                event_id="evt_1",
+                event_type="prospect.added",
+                tenant_id="t_1",
+                subscription_id="sub_1",
+                attempt=1,
+                at=1.0,
+                duration_ms=2.5,
+                outcome="retry",
+                status=500,
+                response_snippet="oops",
+            ),
+        ),
+        (
+            "dead_letter",
+            DeadLetter(
+                delivery=DELIVERY.to_dict(),
+                reason="exhausted",
+                attempts=10,
+                dead_lettered_at=2.0,
+                last_status=500,
+            ),
+        ),
+        ("invalid_event", InvalidEvent.of(b"\xff\x00not json", "event is not JSON")),
+        (
+            "subscription",
+            Subscription(
+                id="sub_1",
+                tenant_id="t_1",
+                url="https://example.com/hook",
+                event_types=["prospect.*"],
+                secrets=[{"ciphertext": "gAAAA", "created_at": 1.0, "expires_at": None}],
+            ),
+        ),
+    ],
+)
+def test_every_record_matches_its_json_schema_and_round_trips(name: str, record: object) -> None:
+    data = record.to_dict()  # type: ignore[attr-defined]
+    errors = list(_validator(name).iter_errors(data))
+    assert errors == []
+    assert type(record).from_bytes(record.to_bytes()) == record  # type: ignore[attr-defined]
+
+
+def test_an_invalid_event_keeps_raw_bytes_that_are_not_utf8() -> None:
+    raw = b"\xff\xfe{broken"
+    record = InvalidEvent.from_bytes(InvalidEvent.of(raw, "event is not JSON").to_bytes())
+    assert record.raw == raw
+    assert record.raw_b64 == base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"id": "e", "type": "a.b", "tenant_id": "t", "occurred_at": "x"}', "`data`"),
+        (b'{"id": 7, "type": "a.b", "tenant_id": "t", "occurred_at": "x", "data": {}}', "`id`"),
+    ],
+)
+def test_undecodable_bytes_raise_decode_error_with_the_raw_bytes(raw: bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        EventEnvelope.from_bytes(raw)
+    assert message in str(info.value)
+    assert info.value.raw == raw
+
+
+def test_a_boolean_is_not_accepted_where_a_number_is_required() -> None:
+    bad = DELIVERY.to_dict() | {"attempt": True}
+    import orjson
+
+    with pytest.raises(DecodeError, match="`attempt` must be int"):
+        Delivery.from_bytes(orjson.dumps(bad))

@@ -1,0 +1,152 @@
+"""Events are validated against schemas/ with errors that name the field at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.errors import InvalidEventError, PayloadTooLargeError, UnknownEventTypeError
+from streams.schemas import SchemaRegistry
+
+REGISTRY = SchemaRegistry.load()
+
+PROSPECT = {
+    "id": "p_1",
+    "name": "Sunshine Promo Co.",
+    "website": "https://sunshinepromo.com",
+    "email": "sales@sunshinepromo.com",
+    "phone": "+1 407-555-0101",
+    "address": "1 Main St",
+    "city": "Orlando",
+    "state": "FL",
+    "postal_code": "32801",
+    "segment": "promo",
+    "lead_potential": "high",
+    "lead_reasoning": "Lists Disney, Universal, ...",
+    "classification_confidence": "0.85",
+    "notable_clients": ["Disney", "Universal"],
+    "large_run_indicators": [],
+    "status": "qualified",
+    "created_at": "2026-04-26T12:34:56.000Z",
+}
+
+CRAWL = {
+    "organization_id": "org_01H",
+    "run_id": "run_01H",
+    "watcher_id": "wch_01H",
+    "watcher_name": "SaaS founders",
+    "platform": "reddit",
+    "subreddit": "SaaS",
+    "status": "ok",
+    "posts_fetched": 100,
+    "matched": 12,
+    "tagged": 8,
+    "new_posts": 5,
+    "errored": False,
+    "error": None,
+    "duration_ms": 842,
+    "started_at": "2026-04-29T19:12:32.579Z",
+}
+
+
+def envelope(event_type: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "evt_1",
+        "type": event_type,
+        "tenant_id": "t_1",
+        "occurred_at": "2026-04-29T19:12:33.421Z",
+        "data": data,
+        **extra,
+    }
+
+
+def test_the_three_documented_event_types_have_schemas() -> None:
+    assert {"prospect.added", "crawl.run.completed", "alert.fired"} <= set(REGISTRY.event_types)
+
+
+def test_the_documented_example_payloads_are_valid() -> None:
+    assert REGISTRY.validate(envelope("prospect.added", PROSPECT)).data == PROSPECT
+    assert REGISTRY.validate(envelope("crawl.run.completed", CRAWL)).type == "crawl.run.completed"
+
+
+def test_an_errored_run_must_say_status_error_and_carry_the_message() -> None:
+    bad = CRAWL | {"errored": True, "status": "ok", "error": None}
+    with pytest.raises(InvalidEventError) as info:
+        REGISTRY.validate(envelope("crawl.run.completed", bad))
+    assert info.value.field in ("data.status", "data.error")
+    good = CRAWL | {"errored": True, "status": "error", "error": "reddit 503"}
+    REGISTRY.validate(envelope("crawl.run.completed", good))
+
+
+@pytest.mark.parametrize(
+    ("event", "field", "text"),
+    [
+        (
+            envelope("prospect.added", {k: v for k, v in PROSPECT.items() if k != "name"}),
+            "data.name",
+            "'name' is a required property",
+        ),
+        (
+            envelope("prospect.added", PROSPECT | {"notable_clients": "Disney"}),
+            "data.notable_clients",
+            "is not of type 'array'",
+        ),
+        (
+            envelope("crawl.run.completed", CRAWL | {"posts_fetched": -1}),
+            "data.posts_fetched",
+            "less than the minimum",
+        ),
+        (envelope("prospect.added", PROSPECT, occurred_at="yesterday"), "occurred_at", "match"),
+        (envelope("prospect.added", PROSPECT, tenant_id=""), "tenant_id", "non-empty"),
+        (
+            {k: v for k, v in envelope("prospect.added", PROSPECT).items() if k != "id"},
+            "id",
+            "'id' is a required property",
+        ),
+        (envelope("Prospect Added", PROSPECT), "type", "match"),
+        (envelope("prospect.added", PROSPECT, extra=1), "", "Additional properties"),
+    ],
+)
+def test_a_schema_violation_names_the_field_at_fault(
+    event: dict[str, Any], field: str, text: str
+) -> None:
+    with pytest.raises(InvalidEventError) as info:
+        REGISTRY.validate(event)
+    assert info.value.field == field
+    assert text in str(info.value)
+
+
+def test_an_unknown_event_type_says_which_schema_file_to_add() -> None:
+    with pytest.raises(UnknownEventTypeError) as info:
+        REGISTRY.validate(envelope("invoice.paid", {}))
+    assert "schemas/events/invoice.paid.json" in str(info.value)
+    assert info.value.field == "type"
+
+
+def test_an_oversized_event_is_refused_before_parsing() -> None:
+    raw = orjson.dumps(envelope("prospect.added", PROSPECT | {"lead_reasoning": "x" * 5000}))
+    with pytest.raises(PayloadTooLargeError, match="STREAMS_MAX_PAYLOAD_BYTES"):
+        REGISTRY.decode(raw, max_bytes=4096)
+    assert REGISTRY.decode(raw, max_bytes=len(raw)).id == "evt_1"
+
+
+def test_bytes_that_are_not_json_are_an_invalid_event() -> None:
+    with pytest.raises(InvalidEventError, match="not JSON"):
+        REGISTRY.decode(b"\x00\x01", max_bytes=100)
+
+
+def test_event_types_declare_the_key_of_the_keyed_body_shape() -> None:
+    assert REGISTRY.body_key("prospect.added") == "prospect"
+    assert REGISTRY.body_key("crawl.run.completed") == "run"
+    assert REGISTRY.body_key("never.declared") == "never"
+
+
+def test_extra_schema_directories_add_event_types(tmp_path: Any) -> None:
+    (tmp_path / "invoice.paid.json").write_text(
+        '{"type": "object", "required": ["amount"], "x-body-key": "invoice"}'
+    )
+    registry = SchemaRegistry.load(extra_dirs=[tmp_path])
+    assert registry.validate(envelope("invoice.paid", {"amount": 5})).data == {"amount": 5}
+    assert registry.body_key("invoice.paid") == "invoice"
