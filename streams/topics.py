@@ -124,9 +124,8 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
     from confluent_kafka.admin import AdminClient
 
     # librdkafka logs every failed connection; the one error raised here is enough.
-    admin = AdminClient(
-        {**admin_config(settings), "logger": _QUIET},
-    )
+    config: dict[str, object] = {**admin_config(settings), "logger": _QUIET}
+    admin = AdminClient(config)  # type: ignore[arg-type]
     try:
         admin.list_topics(timeout=timeout_s)
     except Exception as exc:  # KafkaException: transport failure, timeout

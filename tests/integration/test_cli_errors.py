@@ -53,15 +53,7 @@ def test_a_valid_event_is_published_and_located(settings: Settings, tmp_path: Pa
         (["--type", "prospect.added", "--data", "@FILE_NOT_JSON"], "is not valid JSON"),
         (["--type", "prospect.added", "--data", "@/nonexistent.json"], "cannot read"),
         (["--type", "prospect.added", "--data", "[1]"], "must be a JSON object"),
-        (
-            [
-                "--type",
-                "prospect.added",
-                "--data",
-                orjson.dumps(PROSPECT | {"lead_reasoning": "x" * 300_000}).decode(),
-            ],
-            "over the limit",
-        ),
+        (["--type", "prospect.added", "--data", "@FILE_TOO_BIG"], "over the limit"),
     ],
 )
 def test_bad_input_is_one_error_line_with_what_to_fix(
@@ -69,7 +61,12 @@ def test_bad_input_is_one_error_line_with_what_to_fix(
 ) -> None:
     not_json = tmp_path / "bad.txt"
     not_json.write_text("name,status\nAcme,qualified\n")
-    args = [a.replace("FILE_NOT_JSON", str(not_json)) for a in args]
+    too_big = tmp_path / "big.json"
+    too_big.write_bytes(orjson.dumps(PROSPECT | {"lead_reasoning": "x" * 300_000}))
+    args = [
+        a.replace("FILE_NOT_JSON", str(not_json)).replace("FILE_TOO_BIG", str(too_big))
+        for a in args
+    ]
     done = publish(settings, "--tenant", "t1", *args)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
