@@ -14,6 +14,8 @@ material: messages name fields and reasons, never secret values.
     │   └── PayloadTooLargeError
     ├── DestinationRefusedError     a URL or address the destination policy refuses
     ├── SigningError                a secret or profile that cannot sign
+    ├── InvalidRequestError         a management API request with a bad field
+    ├── AuthError                   a missing, unknown or out-of-scope token
     └── NotFoundError / ConflictError   resources of the management API
 """
 
@@ -86,6 +88,22 @@ class DestinationRefusedError(StreamsError):
 
 class SigningError(StreamsError):
     """A signing profile cannot sign with the given secret."""
+
+
+class InvalidRequestError(StreamsError):
+    """A request to the management API (or the CLI) has a bad field.
+
+    ``field`` names it (``url``, ``event_types[2]``, ``headers.X-Foo``); the
+    API answers 422 with both.
+    """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AuthError(StreamsError):
+    """No token, an unknown token, or a token without the right to act."""
 
 
 class NotFoundError(StreamsError):

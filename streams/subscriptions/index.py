@@ -1,0 +1,121 @@
+"""The in-process view of every subscription, fed from the compacted topic.
+
+The ``subscriptions`` topic is the source of truth. Each worker applies its
+records, in log order, to a :class:`SubscriptionIndex`: by id (the delivery
+stage, the API) and by tenant with a compiled event-type matcher (the
+fan-out). Applying is idempotent and order is the log's, so every worker that
+has read up to the same offset holds the same view, and the last write to a
+subscription wins everywhere.
+
+The index does no I/O. What feeds it is wiring (:mod:`streams.subscriptions.store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from streams.errors import DecodeError
+from streams.fanout.matching import TypeMatcher
+from streams.records import Subscription
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    sub: Subscription
+    matcher: TypeMatcher
+
+
+class SubscriptionIndex:
+    def __init__(self) -> None:
+        self._by_id: dict[str, Entry] = {}
+        self._by_tenant: dict[str, dict[str, Entry]] = {}
+        # asyncio.Event binds no loop until awaited (3.10+), so this is safe off-loop.
+        self._changed = asyncio.Event()
+        self.applied = 0  # records applied, for readiness and tests
+        self.undecodable = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def apply(self, sub_id: str, raw: bytes | None) -> None:
+        """Apply one record of the compacted topic (``None``: a tombstone, deleted)."""
+        self.applied += 1
+        old = self._by_id.pop(sub_id, None)
+        if old is not None:
+            tenant = self._by_tenant.get(old.sub.tenant_id)
+            if tenant is not None:
+                tenant.pop(sub_id, None)
+                if not tenant:
+                    del self._by_tenant[old.sub.tenant_id]
+        if raw is not None:
+            try:
+                sub = Subscription.from_bytes(raw)
+            except DecodeError as exc:
+                # Never crash the worker on one bad record; it stays visible in the topic.
+                self.undecodable += 1
+                log.error("subscription %s: undecodable record skipped: %s", sub_id, exc)
+            else:
+                entry = Entry(sub, TypeMatcher(sub.event_types))
+                self._by_id[sub_id] = entry
+                self._by_tenant.setdefault(sub.tenant_id, {})[sub_id] = entry
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, sub_id: str, version: int | None, timeout_s: float) -> bool:
+        """Wait until ``sub_id`` is at ``version`` (None: deleted). True if reached."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            current = self._by_id.get(sub_id)
+            if (version is None and current is None) or (
+                version is not None and current is not None and current.sub.version >= version
+            ):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+
+    def get(self, sub_id: str) -> Subscription | None:
+        entry = self._by_id.get(sub_id)
+        return entry.sub if entry is not None else None
+
+    def matching(self, tenant_id: str, event_type: str) -> list[Subscription]:
+        """Enabled subscriptions of ``tenant_id`` whose event types match, in id order."""
+        tenant = self._by_tenant.get(tenant_id)
+        if not tenant:
+            return []
+        return [
+            e.sub
+            for _id, e in sorted(tenant.items())
+            if e.sub.state == "enabled" and e.matcher.matches(event_type)
+        ]
+
+    def all(
+        self, *, tenant_id: str | None = None, state: str | None = None
+    ) -> Iterator[Subscription]:
+        source = (
+            self._by_tenant.get(tenant_id, {}).values()
+            if tenant_id is not None
+            else self._by_id.values()
+        )
+        for entry in sorted(source, key=lambda e: e.sub.created_at):
+            if state is None or entry.sub.state == state:
+                yield entry.sub
+
+    def counts_by_state(self) -> dict[str, int]:
+        out = {"enabled": 0, "disabled": 0}
+        for entry in self._by_id.values():
+            out[entry.sub.state] = out.get(entry.sub.state, 0) + 1
+        return out

@@ -1,0 +1,371 @@
+"""Subscriptions as the API sees them: validating requests, and what may be shown.
+
+Pure functions: a request body (already JSON-decoded) becomes a
+:class:`~streams.records.Subscription` or an
+:class:`~streams.errors.InvalidRequestError` naming the field at fault, and a
+stored subscription becomes a public view that never contains a secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.config import Settings
+from streams.destinations import check_url
+from streams.errors import DestinationRefusedError, InvalidRequestError, SigningError
+from streams.fanout.matching import PatternError, validate_pattern
+from streams.records import Subscription
+from streams.retry.schedule import parse_duration, parse_schedule
+from streams.signing import PROFILES, get_profile, validate_secret
+from streams.subscriptions import secrets as secret_store
+
+MAX_EVENT_TYPES = 50
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 1024
+MAX_DESCRIPTION = 500
+MAX_IN_FLIGHT = 256
+MAX_RATE = 10_000.0
+MAX_TIMEOUT_S = 30.0
+
+#: Headers a subscription may never set: transport framing, and what every
+#: request carries for the receiver's trust (content type, identity, signatures
+#: of every profile, our own webhook-* headers).
+ALWAYS_RESERVED = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")  # RFC 9110 §5.6.2
+_TENANT = re.compile(r"^[A-Za-z0-9._:~-]{1,200}$")
+
+CREATE_FIELDS = frozenset(
+    {
+        "tenant_id",
+        "url",
+        "description",
+        "event_types",
+        "signing",
+        "secret",
+        "headers",
+        "retry_schedule",
+        "ordering",
+        "rate_limit",
+        "max_in_flight",
+        "timeout",
+        "body_format",
+        "enabled",
+    }
+)
+UPDATE_FIELDS = CREATE_FIELDS - {"tenant_id", "secret", "enabled"}
+
+
+def reserved_headers() -> frozenset[str]:
+    names = set(ALWAYS_RESERVED)
+    for profile in PROFILES.values():
+        names |= profile.reserved_headers
+    return frozenset(names)
+
+
+def new_subscription_id() -> str:
+    return f"sub_{uuid.uuid4().hex}"
+
+
+def _bad(field: str, message: str) -> InvalidRequestError:
+    return InvalidRequestError(f"`{field}`: {message}", field=field)
+
+
+def _check_unknown(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise _bad(key, f"unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def _str(body: Mapping[str, Any], field: str, *, max_len: int) -> str:
+    value = body[field]
+    if not isinstance(value, str):
+        raise _bad(field, "must be a string")
+    if len(value) > max_len:
+        raise _bad(field, f"at most {max_len} characters")
+    return value
+
+
+def check_tenant(value: Any) -> str:
+    if not isinstance(value, str) or not _TENANT.match(value):
+        raise _bad("tenant_id", "1-200 characters of A-Z a-z 0-9 . _ : ~ -")
+    return value
+
+
+def _url(value: Any, settings: Settings) -> str:
+    if not isinstance(value, str):
+        raise _bad("url", "must be a string")
+    try:
+        check_url(value, allow_http=settings.development, allowlist=settings.destination_allowlist)
+    except DestinationRefusedError as exc:
+        raise _bad("url", str(exc)) from None
+    return value
+
+
+def _event_types(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise _bad("event_types", "a non-empty list of event types or patterns (`prospect.*`, `*`)")
+    if len(value) > MAX_EVENT_TYPES:
+        raise _bad("event_types", f"at most {MAX_EVENT_TYPES} entries")
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _bad(f"event_types[{i}]", "must be a string")
+        try:
+            pattern = validate_pattern(item)
+        except PatternError as exc:
+            raise _bad(f"event_types[{i}]", str(exc)) from None
+        if pattern not in out:
+            out.append(pattern)
+    return out
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _bad("headers", "an object of header name to string value")
+    if len(value) > MAX_HEADERS:
+        raise _bad("headers", f"at most {MAX_HEADERS} headers")
+    reserved = reserved_headers()
+    out: dict[str, str] = {}
+    for name, val in value.items():
+        field = f"headers.{name}"
+        if not _TOKEN.match(name):
+            raise _bad(field, "not a valid header name (RFC 9110 token)")
+        lower = name.lower()
+        if lower in reserved or lower.startswith("webhook-"):
+            raise _bad(
+                field, "reserved: signature, framing and identity headers cannot be overridden"
+            )
+        if not isinstance(val, str):
+            raise _bad(field, "must be a string")
+        if len(val) > MAX_HEADER_VALUE or any(
+            (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in val
+        ):
+            raise _bad(field, f"at most {MAX_HEADER_VALUE} characters, no control characters")
+        if lower in {k.lower() for k in out}:
+            raise _bad(field, "given twice (header names are case-insensitive)")
+        out[name] = val
+    return out
+
+
+def _retry_schedule(value: Any) -> list[float] | None:
+    """``"default"``/None → the configured default; ``"none"`` → one attempt."""
+    if value is None or value == "default":
+        return None
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise _bad("retry_schedule", 'a list of durations such as ["5s", "5m"]')
+        value = ",".join(value) if value else "none"
+    if not isinstance(value, str):
+        raise _bad("retry_schedule", '"default", "none", or durations such as "5s,5m,30m"')
+    try:
+        return list(parse_schedule(value))
+    except Exception as exc:
+        raise _bad("retry_schedule", str(exc)) from None
+
+
+def _timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    except Exception:
+        raise _bad("timeout", 'a duration such as "10s" or a number of seconds') from None
+    if isinstance(value, bool) or not 0 < seconds <= MAX_TIMEOUT_S:
+        raise _bad("timeout", f"above 0 and at most {MAX_TIMEOUT_S:g}s")
+    return seconds
+
+
+def _number(body: Mapping[str, Any], field: str, *, low: float, high: float, integer: bool) -> Any:
+    value = body[field]
+    if value is None and field == "rate_limit":
+        return None
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not low <= value <= high:
+        kind = "a whole number" if integer else "a number"
+        raise _bad(field, f"{kind} from {low:g} to {high:g}")
+    return value
+
+
+def _choice(body: Mapping[str, Any], field: str, choices: tuple[str, ...]) -> str:
+    value = body[field]
+    if value not in choices:
+        raise _bad(field, f"one of {', '.join(choices)}")
+    return str(value)
+
+
+def _apply(fields: dict[str, Any], body: Mapping[str, Any], settings: Settings) -> None:
+    """Validate every field present in ``body`` into ``fields`` (record field names)."""
+    if "url" in body:
+        fields["url"] = _url(body["url"], settings)
+    if "description" in body:
+        fields["description"] = _str(body, "description", max_len=MAX_DESCRIPTION)
+    if "event_types" in body:
+        fields["event_types"] = _event_types(body["event_types"])
+    if "signing" in body:
+        try:
+            fields["signing"] = get_profile(str(body["signing"])).name
+        except SigningError as exc:
+            raise _bad("signing", str(exc)) from None
+    if "headers" in body:
+        fields["headers"] = _headers(body["headers"])
+    if "retry_schedule" in body:
+        fields["retry_schedule"] = _retry_schedule(body["retry_schedule"])
+    if "ordering" in body:
+        fields["ordering"] = _choice(body, "ordering", ("unordered", "ordered"))
+    if "rate_limit" in body:
+        fields["rate_limit"] = _number(body, "rate_limit", low=0.01, high=MAX_RATE, integer=False)
+    if "max_in_flight" in body:
+        fields["max_in_flight"] = _number(
+            body, "max_in_flight", low=1, high=MAX_IN_FLIGHT, integer=True
+        )
+    if "timeout" in body:
+        fields["timeout_s"] = _timeout(body["timeout"])
+    if "body_format" in body:
+        fields["body_format"] = _choice(body, "body_format", ("envelope", "keyed"))
+
+
+def _secret_for(profile: str, body: Mapping[str, Any]) -> str | None:
+    """The caller's secret, validated; or a generated one; or None (prospektr, unsigned)."""
+    from streams.signing import generate_secret
+
+    if "secret" in body and body["secret"] is not None:
+        secret = body["secret"]
+        if not isinstance(secret, str):
+            raise _bad("secret", "must be a string")
+        try:
+            validate_secret(profile, secret)
+        except SigningError as exc:
+            raise _bad("secret", str(exc)) from None
+        return secret
+    if "secret" in body and profile == "prospektr":
+        return None  # Prospektr's secret is optional: an explicit null means unsigned
+    return generate_secret(profile)
+
+
+def build_subscription(
+    body: Mapping[str, Any],
+    *,
+    tenant_id: str,
+    settings: Settings,
+    box: secret_store.SecretBox,
+    now: float,
+) -> tuple[Subscription, str | None]:
+    """Validate a create request. Returns the record and the clear secret (shown once)."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequestError("the request body must be a JSON object")
+    _check_unknown(body, CREATE_FIELDS)
+    for required in ("url", "event_types"):
+        if required not in body:
+            raise _bad(required, "required")
+    fields: dict[str, Any] = {}
+    _apply(fields, body, settings)
+    profile = fields.get("signing", "standard")
+    secret = _secret_for(profile, body)
+    enabled = body.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _bad("enabled", "true or false")
+    record = Subscription(
+        id=new_subscription_id(),
+        tenant_id=check_tenant(tenant_id),
+        secrets=[box.encrypt(secret, now=now)] if secret is not None else [],
+        state="enabled" if enabled else "disabled",
+        disabled_reason=None if enabled else "created disabled",
+        disabled_at=None if enabled else now,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    return record, secret
+
+
+def apply_update(
+    current: Subscription, body: Mapping[str, Any], *, settings: Settings, now: float
+) -> Subscription:
+    """Validate a PATCH and return the updated record (secrets are not changed here)."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequestError("the request body must be a JSON object")
+    _check_unknown(body, UPDATE_FIELDS)
+    fields: dict[str, Any] = {}
+    _apply(fields, body, settings)
+    if "signing" in fields and fields["signing"] != current.signing:
+        raise _bad("signing", "cannot change the signing profile: create a new subscription")
+    return dataclasses.replace(current, **fields, updated_at=now, version=current.version + 1)
+
+
+def set_state(
+    current: Subscription, *, enabled: bool, reason: str | None, now: float
+) -> Subscription:
+    return dataclasses.replace(
+        current,
+        state="enabled" if enabled else "disabled",
+        disabled_reason=None if enabled else (reason or "disabled by an operator"),
+        disabled_at=None if enabled else now,
+        updated_at=now,
+        version=current.version + 1,
+    )
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def public_view(
+    sub: Subscription, *, now: float, public_keys: list[str] | None = None
+) -> dict[str, Any]:
+    """What the API and CLI show: everything but secret material."""
+    valid = secret_store.active(sub.secrets, now)
+    rotating = [s["expires_at"] for s in valid if s.get("expires_at") is not None]
+    view: dict[str, Any] = {
+        "id": sub.id,
+        "tenant_id": sub.tenant_id,
+        "url": sub.url,
+        "description": sub.description,
+        "event_types": list(sub.event_types),
+        "signing": sub.signing,
+        "secret": {
+            "set": bool(valid),
+            "previous_valid_until": _iso(max(rotating)) if rotating else None,
+        },
+        "headers": dict(sub.headers),
+        "retry_schedule": "default"
+        if sub.retry_schedule is None
+        else ("none" if list(sub.retry_schedule) == [0] else list(sub.retry_schedule)),
+        "ordering": sub.ordering,
+        "rate_limit": sub.rate_limit,
+        "max_in_flight": sub.max_in_flight,
+        "timeout": sub.timeout_s,
+        "body_format": sub.body_format,
+        "state": sub.state,
+        "disabled_reason": sub.disabled_reason,
+        "disabled_at": _iso(sub.disabled_at),
+        "created_at": _iso(sub.created_at),
+        "updated_at": _iso(sub.updated_at),
+        "version": sub.version,
+    }
+    if public_keys:
+        view["public_keys"] = public_keys
+    return view

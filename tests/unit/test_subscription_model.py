@@ -1,0 +1,234 @@
+"""Subscription requests are validated field by field; views never show secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+from streams.config import Settings
+from streams.errors import ConfigError, InvalidRequestError, StreamsError
+from streams.records import Subscription
+from streams.subscriptions import secrets as secret_store
+from streams.subscriptions.index import SubscriptionIndex
+from streams.subscriptions.model import apply_update, build_subscription, public_view, set_state
+
+NOW = 1_800_000_000.0
+PROD = Settings.from_env({})
+DEV = Settings.from_env({"STREAMS_ENV": "development"})
+BOX = secret_store.SecretBox([Fernet.generate_key().decode()])
+
+
+def build(body: dict[str, Any], settings: Settings = PROD) -> tuple[Subscription, str | None]:
+    return build_subscription(body, tenant_id="t_1", settings=settings, box=BOX, now=NOW)
+
+
+def test_a_minimal_request_gets_defaults_and_a_standard_webhooks_secret() -> None:
+    sub, secret = build({"url": "https://example.com/hook", "event_types": ["prospect.*"]})
+    assert sub.id.startswith("sub_")
+    assert (sub.tenant_id, sub.signing, sub.state, sub.ordering) == (
+        "t_1",
+        "standard",
+        "enabled",
+        "unordered",
+    )
+    assert secret is not None
+    assert secret.startswith("whsec_")
+    assert secret not in sub.to_bytes().decode()  # encrypted at rest
+    assert secret_store.decrypt_active(BOX, sub.secrets, NOW) == (secret,)
+
+
+def test_a_caller_supplied_secret_is_kept_and_prospektr_may_have_none() -> None:
+    _sub, secret = build(
+        {
+            "url": "https://e.com/h",
+            "event_types": ["prospect.added"],
+            "signing": "prospektr",
+            "secret": "a-long-enough-shared-secret",
+        }
+    )
+    assert secret == "a-long-enough-shared-secret"
+    unsigned, none = build(
+        {
+            "url": "https://e.com/h",
+            "event_types": ["prospect.added"],
+            "signing": "prospektr",
+            "secret": None,
+        }
+    )
+    assert none is None
+    assert unsigned.secrets == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "text"),
+    [
+        ({"event_types": ["a"]}, "url", "required"),
+        ({"url": "https://e.com"}, "event_types", "required"),
+        ({"url": "http://e.com", "event_types": ["a"]}, "url", "https"),
+        ({"url": "https://10.0.0.1/h", "event_types": ["a"]}, "url", "private"),
+        ({"url": "https://[::ffff:127.0.0.1]/h", "event_types": ["a"]}, "url", "loopback"),
+        ({"url": "https://user:pw@e.com/h", "event_types": ["a"]}, "url", "credentials"),
+        ({"url": "https://e.com", "event_types": []}, "event_types", "non-empty"),
+        ({"url": "https://e.com", "event_types": ["Prospect Added"]}, "event_types[0]", ""),
+        ({"url": "https://e.com", "event_types": ["a"], "signing": "md5"}, "signing", "standard"),
+        (
+            {"url": "https://e.com", "event_types": ["a"], "headers": {"Webhook-Signature": "x"}},
+            "headers.Webhook-Signature",
+            "reserved",
+        ),
+        (
+            {"url": "https://e.com", "event_types": ["a"], "headers": {"Prowlo-Signature": "x"}},
+            "headers.Prowlo-Signature",
+            "reserved",
+        ),
+        (
+            {"url": "https://e.com", "event_types": ["a"], "headers": {"X-A": "a\r\nX-B: b"}},
+            "headers.X-A",
+            "control",
+        ),
+        (
+            {"url": "https://e.com", "event_types": ["a"], "headers": {"Bad Name": "x"}},
+            "headers.Bad Name",
+            "header name",
+        ),
+        ({"url": "https://e.com", "event_types": ["a"], "timeout": "31s"}, "timeout", "30s"),
+        ({"url": "https://e.com", "event_types": ["a"], "rate_limit": 0}, "rate_limit", "number"),
+        (
+            {"url": "https://e.com", "event_types": ["a"], "max_in_flight": 1.5},
+            "max_in_flight",
+            "whole",
+        ),
+        (
+            {"url": "https://e.com", "event_types": ["a"], "retry_schedule": "5s,1s"},
+            "retry_schedule",
+            "",
+        ),
+        ({"url": "https://e.com", "event_types": ["a"], "ordering": "fifo"}, "ordering", "ordered"),
+        ({"url": "https://e.com", "event_types": ["a"], "secret": "whsec_!!"}, "secret", ""),
+        (
+            {"url": "https://e.com", "event_types": ["a"], "colour": "red"},
+            "colour",
+            "unknown field",
+        ),
+    ],
+)
+def test_a_bad_field_is_named_with_what_to_fix(body: dict[str, Any], field: str, text: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        build(body)
+    assert info.value.field == field
+    assert text in str(info.value)
+
+
+def test_a_bad_secret_is_never_echoed_in_the_error() -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        build(
+            {"url": "https://e.com", "event_types": ["a"], "secret": "whsec_notbase64!!secretvalue"}
+        )
+    assert "notbase64!!secretvalue" not in str(info.value)
+
+
+def test_development_mode_allows_plain_http_and_the_allowlist_admits_loopback() -> None:
+    settings = Settings.from_env(
+        {"STREAMS_ENV": "development", "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.0/8"}
+    )
+    sub, _ = build({"url": "http://127.0.0.1:9/h", "event_types": ["*"]}, settings)
+    assert sub.url == "http://127.0.0.1:9/h"
+
+
+def test_retry_schedules_default_custom_and_none() -> None:
+    base = {"url": "https://e.com", "event_types": ["a"]}
+    assert build(base)[0].retry_schedule is None
+    assert build(base | {"retry_schedule": "none"})[0].retry_schedule == [0]
+    assert build(base | {"retry_schedule": ["5s", "1m"]})[0].retry_schedule == [0, 5, 60]
+
+
+def test_an_update_changes_only_given_fields_and_bumps_the_version() -> None:
+    sub, _ = build({"url": "https://e.com/a", "event_types": ["a"], "description": "one"})
+    updated = apply_update(
+        sub, {"description": "two", "event_types": ["b.*"]}, settings=PROD, now=NOW + 5
+    )
+    assert (updated.description, updated.event_types, updated.url) == (
+        "two",
+        ["b.*"],
+        "https://e.com/a",
+    )
+    assert (updated.version, updated.updated_at, updated.created_at) == (2, NOW + 5, NOW)
+    with pytest.raises(InvalidRequestError, match="tenant_id"):
+        apply_update(sub, {"tenant_id": "other"}, settings=PROD, now=NOW)
+
+
+def test_disable_and_enable_carry_a_human_reason() -> None:
+    sub, _ = build({"url": "https://e.com/a", "event_types": ["a"]})
+    off = set_state(sub, enabled=False, reason="5 consecutive 5xx responses", now=NOW)
+    assert (off.state, off.disabled_reason, off.disabled_at) == (
+        "disabled",
+        "5 consecutive 5xx responses",
+        NOW,
+    )
+    on = set_state(off, enabled=True, reason=None, now=NOW + 1)
+    assert (on.state, on.disabled_reason, on.disabled_at) == ("enabled", None, None)
+
+
+def test_the_public_view_has_no_secret_material() -> None:
+    sub, secret = build({"url": "https://e.com/a", "event_types": ["a"]})
+    assert secret is not None
+    view = public_view(sub, now=NOW)
+    text = str(view)
+    assert secret not in text
+    assert "ciphertext" not in text
+    assert view["secret"] == {"set": True, "previous_valid_until": None}
+
+
+def test_rotation_keeps_the_previous_secret_for_the_grace_period() -> None:
+    old = [BOX.encrypt("old", now=NOW)]
+    rotated = secret_store.rotate(old, BOX.encrypt("new", now=NOW + 10), now=NOW + 10, grace_s=3600)
+    assert secret_store.decrypt_active(BOX, rotated, NOW + 20) == ("new", "old")
+    assert secret_store.decrypt_active(BOX, rotated, NOW + 10 + 3600) == ("new",)
+    revoked = secret_store.rotate(old, BOX.encrypt("new", now=NOW), now=NOW, grace_s=0)
+    assert secret_store.decrypt_active(BOX, revoked, NOW) == ("new",)
+
+
+def test_secrets_key_rotation_decrypts_with_old_keys_listed_after_the_new(tmp_path: Path) -> None:
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    stored = secret_store.SecretBox([old_key]).encrypt("s3cret", now=NOW)
+    assert secret_store.SecretBox([new_key, old_key]).decrypt(stored) == "s3cret"
+    with pytest.raises(StreamsError, match="STREAMS_SECRETS_KEY"):
+        secret_store.SecretBox([new_key]).decrypt(stored)
+
+
+def test_production_requires_a_secrets_key_and_development_makes_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="STREAMS_SECRETS_KEY"):
+        secret_store.SecretBox.from_settings(PROD)
+    dev = Settings.from_env({"STREAMS_ENV": "development", "STREAMS_STATE_DIR": str(tmp_path)})
+    box = secret_store.SecretBox.from_settings(dev)
+    again = secret_store.SecretBox.from_settings(dev)
+    assert again.decrypt(box.encrypt("x", now=NOW)) == "x"
+    assert (tmp_path / "dev-secrets.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match="not a Fernet key"):
+        secret_store.SecretBox(["short"])
+
+
+def test_the_index_matches_enabled_subscriptions_of_the_tenant_only() -> None:
+    index = SubscriptionIndex()
+    subs = {
+        "a": Subscription(id="a", tenant_id="t1", url="https://e/a", event_types=["prospect.*"]),
+        "b": Subscription(
+            id="b", tenant_id="t1", url="https://e/b", event_types=["*"], state="disabled"
+        ),
+        "c": Subscription(id="c", tenant_id="t2", url="https://e/c", event_types=["*"]),
+        "d": Subscription(id="d", tenant_id="t1", url="https://e/d", event_types=["alert.fired"]),
+    }
+    for sub_id, sub in subs.items():
+        index.apply(sub_id, sub.to_bytes())
+    assert [s.id for s in index.matching("t1", "prospect.added")] == ["a"]
+    assert [s.id for s in index.matching("t1", "alert.fired")] == ["d"]
+    assert [s.id for s in index.matching("t2", "prospect.added")] == ["c"]
+    index.apply("a", None)  # tombstone
+    assert index.matching("t1", "prospect.added") == []
+    index.apply("x", b"{not json")
+    assert index.undecodable == 1
+    assert index.get("x") is None
+    assert index.counts_by_state() == {"enabled": 2, "disabled": 1}
