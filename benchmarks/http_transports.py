@@ -13,6 +13,8 @@ Variants (``--variant``):
   httpx-aiohttp               httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport)
   aiohttp-transport-direct    httpx.Request -> AiohttpTransport.handle_async_request (no AsyncClient)
   httpx-request-aiohttp-lean  httpx.Request -> thin adapter that calls aiohttp directly
+  httpx-request-aiohttp-lean-cached-url
+                              same, endpoint URL parsed once (httpx.URL + yarl.URL)
   aiohttp-raw                 aiohttp.ClientSession only (baseline)
   httpx-pyreqwest             httpx.AsyncClient(transport=pyreqwest HttpxTransport)   [needs pyreqwest]
   pyreqwest-transport-direct  httpx.Request -> pyreqwest HttpxTransport.handle_async_request
@@ -47,6 +49,7 @@ from typing import Awaitable, Callable, Optional
 
 import aiohttp
 import httpx
+import yarl
 
 try:
     import orjson
@@ -222,6 +225,28 @@ class HttpxRequestAiohttpLean(Variant):
             return response.status, len(data)
 
 
+class HttpxRequestAiohttpLeanCachedUrl(HttpxRequestAiohttpLean):
+    """As above, but the endpoint URL is parsed once (httpx.URL and yarl.URL),
+    as a delivery engine can do per subscription endpoint."""
+
+    async def open(self) -> None:
+        await super().open()
+        self.httpx_url = httpx.URL(self.url)
+        self.yarl_url = yarl.URL(str(self.httpx_url))
+
+    async def send(self, body, headers):
+        request = httpx.Request("POST", self.httpx_url, content=body, headers=headers)
+        async with self.session.request(
+            request.method,
+            self.yarl_url,
+            headers=request.headers.multi_items(),
+            data=request.content,
+            allow_redirects=False,
+        ) as response:
+            data = await response.content.read(self.max_body)
+            return response.status, len(data)
+
+
 class AiohttpRaw(Variant):
     async def open(self) -> None:
         self.session = make_aiohttp_session(self.concurrency)
@@ -292,6 +317,7 @@ VARIANTS: "dict[str, type[Variant]]" = {
     "httpx-aiohttp": HttpxAiohttp,
     "aiohttp-transport-direct": AiohttpTransportDirect,
     "httpx-request-aiohttp-lean": HttpxRequestAiohttpLean,
+    "httpx-request-aiohttp-lean-cached-url": HttpxRequestAiohttpLeanCachedUrl,
     "aiohttp-raw": AiohttpRaw,
     "httpx-pyreqwest": HttpxPyreqwest,
     "pyreqwest-transport-direct": PyreqwestTransportDirect,

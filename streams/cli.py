@@ -206,6 +206,48 @@ def publish_cmd(
     )
 
 
+# -- the worker --------------------------------------------------------------------
+
+
+@cli.command("worker")
+@fail_cleanly
+def worker_cmd() -> None:
+    """Run the whole pipeline (every agent and the API) in this process.
+
+    Start more processes the same way to share the work through Kafka's
+    consumer group. Stops cleanly on SIGTERM/SIGINT.
+    """
+    from faust import Worker
+
+    from streams.app import build_app
+    from streams.errors import ConfigError
+    from streams.topics import missing_topics
+
+    settings = settings_from_env()
+    missing = missing_topics(settings)
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} topic(s) missing, e.g. {missing[0]}: run `streams topics create` "
+            "with the same STREAMS_TOPIC_PREFIX and STREAMS_RETRY_SCHEDULE"
+        )
+    pipeline = build_app(settings)
+    if settings.development and not settings.admin_token.reveal():
+        from streams.api.auth import resolve_admin_token
+
+        token, _ = resolve_admin_token(settings)
+        click.echo(
+            f"development admin token: {token}  (from {settings.state_dir / 'dev-admin-token'})",
+            err=True,
+        )
+    click.echo(
+        f"worker: API on http://{settings.api_bind}:{settings.api_port}, "
+        f"Kafka at {settings.kafka_bootstrap}",
+        err=True,
+    )
+    worker = Worker(pipeline.app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
 def main() -> None:
     cli(prog_name="streams")
 

@@ -15,6 +15,7 @@ topic                  key                value
 events                 tenant id          EventEnvelope
 events.invalid         tenant id or none  InvalidEvent
 subscriptions          subscription id    Subscription (tombstone on delete)
+tokens                 token id           tenant token record (sha256 only)
 deliveries             subscription id    Delivery
 deliveries.retry.<t>   subscription id    Delivery (with ``due_at``)
 deliveries.dlq         subscription id    DeadLetter

@@ -100,6 +100,12 @@ class SchemaRegistry:
     def body_key(self, event_type: str) -> str:
         return self._body_keys.get(event_type) or event_type.split(".", 1)[0]
 
+    def sample(self, event_type: str) -> dict[str, Any]:
+        """Sample data for test deliveries: the schema's first ``examples`` entry."""
+        examples = self.schemas.get(event_type, {}).get("examples") or [{}]
+        sample = examples[0]
+        return dict(sample) if isinstance(sample, dict) else {}
+
     def validate(self, obj: Any) -> EventEnvelope:
         """Validate a decoded event; return it as an :class:`EventEnvelope`.
 

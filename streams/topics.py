@@ -44,6 +44,10 @@ class TopicNames:
         return self._n("subscriptions")
 
     @property
+    def tokens(self) -> str:
+        return self._n("tokens")
+
+    @property
     def deliveries(self) -> str:
         return self._n("deliveries")
 
@@ -96,6 +100,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "segment.ms": _ms(3600),
             },
         ),
+        TopicSpec(names.tokens, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(names.deliveries, p, {**data, "max.message.bytes": max_message}),
         TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_message}),
         TopicSpec(names.attempts, p, log),
@@ -133,6 +138,15 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
             f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout_s:g}s: "
             "start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP"
         ) from exc
+
+
+def missing_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """Topics of the pipeline that do not exist on the cluster."""
+    from confluent_kafka.admin import AdminClient
+
+    check_reachable(settings)
+    existing = AdminClient(admin_config(settings)).list_topics(timeout=timeout_s).topics
+    return [s.name for s in topic_specs(settings) if s.name not in existing]
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:

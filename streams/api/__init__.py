@@ -1,0 +1,57 @@
+"""The management API, served by every worker on Faust's web server (aiohttp).
+
+Routes live one resource per module (``subscriptions.py``, ``tokens.py``);
+``http.py`` holds JSON, errors and authentication; ``openapi.py`` describes it
+all at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from streams.api.auth import TokenIndex, resolve_admin_token
+from streams.api.http import json_response, make_middleware
+from streams.api.openapi import openapi_document
+from streams.api.subscriptions import SubscriptionRoutes
+from streams.api.tokens import TokenRoutes
+from streams.subscriptions.store import CompactedReader
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def register_api(pipeline: Pipeline) -> None:
+    admin_token, generated = resolve_admin_token(pipeline.settings)
+    pipeline.extras["admin_token_generated"] = generated
+    tokens = TokenIndex()
+    pipeline.readers.append(
+        CompactedReader(pipeline.settings, pipeline.names.tokens, tokens.apply, name="tokens")
+    )
+    web_app: web.Application = pipeline.app.web.web_app  # type: ignore[attr-defined]
+    web_app.middlewares.append(make_middleware(admin_token, tokens))
+    router = web_app.router
+
+    async def healthz(request: web.Request) -> web.Response:
+        ready = pipeline.is_ready
+        return json_response(
+            {
+                "status": "ok" if ready else "starting",
+                "subscriptions": len(pipeline.subscriptions),
+            },
+            status=200 if ready else 503,
+        )
+
+    document = openapi_document()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(document)
+
+    router.add_get("/healthz", healthz)
+    router.add_get("/openapi.json", openapi)
+    SubscriptionRoutes(pipeline).register(router)
+    TokenRoutes(pipeline, tokens).register(router)

@@ -1,0 +1,259 @@
+"""The OpenAPI 3.1 document of the management API, served at ``/openapi.json``.
+
+Written by hand next to the routes it describes; a test checks that every
+route the server registers is documented and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.schemas import record_schema
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+
+_CREATE = {
+    "type": "object",
+    "required": ["url", "event_types"],
+    "additionalProperties": False,
+    "properties": {
+        "tenant_id": {
+            "type": "string",
+            "description": "Required with the admin token; omit with a tenant token.",
+        },
+        "url": {
+            "type": "string",
+            "description": (
+                "https (http only in development); no credentials; must not resolve to "
+                "private/loopback/metadata addresses unless allowlisted."
+            ),
+        },
+        "description": {"type": "string", "maxLength": 500},
+        "event_types": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Exact types or patterns: `prospect.*`, `*`.",
+        },
+        "signing": {
+            "enum": ["standard", "prowlo", "prospektr", "stripe", "github"],
+            "default": "standard",
+        },
+        "secret": {
+            "type": ["string", "null"],
+            "description": (
+                "Your own secret; generated when omitted; null = unsigned (prospektr only)."
+            ),
+        },
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "retry_schedule": {
+            "description": "`default`, `none` (one attempt), or durations such as `5s,5m,30m`.",
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+        },
+        "ordering": {"enum": ["unordered", "ordered"], "default": "unordered"},
+        "rate_limit": {"type": ["number", "null"], "description": "Requests per second."},
+        "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16},
+        "timeout": {
+            "description": "Whole-request timeout, at most 30s.",
+            "oneOf": [{"type": "string"}, {"type": "number"}],
+        },
+        "body_format": {"enum": ["envelope", "keyed"], "default": "envelope"},
+        "enabled": {"type": "boolean", "default": True},
+    },
+}
+
+_VIEW = {
+    "type": "object",
+    "description": (
+        "A subscription as shown: never any secret material, except `signing_secret` "
+        "in the responses of create and rotate-secret."
+    ),
+    "properties": {
+        "id": {"type": "string"},
+        "tenant_id": {"type": "string"},
+        "url": {"type": "string"},
+        "event_types": {"type": "array", "items": {"type": "string"}},
+        "signing": {"type": "string"},
+        "secret": {
+            "type": "object",
+            "properties": {
+                "set": {"type": "boolean"},
+                "previous_valid_until": {"type": ["string", "null"]},
+            },
+        },
+        "signing_secret": {
+            "type": "string",
+            "description": "Only in create and rotate-secret responses.",
+        },
+        "public_keys": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "whpk_ keys for v1a (ed25519) subscriptions.",
+        },
+        "state": {"enum": ["enabled", "disabled"]},
+        "disabled_reason": {"type": ["string", "null"]},
+    },
+}
+
+
+def _op(
+    summary: str,
+    *,
+    body: Any = None,
+    ok: int = 200,
+    schema: Any = None,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            str(ok): {
+                "description": "OK",
+                **({"content": {"application/json": {"schema": schema}}} if schema else {}),
+            },
+            "401": {
+                "description": "Missing or unknown token",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "404": {
+                "description": "Not found (or another tenant's)",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "422": {
+                "description": "A bad field, named in `error.field`",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _q(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "streams management API", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Subscription": _VIEW,
+                "SubscriptionRecord": record_schema("subscription"),
+                "Error": _ERROR,
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {
+                "get": {
+                    **_op("Liveness and readiness (503 until the subscriptions are read)"),
+                    "security": [],
+                }
+            },
+            "/openapi.json": {"get": {**_op("This document"), "security": []}},
+            "/v1/subscriptions": {
+                "post": _op(
+                    "Create a subscription; the response holds the secret, once",
+                    body=_CREATE,
+                    ok=201,
+                    schema=_VIEW,
+                ),
+                "get": _op(
+                    "List subscriptions",
+                    schema={"type": "object"},
+                    params=[
+                        _q("tenant_id", "admin only"),
+                        _q("state", "enabled|disabled"),
+                        _q("limit", "1-1000"),
+                        _q("offset", "0+"),
+                    ],
+                ),
+            },
+            "/v1/subscriptions/{id}": {
+                "get": _op("Show a subscription", schema=_VIEW, params=_ID),
+                "patch": _op(
+                    "Change fields (not the tenant, secret or signing profile)",
+                    body={**_CREATE, "required": []},
+                    schema=_VIEW,
+                    params=_ID,
+                ),
+                "delete": _op("Delete a subscription", ok=204, params=_ID),
+            },
+            "/v1/subscriptions/{id}/rotate-secret": {
+                "post": _op(
+                    "Rotate the signing secret; the old one stays valid for `grace` (default 24h)",
+                    body={
+                        "type": "object",
+                        "properties": {"secret": {"type": "string"}, "grace": {"type": "string"}},
+                    },
+                    schema=_VIEW,
+                    params=_ID,
+                )
+            },
+            "/v1/subscriptions/{id}/enable": {"post": _op("Enable", schema=_VIEW, params=_ID)},
+            "/v1/subscriptions/{id}/disable": {
+                "post": _op(
+                    "Disable with a reason",
+                    body={"type": "object", "properties": {"reason": {"type": "string"}}},
+                    schema=_VIEW,
+                    params=_ID,
+                )
+            },
+            "/v1/subscriptions/{id}/test": {
+                "post": _op(
+                    "Send a sample event of the first event type to this subscription now",
+                    ok=202,
+                    schema={"type": "object"},
+                    params=_ID,
+                )
+            },
+            "/v1/tokens": {
+                "post": _op(
+                    "Create a tenant token (admin); the response holds the token, once",
+                    body={
+                        "type": "object",
+                        "required": ["tenant_id"],
+                        "properties": {
+                            "tenant_id": {"type": "string"},
+                            "description": {"type": "string"},
+                        },
+                    },
+                    ok=201,
+                    schema={"type": "object"},
+                ),
+                "get": _op(
+                    "List tenant tokens (admin), without secrets",
+                    schema={"type": "object"},
+                    params=[_q("tenant_id", "filter")],
+                ),
+            },
+            "/v1/tokens/{id}": {"delete": _op("Revoke a tenant token (admin)", ok=204, params=_ID)},
+        },
+    }

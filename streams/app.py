@@ -1,0 +1,152 @@
+"""The worker: one Faust app that runs every stage of the pipeline.
+
+``streams worker`` builds the app with :func:`build_app` and runs it. More
+processes started the same way share the partitions through Kafka's consumer
+group; each keeps its own replica of the subscriptions (see
+:mod:`streams.subscriptions.store`).
+
+:class:`Pipeline` is what the stages share: settings, topic names, the
+subscription index and its reader, the schema registry, the secret box. The
+stages themselves live in their own modules and are registered here:
+
+- :mod:`streams.fanout.agent`     events joined with subscriptions -> deliveries
+- :mod:`streams.api`              the management API on Faust's web server
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import mode
+
+from streams.config import Settings
+from streams.schemas import SchemaRegistry
+from streams.subscriptions.index import SubscriptionIndex
+from streams.subscriptions.secrets import SecretBox
+from streams.subscriptions.store import CompactedReader
+from streams.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    """Everything the stages of one worker share."""
+
+    settings: Settings
+    app: faust.App
+    names: TopicNames
+    registry: SchemaRegistry
+    box: SecretBox
+    subscriptions: SubscriptionIndex
+    readers: list[CompactedReader] = field(default_factory=list)
+    topics: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    stats: Counter[str] = field(default_factory=Counter)
+
+    def topic(self, name: str) -> Any:
+        """A raw-bytes Faust topic (created by `streams topics create`, never declared)."""
+        if name not in self.topics:
+            self.topics[name] = self.app.topic(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                internal=False,
+            )
+        return self.topics[name]
+
+    async def send(self, topic: str, key: str | bytes, value: bytes | None) -> Any:
+        """Enqueue one record; the returned future resolves when Kafka acknowledges it."""
+        k = key.encode() if isinstance(key, str) else key
+        return await self.topic(topic).send(key=k, value=value)
+
+    async def ready(self) -> None:
+        """Wait until every compacted topic has been read up to its end at start."""
+        await asyncio.gather(*(r.ready.wait() for r in self.readers))
+
+    @property
+    def is_ready(self) -> bool:
+        return all(r.ready.is_set() for r in self.readers)
+
+
+class _Readers(mode.Service):
+    """Starts the compacted-topic readers with the app and stops them with it."""
+
+    def __init__(self, readers: list[CompactedReader]) -> None:
+        super().__init__()
+        self.readers = readers
+
+    async def on_start(self) -> None:
+        for reader in self.readers:
+            await reader.start()
+
+    async def on_stop(self) -> None:
+        for reader in self.readers:
+            await reader.stop()
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]
+    return {
+        "broker": brokers,
+        "store": "rocksdb://",
+        "datadir": str(settings.state_dir / "faust"),
+        "web_enabled": True,
+        "web_bind": settings.api_bind,
+        "web_port": settings.api_port,
+        "web_host": settings.api_bind,
+        # Faust's built-in pages would list table contents: never expose them.
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
+        # Our topics are created by `streams topics create`; the leader topic is unused.
+        "topic_disable_leader": True,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        # Bounded polls keep one slow agent's buffer from stalling the others
+        # (0.2 x stream_buffer_maxsize must exceed the poll size; see docs/design.md).
+        "broker_max_poll_records": 500,
+        "stream_buffer_maxsize": 4096,
+        # Surface a broker that does not acknowledge within 30 s (default 1200 s).
+        "producer_request_timeout": 30.0,
+        "producer_acks": -1,
+        "producer_linger_ms": 1,
+        "producer_max_request_size": max(1_048_576, settings.max_payload_bytes * 2 + 65_536),
+        "consumer_max_fetch_size": 4 * 1_048_576,
+        "logging_config": None,
+        "loghandlers": [],
+    }
+
+
+def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> Pipeline:
+    """Build the worker's Faust app with every stage registered."""
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    names = TopicNames(settings.topic_prefix)
+    index = SubscriptionIndex()
+    pipeline = Pipeline(
+        settings=settings,
+        app=app,
+        names=names,
+        registry=registry or SchemaRegistry.load(),
+        box=SecretBox.from_settings(settings),
+        subscriptions=index,
+    )
+    pipeline.readers.append(
+        CompactedReader(settings, names.subscriptions, index.apply, name="subscriptions")
+    )
+
+    from streams.api import register_api
+    from streams.fanout.agent import register_fanout
+
+    register_fanout(pipeline)
+    register_api(pipeline)
+
+    app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
+    return pipeline

@@ -1,0 +1,121 @@
+"""The fan-out agent: each event joined with its tenant's subscriptions.
+
+Reads ``events`` (keyed by tenant), validates every envelope against
+``schemas/``, finds the tenant's enabled subscriptions whose event types match,
+and produces one :class:`~streams.records.Delivery` per match to
+``deliveries``, keyed by subscription id. An invalid event (not JSON, failing
+its schemas, unknown type, oversized) goes to ``events.invalid`` with the
+reason and its raw bytes; the agent never stops on one.
+
+The event's offset is acked only after every record it caused is
+acknowledged by Kafka, in offset order (see :mod:`streams.commits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import mode
+
+from streams.commits import OrderedAcks
+from streams.errors import InvalidEventError
+from streams.fanout.bodies import render_body
+from streams.records import Delivery, EventEnvelope, InvalidEvent, Subscription, delivery_id_for
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+log = logging.getLogger(__name__)
+
+#: Events in flight (sent, awaiting Kafka's acknowledgement) per worker.
+MAX_PENDING_EVENTS = 2000
+
+
+def deliveries_for(
+    event: EventEnvelope,
+    subscriptions: list[Subscription],
+    *,
+    body_key: str,
+    published_at: float,
+    now: float,
+) -> list[Delivery]:
+    """One delivery per subscription, each with the body bytes of its body format."""
+    bodies: dict[str, str] = {}
+    out: list[Delivery] = []
+    for sub in subscriptions:
+        body = bodies.get(sub.body_format)
+        if body is None:
+            body = render_body(event, sub.body_format, body_key).decode("utf-8")
+            bodies[sub.body_format] = body
+        out.append(
+            Delivery(
+                delivery_id=delivery_id_for(event.id, sub.id),
+                event_id=event.id,
+                event_type=event.type,
+                tenant_id=event.tenant_id,
+                subscription_id=sub.id,
+                body=body,
+                attempt=1,
+                created_at=now,
+                published_at=published_at,
+                traceparent=event.traceparent,
+            )
+        )
+    return out
+
+
+async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message: Any) -> list[Any]:
+    """Produce what one event causes; return the broker-acknowledgement futures."""
+    names = pipeline.names
+    try:
+        event = pipeline.registry.decode(raw, max_bytes=pipeline.settings.max_payload_bytes)
+    except InvalidEventError as exc:
+        invalid = InvalidEvent.of(
+            raw,
+            str(exc),
+            field=exc.field,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        log.warning(
+            "invalid event at %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc
+        )
+        pipeline.stats["invalid"] += 1
+        return [await pipeline.send(names.events_invalid, key or b"", invalid.to_bytes())]
+    matched = pipeline.subscriptions.matching(event.tenant_id, event.type)
+    deliveries = deliveries_for(
+        event,
+        matched,
+        body_key=pipeline.registry.body_key(event.type),
+        published_at=float(message.timestamp or 0.0),
+        now=time.time(),
+    )
+    pipeline.stats["events"] += 1
+    pipeline.stats["deliveries"] += len(deliveries)
+    return [
+        await pipeline.send(names.deliveries, d.subscription_id, d.to_bytes()) for d in deliveries
+    ]
+
+
+def register_fanout(pipeline: Pipeline) -> None:
+    app = pipeline.app
+    events = pipeline.topic(pipeline.names.events)
+
+    crashing: set[asyncio.Future[None]] = set()
+
+    def stop_worker(exc: BaseException) -> None:
+        crashing.add(asyncio.ensure_future(app.crash(exc)))
+
+    @app.agent(events, name="fanout", supervisor_strategy=mode.CrashingSupervisor)
+    async def fanout(stream: Any) -> None:
+        # Never join an event against a partial view of the subscriptions.
+        await pipeline.ready()
+        acks = OrderedAcks(max_pending=MAX_PENDING_EVENTS, on_fatal=stop_worker)
+        async for event in stream.noack().events():
+            ticket = await acks.track(event)
+            futures = await fan_out_one(pipeline, event.key, event.value, event.message)
+            acks.finish_when(ticket, asyncio.gather(*futures))

@@ -1,0 +1,120 @@
+"""Reading and writing the compacted topics (subscriptions, tokens).
+
+Every worker reads each compacted topic from the beginning into an
+in-process index and then follows it: a plain consumer with no group,
+assigned every partition. The worker is *ready* once it has read up to the
+end offsets it saw at start; the fan-out does not process an event before
+then, so no event is joined against a partial view.
+
+Why not a Faust ``GlobalTable``: on faust-streaming 0.15.3 with Kafka 4.4 we
+measured (see docs/design.md) that a rocksdb GlobalTable stops seeing other
+workers' updates for keys it wrote itself and asserts when written outside an
+agent, and that a memory GlobalTable only shows other workers' updates live
+with ``recovery_buffer_size=1``. Reading the topic ourselves is the same
+mechanism (a replica of a compacted changelog in every process) without
+those failure modes, and the topic stays the only source of truth.
+
+Writes go to the topic and then wait until this worker's own reader has
+applied them, so an API response reflects what every worker will see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from streams.config import Settings
+from streams.errors import StreamsError
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[str, bytes | None], None]
+
+
+class CompactedReader:
+    """Replicate one compacted topic into ``apply(key, value)`` calls, then follow it."""
+
+    def __init__(self, settings: Settings, topic: str, apply: Apply, *, name: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.apply = apply
+        self.name = name
+        self.ready = asyncio.Event()
+        self.records = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"reader:{self.topic}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        # Reconnect forever: a broker restart must not leave a worker without its view.
+        while not self._stopping:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("%s reader: %s; reconnecting in 2s", self.name, exc)
+                await asyncio.sleep(2)
+
+    async def _consume(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{self.settings.app_id}-{self.name}-reader",
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions(consumer)
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end: dict[Any, int] = await consumer.end_offsets(tps)
+            if all(end[tp] == 0 for tp in tps):
+                self._mark_ready()
+            while not self._stopping:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for records in batch.values():
+                    for record in records:
+                        key = record.key.decode() if record.key is not None else ""
+                        if key:
+                            self.apply(key, record.value)
+                            self.records += 1
+                if not self.ready.is_set():
+                    positions = {tp: await consumer.position(tp) for tp in tps}
+                    if all(positions[tp] >= end[tp] for tp in tps):
+                        self._mark_ready()
+        finally:
+            await consumer.stop()
+
+    async def _partitions(self, consumer: Any) -> list[int]:
+        for _ in range(50):
+            partitions = consumer.partitions_for_topic(self.topic)
+            if partitions:
+                return sorted(partitions)
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
+        raise StreamsError(
+            f"topic {self.topic} does not exist: run `streams topics create` (same "
+            "STREAMS_TOPIC_PREFIX) before starting the worker"
+        )
+
+    def _mark_ready(self) -> None:
+        if not self.ready.is_set():
+            log.info("%s: read %d records from %s; ready", self.name, self.records, self.topic)
+            self.ready.set()
