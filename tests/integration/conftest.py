@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,49 @@ def settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Setting
             "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.0/8,::1/128",
         }
     )
+
+
+@pytest.fixture(scope="module")
+def worker_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of this module's worker: own topics, own API port, own state."""
+    import uuid
+
+    from tests.integration.harness import free_port
+
+    state = tmp_path_factory.mktemp("worker-state")
+    return Settings.from_env(
+        {
+            "STREAMS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "STREAMS_TOPIC_PREFIX": f"w{uuid.uuid4().hex[:10]}.",
+            "STREAMS_PARTITIONS": "3",
+            "STREAMS_STATE_DIR": str(state),
+            "STREAMS_ENV": "development",
+            # Only 127.0.0.1 itself: other loopback, private and metadata addresses stay refused.
+            "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.1/32",
+            "STREAMS_API_PORT": str(free_port()),
+            "STREAMS_APP_ID": f"streams-{uuid.uuid4().hex[:8]}",
+            "STREAMS_RETRY_SCHEDULE": "1s,2s",
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(worker_settings: Settings) -> Iterator[Any]:
+    """A running `streams worker` on this module's topics, stopped after the module."""
+    from streams.topics import create_topics
+    from tests.integration.harness import WorkerProcess
+
+    create_topics(worker_settings)
+    proc = WorkerProcess(worker_settings, worker_settings.state_dir / "worker.log").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(worker: Any, worker_settings: Settings) -> Any:
+    from tests.integration.harness import Api
+
+    token = (worker_settings.state_dir / "dev-admin-token").read_text().strip()
+    return Api(worker.base_url, token)

@@ -1,0 +1,148 @@
+"""Test harness: a real `streams worker` process, an API client, topic readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that reproduces ``settings`` in a child process."""
+    return {
+        "STREAMS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMS_PARTITIONS": str(settings.partitions),
+        "STREAMS_STATE_DIR": str(settings.state_dir),
+        "STREAMS_ENV": settings.env,
+        "STREAMS_DESTINATION_ALLOWLIST": ",".join(str(n) for n in settings.destination_allowlist),
+        "STREAMS_API_PORT": str(settings.api_port),
+        "STREAMS_APP_ID": settings.app_id,
+        "STREAMS_RETRY_SCHEDULE": settings.retry_schedule,
+    }
+
+
+class WorkerProcess:
+    """`streams worker` in a subprocess; its log goes to ``log_path``."""
+
+    def __init__(
+        self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base_url = f"http://127.0.0.1:{settings.api_port}"
+
+    def start(self, timeout_s: float = 90.0) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.kill()
+        raise RuntimeError(f"worker not healthy within {timeout_s}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Api:
+    """A thin client of the management API for tests."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=20
+        )
+
+    def as_token(self, token: str) -> Api:
+        return Api(str(self.http.base_url), token)
+
+    def call(self, method: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
+        return self.http.request(method, path, json=body, params=params or None)
+
+    def create(self, **body: Any) -> dict[str, Any]:
+        resp = self.call("POST", "/v1/subscriptions", body)
+        assert resp.status_code == 201, resp.text
+        created: dict[str, Any] = resp.json()
+        return created
+
+
+def read_topic(
+    settings: Settings, topic: str, *, expected: int, timeout_s: float = 30.0, settle_s: float = 0.0
+) -> list[Any]:
+    """Every record of ``topic`` from the start, until ``expected`` arrived (then ``settle_s`` more)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"test-reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    meta = consumer.list_topics(topic, timeout=10)
+    consumer.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.3):
+                assert msg.error() is None, msg.error()
+                out.append(msg)
+            if len(out) >= expected:
+                if settle_until is None:
+                    settle_until = time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+    finally:
+        consumer.close()
+    return out
