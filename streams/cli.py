@@ -248,6 +248,11 @@ def worker_cmd() -> None:
     worker.execute_from_commandline()
 
 
+from streams.cli_api import register  # noqa: E402 - needs the helpers above
+
+register(cli)
+
+
 def main() -> None:
     cli(prog_name="streams")
 

@@ -125,6 +125,18 @@ class Settings:
         "Bearer token of the administrator. Required in production; generated and "
         "printed once in development.",
     )
+    api_url: str = _env(
+        "STREAMS_API_URL",
+        "http://127.0.0.1:8080",
+        "Base URL of the management API that `streams subscriptions` and `streams tokens` "
+        "call (a running `streams worker`).",
+    )
+    api_token: Secret = _env(
+        "STREAMS_API_TOKEN",
+        "",
+        "The bearer token the CLI sends to the management API (admin or tenant); falls back "
+        "to STREAMS_ADMIN_TOKEN, then the development token file under STREAMS_STATE_DIR.",
+    )
     secrets_key: Secret = _env(
         "STREAMS_SECRETS_KEY",
         "",
@@ -276,6 +288,17 @@ def _timeout(limit: float) -> Callable[[str], float]:
     return parse
 
 
+def _api_url(raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as http://127.0.0.1:8080")
+    if parts.query or parts.fragment:
+        raise ValueError("expected a base URL without query or fragment")
+    return raw.rstrip("/")
+
+
 def _heap(raw: str) -> str:
     if not raw[:-1].isdigit() or raw[-1].lower() not in "mg":
         raise ValueError("expected a Java heap size such as 512m or 1g")
@@ -294,6 +317,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "state_dir": Path,
     "api_port": _port,
     "admin_token": Secret,
+    "api_url": _api_url,
+    "api_token": Secret,
     "secrets_key": Secret,
     "destination_allowlist": _allowlist,
     "connect_timeout_s": _timeout(30),

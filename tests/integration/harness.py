@@ -119,7 +119,7 @@ class Api:
 def read_topic(
     settings: Settings, topic: str, *, expected: int, timeout_s: float = 30.0, settle_s: float = 0.0
 ) -> list[Any]:
-    """Every record of ``topic`` from the start, until ``expected`` arrived (then ``settle_s`` more)."""
+    """Records of ``topic`` from the start until ``expected`` arrived, then ``settle_s`` more."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
