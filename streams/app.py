@@ -10,6 +10,8 @@ subscription index and its reader, the schema registry, the secret box. The
 stages themselves live in their own modules and are registered here:
 
 - :mod:`streams.fanout.agent`     events joined with subscriptions -> deliveries
+- :mod:`streams.delivery.agent`   deliveries -> signed HTTP POSTs, attempts, retries, DLQ
+- :mod:`streams.retry.agent`      retry tiers: wait until due, then the same engine
 - :mod:`streams.api`              the management API on Faust's web server
 """
 
@@ -92,6 +94,17 @@ class _Readers(mode.Service):
             await reader.stop()
 
 
+class _Closing(mode.Service):
+    """Closes the HTTP sender's connections when the app stops."""
+
+    def __init__(self, sender: Any) -> None:
+        super().__init__()
+        self.sender = sender
+
+    async def on_stop(self) -> None:
+        await self.sender.close()
+
+
 def faust_settings(settings: Settings) -> dict[str, Any]:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]
     return {
@@ -114,6 +127,10 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # (0.2 x stream_buffer_maxsize must exceed the poll size; see docs/design.md).
         "broker_max_poll_records": 500,
         "stream_buffer_maxsize": 4096,
+        # Agents ack by hand, in offset order, once outputs are confirmed; a rebalance
+        # must not wait for deliveries in flight or for records a retry tier holds
+        # back (un-acked records are read again by the partition's next owner).
+        "stream_wait_empty": False,
         # Surface a broker that does not acknowledge within 30 s (default 1200 s).
         "producer_request_timeout": 30.0,
         "producer_acks": -1,
@@ -143,10 +160,20 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     )
 
     from streams.api import register_api
+    from streams.delivery.agent import register_delivery
+    from streams.delivery.engine import DeliveryEngine
+    from streams.delivery.transport import HttpSender
     from streams.fanout.agent import register_fanout
+    from streams.retry.agent import register_retry_tiers
 
+    sender = HttpSender(settings)
+    engine = DeliveryEngine(pipeline, sender)
+    pipeline.extras["engine"] = engine
     register_fanout(pipeline)
+    register_delivery(pipeline, engine)
+    register_retry_tiers(pipeline, engine)
     register_api(pipeline)
+    app.service(_Closing(sender))  # type: ignore[arg-type]
 
     app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
     return pipeline

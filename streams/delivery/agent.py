@@ -1,0 +1,43 @@
+"""The delivery agent: reads ``deliveries`` and hands each record to the engine.
+
+Manual acks under a crashing supervisor (see :mod:`streams.commits`): the
+loop only tracks and submits, the engine acks once the attempt's follow-ups
+are acknowledged by Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import mode
+
+from streams.commits import OrderedAcks
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+    from streams.delivery.engine import DeliveryEngine
+
+#: Records read but not yet acked, per agent: bounds memory when endpoints are slow.
+MAX_PENDING = 5000
+
+
+def crash_handler(pipeline: Pipeline) -> Any:
+    crashing: set[asyncio.Future[None]] = set()
+
+    def stop_worker(exc: BaseException) -> None:
+        crashing.add(asyncio.ensure_future(pipeline.app.crash(exc)))
+
+    return stop_worker
+
+
+def register_delivery(pipeline: Pipeline, engine: DeliveryEngine) -> None:
+    topic = pipeline.topic(pipeline.names.deliveries)
+
+    @pipeline.app.agent(topic, name="deliver", supervisor_strategy=mode.CrashingSupervisor)
+    async def deliver(stream: Any) -> None:
+        await pipeline.ready()
+        acks = OrderedAcks(max_pending=MAX_PENDING, on_fatal=crash_handler(pipeline))
+        async for event in stream.noack().events():
+            ticket = await acks.track(event)
+            await engine.handle(event.value, event.message, ticket, acks)

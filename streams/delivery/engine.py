@@ -1,0 +1,274 @@
+"""The delivery engine: one attempt per delivery record, and what follows it.
+
+Agents (``deliveries`` and every retry tier) hand each record to
+:meth:`DeliveryEngine.handle` together with its ack ticket. The engine:
+
+1. decodes it (an undecodable record is parked on ``events.invalid``);
+2. looks up the subscription: deleted → dead letter ``subscription_deleted``,
+   disabled → dead letter ``subscription_disabled`` (parked, replayable);
+3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`);
+   a full lane defers it to the first retry tier without an attempt;
+4. in the lane: signs with the secrets valid *now*, sends, classifies
+   (:mod:`streams.delivery.outcome`), and produces the follow-ups: the
+   attempt record always, plus a retry (next tier) or a dead letter;
+5. acks the record only after Kafka acknowledged every follow-up
+   (:mod:`streams.commits`). A follow-up Kafka refuses stops the worker with
+   the record un-acked.
+
+Nothing in this module blocks the agent loop: ``handle`` only submits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from streams.commits import OrderedAcks, Ticket
+from streams.delivery.lanes import Dispatcher
+from streams.delivery.outcome import Delivered, ErrorKind, GiveUp, Retry, classify
+from streams.delivery.request import PreparedRequest, build_request
+from streams.errors import DecodeError, SigningError
+from streams.records import Attempt, DeadLetter, Delivery, InvalidEvent, Subscription
+from streams.retry.schedule import next_retry, parse_retry_after, parse_schedule, tier_for_delay
+from streams.subscriptions import secrets as secret_store
+from streams.subscriptions.model import reserved_headers
+from streams.topics import retry_tiers
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+log = logging.getLogger(__name__)
+
+#: Bounds on a receiver's Retry-After (RFC 9110 §10.2.3), in seconds.
+RETRY_AFTER_MIN_S = 1.0
+RETRY_AFTER_MAX_S = 24 * 3600.0
+#: Characters of the response body kept in the attempt log.
+SNIPPET_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What one HTTP attempt produced. ``detail`` never contains secrets."""
+
+    status: int | None
+    body: bytes = b""
+    error: ErrorKind | None = None
+    detail: str | None = None
+    duration_ms: float = 0.0
+    retry_after: str | None = None
+
+
+class Sender(Protocol):
+    async def send(self, request: PreparedRequest, *, timeout_s: float) -> SendResult: ...
+
+
+@dataclass(slots=True)
+class Job:
+    delivery: Delivery
+    sub: Subscription
+    ticket: Ticket
+    acks: OrderedAcks
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        sender: Sender,
+        *,
+        jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.p = pipeline
+        self.sender = sender
+        self.jitter = jitter
+        self.clock = clock
+        self.tiers = retry_tiers(pipeline.settings)
+        self.default_schedule = parse_schedule(pipeline.settings.retry_schedule)
+        self.reserved = reserved_headers()
+        self.dispatcher = Dispatcher(self._attempt, on_error=self._job_failed)
+        self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
+        # Hooks for the stages that react to outcomes (auto-disable, metrics).
+        self.on_outcome: list[Callable[[Subscription, Attempt], Any]] = []
+
+    # -- entry point from the agents ---------------------------------------------
+
+    async def handle(self, raw: bytes, message: Any, ticket: Ticket, acks: OrderedAcks) -> None:
+        try:
+            delivery = Delivery.from_bytes(raw)
+        except DecodeError as exc:
+            invalid = InvalidEvent.of(
+                raw,
+                str(exc),
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            log.error(
+                "undecodable delivery at %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
+            )
+            fut = await self.p.send(self.p.names.events_invalid, b"", invalid.to_bytes())
+            acks.finish_when(ticket, fut)
+            return
+        sub = self.p.subscriptions.get(delivery.subscription_id)
+        if sub is None:
+            acks.finish_when(
+                ticket, await self._dead_letter(delivery, "subscription_deleted", None, None)
+            )
+            return
+        if not sub.enabled:
+            acks.finish_when(
+                ticket, await self._dead_letter(delivery, "subscription_disabled", None, None)
+            )
+            return
+        ordered = sub.ordering == "ordered"
+        submitted = self.dispatcher.submit(
+            sub.id,
+            Job(delivery, sub, ticket, acks),
+            max_in_flight=1 if ordered else sub.max_in_flight,
+            rate=sub.rate_limit,
+        )
+        if not submitted:
+            # The endpoint is backed up: park this one in the first tier, no attempt made.
+            self.p.stats["deferred"] += 1
+            tier = self.tiers[0]
+            later = dataclasses.replace(delivery, due_at=self.clock() + tier)
+            fut = await self.p.send(self.p.names.retry(tier), sub.id, later.to_bytes())
+            acks.finish_when(ticket, fut)
+
+    # -- one attempt ---------------------------------------------------------------
+
+    def _secrets_now(self, sub: Subscription, now: float) -> tuple[str, ...]:
+        key = (sub.id, sub.version)
+        cached = self._secrets.get(key)
+        if cached is None:
+            if len(self._secrets) > 100_000:
+                self._secrets.clear()
+            cached = tuple(
+                (self.p.box.decrypt(s), s.get("expires_at"))
+                for s in secret_store.active(sub.secrets, now)
+            )
+            self._secrets[key] = cached
+        return tuple(clear for clear, expires in cached if expires is None or expires > now)
+
+    async def _attempt(self, job: Job) -> None:
+        delivery, sub = job.delivery, job.sub
+        # The subscription may have changed while this waited in its lane.
+        current = self.p.subscriptions.get(sub.id)
+        if current is None or not current.enabled:
+            reason = "subscription_deleted" if current is None else "subscription_disabled"
+            job.acks.finish_when(job.ticket, await self._dead_letter(delivery, reason, None, None))
+            return
+        sub = current
+        now = self.clock()
+        try:
+            request = build_request(
+                delivery,
+                sub,
+                secrets=self._secrets_now(sub, now),
+                timestamp=int(now),
+                user_agent=self.p.settings.user_agent,
+                reserved=self.reserved,
+            )
+        except SigningError as exc:
+            result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=f"signing: {exc}")
+        else:
+            timeout = sub.timeout_s or self.p.settings.request_timeout_s
+            result = await self.sender.send(request, timeout_s=timeout)
+        futures = await self._follow_up(delivery, sub, result, started=now)
+        job.acks.finish_when(job.ticket, asyncio.gather(*futures))
+
+    async def _follow_up(
+        self, delivery: Delivery, sub: Subscription, result: SendResult, *, started: float
+    ) -> list[Any]:
+        now = self.clock()
+        retry_after = parse_retry_after(
+            result.retry_after, now, minimum=RETRY_AFTER_MIN_S, maximum=RETRY_AFTER_MAX_S
+        )
+        outcome = classify(result.status, result.error, retry_after)
+        error = (
+            None
+            if isinstance(outcome, Delivered)
+            else (result.detail or getattr(outcome, "reason", None))
+        )
+        futures: list[Any] = []
+        label = "delivered"
+        if isinstance(outcome, Retry):
+            schedule = (
+                tuple(sub.retry_schedule)
+                if sub.retry_schedule is not None
+                else self.default_schedule
+            )
+            delay = next_retry(schedule, delivery.attempt, jitter=self.jitter())
+            if delay is None:
+                label = "give_up"
+                futures.append(await self._dead_letter(delivery, "exhausted", result.status, error))
+            else:
+                label = "retry"
+                planned = next_retry(schedule, delivery.attempt, jitter=0.0) or delay
+                if outcome.retry_after is not None and outcome.retry_after > delay:
+                    delay = planned = outcome.retry_after
+                tier = tier_for_delay(self.tiers, planned)
+                retry = delivery.next_attempt(due_at=now + delay, status=result.status, error=error)
+                if retry.first_attempt_at is None:
+                    retry = dataclasses.replace(retry, first_attempt_at=started)
+                futures.append(
+                    await self.p.send(self.p.names.retry(tier), sub.id, retry.to_bytes())
+                )
+        elif isinstance(outcome, GiveUp):
+            label = "give_up"
+            reason = "gone" if outcome.disable else "not_retryable"
+            futures.append(await self._dead_letter(delivery, reason, result.status, error))
+        attempt = Attempt(
+            delivery_id=delivery.delivery_id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            tenant_id=delivery.tenant_id,
+            subscription_id=sub.id,
+            attempt=delivery.attempt,
+            at=started,
+            duration_ms=round(result.duration_ms, 3),
+            outcome=label,
+            status=result.status,
+            response_snippet=result.body[:SNIPPET_CHARS].decode("utf-8", "replace")[:SNIPPET_CHARS],
+            error=error,
+            replay_id=delivery.replay_id,
+        )
+        futures.append(
+            await self.p.send(self.p.names.attempts, delivery.delivery_id, attempt.to_bytes())
+        )
+        self.p.stats[f"attempts.{label}"] += 1
+        for hook in self.on_outcome:
+            extra = hook(sub, attempt)
+            if extra is not None:
+                futures.extend(await extra)
+        return futures
+
+    async def _dead_letter(
+        self, delivery: Delivery, reason: str, status: int | None, error: str | None
+    ) -> Any:
+        letter = DeadLetter(
+            delivery=delivery.to_dict(),
+            reason=reason,
+            attempts=delivery.attempt
+            if reason in ("exhausted", "not_retryable", "gone")
+            else delivery.attempt - 1,
+            dead_lettered_at=self.clock(),
+            last_status=status if status is not None else delivery.last_status,
+            last_error=error if error is not None else delivery.last_error,
+        )
+        self.p.stats[f"dlq.{reason}"] += 1
+        return await self.p.send(self.p.names.dlq, delivery.subscription_id, letter.to_bytes())
+
+    def _job_failed(self, job: Job, exc: BaseException) -> None:
+        job.acks.fail(exc)
