@@ -206,6 +206,31 @@ def publish_cmd(
     )
 
 
+# -- the test receiver ---------------------------------------------------------------
+
+
+@cli.command("receiver")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=9100, show_default=True, type=int, help="Port to bind.")
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append every request to this JSON-lines file.",
+)
+def receiver_cmd(host: str, port: int, ledger: str | None) -> None:
+    """Run the sample receiver: verifies signatures, records a ledger, fails on request."""
+    from pathlib import Path
+
+    from streams.receiver import run
+
+    click.echo(
+        f"receiver on http://{host}:{port}/hooks/<name> (control: /_control/endpoints/<name>)",
+        err=True,
+    )
+    run(host, port, Path(ledger) if ledger else None)
+
+
 # -- the worker --------------------------------------------------------------------
 
 

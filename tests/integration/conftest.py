@@ -114,3 +114,14 @@ def admin(worker: Any, worker_settings: Settings) -> Any:
 
     token = (worker_settings.state_dir / "dev-admin-token").read_text().strip()
     return Api(worker.base_url, token)
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.integration.harness import ReceiverProcess
+
+    proc = ReceiverProcess(tmp_path_factory.mktemp("receiver") / "receiver.log").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

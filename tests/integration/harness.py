@@ -146,3 +146,61 @@ def read_topic(
     finally:
         consumer.close()
     return out
+
+
+class ReceiverProcess:
+    """`streams receiver` in a subprocess, with helpers for its control API."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.base_url, timeout=10)
+
+    def start(self, timeout_s: float = 20.0) -> ReceiverProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "receiver", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.http.get("/_stats")
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("receiver did not start")
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/hooks/{name}"
+
+    def configure(self, name: str, **behaviour: Any) -> None:
+        resp = self.http.post(f"/_control/endpoints/{name}", json=behaviour)
+        assert resp.status_code == 200, resp.text
+
+    def ledger(self, name: str | None = None) -> list[dict[str, Any]]:
+        params = {"endpoint": name} if name else None
+        entries: list[dict[str, Any]] = self.http.get("/_ledger", params=params).json()["entries"]
+        return entries
+
+    def wait_for(self, name: str, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        entries = self.ledger(name)
+        while len(entries) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+            entries = self.ledger(name)
+        return entries
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

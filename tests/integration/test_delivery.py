@@ -1,0 +1,153 @@
+"""Deliveries reach receivers signed, every attempt is logged, failures retry on time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from streams.config import Settings
+from streams.publish import EventPublisher
+from streams.records import Attempt, DeadLetter
+from tests.integration.harness import Api, ReceiverProcess, read_topic
+
+pytestmark = pytest.mark.integration
+
+ALERT = {
+    "organization_id": "o",
+    "alert_id": "a",
+    "watcher_id": "w",
+    "platform": "reddit",
+    "fired_at": "2026-01-01T00:00:00Z",
+}
+
+
+def subscribe(admin: Api, receiver: ReceiverProcess, name: str, **extra: Any) -> dict[str, Any]:
+    behaviour = extra.pop("behaviour", {})
+    sub = admin.create(tenant_id=name, url=receiver.url(name), event_types=["*"], **extra)
+    receiver.configure(name, secret=sub["signing_secret"], profile=sub["signing"], **behaviour)
+    return sub
+
+
+def publish(settings: Settings, tenant: str, n: int, prefix: str) -> list[str]:
+    with EventPublisher(settings) as pub:
+        events = [
+            pub.build("alert.fired", tenant, ALERT, event_id=f"{prefix}-{i}") for i in range(n)
+        ]
+        pub.publish_many(events)
+    return [e.id for e in events]
+
+
+def attempts(settings: Settings, sub_id: str, expected: int) -> list[Attempt]:
+    records = read_topic(
+        settings, settings.topic_prefix + "attempts", expected=expected, settle_s=0.5
+    )
+    found = [Attempt.from_bytes(m.value()) for m in records]
+    return [a for a in found if a.subscription_id == sub_id]
+
+
+def test_every_event_is_delivered_once_with_a_valid_signature_and_logged(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    sub = subscribe(admin, receiver, "happy")
+    ids = publish(worker_settings, "happy", 50, "ok")
+    entries = receiver.wait_for("happy", 50)
+    assert sorted(e["event_id"] for e in entries) == sorted(ids)
+    assert all(e["valid"] is True for e in entries)
+    assert all(e["attempt"] == 1 for e in entries)
+    logged = attempts(worker_settings, sub["id"], 50)
+    assert len([a for a in logged if a.outcome == "delivered" and a.status == 200]) >= 50
+
+
+@pytest.mark.parametrize("profile", ["prowlo", "prospektr", "stripe", "github"])
+def test_every_signing_profile_verifies_at_the_receiver(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings, profile: str
+) -> None:
+    name = f"profile-{profile}"
+    subscribe(admin, receiver, name, signing=profile)
+    publish(worker_settings, name, 3, name)
+    entries = receiver.wait_for(name, 3)
+    assert len(entries) == 3
+    assert all(e["valid"] is True for e in entries)
+
+
+def test_a_receiver_failing_n_times_sees_n_plus_one_attempts_never_early(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    # The module's worker runs STREAMS_RETRY_SCHEDULE=1s,2s: attempts at 0, +1 s, +2 s.
+    sub = subscribe(admin, receiver, "flaky", behaviour={"fail_first": 2, "fail_status": 503})
+    (event_id,) = publish(worker_settings, "flaky", 1, "flaky")
+    entries = receiver.wait_for("flaky", 3, timeout_s=40)
+    assert [e["attempt"] for e in entries] == [1, 2, 3]
+    assert [e["status"] for e in entries] == [503, 503, 200]
+    assert len({e["webhook_id"] for e in entries}) == 1
+    gaps = [b["received_at"] - a["received_at"] for a, b in zip(entries, entries[1:], strict=False)]
+    assert gaps[0] >= 1.0
+    assert gaps[1] >= 2.0
+    time.sleep(1)
+    assert len(receiver.ledger("flaky")) == 3  # nothing after the success
+    logged = attempts(worker_settings, sub["id"], 3)
+    assert [a.outcome for a in sorted(logged, key=lambda a: a.attempt)] == [
+        "retry",
+        "retry",
+        "delivered",
+    ]
+    assert all(a.event_id == event_id for a in logged)
+
+
+def test_exhausted_retries_land_in_the_dlq_with_the_last_status(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    sub = subscribe(admin, receiver, "dead", behaviour={"status": 500})
+    publish(worker_settings, "dead", 1, "dead")
+    entries = receiver.wait_for("dead", 3, timeout_s=40)
+    assert len(entries) == 3
+    letters = [
+        DeadLetter.from_bytes(m.value())
+        for m in read_topic(
+            worker_settings,
+            worker_settings.topic_prefix + "deliveries.dlq",
+            expected=1,
+            timeout_s=30,
+            settle_s=1,
+        )
+    ]
+    mine = [d for d in letters if d.delivery["subscription_id"] == sub["id"]]
+    assert len(mine) == 1
+    assert (mine[0].reason, mine[0].attempts, mine[0].last_status) == ("exhausted", 3, 500)
+
+
+def test_no_retry_schedule_means_one_attempt_then_the_dlq(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    sub = subscribe(
+        admin,
+        receiver,
+        "once",
+        retry_schedule="none",
+        signing="prospektr",
+        behaviour={"status": 502},
+    )
+    publish(worker_settings, "once", 1, "once")
+    assert len(receiver.wait_for("once", 1)) == 1
+    logged = attempts(worker_settings, sub["id"], 1)
+    assert [(a.status, a.outcome, a.response_snippet) for a in logged] == [
+        (502, "give_up", "failed")
+    ]
+    time.sleep(2)
+    assert len(receiver.ledger("once")) == 1
+
+
+def test_a_hanging_endpoint_does_not_stall_a_healthy_one(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    subscribe(admin, receiver, "stuck", timeout="3s", behaviour={"mode": "hang"})
+    healthy = admin.create(tenant_id="stuck", url=receiver.url("healthy"), event_types=["*"])
+    receiver.configure("healthy", secret=healthy["signing_secret"])
+    started = time.time()
+    publish(worker_settings, "stuck", 40, "iso")
+    entries = receiver.wait_for("healthy", 40, timeout_s=20)
+    assert len(entries) == 40
+    # The healthy endpoint got everything well before the stuck one's first timeout.
+    assert max(e["received_at"] for e in entries) - started < 3.0
