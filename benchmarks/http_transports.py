@@ -11,17 +11,20 @@ Variants (``--variant``):
 
   httpx-default               httpx.AsyncClient with its default (httpcore) transport
   httpx-aiohttp               httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport)
-  aiohttp-transport-direct    httpx.Request -> AiohttpTransport.handle_async_request (no AsyncClient)
+  aiohttp-transport-direct    httpx.Request -> AiohttpTransport.handle_async_request
+                              (no AsyncClient)
   httpx-request-aiohttp-lean  httpx.Request -> thin adapter that calls aiohttp directly
   httpx-request-aiohttp-lean-cached-url
                               same, endpoint URL parsed once (httpx.URL + yarl.URL)
   aiohttp-raw                 aiohttp.ClientSession only (baseline)
-  httpx-pyreqwest             httpx.AsyncClient(transport=pyreqwest HttpxTransport)   [needs pyreqwest]
+  httpx-pyreqwest             httpx.AsyncClient(transport=pyreqwest HttpxTransport)
+                              (the pyreqwest variants need `pip install pyreqwest`)
   pyreqwest-transport-direct  httpx.Request -> pyreqwest HttpxTransport.handle_async_request
   pyreqwest-raw               pyreqwest Client only
 
 The run stops after ``--requests`` requests or ``--seconds`` seconds, whichever
-comes first, so it is always bounded. Only point it at a local receiver.
+comes first, so it is always bounded. It is a load generator: it refuses
+URLs whose host is not a loopback address unless --allow-non-loopback is given.
 
 Example:
   taskset -c 1 python benchmarks/http_transports.py --variant aiohttp-raw \
@@ -36,6 +39,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import platform
 import resource
@@ -45,7 +49,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from typing import Awaitable, Callable, Optional
 
 import aiohttp
 import httpx
@@ -67,9 +70,6 @@ SECRET = b"benchmark-signing-secret-0123456789abcdef"
 CONNECT_TIMEOUT = 5.0
 TOTAL_TIMEOUT = 10.0
 
-# A sender takes (body, headers) and returns (status, bytes of body read).
-Sender = Callable[[bytes, "dict[str, str]"], Awaitable["tuple[int, int]"]]
-
 
 # --------------------------------------------------------------------------
 # Payload and signing (identical for every variant)
@@ -83,7 +83,7 @@ def make_payload(size: int) -> dict:
     return base
 
 
-def signed_message(payload: dict, seq: int) -> "tuple[bytes, dict[str, str]]":
+def signed_message(payload: dict, seq: int) -> tuple[bytes, dict[str, str]]:
     payload["id"] = f"evt_{seq:012d}"
     body = dumps(payload)
     msg_id = payload["id"]
@@ -125,6 +125,23 @@ async def read_capped_httpx(response: httpx.Response, cap: int) -> int:
     return min(got, cap)
 
 
+async def read_capped_aiohttp(response: aiohttp.ClientResponse, cap: int) -> int:
+    """Read at most `cap` body bytes (the caller's `async with` releases it).
+
+    `StreamReader.read(n)` returns what is buffered, up to n bytes, so loop.
+    """
+    got = 0
+    stream = response.content
+    while got < cap:
+        chunk = await stream.read(cap - got)
+        if not chunk:
+            break
+        got += len(chunk)
+        if stream.at_eof():
+            break
+    return got
+
+
 def make_aiohttp_session(concurrency: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=concurrency,
@@ -154,7 +171,7 @@ class Variant:
     async def close(self) -> None:  # pragma: no cover - overridden
         pass
 
-    async def send(self, body: bytes, headers: "dict[str, str]") -> "tuple[int, int]":
+    async def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, int]:
         raise NotImplementedError
 
 
@@ -221,8 +238,7 @@ class HttpxRequestAiohttpLean(Variant):
             data=request.content,
             allow_redirects=False,
         ) as response:
-            data = await response.content.read(self.max_body)
-            return response.status, len(data)
+            return response.status, await read_capped_aiohttp(response, self.max_body)
 
 
 class HttpxRequestAiohttpLeanCachedUrl(HttpxRequestAiohttpLean):
@@ -243,8 +259,7 @@ class HttpxRequestAiohttpLeanCachedUrl(HttpxRequestAiohttpLean):
             data=request.content,
             allow_redirects=False,
         ) as response:
-            data = await response.content.read(self.max_body)
-            return response.status, len(data)
+            return response.status, await read_capped_aiohttp(response, self.max_body)
 
 
 class AiohttpRaw(Variant):
@@ -258,8 +273,7 @@ class AiohttpRaw(Variant):
         async with self.session.post(
             self.url, data=body, headers=headers, allow_redirects=False
         ) as response:
-            data = await response.content.read(self.max_body)
-            return response.status, len(data)
+            return response.status, await read_capped_aiohttp(response, self.max_body)
 
 
 def make_pyreqwest_client(concurrency: int):
@@ -308,11 +322,16 @@ class PyreqwestRaw(Variant):
     async def send(self, body, headers):
         builder = self.client.post(self.url).headers(headers).body_bytes(body)
         async with builder.build_streamed() as response:
-            data = await response.body_reader.read(self.max_body)
-            return response.status, len(data or b"")
+            got = 0
+            while got < self.max_body:
+                chunk = await response.body_reader.read(self.max_body - got)
+                if chunk is None:  # end of body
+                    break
+                got += len(chunk)
+            return response.status, got
 
 
-VARIANTS: "dict[str, type[Variant]]" = {
+VARIANTS: dict[str, type[Variant]] = {
     "httpx-default": HttpxDefault,
     "httpx-aiohttp": HttpxAiohttp,
     "aiohttp-transport-direct": AiohttpTransportDirect,
@@ -347,7 +366,7 @@ class RunResult:
     statuses: dict = field(default_factory=dict)
 
 
-def percentile(sorted_values: "list[float]", q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
     idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -367,7 +386,7 @@ async def drive(
     max_seconds: float,
     payload: dict,
 ) -> RunResult:
-    latencies: "list[float]" = []
+    latencies: list[float] = []
     errors: Counter = Counter()
     statuses: Counter = Counter()
     issued = 0
@@ -383,7 +402,7 @@ async def drive(
             try:
                 async with asyncio.timeout(TOTAL_TIMEOUT):
                     status, _ = await variant.send(body, headers)
-            except Exception as exc:  # noqa: BLE001 - counted and reported
+            except Exception as exc:
                 errors[type(exc).__name__] += 1
                 continue
             latencies.append(time.perf_counter() - t0)
@@ -440,7 +459,17 @@ def versions() -> dict:
     return out
 
 
-def parse_args(argv: "Optional[list[str]]" = None) -> argparse.Namespace:
+def is_loopback_url(url: str) -> bool:
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", required=True, choices=sorted(VARIANTS))
     p.add_argument("--concurrency", "-c", type=int, default=64, help="requests in flight")
@@ -453,7 +482,14 @@ def parse_args(argv: "Optional[list[str]]" = None) -> argparse.Namespace:
     p.add_argument("--max-body", type=int, default=4096, help="response bytes to read at most")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--json-out", help="append one JSON line per run to this file")
+    p.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="allow a --url whose host is not 127.0.0.0/8, ::1 or localhost",
+    )
     args = p.parse_args(argv)
+    if not args.allow_non_loopback and not is_loopback_url(args.url):
+        p.error(f"--url {args.url!r} is not a loopback address (see --allow-non-loopback)")
     if args.warmup is None:
         args.warmup = 4 * args.concurrency
     if args.requests < 1 or args.concurrency < 1 or args.runs < 1 or args.seconds <= 0:
@@ -461,7 +497,7 @@ def parse_args(argv: "Optional[list[str]]" = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: "Optional[list[str]]" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.loop == "uvloop":
         import uvloop

@@ -164,11 +164,15 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     from streams.delivery.engine import DeliveryEngine
     from streams.delivery.transport import HttpSender
     from streams.fanout.agent import register_fanout
+    from streams.health import HealthMonitor
     from streams.retry.agent import register_retry_tiers
 
     sender = HttpSender(settings)
     engine = DeliveryEngine(pipeline, sender)
     pipeline.extras["engine"] = engine
+    health = HealthMonitor(pipeline)
+    engine.on_outcome.append(health.on_attempt)
+    pipeline.extras["health"] = health
     register_fanout(pipeline)
     register_delivery(pipeline, engine)
     register_retry_tiers(pipeline, engine)

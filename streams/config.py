@@ -112,6 +112,16 @@ class Settings:
         "Delays before each retry, separated by commas (the first attempt is immediate); "
         "`none` for a single attempt.",
     )
+    disable_after_failures: int = _env(
+        "STREAMS_DISABLE_AFTER_FAILURES",
+        "1000",
+        "Consecutive failed attempts after which a subscription is disabled automatically.",
+    )
+    disable_after_s: float = _env(
+        "STREAMS_DISABLE_AFTER",
+        "5d",
+        "A subscription failing continuously for longer than this is disabled automatically.",
+    )
     state_dir: Path = _env(
         "STREAMS_STATE_DIR",
         ".streams",
@@ -314,6 +324,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_retention_s": _duration,
     "max_payload_bytes": _positive_int,
     "retry_schedule": _schedule,
+    "disable_after_failures": _positive_int,
+    "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,
     "admin_token": Secret,

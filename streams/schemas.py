@@ -95,7 +95,12 @@ class SchemaRegistry:
 
     @property
     def event_types(self) -> list[str]:
-        return sorted(self._events)
+        """Domain event types (operational ones, ``x-operational``, excluded)."""
+        return sorted(n for n, s in self.schemas.items() if not s.get("x-operational"))
+
+    @property
+    def operational_types(self) -> list[str]:
+        return sorted(n for n, s in self.schemas.items() if s.get("x-operational"))
 
     def body_key(self, event_type: str) -> str:
         return self._body_keys.get(event_type) or event_type.split(".", 1)[0]

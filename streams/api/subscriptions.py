@@ -25,6 +25,7 @@ from streams.errors import (
 )
 from streams.fanout.agent import deliveries_for
 from streams.fanout.matching import TypeMatcher
+from streams.health import ops_event
 from streams.records import EventEnvelope, Subscription
 from streams.retry.schedule import parse_duration
 from streams.signing import generate_secret, validate_secret
@@ -93,6 +94,10 @@ class SubscriptionRoutes:
         except (OSError, TimeoutError):
             # Not resolvable yet: accepted; every delivery resolves and checks again.
             pass
+
+    async def _ops(self, event_type: str, sub: Subscription, data: dict[str, Any]) -> None:
+        event = ops_event(event_type, sub.tenant_id, {"subscription_id": sub.id, **data})
+        await (await self.p.send(self.p.names.ops, sub.tenant_id, event.to_bytes()))
 
     async def _save(self, sub: Subscription) -> None:
         confirm = await self.p.send(self.p.names.subscriptions, sub.id, sub.to_bytes())
@@ -203,6 +208,8 @@ class SubscriptionRoutes:
         await json_body(request, required=False)
         updated = model.set_state(sub, enabled=True, reason=None, now=time.time())
         await self._save(updated)
+        if not sub.enabled:
+            await self._ops("endpoint.enabled", sub, {"enabled_at": _iso_now()})
         return json_response(self._view(updated))
 
     async def disable(self, request: web.Request) -> web.Response:
@@ -215,6 +222,16 @@ class SubscriptionRoutes:
             )
         updated = model.set_state(sub, enabled=False, reason=reason, now=time.time())
         await self._save(updated)
+        if sub.enabled:
+            await self._ops(
+                "endpoint.disabled",
+                sub,
+                {
+                    "reason": updated.disabled_reason,
+                    "automatic": False,
+                    "disabled_at": _iso_now(),
+                },
+            )
         return json_response(self._view(updated))
 
     async def test(self, request: web.Request) -> web.Response:
@@ -255,3 +272,7 @@ class SubscriptionRoutes:
             if matcher.matches(known):
                 return known
         raise ConflictError(f"no known event type matches `{first}` to build a test event from")
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -3,7 +3,9 @@
 Reads ``events`` (keyed by tenant), validates every envelope against
 ``schemas/``, finds the tenant's enabled subscriptions whose event types match,
 and produces one :class:`~streams.records.Delivery` per match to
-``deliveries``, keyed by subscription id. An invalid event (not JSON, failing
+``deliveries``, keyed by subscription id. A matching subscription that is
+disabled gets no delivery; its delivery is parked in ``deliveries.dlq`` with
+reason ``subscription_disabled``, so re-enabling can replay it. An invalid event (not JSON, failing
 its schemas, unknown type, oversized) goes to ``events.invalid`` with the
 reason and its raw bytes; the agent never stops on one.
 
@@ -23,7 +25,14 @@ import mode
 from streams.commits import OrderedAcks
 from streams.errors import InvalidEventError
 from streams.fanout.bodies import render_body
-from streams.records import Delivery, EventEnvelope, InvalidEvent, Subscription, delivery_id_for
+from streams.records import (
+    DeadLetter,
+    Delivery,
+    EventEnvelope,
+    InvalidEvent,
+    Subscription,
+    delivery_id_for,
+)
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -86,7 +95,10 @@ async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message
         )
         pipeline.stats["invalid"] += 1
         return [await pipeline.send(names.events_invalid, key or b"", invalid.to_bytes())]
-    matched = pipeline.subscriptions.matching(event.tenant_id, event.type)
+    operational = message.topic == names.ops
+    matched = pipeline.subscriptions.matching(
+        event.tenant_id, event.type, operational=operational, include_disabled=True
+    )
     deliveries = deliveries_for(
         event,
         matched,
@@ -95,15 +107,36 @@ async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message
         now=time.time(),
     )
     pipeline.stats["events"] += 1
-    pipeline.stats["deliveries"] += len(deliveries)
-    return [
-        await pipeline.send(names.deliveries, d.subscription_id, d.to_bytes()) for d in deliveries
-    ]
+    enabled = {s.id for s in matched if s.enabled}
+    futures = []
+    for d in deliveries:
+        if d.subscription_id in enabled:
+            pipeline.stats["deliveries"] += 1
+            futures.append(await pipeline.send(names.deliveries, d.subscription_id, d.to_bytes()))
+        else:
+            # Disabled: nothing is sent, nothing is lost; re-enabling can replay it.
+            pipeline.stats["parked"] += 1
+            letter = DeadLetter(
+                delivery=d.to_dict(),
+                reason="subscription_disabled",
+                attempts=0,
+                dead_lettered_at=d.created_at,
+            )
+            futures.append(await pipeline.send(names.dlq, d.subscription_id, letter.to_bytes()))
+    return futures
 
 
 def register_fanout(pipeline: Pipeline) -> None:
     app = pipeline.app
-    events = pipeline.topic(pipeline.names.events)
+    # Domain events and operational events (endpoint.disabled, ...) fan out alike.
+    events = app.topic(
+        pipeline.names.events,
+        pipeline.names.ops,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
     crashing: set[asyncio.Future[None]] = set()
 

@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 class Entry:
     sub: Subscription
     matcher: TypeMatcher
+    ops_matcher: TypeMatcher  # patterns that may match operational events
+
+
+def ops_patterns(patterns: list[str]) -> list[str]:
+    """Operational events (``endpoint.disabled``, ...) match only patterns that name
+    their family: ``endpoint.*`` or ``delivery.recovered`` do, ``*`` and ``*.fired``
+    do not, so a subscription to every domain event is not sent operational ones."""
+    return [p for p in patterns if not p.startswith("*")]
 
 
 class SubscriptionIndex:
@@ -60,7 +68,9 @@ class SubscriptionIndex:
                 self.undecodable += 1
                 log.error("subscription %s: undecodable record skipped: %s", sub_id, exc)
             else:
-                entry = Entry(sub, TypeMatcher(sub.event_types))
+                entry = Entry(
+                    sub, TypeMatcher(sub.event_types), TypeMatcher(ops_patterns(sub.event_types))
+                )
                 self._by_id[sub_id] = entry
                 self._by_tenant.setdefault(sub.tenant_id, {})[sub_id] = entry
         self._notify()
@@ -91,15 +101,27 @@ class SubscriptionIndex:
         entry = self._by_id.get(sub_id)
         return entry.sub if entry is not None else None
 
-    def matching(self, tenant_id: str, event_type: str) -> list[Subscription]:
-        """Enabled subscriptions of ``tenant_id`` whose event types match, in id order."""
+    def matching(
+        self,
+        tenant_id: str,
+        event_type: str,
+        *,
+        operational: bool = False,
+        include_disabled: bool = False,
+    ) -> list[Subscription]:
+        """Subscriptions of ``tenant_id`` whose event types match, in id order.
+
+        Enabled ones only, unless ``include_disabled`` (the fan-out parks
+        deliveries of disabled subscriptions rather than dropping them).
+        """
         tenant = self._by_tenant.get(tenant_id)
         if not tenant:
             return []
         return [
             e.sub
             for _id, e in sorted(tenant.items())
-            if e.sub.state == "enabled" and e.matcher.matches(event_type)
+            if (include_disabled or e.sub.state == "enabled")
+            and (e.ops_matcher if operational else e.matcher).matches(event_type)
         ]
 
     def all(

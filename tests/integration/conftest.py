@@ -90,6 +90,7 @@ def worker_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFacto
             "STREAMS_API_PORT": str(free_port()),
             "STREAMS_APP_ID": f"streams-{uuid.uuid4().hex[:8]}",
             "STREAMS_RETRY_SCHEDULE": "1s,2s",
+            "STREAMS_DISABLE_AFTER_FAILURES": "5",
         }
     )
 

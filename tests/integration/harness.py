@@ -36,6 +36,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMS_API_PORT": str(settings.api_port),
         "STREAMS_APP_ID": settings.app_id,
         "STREAMS_RETRY_SCHEDULE": settings.retry_schedule,
+        "STREAMS_DISABLE_AFTER_FAILURES": str(settings.disable_after_failures),
     }
 
 
@@ -117,7 +118,13 @@ class Api:
 
 
 def read_topic(
-    settings: Settings, topic: str, *, expected: int, timeout_s: float = 30.0, settle_s: float = 0.0
+    settings: Settings,
+    topic: str,
+    *,
+    expected: int,
+    timeout_s: float = 30.0,
+    settle_s: float = 0.0,
+    where: Any = None,
 ) -> list[Any]:
     """Records of ``topic`` from the start until ``expected`` arrived, then ``settle_s`` more."""
     consumer = Consumer(
@@ -137,7 +144,8 @@ def read_topic(
         while time.monotonic() < deadline:
             for msg in consumer.consume(500, timeout=0.3):
                 assert msg.error() is None, msg.error()
-                out.append(msg)
+                if where is None or where(msg):
+                    out.append(msg)
             if len(out) >= expected:
                 if settle_until is None:
                     settle_until = time.monotonic() + settle_s

@@ -42,7 +42,11 @@ def publish(settings: Settings, tenant: str, n: int, prefix: str) -> list[str]:
 
 def attempts(settings: Settings, sub_id: str, expected: int) -> list[Attempt]:
     records = read_topic(
-        settings, settings.topic_prefix + "attempts", expected=expected, settle_s=0.5
+        settings,
+        settings.topic_prefix + "attempts",
+        expected=expected,
+        settle_s=0.5,
+        where=lambda m: sub_id.encode() in m.value(),
     )
     found = [Attempt.from_bytes(m.value()) for m in records]
     return [a for a in found if a.subscription_id == sub_id]
@@ -104,17 +108,7 @@ def test_exhausted_retries_land_in_the_dlq_with_the_last_status(
     publish(worker_settings, "dead", 1, "dead")
     entries = receiver.wait_for("dead", 3, timeout_s=40)
     assert len(entries) == 3
-    letters = [
-        DeadLetter.from_bytes(m.value())
-        for m in read_topic(
-            worker_settings,
-            worker_settings.topic_prefix + "deliveries.dlq",
-            expected=1,
-            timeout_s=30,
-            settle_s=1,
-        )
-    ]
-    mine = [d for d in letters if d.delivery["subscription_id"] == sub["id"]]
+    mine = dead_letters(worker_settings, sub["id"], 1)
     assert len(mine) == 1
     assert (mine[0].reason, mine[0].attempts, mine[0].last_status) == ("exhausted", 3, 500)
 
@@ -152,3 +146,65 @@ def test_a_hanging_endpoint_does_not_stall_a_healthy_one(
     assert len(entries) == 40
     # The healthy endpoint got everything well before the stuck one's first timeout.
     assert max(e["received_at"] for e in entries) - started < 3.0
+
+
+def dead_letters(settings: Settings, sub_id: str, expected: int) -> list[DeadLetter]:
+    records = read_topic(
+        settings,
+        settings.topic_prefix + "deliveries.dlq",
+        expected=expected,
+        timeout_s=30,
+        settle_s=1,
+        where=lambda m: m.key() == sub_id.encode(),
+    )
+    letters = [DeadLetter.from_bytes(m.value()) for m in records]
+    return [d for d in letters if d.delivery["subscription_id"] == sub_id]
+
+
+def wait_state(admin: Api, sub_id: str, state: str, timeout_s: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    view: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        view = admin.call("GET", f"/v1/subscriptions/{sub_id}").json()
+        if view["state"] == state:
+            return view
+        time.sleep(0.2)
+    return view
+
+
+def test_410_gone_disables_the_subscription_and_later_deliveries_are_parked(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    sub = subscribe(admin, receiver, "gone", behaviour={"status": 410})
+    watcher = admin.create(
+        tenant_id="gone", url=receiver.url("gone-ops"), event_types=["endpoint.*"]
+    )
+    receiver.configure("gone-ops", secret=watcher["signing_secret"])
+    publish(worker_settings, "gone", 1, "gone-a")
+    view = wait_state(admin, sub["id"], "disabled")
+    assert view["disabled_reason"] == "410 Gone: the endpoint asked to stop receiving webhooks"
+    publish(worker_settings, "gone", 2, "gone-b")
+    letters = dead_letters(worker_settings, sub["id"], 3)
+    assert sorted(d.reason for d in letters) == [
+        "gone",
+        "subscription_disabled",
+        "subscription_disabled",
+    ]
+    assert len(receiver.ledger("gone")) == 1  # parked, never sent
+    ops = receiver.wait_for("gone-ops", 1)
+    import orjson
+
+    body = orjson.loads(receiver.http.get("/_ledger", params={"endpoint": "gone-ops"}).content)
+    assert len(ops) >= 1
+    assert body["entries"][0]["event_id"].startswith("ops_")
+
+
+def test_a_failing_endpoint_is_auto_disabled_with_a_reason(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    # The module's worker runs STREAMS_DISABLE_AFTER_FAILURES=5.
+    sub = subscribe(admin, receiver, "broken", retry_schedule="none", behaviour={"status": 503})
+    publish(worker_settings, "broken", 5, "broken")
+    view = wait_state(admin, sub["id"], "disabled")
+    assert view["disabled_reason"] == "5 consecutive 5xx responses"
+    assert admin.call("POST", f"/v1/subscriptions/{sub['id']}/enable").json()["state"] == "enabled"

@@ -232,3 +232,17 @@ def test_the_index_matches_enabled_subscriptions_of_the_tenant_only() -> None:
     assert index.undecodable == 1
     assert index.get("x") is None
     assert index.counts_by_state() == {"enabled": 2, "disabled": 1}
+
+
+def test_operational_events_reach_only_subscriptions_that_name_their_family() -> None:
+    index = SubscriptionIndex()
+    for sub_id, types in {
+        "all": ["*"],
+        "ops": ["endpoint.*"],
+        "one": ["delivery.recovered"],
+    }.items():
+        sub = Subscription(id=sub_id, tenant_id="t", url="https://e/x", event_types=types)
+        index.apply(sub_id, sub.to_bytes())
+    assert [s.id for s in index.matching("t", "endpoint.disabled", operational=True)] == ["ops"]
+    assert [s.id for s in index.matching("t", "delivery.recovered", operational=True)] == ["one"]
+    assert [s.id for s in index.matching("t", "alert.fired")] == ["all"]
