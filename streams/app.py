@@ -70,12 +70,12 @@ class Pipeline:
         return await self.topic(topic).send(key=k, value=value)
 
     async def ready(self) -> None:
-        """Wait until every compacted topic has been read up to its end at start."""
-        await asyncio.gather(*(r.ready.wait() for r in self.readers))
+        """Wait until every state topic has been read up to its end at start."""
+        await asyncio.gather(*(r.ready.wait() for r in self.readers if r.gates_readiness))
 
     @property
     def is_ready(self) -> bool:
-        return all(r.ready.is_set() for r in self.readers)
+        return all(r.ready.is_set() for r in self.readers if r.gates_readiness)
 
 
 class _Readers(mode.Service):

@@ -122,6 +122,16 @@ class Settings:
         "5d",
         "A subscription failing continuously for longer than this is disabled automatically.",
     )
+    attempt_log_memory: int = _env(
+        "STREAMS_ATTEMPT_LOG_MEMORY",
+        "200000",
+        "Attempts each worker keeps in memory to answer the delivery log API.",
+    )
+    attempt_log_window_s: float = _env(
+        "STREAMS_ATTEMPT_LOG_WINDOW",
+        "7d",
+        "How far back a starting worker reads the attempts topic into memory.",
+    )
     state_dir: Path = _env(
         "STREAMS_STATE_DIR",
         ".streams",
@@ -325,6 +335,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_payload_bytes": _positive_int,
     "retry_schedule": _schedule,
     "disable_after_failures": _positive_int,
+    "attempt_log_memory": _positive_int,
+    "attempt_log_window_s": _duration,
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,

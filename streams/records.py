@@ -336,6 +336,11 @@ class Attempt(Record):
     response_snippet: str = ""
     error: str | None = None
     replay_id: str | None = None
+    # Where the delivery record of this attempt is (its body is read back from
+    # there by redeliver, instead of keeping a second copy).
+    source_topic: str = ""
+    source_partition: int = -1
+    source_offset: int = -1
 
     _kind: ClassVar[str] = "attempt"
     _required: ClassVar[dict[str, str]] = {

@@ -56,6 +56,10 @@ class TopicNames:
         return self._n("deliveries.dlq")
 
     @property
+    def dlq_replayed(self) -> str:
+        return self._n("deliveries.dlq.replayed")
+
+    @property
     def attempts(self) -> str:
         return self._n("attempts")
 
@@ -103,6 +107,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.tokens, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(names.deliveries, p, {**data, "max.message.bytes": max_message}),
         TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_message}),
+        TopicSpec(
+            names.dlq_replayed,
+            p,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        ),
         TopicSpec(names.attempts, p, log),
         TopicSpec(names.ops, p, log),
     ]

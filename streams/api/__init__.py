@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from streams.api.auth import TokenIndex, resolve_admin_token
+from streams.api.deliveries import DeliveryRoutes
 from streams.api.http import json_response, make_middleware
 from streams.api.openapi import openapi_document
 from streams.api.subscriptions import SubscriptionRoutes
 from streams.api.tokens import TokenRoutes
+from streams.attempts import AttemptLog
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
@@ -53,5 +55,18 @@ def register_api(pipeline: Pipeline) -> None:
 
     router.add_get("/healthz", healthz)
     router.add_get("/openapi.json", openapi)
+    attempt_log = AttemptLog(pipeline.settings.attempt_log_memory)
+    pipeline.extras["attempt_log"] = attempt_log
+    pipeline.readers.append(
+        CompactedReader(
+            pipeline.settings,
+            pipeline.names.attempts,
+            attempt_log.apply,
+            name="attempts",
+            since_s=pipeline.settings.attempt_log_window_s,
+            gates_readiness=False,
+        )
+    )
     SubscriptionRoutes(pipeline).register(router)
+    DeliveryRoutes(pipeline, attempt_log).register(router)
     TokenRoutes(pipeline, tokens).register(router)

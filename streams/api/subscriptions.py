@@ -15,6 +15,7 @@ from aiohttp import web
 
 from streams.api.auth import scope, visible
 from streams.api.http import json_body, json_response, principal
+from streams.deadletter import replay as dlq
 from streams.destinations import resolve_and_check
 from streams.errors import (
     ConflictError,
@@ -204,13 +205,45 @@ class SubscriptionRoutes:
         return json_response(view)
 
     async def enable(self, request: web.Request) -> web.Response:
+        """Enable; report what was parked while disabled and replay it on request.
+
+        Body (optional): ``{"replay_parked": true}`` replays the deliveries parked
+        with reason ``subscription_disabled`` since the subscription was disabled.
+        """
         sub = self._find(request)
-        await json_body(request, required=False)
+        body = await json_body(request, required=False)
+        unknown = set(body) - {"replay_parked"}
+        if unknown:
+            raise InvalidRequestError("`replay_parked`: the only field", field=sorted(unknown)[0])
         updated = model.set_state(sub, enabled=True, reason=None, now=time.time())
         await self._save(updated)
+        view = self._view(updated)
         if not sub.enabled:
-            await self._ops("endpoint.enabled", sub, {"enabled_at": _iso_now()})
-        return json_response(self._view(updated))
+            flt = dlq.DlqFilter(
+                subscription_id=sub.id,
+                reason="subscription_disabled",
+                since=(sub.disabled_at - 60) if sub.disabled_at else None,
+            )
+            if body.get("replay_parked"):
+                done = await asyncio.to_thread(dlq.replay, self.p.settings, flt)
+                view["parked"] = {
+                    "count": done.matched,
+                    "replayed": done.replayed,
+                    "replay_id": done.replay_id,
+                }
+            else:
+                counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
+                view["parked"] = {
+                    "count": counted.matched - counted.skipped,
+                    "replay": 'POST this path again with {"replay_parked": true}, or '
+                    "POST /v1/dlq/replay with subscription_id and reason=subscription_disabled",
+                }
+            await self._ops(
+                "endpoint.enabled",
+                sub,
+                {"enabled_at": _iso_now(), "parked": view["parked"]["count"]},
+            )
+        return json_response(view)
 
     async def disable(self, request: web.Request) -> web.Response:
         sub = self._find(request)

@@ -74,6 +74,7 @@ class Job:
     sub: Subscription
     ticket: Ticket
     acks: OrderedAcks
+    source: tuple[str, int, int] = ("", -1, -1)  # topic, partition, offset of the record
 
 
 class DeliveryEngine:
@@ -134,7 +135,7 @@ class DeliveryEngine:
         ordered = sub.ordering == "ordered"
         submitted = self.dispatcher.submit(
             sub.id,
-            Job(delivery, sub, ticket, acks),
+            Job(delivery, sub, ticket, acks, (message.topic, message.partition, message.offset)),
             max_in_flight=1 if ordered else sub.max_in_flight,
             rate=sub.rate_limit,
         )
@@ -185,11 +186,17 @@ class DeliveryEngine:
         else:
             timeout = sub.timeout_s or self.p.settings.request_timeout_s
             result = await self.sender.send(request, timeout_s=timeout)
-        futures = await self._follow_up(delivery, sub, result, started=now)
+        futures = await self._follow_up(delivery, sub, result, started=now, source=job.source)
         job.acks.finish_when(job.ticket, asyncio.gather(*futures))
 
     async def _follow_up(
-        self, delivery: Delivery, sub: Subscription, result: SendResult, *, started: float
+        self,
+        delivery: Delivery,
+        sub: Subscription,
+        result: SendResult,
+        *,
+        started: float,
+        source: tuple[str, int, int] = ("", -1, -1),
     ) -> list[Any]:
         now = self.clock()
         retry_after = parse_retry_after(
@@ -243,6 +250,9 @@ class DeliveryEngine:
             response_snippet=result.body[:SNIPPET_CHARS].decode("utf-8", "replace")[:SNIPPET_CHARS],
             error=error,
             replay_id=delivery.replay_id,
+            source_topic=source[0],
+            source_partition=source[1],
+            source_offset=source[2],
         )
         futures.append(
             await self.p.send(self.p.names.attempts, delivery.delivery_id, attempt.to_bytes())

@@ -130,6 +130,8 @@ class Dispatcher:
     def _wake(self, lane: Lane) -> None:
         lane.wakeup = None
         self._pump(lane)
+        if lane.idle:  # the queue may have drained meanwhile (e.g. the rate changed)
+            self.lanes.pop(lane.key, None)
 
     async def _execute(self, lane: Lane, job: Any) -> None:
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,11 +38,25 @@ Apply = Callable[[str, bytes | None], None]
 class CompactedReader:
     """Replicate one compacted topic into ``apply(key, value)`` calls, then follow it."""
 
-    def __init__(self, settings: Settings, topic: str, apply: Apply, *, name: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        apply: Apply,
+        *,
+        name: str,
+        since_s: float | None = None,
+        gates_readiness: bool = True,
+    ) -> None:
+        """``since_s``: start at records newer than this many seconds ago instead of the
+        beginning (for logs, not compacted state). ``gates_readiness``: the worker is
+        not ready until this reader has caught up."""
         self.settings = settings
         self.topic = topic
         self.apply = apply
         self.name = name
+        self.since_s = since_s
+        self.gates_readiness = gates_readiness
         self.ready = asyncio.Event()
         self.records = 0
         self._task: asyncio.Task[None] | None = None
@@ -83,8 +98,15 @@ class CompactedReader:
             partitions = await self._partitions(consumer)
             tps = [TopicPartition(self.topic, p) for p in partitions]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             end: dict[Any, int] = await consumer.end_offsets(tps)
+            if self.since_s is None:
+                await consumer.seek_to_beginning(*tps)
+            else:
+                since_ms = int((time.time() - self.since_s) * 1000)
+                found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+                for tp in tps:
+                    start = found.get(tp)
+                    consumer.seek(tp, start.offset if start is not None else end[tp])
             if all(end[tp] == 0 for tp in tps):
                 self._mark_ready()
             while not self._stopping:

@@ -1,0 +1,1 @@
+"""Dead letters: scanning the DLQ, replaying it, and redelivering past deliveries."""
