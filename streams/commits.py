@@ -107,7 +107,7 @@ class OrderedAcks:
 
         def settle(f: asyncio.Future[Any]) -> None:
             if f.cancelled():
-                self.done(ticket)
+                self.fail(asyncio.CancelledError("output confirmation was cancelled"))
             elif f.exception() is not None:
                 self.fail(f.exception())  # type: ignore[arg-type]
             else:

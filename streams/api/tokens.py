@@ -45,8 +45,10 @@ class TokenRoutes:
         token, record = new_tenant_token(tenant, description, time.time())
         import orjson
 
-        confirm = await self.p.send(self.p.names.tokens, record["id"], orjson.dumps(record))
+        raw = orjson.dumps(record)
+        confirm = await self.p.send(self.p.names.tokens, record["id"], raw)
         await confirm
+        self.tokens.apply(record["id"], raw)  # usable here at once; other workers on read
         view = {k: v for k, v in record.items() if k != "sha256"}
         view["token"] = token  # shown once
         return json_response(view, status=201)
