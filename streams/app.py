@@ -123,6 +123,12 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
+        # A killed worker's partitions move to the others after 10 s, not 60 s.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 3.0,
+        # Commit acked offsets every second: after a crash, at most about a second
+        # of work per partition is repeated (duplicates keep their webhook-id).
+        "broker_commit_interval": 1.0,
         # Bounded polls keep one slow agent's buffer from stalling the others
         # (0.2 x stream_buffer_maxsize must exceed the poll size; see docs/design.md).
         "broker_max_poll_records": 500,

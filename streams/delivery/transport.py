@@ -180,6 +180,9 @@ class HttpSender:
         )
         session = self._ensure()
         connect = min(self.settings.connect_timeout_s, timeout_s)
+        # Kept when the body then fails: a status wins over a later error (outcome.classify).
+        status: int | None = None
+        retry_after: str | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 async with session.request(
@@ -190,17 +193,15 @@ class HttpSender:
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(sock_connect=connect, sock_read=timeout_s),
                 ) as response:
+                    status = response.status
+                    retry_after = response.headers.get("retry-after")
                     body = await _read_capped(response, MAX_RESPONSE_BYTES)
-                    return result(
-                        status=response.status,
-                        body=body,
-                        retry_after=response.headers.get("retry-after"),
-                    )
+                    return result(status=status, body=body, retry_after=retry_after)
         except DestinationRefusedError as exc:
             return result(error=ErrorKind.DESTINATION_REFUSED, detail=str(exc))
         except Exception as exc:
             kind, detail = classify_exception(exc, timeout_s)
-            return result(error=kind, detail=detail)
+            return result(status=status, error=kind, detail=detail, retry_after=retry_after)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -96,9 +96,7 @@ async def test_partitions_are_acked_independently() -> None:
     assert h.acked == [("b", 5), ("b", 6), ("a", 10), ("a", 11)]
 
 
-async def test_track_waits_when_max_pending_events_are_in_flight_and_resumes_when_one_is_acked() -> (
-    None
-):
+async def test_track_waits_at_max_pending_and_resumes_once_an_event_is_acked() -> None:
     h = Harness(max_pending=2)
     first = await h.track("p0", 0)
     second = await h.track("p0", 1)
