@@ -393,7 +393,14 @@ def worker_cmd() -> None:
     from streams.errors import ConfigError
     from streams.topics import missing_topics
 
+    import asyncio
+
+    import uvloop
+
     settings = settings_from_env()
+    # uvloop: the worker's event loop does all the HTTP and Kafka I/O.
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
     missing = missing_topics(settings)
     if missing:
         raise ConfigError(
@@ -414,7 +421,7 @@ def worker_cmd() -> None:
         f"Kafka at {settings.kafka_bootstrap}",
         err=True,
     )
-    worker = Worker(pipeline.app, loglevel=settings.log_level, quiet=True)
+    worker = Worker(pipeline.app, loglevel=settings.log_level, quiet=True, loop=loop)
     worker.execute_from_commandline()
 
 

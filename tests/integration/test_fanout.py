@@ -158,9 +158,26 @@ def test_invalid_events_are_parked_with_their_reason_and_the_agent_keeps_going(
 def test_subscription_changes_apply_to_the_next_event_without_a_restart(
     admin: Api, worker_settings: Settings
 ) -> None:
+    # Changes apply to events processed after them. A tenant's events are processed in
+    # order, so each step waits until the previous event's effect is visible, and a
+    # witness subscription on the same tenant marks that later events were processed.
     sub = admin.create(tenant_id="live", url=URL, event_types=["alert.fired"])
+    witness = admin.create(tenant_id="live", url=URL, event_types=["prospect.added"])
+
+    def delivered_to(sub_id: str, event_id: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(
+                d.subscription_id == sub_id and d.event_id == event_id
+                for d in deliveries(worker_settings, 1, settle_s=0)
+            ):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{event_id} never reached {sub_id}")
+
     with EventPublisher(worker_settings) as pub:
         pub.publish("alert.fired", "live", ALERT, event_id="live-1")
+        delivered_to(sub["id"], "live-1")
         assert (
             admin.call(
                 "POST", f"/v1/subscriptions/{sub['id']}/disable", {"reason": "maintenance"}
@@ -168,6 +185,8 @@ def test_subscription_changes_apply_to_the_next_event_without_a_restart(
             == 200
         )
         pub.publish("alert.fired", "live", ALERT, event_id="live-2")
+        pub.publish("prospect.added", "live", PROSPECT, event_id="mark-2")
+        delivered_to(witness["id"], "mark-2")
         assert admin.call("POST", f"/v1/subscriptions/{sub['id']}/enable").status_code == 200
         assert (
             admin.call(
@@ -177,19 +196,16 @@ def test_subscription_changes_apply_to_the_next_event_without_a_restart(
         )
         pub.publish("alert.fired", "live", ALERT, event_id="live-3")
         pub.publish("crawl.run.completed", "live", CRAWL, event_id="live-4")
+        delivered_to(sub["id"], "live-4")
         assert admin.call("DELETE", f"/v1/subscriptions/{sub['id']}").status_code == 204
         pub.publish("crawl.run.completed", "live", CRAWL, event_id="live-5")
-        pub.publish("prospect.added", "live", PROSPECT, event_id="live-marker")
-    marker = admin.create(tenant_id="live-marker", url=URL, event_types=["*"])
-    with EventPublisher(worker_settings) as pub:
-        pub.publish("prospect.added", "live-marker", PROSPECT, event_id="marker")
-    mine: list[str] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        got = deliveries(worker_settings, 1, settle_s=0)
-        if any(d.subscription_id == marker["id"] for d in got):
-            mine = [d.event_id for d in got if d.subscription_id == sub["id"]]
-            break
+        pub.publish("prospect.added", "live", PROSPECT, event_id="mark-5")
+        delivered_to(witness["id"], "mark-5")
+    mine = [
+        d.event_id
+        for d in deliveries(worker_settings, 1, settle_s=0)
+        if d.subscription_id == sub["id"]
+    ]
     assert mine == ["live-1", "live-4"]
 
 
