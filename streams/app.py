@@ -27,6 +27,7 @@ import faust
 import mode
 
 from streams.config import Settings
+from streams.logs import dict_config, register_secret
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
@@ -143,13 +144,16 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_linger_ms": 1,
         "producer_max_request_size": max(1_048_576, settings.max_payload_bytes * 2 + 65_536),
         "consumer_max_fetch_size": 4 * 1_048_576,
-        "logging_config": None,
+        # `streams worker` logs JSON lines (streams.logs), Faust's own lines included.
+        "logging_config": dict_config(settings.log_level),
         "loghandlers": [],
     }
 
 
 def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> Pipeline:
     """Build the worker's Faust app with every stage registered."""
+    for secret in (settings.admin_token, settings.api_token, settings.secrets_key):
+        register_secret(secret.reveal())
     app = faust.App(settings.app_id, **faust_settings(settings))
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
@@ -171,6 +175,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     from streams.delivery.transport import HttpSender
     from streams.fanout.agent import register_fanout
     from streams.health import HealthMonitor
+    from streams.metrics import register_metrics
     from streams.retry.agent import register_retry_tiers
 
     sender = HttpSender(settings)
@@ -183,6 +188,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     register_delivery(pipeline, engine)
     register_retry_tiers(pipeline, engine)
     register_api(pipeline)
+    register_metrics(pipeline, engine)
     app.service(_Closing(sender))  # type: ignore[arg-type]
 
     app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]

@@ -96,6 +96,10 @@ class AttemptLog:
                 if not rest:
                     del self._by_delivery[old.delivery_id]
 
+    def snapshot(self) -> list[Attempt]:
+        """Every attempt in memory, oldest first (a copy: safe to read in another thread)."""
+        return list(self._order)
+
     def attempts(self, delivery_id: str) -> list[Attempt]:
         return sorted(self._by_delivery.get(delivery_id, []), key=lambda a: (a.attempt, a.at))
 

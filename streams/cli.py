@@ -351,6 +351,42 @@ def dlq_replay(
     )
 
 
+# -- monitoring ------------------------------------------------------------------------
+
+
+@cli.command("monitor")
+@click.option("--once", is_flag=True, help="Print one snapshot (two samples --interval apart).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per refresh).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.2, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes (and between the two samples of --once).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Stop after this many refreshes (default: until Ctrl-C).",
+)
+@click.option("--no-api", is_flag=True, help="Read Kafka only; do not ask the management API.")
+@fail_cleanly
+def monitor_cmd(once: bool, as_json: bool, interval: float, count: int, no_api: bool) -> None:
+    """Watch the pipeline: throughput, lag per stage, DLQ depth, the endpoints failing most."""
+    from streams.monitor import run
+
+    status = run(
+        settings_from_env(),
+        once=once,
+        as_json=as_json,
+        interval=interval,
+        count=count,
+        use_api=not no_api,
+    )
+    sys.exit(status)
+
+
 # -- the test receiver ---------------------------------------------------------------
 
 
@@ -387,15 +423,14 @@ def worker_cmd() -> None:
     Start more processes the same way to share the work through Kafka's
     consumer group. Stops cleanly on SIGTERM/SIGINT.
     """
+    import asyncio
+
+    import uvloop
     from faust import Worker
 
     from streams.app import build_app
     from streams.errors import ConfigError
     from streams.topics import missing_topics
-
-    import asyncio
-
-    import uvloop
 
     settings = settings_from_env()
     # uvloop: the worker's event loop does all the HTTP and Kafka I/O.
@@ -428,6 +463,10 @@ def worker_cmd() -> None:
 from streams.cli_api import register  # noqa: E402 - needs the helpers above
 
 register(cli)
+
+from streams.bench.cli import bench_cmd  # noqa: E402 - benchmarks and fault injection
+
+cli.add_command(bench_cmd)
 
 
 def main() -> None:

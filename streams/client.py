@@ -344,6 +344,20 @@ class ApiClient:
     def revoke_token(self, token_id: str) -> None:
         self._request("DELETE", f"/v1/tokens/{_path_part(token_id)}")
 
+    # -- statistics ------------------------------------------------------------
+
+    def stats(self, *, tenant_id: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """GET /v1/stats: windows (5m, 1h, 24h) and the subscriptions failing most."""
+        params = {"tenant_id": tenant_id, "limit": limit}
+        result: dict[str, Any] = self._request("GET", "/v1/stats", params=params)
+        return result
+
+    def subscription_stats(self, sub_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/subscriptions/{_path_part(sub_id)}/stats"
+        )
+        return result
+
     # -- health ----------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:

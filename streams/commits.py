@@ -37,12 +37,16 @@ log = logging.getLogger(__name__)
 
 
 class _Message(Protocol):
-    tp: Any
-    offset: int
+    @property
+    def tp(self) -> Any: ...
+
+    @property
+    def offset(self) -> int: ...
 
 
 class AckableEvent(Protocol):
-    message: _Message
+    @property
+    def message(self) -> _Message: ...
 
     def ack(self) -> bool: ...
 

@@ -182,6 +182,12 @@ class Settings:
         "STREAMS_USER_AGENT", "streams-webhooks/0.1", "User-Agent of every webhook request."
     )
     log_level: str = _env("STREAMS_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
+    metrics: bool = _env(
+        "STREAMS_METRICS",
+        "on",
+        "`on`: record Prometheus metrics and serve them at /metrics on the API port; "
+        "`off`: record nothing (near-zero cost) and /metrics answers 404.",
+    )
     kafka_heap: str = _env(
         "STREAMS_KAFKA_HEAP", "512m", "Java heap of the local development broker."
     )
@@ -298,6 +304,15 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _on_off(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError("expected `on` or `off`")
+
+
 def _timeout(limit: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         value = _duration(raw)
@@ -348,5 +363,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "connect_timeout_s": _timeout(30),
     "request_timeout_s": _timeout(30),
     "log_level": _log_level,
+    "metrics": _on_off,
     "kafka_heap": _heap,
 }

@@ -144,7 +144,8 @@ class HealthMonitor:
             partitions=settings.partitions,
             key_type=str,
             use_partitioner=True,
-            store="memory://",
+            # yarl treats URL("memory://") as false and Faust would fall back to rocksdb.
+            store="memory://local",
             help="Consecutive failures per subscription (auto-disable).",
         )
 
@@ -206,7 +207,12 @@ class HealthMonitor:
                 updated_at=now,
                 version=current.version + 1,
             )
-            log.warning("subscription %s disabled: %s", sub.id, reason)
+            log.warning(
+                "subscription %s disabled: %s",
+                sub.id,
+                reason,
+                extra={"subscription_id": sub.id, "tenant_id": sub.tenant_id},
+            )
             self.p.stats["auto_disabled"] += 1
             futures.append(await self.p.send(names.subscriptions, sub.id, disabled.to_bytes()))
             event = ops_event(

@@ -19,10 +19,16 @@ and choose how that endpoint behaves:
 - ``trickle``: send headers, then the body one byte every 500 ms (slow loris);
 - ``flap``: cycle 500, timeout (hang 15 s), 200.
 
+``POST /_control/endpoints/*`` sets the behaviour of every endpoint not
+configured by name (e.g. one secret shared by thousands of subscriptions).
+
 Every request is verified (when a secret is set) and recorded in a ledger:
 ``GET /_ledger?endpoint=<name>`` returns ``{"entries": [...]}`` with
-``(event_id, webhook_id, attempt, received_at, valid, status)``; with
-``--ledger FILE`` entries are also appended to a JSON-lines file.
+``(event_id, webhook_id, attempt, received_at, valid, status)``;
+``GET /_ledger?since=<n>`` returns entries from the n-th on, and ``next``, the
+value of ``since`` for the following call. With ``--ledger FILE`` entries are
+also appended to a JSON-lines file (large runs read that file instead; a
+receiver made with ``keep_entries=False`` keeps none in memory).
 ``GET /_stats`` counts requests per endpoint.
 
 It only answers on the address it binds (127.0.0.1 by default).
@@ -96,9 +102,15 @@ def verify(profile: str, secret: str, headers: Any, body: bytes) -> bool:
     return False
 
 
+#: The name under which ``POST /_control/endpoints/<name>`` sets the default behaviour.
+DEFAULT_ENDPOINT = "*"
+
+
 class Receiver:
-    def __init__(self, ledger_file: Path | None = None) -> None:
+    def __init__(self, ledger_file: Path | None = None, *, keep_entries: bool = True) -> None:
         self.endpoints: dict[str, Behaviour] = {}
+        self.default: dict[str, Any] | None = None  # behaviour of endpoints not named
+        self.keep_entries = keep_entries
         self.entries: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self._ledger: IO[bytes] | None = open(ledger_file, "ab") if ledger_file else None  # noqa: SIM115
@@ -118,20 +130,40 @@ class Receiver:
         unknown = set(body) - known
         if unknown:
             return web.json_response({"error": f"unknown fields: {sorted(unknown)}"}, status=422)
-        self.endpoints[request.match_info["name"]] = Behaviour(**body)
+        name = request.match_info["name"]
+        behaviour = Behaviour(**body)  # checks the fields before anything is stored
+        if name == DEFAULT_ENDPOINT:
+            self.default = dict(body)
+        else:
+            self.endpoints[name] = behaviour
         return web.json_response({"ok": True})
+
+    def _behaviour(self, name: str) -> Behaviour:
+        behaviour = self.endpoints.get(name)
+        if behaviour is None:
+            behaviour = Behaviour(**self.default) if self.default else Behaviour()
+            self.endpoints[name] = behaviour
+        return behaviour
 
     async def reset(self, request: web.Request) -> web.Response:
         self.endpoints.clear()
+        self.default = None
         self.entries.clear()
         self.counts.clear()
         return web.json_response({"ok": True})
 
     async def ledger(self, request: web.Request) -> web.Response:
         name = request.query.get("endpoint")
-        entries = [e for e in self.entries if name is None or e["endpoint"] == name]
+        try:
+            since = max(0, int(request.query.get("since", "0")))
+        except ValueError:
+            return web.json_response({"error": "`since` must be a whole number"}, status=422)
+        total = len(self.entries)
+        window = self.entries[since:] if since else self.entries
+        entries = [e for e in window if name is None or e["endpoint"] == name]
         return web.Response(
-            body=orjson.dumps({"entries": entries}), content_type="application/json"
+            body=orjson.dumps({"entries": entries, "next": max(total, since)}),
+            content_type="application/json",
         )
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -143,7 +175,7 @@ class Receiver:
         name = request.match_info["name"]
         received = time.time()
         body = await request.read()
-        behaviour = self.endpoints.setdefault(name, Behaviour())
+        behaviour = self._behaviour(name)
         behaviour.seen += 1
         self.counts[name] += 1
         valid = (
@@ -199,7 +231,8 @@ class Receiver:
         return web.Response(status=status, text="ok" if status < 300 else "failed", headers=headers)
 
     def _record(self, entry: dict[str, Any]) -> None:
-        self.entries.append(entry)
+        if self.keep_entries:
+            self.entries.append(entry)
         if self._ledger is not None:
             self._ledger.write(orjson.dumps(entry) + b"\n")
             self._ledger.flush()

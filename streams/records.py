@@ -262,6 +262,7 @@ class Delivery(Record):
     last_error: str | None = None
     replay_id: str | None = None  # set on replays and redeliveries
     traceparent: str | None = None
+    held_by: str | None = None  # ordered subscriptions: waiting behind this head
 
     _kind: ClassVar[str] = "delivery"
     _required: ClassVar[dict[str, str]] = {

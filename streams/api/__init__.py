@@ -16,6 +16,7 @@ from streams.api.auth import TokenIndex, resolve_admin_token
 from streams.api.deliveries import DeliveryRoutes
 from streams.api.http import json_response, make_middleware
 from streams.api.openapi import openapi_document
+from streams.api.stats import StatsRoutes
 from streams.api.subscriptions import SubscriptionRoutes
 from streams.api.tokens import TokenRoutes
 from streams.attempts import AttemptLog
@@ -70,3 +71,4 @@ def register_api(pipeline: Pipeline) -> None:
     SubscriptionRoutes(pipeline).register(router)
     DeliveryRoutes(pipeline, attempt_log).register(router)
     TokenRoutes(pipeline, tokens).register(router)
+    StatsRoutes(pipeline, attempt_log).register(router)

@@ -108,6 +108,41 @@ _VIEW = {
 }
 
 
+_WINDOW = {
+    "type": "object",
+    "properties": {
+        "attempts": {"type": "integer"},
+        "delivered": {"type": "integer"},
+        "retried": {"type": "integer"},
+        "failed": {"type": "integer", "description": "Attempts after which the delivery gave up."},
+        "success_rate": {"type": ["number", "null"], "description": "delivered / attempts"},
+        "latency_ms": {
+            "type": "object",
+            "description": "Request duration percentiles (nearest rank).",
+            "properties": {
+                "p50": {"type": ["number", "null"]},
+                "p99": {"type": ["number", "null"]},
+            },
+        },
+        "status_classes": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "last_error": {"type": ["object", "null"]},
+    },
+}
+
+_STATS = {
+    "type": "object",
+    "properties": {
+        "windows": {
+            "type": "object",
+            "properties": {"5m": _WINDOW, "1h": _WINDOW, "24h": _WINDOW},
+        },
+        "failing": {"type": "array", "items": {"type": "object"}},
+        "consecutive_failures": {"type": ["integer", "null"]},
+        "attempt_log": {"type": "object"},
+    },
+}
+
+
 def _op(
     summary: str,
     *,
@@ -255,5 +290,28 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "/v1/tokens/{id}": {"delete": _op("Revoke a tenant token (admin)", ok=204, params=_ID)},
+            "/v1/stats": {
+                "get": _op(
+                    "Delivery statistics over the last 5m, 1h and 24h, and the subscriptions "
+                    "failing most (a tenant token sees its own tenant only)",
+                    schema=_STATS,
+                    params=[_q("tenant_id", "admin only"), _q("limit", "failing rows, 1-100")],
+                )
+            },
+            "/v1/subscriptions/{id}/stats": {
+                "get": _op(
+                    "One subscription's statistics over the last 5m, 1h and 24h, and its "
+                    "current run of consecutive failures",
+                    schema=_STATS,
+                    params=_ID,
+                )
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of this worker (404 when STREAMS_METRICS=off)",
+                    "security": [],
+                    "responses": {"200": {"description": "Prometheus text exposition format"}},
+                }
+            },
         },
     }

@@ -31,9 +31,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from streams.commits import OrderedAcks, Ticket
 from streams.delivery.lanes import Dispatcher
+from streams.delivery.ordering import Holds
 from streams.delivery.outcome import Delivered, ErrorKind, GiveUp, Retry, classify
 from streams.delivery.request import PreparedRequest, build_request
 from streams.errors import DecodeError, SigningError
+from streams.health import ops_event
+from streams.logs import log_ids
 from streams.records import Attempt, DeadLetter, Delivery, InvalidEvent, Subscription
 from streams.retry.schedule import next_retry, parse_retry_after, parse_schedule, tier_for_delay
 from streams.subscriptions import secrets as secret_store
@@ -94,9 +97,13 @@ class DeliveryEngine:
         self.default_schedule = parse_schedule(pipeline.settings.retry_schedule)
         self.reserved = reserved_headers()
         self.dispatcher = Dispatcher(self._attempt, on_error=self._job_failed)
+        self.holds = Holds()
+        self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
         # Hooks for the stages that react to outcomes (auto-disable, metrics).
         self.on_outcome: list[Callable[[Subscription, Attempt], Any]] = []
+        # streams.metrics.Metrics when STREAMS_METRICS is on: observe(delivery, attempt).
+        self.metrics: Any = None
 
     # -- entry point from the agents ---------------------------------------------
 
@@ -121,6 +128,10 @@ class DeliveryEngine:
             fut = await self.p.send(self.p.names.events_invalid, b"", invalid.to_bytes())
             acks.finish_when(ticket, fut)
             return
+        follower = delivery.held_by is not None
+        if follower:
+            # An ordered subscription's follower left its tier.
+            delivery = dataclasses.replace(delivery, held_by=None)
         sub = self.p.subscriptions.get(delivery.subscription_id)
         if sub is None:
             acks.finish_when(
@@ -133,11 +144,16 @@ class DeliveryEngine:
             )
             return
         ordered = sub.ordering == "ordered"
+        if ordered and await self._ordered_gate(delivery, sub.id, follower, ticket, acks):
+            return
+        job = Job(delivery, sub, ticket, acks, (message.topic, message.partition, message.offset))
         submitted = self.dispatcher.submit(
             sub.id,
-            Job(delivery, sub, ticket, acks, (message.topic, message.partition, message.offset)),
+            job,
             max_in_flight=1 if ordered else sub.max_in_flight,
             rate=sub.rate_limit,
+            # An ordered lane never sheds load (that would reorder): it back-pressures.
+            queue_cap=10**9 if ordered else None,
         )
         if not submitted:
             # The endpoint is backed up: park this one in the first tier, no attempt made.
@@ -146,6 +162,58 @@ class DeliveryEngine:
             later = dataclasses.replace(delivery, due_at=self.clock() + tier)
             fut = await self.p.send(self.p.names.retry(tier), sub.id, later.to_bytes())
             acks.finish_when(ticket, fut)
+
+    def _defer_lock(self, sub_id: str) -> asyncio.Lock:
+        lock = self._defer_locks.get(sub_id)
+        if lock is None:
+            if len(self._defer_locks) > 10_000:
+                self._defer_locks = {k: v for k, v in self._defer_locks.items() if v.locked()}
+            lock = self._defer_locks[sub_id] = asyncio.Lock()
+        return lock
+
+    async def _ordered_gate(
+        self, delivery: Delivery, sub_id: str, follower: bool, ticket: Ticket, acks: OrderedAcks
+    ) -> bool:
+        """Apply an ordered subscription's hold (:mod:`streams.delivery.ordering`).
+
+        True when the delivery was queued or kept (not sent now). Every decision
+        for one subscription is taken under its lock, so tier appends keep order.
+        """
+        async with self._defer_lock(sub_id):
+            hold = self.holds.get(sub_id)
+            if hold is None:
+                return False
+            if follower:
+                if self.holds.follower_out(sub_id) == "send":
+                    await self._flush_waiting(sub_id)
+                    return False
+                acks.finish_when(ticket, await self._to_queue(delivery, sub_id))
+                await self._flush_waiting(sub_id)
+                return True
+            if hold.head == delivery.delivery_id:
+                return False  # the head's own retry
+            verdict = self.holds.arrival(sub_id)
+            if verdict == "send":
+                return False
+            if verdict == "wait":
+                hold.waiting.append((delivery, ticket, acks))
+                return True
+            self.holds.queued(sub_id)
+            acks.finish_when(ticket, await self._to_queue(delivery, sub_id))
+            return True
+
+    async def _to_queue(self, delivery: Delivery, sub_id: str) -> Any:
+        """Append a follower to the end of the hold's queue in the first tier (no attempt)."""
+        self.p.stats["held"] += 1
+        tier = self.tiers[0]
+        later = dataclasses.replace(delivery, held_by="held", due_at=self.clock() + tier)
+        return await self.p.send(self.p.names.retry(tier), sub_id, later.to_bytes())
+
+    async def _flush_waiting(self, sub_id: str) -> None:
+        """At a cycle boundary: arrivals kept during the cycle join the end of the queue."""
+        for delivery, ticket, acks in self.holds.take_waiting(sub_id):
+            self.holds.queued(sub_id)
+            acks.finish_when(ticket, await self._to_queue(delivery, sub_id))
 
     # -- one attempt ---------------------------------------------------------------
 
@@ -220,6 +288,7 @@ class DeliveryEngine:
             if delay is None:
                 label = "give_up"
                 futures.append(await self._dead_letter(delivery, "exhausted", result.status, error))
+                futures.extend(await self._exhausted(delivery, result.status, error))
             else:
                 label = "retry"
                 planned = next_retry(schedule, delivery.attempt, jitter=0.0) or delay
@@ -232,7 +301,11 @@ class DeliveryEngine:
                 futures.append(
                     await self.p.send(self.p.names.retry(tier), sub.id, retry.to_bytes())
                 )
-        elif isinstance(outcome, GiveUp):
+                if sub.ordering == "ordered":
+                    await self._hold_queue(sub.id, delivery.delivery_id)
+        if sub.ordering == "ordered" and label != "retry":
+            await self._resolve_hold(sub.id, delivery.delivery_id)
+        if isinstance(outcome, GiveUp):
             label = "give_up"
             reason = "gone" if outcome.disable else "not_retryable"
             futures.append(await self._dead_letter(delivery, reason, result.status, error))
@@ -258,11 +331,29 @@ class DeliveryEngine:
             await self.p.send(self.p.names.attempts, delivery.delivery_id, attempt.to_bytes())
         )
         self.p.stats[f"attempts.{label}"] += 1
+        if self.metrics is not None:
+            self.metrics.observe(delivery, attempt)
         for hook in self.on_outcome:
             extra = hook(sub, attempt)
             if extra is not None:
                 futures.extend(await extra)
         return futures
+
+    async def _hold_queue(self, sub_id: str, head: str) -> None:
+        """An ordered subscription's head failed: hold, and queue its lane's followers."""
+        async with self._defer_lock(sub_id):
+            hold = self.holds.head_failed(sub_id, head)
+            # Followers still in the tier (a failure while draining) are newer than
+            # those in the lane: the lane's go first, into the next cycle.
+            next_cycle = hold.current > 0
+            for job in self.dispatcher.take_queued(sub_id):
+                self.holds.queued(sub_id, next_cycle=next_cycle)
+                job.acks.finish_when(job.ticket, await self._to_queue(job.delivery, sub_id))
+
+    async def _resolve_hold(self, sub_id: str, head: str) -> None:
+        async with self._defer_lock(sub_id):
+            self.holds.resolved(sub_id, head)
+            await self._flush_waiting(sub_id)
 
     async def _dead_letter(
         self, delivery: Delivery, reason: str, status: int | None, error: str | None
@@ -278,7 +369,37 @@ class DeliveryEngine:
             last_error=error if error is not None else delivery.last_error,
         )
         self.p.stats[f"dlq.{reason}"] += 1
+        log.log(
+            logging.WARNING if reason in ("exhausted", "not_retryable", "gone") else logging.INFO,
+            "delivery dead-lettered (%s) after %d attempt(s)",
+            reason,
+            letter.attempts,
+            extra=log_ids(delivery),
+        )
         return await self.p.send(self.p.names.dlq, delivery.subscription_id, letter.to_bytes())
 
+    async def _exhausted(
+        self, delivery: Delivery, status: int | None, error: str | None
+    ) -> list[Any]:
+        """``delivery.exhausted`` on ``ops`` under the delivery's tenant (none about itself)."""
+        if delivery.event_type == "delivery.exhausted":
+            return []  # an exhausted delivery of this ops event must not beget another one
+        event = ops_event(
+            "delivery.exhausted",
+            delivery.tenant_id,
+            {
+                "subscription_id": delivery.subscription_id,
+                "delivery_id": delivery.delivery_id,
+                "event_id": delivery.event_id,
+                "event_type": delivery.event_type,
+                "attempts": delivery.attempt,
+                "reason": "exhausted",
+                "last_status": status,
+                "last_error": error,
+            },
+        )
+        return [await self.p.send(self.p.names.ops, delivery.tenant_id, event.to_bytes())]
+
     def _job_failed(self, job: Job, exc: BaseException) -> None:
+        log.error("delivery attempt failed: %r", exc, extra=log_ids(job.delivery))
         job.acks.fail(exc)

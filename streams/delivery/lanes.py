@@ -103,14 +103,31 @@ class Dispatcher:
                 lane.bucket = TokenBucket(rate, burst, self._clock())
         return lane
 
-    def submit(self, key: str, job: Any, *, max_in_flight: int, rate: float | None) -> bool:
+    def submit(
+        self,
+        key: str,
+        job: Any,
+        *,
+        max_in_flight: int,
+        rate: float | None,
+        queue_cap: int | None = None,
+    ) -> bool:
         """Queue ``job`` on the lane ``key``; False (nothing queued) when the lane is full."""
         lane = self._lane(key, max_in_flight, rate)
-        if len(lane.queue) >= queue_limit(lane.limit):
+        if len(lane.queue) >= (queue_cap or queue_limit(lane.limit)):
             return False
         lane.queue.append(job)
         self._pump(lane)
         return True
+
+    def take_queued(self, key: str) -> list[Any]:
+        """Remove and return the jobs waiting (not in flight) in lane ``key``, in order."""
+        lane = self.lanes.get(key)
+        if lane is None:
+            return []
+        jobs = list(lane.queue)
+        lane.queue.clear()
+        return jobs
 
     def _pump(self, lane: Lane) -> None:
         while lane.queue and lane.in_flight < lane.limit:

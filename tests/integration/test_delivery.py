@@ -208,3 +208,27 @@ def test_a_failing_endpoint_is_auto_disabled_with_a_reason(
     view = wait_state(admin, sub["id"], "disabled")
     assert view["disabled_reason"] == "5 consecutive 5xx responses"
     assert admin.call("POST", f"/v1/subscriptions/{sub['id']}/enable").json()["state"] == "enabled"
+
+
+def test_an_ordered_subscription_holds_its_queue_while_the_head_is_retried(
+    admin: Api, receiver: ReceiverProcess, worker_settings: Settings
+) -> None:
+    subscribe(
+        admin,
+        receiver,
+        "ordered",
+        ordering="ordered",
+        behaviour={"fail_first": 2, "fail_status": 503},
+    )
+    ids = publish(worker_settings, "ordered", 20, "ord")
+    entries = receiver.wait_for("ordered", 22, timeout_s=60)
+    assert len(entries) == 22
+    # The head is retried twice and nothing else is sent before it succeeds.
+    assert [e["event_id"] for e in entries[:3]] == [ids[0]] * 3
+    assert [e["status"] for e in entries[:3]] == [503, 503, 200]
+    # Every follower is then delivered once, without an attempt of its own while held.
+    assert sorted(e["event_id"] for e in entries[3:]) == sorted(ids[1:])
+    assert all(e["status"] == 200 for e in entries[3:])
+    assert all(e["attempt"] == 1 for e in entries[3:])
+    # Known gap (README, Ordering): the followers' own order after the head recovers
+    # is not yet guaranteed; a rotation race reorders them in some runs.
