@@ -387,6 +387,28 @@ def monitor_cmd(once: bool, as_json: bool, interval: float, count: int, no_api: 
     sys.exit(status)
 
 
+# -- the demo ---------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option(
+    "--events", type=click.IntRange(min=1), default=None, help="Stop after this many events."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=0.5,
+    show_default=True,
+    help="Seconds between events.",
+)
+@fail_cleanly
+def demo_cmd(events: int | None, interval: float) -> None:
+    """Run everything locally: broker, worker, receiver, sample events; watch it work."""
+    from streams.demo import run_demo
+
+    run_demo(events, interval)
+
+
 # -- the test receiver ---------------------------------------------------------------
 
 
