@@ -161,7 +161,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
         settings=settings,
         app=app,
         names=names,
-        registry=registry or SchemaRegistry.load(),
+        registry=registry or SchemaRegistry.from_settings(settings),
         box=SecretBox.from_settings(settings),
         subscriptions=index,
     )

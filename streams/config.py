@@ -132,6 +132,11 @@ class Settings:
         "7d",
         "How far back a starting worker reads the attempts topic into memory.",
     )
+    event_schemas: str = _env(
+        "STREAMS_EVENT_SCHEMAS",
+        "",
+        "A directory of extra event-type schemas (`<type>.json`), added to the built-in ones.",
+    )
     state_dir: Path = _env(
         "STREAMS_STATE_DIR",
         ".streams",

@@ -137,7 +137,7 @@ def run_demo(events: int | None, interval_s: float) -> None:
             f"watch it: STREAMS_TOPIC_PREFIX={env['STREAMS_TOPIC_PREFIX']} streams monitor   "
             "(Ctrl-C here stops the demo)"
         )
-        registry = SchemaRegistry.load()
+        registry = SchemaRegistry.from_settings(settings)
         published = 0
         last_print = 0.0
         with EventPublisher(settings, registry=registry) as publisher:

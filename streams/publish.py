@@ -84,7 +84,7 @@ class EventPublisher:
         from confluent_kafka import Producer
 
         self._settings = settings
-        self._registry = registry or SchemaRegistry.load()
+        self._registry = registry or SchemaRegistry.from_settings(settings)
         self._topic = TopicNames(settings.topic_prefix).events
         if check_broker:
             check_reachable(settings)

@@ -93,6 +93,12 @@ class SchemaRegistry:
                 events[path.stem] = _load(path)
         return cls(envelope, events)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> SchemaRegistry:
+        """The built-in schemas plus ``STREAMS_EVENT_SCHEMAS`` when set."""
+        extra = [Path(settings.event_schemas)] if settings.event_schemas else []
+        return cls.load(extra_dirs=extra)
+
     @property
     def event_types(self) -> list[str]:
         """Domain event types (operational ones, ``x-operational``, excluded)."""

@@ -150,3 +150,14 @@ def test_extra_schema_directories_add_event_types(tmp_path: Any) -> None:
     registry = SchemaRegistry.load(extra_dirs=[tmp_path])
     assert registry.validate(envelope("invoice.paid", {"amount": 5})).data == {"amount": 5}
     assert registry.body_key("invoice.paid") == "invoice"
+
+
+def test_streams_event_schemas_adds_a_directory_of_event_types(tmp_path: Any) -> None:
+    from streams.config import Settings
+
+    (tmp_path / "invoice.paid.json").write_text('{"type": "object"}')
+    registry = SchemaRegistry.from_settings(
+        Settings.from_env({"STREAMS_EVENT_SCHEMAS": str(tmp_path)})
+    )
+    assert "invoice.paid" in registry.event_types
+    assert "invoice.paid" not in SchemaRegistry.from_settings(Settings.from_env({})).event_types
