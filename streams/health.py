@@ -11,10 +11,10 @@ count. A subscription is disabled, with a reason a person understands, when
 Reasons read like ``5 consecutive 5xx responses``, ``1000 consecutive
 timeouts`` or ``failing for 5 days, last error: HTTP 503``.
 
-:class:`HealthMonitor` wires the policy: the state lives in a Faust table
-keyed by subscription id (co-partitioned with ``deliveries``; its changelog
-makes it survive restarts), a disable writes the subscription record like an
-operator's disable would, and ``endpoint.disabled`` / ``delivery.recovered``
+:class:`HealthMonitor` wires the policy: the state is kept per subscription
+and persisted to the compacted ``endpoint.health`` topic, which every worker
+reads back; a disable writes the subscription record like an operator's
+disable would; and ``endpoint.disabled`` / ``delivery.recovered``
 events go to the ``ops`` topic under the subscription's tenant, where
 operators and tenants can subscribe to them like to any other event type.
 """
@@ -28,7 +28,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from streams.records import Attempt, EventEnvelope, Subscription
+from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -138,16 +141,32 @@ class HealthMonitor:
         settings = pipeline.settings
         self.max_failures = settings.disable_after_failures
         self.max_failing_s = settings.disable_after_s
-        self.table = pipeline.app.Table(
-            "endpoint-health",
-            default=None,
-            partitions=settings.partitions,
-            key_type=str,
-            use_partitioner=True,
-            # yarl treats URL("memory://") as false and Faust would fall back to rocksdb.
-            store="memory://local",
-            help="Consecutive failures per subscription (auto-disable).",
+        # Failure state per subscription: a dict here, persisted to the compacted
+        # `endpoint.health` topic and read back by every worker, like subscriptions.
+        # (A Faust table was tried: its memory store replays the changelog at every
+        # start, and with it the fan-out intermittently stalled after restarts.)
+        self.table: dict[str, dict[str, Any]] = {}
+        pipeline.readers.append(
+            CompactedReader(settings, pipeline.names.health, self._apply, name="health")
         )
+
+    def _apply(self, sub_id: str, raw: bytes | None) -> None:
+        if raw is None:
+            # A reset read back late must not erase a newer local failure run.
+            current = self.table.get(sub_id)
+            if current is not None and time.time() - float(current.get("at", 0)) > 60:
+                self.table.pop(sub_id, None)
+            return
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        # Read-back of this worker's own writes lags behind them: keep the newer.
+        current = self.table.get(sub_id)
+        if isinstance(value, dict) and (
+            current is None or float(value.get("at", 0)) >= float(current.get("at", 0))
+        ):
+            self.table[sub_id] = value
 
     def state(self, sub_id: str) -> FailureState:
         raw = self.table.get(sub_id)
@@ -174,11 +193,19 @@ class HealthMonitor:
         )
         if verdict.state.consecutive == 0:
             self.table.pop(sub.id, None)
+            record = None
         else:
-            self.table[sub.id] = asdict(verdict.state)
+            self.table[sub.id] = {**asdict(verdict.state), "at": time.time()}
+            record = orjson.dumps(self.table[sub.id])
+        return self._persist_and_act(sub, verdict, before, record)
+
+    async def _persist_and_act(
+        self, sub: Subscription, verdict: Verdict, before: FailureState, record: bytes | None
+    ) -> list[Any]:
+        futures = [await self.p.send(self.p.names.health, sub.id, record)]
         if verdict.disable_reason is None and verdict.recovered_after == 0:
-            return None
-        return self._act(sub, verdict, before)
+            return futures
+        return futures + await self._act(sub, verdict, before)
 
     async def _act(self, sub: Subscription, verdict: Verdict, before: FailureState) -> list[Any]:
         futures: list[Any] = []
@@ -230,4 +257,5 @@ class HealthMonitor:
             )
             futures.append(await self.p.send(names.ops, sub.tenant_id, event.to_bytes()))
             self.table.pop(sub.id, None)
+            futures.append(await self.p.send(names.health, sub.id, None))
         return futures

@@ -44,6 +44,10 @@ class TopicNames:
         return self._n("subscriptions")
 
     @property
+    def health(self) -> str:
+        return self._n("endpoint.health")
+
+    @property
     def tokens(self) -> str:
         return self._n("tokens")
 
@@ -105,6 +109,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             },
         ),
         TopicSpec(names.tokens, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+        TopicSpec(names.health, p, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(names.deliveries, p, {**data, "max.message.bytes": max_message}),
         TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_message}),
         TopicSpec(
