@@ -289,6 +289,63 @@ def openapi_document() -> dict[str, Any]:
                     params=[_q("tenant_id", "filter")],
                 ),
             },
+            "/v1/deliveries": {
+                "get": _op(
+                    "The delivery log: one row per delivery, newest first",
+                    schema={"type": "object"},
+                    params=[
+                        _q("subscription_id", "filter"),
+                        _q("status", "delivered|failed|retrying or an HTTP status"),
+                        _q("event_type", "filter"),
+                        _q("since", "RFC 3339 or unix seconds"),
+                        _q("until", "RFC 3339 or unix seconds"),
+                        _q("limit", "1-1000"),
+                    ],
+                )
+            },
+            "/v1/deliveries/{id}": {
+                "get": _op(
+                    "A delivery with all its attempts", schema={"type": "object"}, params=_ID
+                )
+            },
+            "/v1/deliveries/{id}/redeliver": {
+                "post": _op(
+                    "Send a past delivery again (same webhook-id, marked as a replay)",
+                    ok=202,
+                    schema={"type": "object"},
+                    params=_ID,
+                )
+            },
+            "/v1/dlq": {
+                "get": _op(
+                    "Dead letters matching the filters",
+                    schema={"type": "object"},
+                    params=[
+                        _q("subscription_id", "filter"),
+                        _q("tenant_id", "admin only"),
+                        _q("event_type", "filter"),
+                        _q("reason", "exhausted|not_retryable|subscription_disabled|..."),
+                        _q("since", "RFC 3339 or unix seconds"),
+                        _q("until", "RFC 3339 or unix seconds"),
+                        _q("limit", "1-1000"),
+                    ],
+                )
+            },
+            "/v1/dlq/replay": {
+                "post": _op(
+                    "Replay matching dead letters (filters, force, rate, dry_run in the body)",
+                    body={"type": "object"},
+                    ok=202,
+                    schema={"type": "object"},
+                )
+            },
+            "/v1/dlq/replays/{id}": {
+                "get": _op(
+                    "Progress of a replay started on this worker",
+                    schema={"type": "object"},
+                    params=_ID,
+                )
+            },
             "/v1/tokens/{id}": {"delete": _op("Revoke a tenant token (admin)", ok=204, params=_ID)},
             "/v1/stats": {
                 "get": _op(
