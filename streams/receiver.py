@@ -12,10 +12,12 @@ and choose how that endpoint behaves:
      "fail_first": 0, "fail_status": 500,            # the first N requests fail
      "fail_rate": 0.0,                               # then fail this fraction (seeded)
      "latency_ms": 0,                                # answer after a delay
-     "mode": "normal"}                               # or hang | close | trickle | flap
+     "mode": "normal"}                               # or hang | close | reset | trickle | flap
 
 - ``hang``: never answer (the sender's timeout fires);
-- ``close``: close the connection without a complete response;
+- ``close``: send the status line (``status``, or ``fail_status`` when failing)
+  and headers, then close the connection in the middle of the body;
+- ``reset``: close the connection before sending any byte of a response;
 - ``trickle``: send headers, then the body one byte every 500 ms (slow loris);
 - ``flap``: cycle 500, timeout (hang 15 s), 200.
 
@@ -44,6 +46,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any
 
@@ -214,10 +217,17 @@ class Receiver:
         if mode == "hang":
             await asyncio.sleep(15 if behaviour.mode == "flap" else 3600)
             return web.Response(status=504)
-        if mode == "close":
+        if mode in ("close", "reset"):
             transport = request.transport
             if transport is not None:
-                transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                if mode == "close":
+                    try:
+                        reason = HTTPStatus(status).phrase
+                    except ValueError:
+                        reason = "Status"
+                    transport.write(
+                        f"HTTP/1.1 {status} {reason}\r\nContent-Length: 100\r\n\r\npartial".encode()
+                    )
                 transport.close()
             return web.Response(status=500)
         if mode == "trickle":

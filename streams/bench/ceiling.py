@@ -68,7 +68,7 @@ def _ms(text: str) -> float | None:
     match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
     if not match:
         return None
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return round(float(match.group(1)) * _UNITS[match.group(2)], 3)
 
 
 def parse_wrk(output: str) -> dict[str, Any]:

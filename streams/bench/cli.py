@@ -63,6 +63,12 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 )
 @click.option("--no-doc", is_flag=True, help="Do not touch the Markdown file.")
 @click.option("--keep", is_flag=True, help="Keep the run directory and the run's topics.")
+@click.option(
+    "--wait-quiet",
+    type=click.FloatRange(0, 3600),
+    default=0,
+    help="Wait up to this many seconds for a 1-minute load average below 1 first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_cmd(
     scenario: str | None,
@@ -85,6 +91,7 @@ def bench_cmd(
     doc: Path | None,
     no_doc: bool,
     keep: bool,
+    wait_quiet: float,
     as_json: bool,
 ) -> None:
     """Run one benchmark or fault-injection SCENARIO and publish its results.
@@ -130,6 +137,7 @@ def bench_cmd(
             else (doc if doc is not None else (None if smoke else ROOT / "docs" / "benchmarks.md")),
             keep=keep,
             argv=sys.argv[1:],
+            wait_quiet_s=wait_quiet,
         )
     except StreamsError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -159,6 +167,7 @@ def run(
     argv: list[str] | None = None,
     say: Any = None,
     base_dir: Path | None = None,
+    wait_quiet_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run a scenario; returns its results (also written to ``out_dir`` and ``doc``)."""
     from streams.bench import report
@@ -171,6 +180,7 @@ def run(
     params = resolve(scenario_name, smoke=smoke, overrides=overrides)
     check_explicit_broker()  # a configured broker that does not answer fails at once
     say = say or (lambda msg: click.echo(f"[bench {time.strftime('%H:%M:%S')}] {msg}", err=True))
+    waited = wait_for_quiet(wait_quiet_s, say) if wait_quiet_s else None
     started = time.time()
     results: dict[str, Any] = {
         "scenario": sc.name,
@@ -180,6 +190,8 @@ def run(
         "command": report.command_line(argv if argv is not None else ["bench", scenario_name]),
         "params": params.as_dict(),
     }
+    if waited is not None:
+        results["waited_for_quiet_s"] = waited
     with Bench(sc, params, smoke=smoke, say=say, keep=keep, base_dir=base_dir) as bench:
         bench.seed = seed
         bench.profile = profile
@@ -216,6 +228,20 @@ def run(
         report.update_doc(doc, results)
         say(f"updated {doc}")
     return results
+
+
+def wait_for_quiet(limit_s: float, say: Any, threshold: float = 1.0) -> float:
+    """Wait (at most ``limit_s``) until the 1-minute load average is below ``threshold``."""
+    import os
+
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        load = os.getloadavg()[0]
+        if load < threshold:
+            break
+        say(f"load average {load:.2f}: waiting for a quieter machine")
+        time.sleep(min(15.0, max(0.0, limit_s - (time.monotonic() - started))))
+    return round(time.monotonic() - started, 1)
 
 
 def summary_text(results: dict[str, Any]) -> str:

@@ -114,7 +114,7 @@ SCENARIOS: dict[str, Scenario] = {
                 workers=2,
                 fanout=10,
                 tenants=12,
-                rates=(250.0, 500.0, 1000.0, 2000.0),
+                rates=(100.0, 250.0, 500.0, 750.0, 1000.0),
                 duration_s=30,
             ),
             smoke=Params(

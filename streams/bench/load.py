@@ -29,6 +29,7 @@ import httpx
 
 from streams.bench.config import BenchFailed, Params, Scenario
 from streams.bench.ledger import (
+    QUIET,
     DlqState,
     DueTimes,
     LedgerState,
@@ -38,6 +39,7 @@ from streams.bench.ledger import (
     check_pairs,
 )
 from streams.bench.procs import (
+    CLK_TCK,
     Broker,
     Processes,
     Receivers,
@@ -439,7 +441,7 @@ class Feeder(threading.Thread):
 
         self.started_at = time.time()
         try:
-            with EventPublisher(self.settings) as pub:
+            with EventPublisher(self.settings, extra_config={"logger": QUIET}) as pub:
                 self._feed(pub)
         except StreamsError as exc:
             self.errors.append(str(exc))
@@ -512,6 +514,12 @@ class Watch:
                 TopicTail(stack.settings, stack.names.retry(t)) for t in tiers_of(stack.settings)
             ]
 
+    def only(self, event_ids: Iterable[str]) -> None:
+        """Count only these events (warm-up and earlier phases are someone else's)."""
+        events = set(event_ids)
+        self.ledger.events = events
+        self.dlq.events = events
+
     def register(self, subs: Iterable[Sub]) -> None:
         for s in subs:
             self.ledger.endpoints[s.endpoint] = s.id
@@ -542,15 +550,21 @@ class Watch:
         expected_count: int,
         *,
         timeout_s: float,
+        stall_s: float | None = None,
         feeder: Feeder | None = None,
         tick: Callable[[], None] | None = None,
         label: str = "",
         every_s: float = 10.0,
         interval_s: float = 0.5,
     ) -> bool:
-        """Poll until ``expected_count`` pairs are resolved (and the feeder finished)."""
-        deadline = time.monotonic() + timeout_s
-        next_say = time.monotonic() + every_s
+        """Poll until ``expected_count`` pairs are resolved and the feeder finished.
+
+        Gives up after ``timeout_s``, or once nothing was resolved for ``stall_s``
+        after publishing ended (what is left then is reported as lost)."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        next_say = started + every_s
+        last_done, last_progress = -1, started
         while time.monotonic() < deadline:
             self.poll()
             if tick is not None:
@@ -558,9 +572,17 @@ class Watch:
             self.stack.supervise()
             feeding = feeder is not None and feeder.is_alive()
             done = self.resolved()
+            now = time.monotonic()
             if not feeding and done >= expected_count:
                 return True
-            if time.monotonic() >= next_say:
+            if done != last_done or feeding:
+                last_done, last_progress = done, now
+            elif stall_s is not None and now - last_progress > stall_s:
+                self.stack.bench.say(
+                    f"[{self.stack.name}{label}] no progress for {stall_s:g}s; giving up"
+                )
+                break
+            if now >= next_say:
                 next_say += every_s
                 self.stack.bench.say(
                     f"[{self.stack.name}{label}] {done:,}/{expected_count:,} pairs resolved"
@@ -619,6 +641,7 @@ class CpuMeter:
     start: dict[int, float] = field(default_factory=dict)
     started_at: float = 0.0
     self_start: float = 0.0
+    machine_start: float | None = None
 
     def begin(self) -> None:
         self.started_at = time.monotonic()
@@ -629,6 +652,7 @@ class CpuMeter:
                 if cpu is not None:
                     self.start[pid] = cpu
         self.self_start = _self_cpu()
+        self.machine_start = machine_busy_seconds()
 
     def end(self) -> dict[str, Any]:
         wall = max(1e-9, time.monotonic() - self.started_at)
@@ -645,7 +669,24 @@ class CpuMeter:
         harness = _self_cpu() - self.self_start
         out["harness_cores"] = round(harness / wall, 2)
         out["total_cores"] = round((total + harness) / wall, 2)
+        machine = machine_busy_seconds()
+        if machine is not None and self.machine_start is not None:
+            busy = (machine - self.machine_start) / wall
+            out["machine_cores"] = round(busy, 2)
+            # Everything else on the machine (other users' work): a disturbed run shows here.
+            out["others_cores"] = round(max(0.0, busy - (total + harness) / wall), 2)
         return out
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    ticks = [int(x) for x in first[1:9]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / CLK_TCK
 
 
 def _self_cpu() -> float:

@@ -31,7 +31,7 @@ from streams.bench.config import BenchConfigError, BenchFailed
 from streams.config import Settings
 
 HOST = "127.0.0.1"
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PR_SET_PDEATHSIG = 1
 
 
@@ -88,7 +88,7 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
     try:
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (IndexError, ValueError):
         return None
 

@@ -107,6 +107,7 @@ def run_load(
     """Publish ``plan`` ((event id, tenant) pairs), wait until resolved, measure."""
     p = bench.params
     watch = watch or stack.watch()
+    watch.only(e for e, _t in plan)
     expected_all = list(stack.expected(plan))
     meter = CpuMeter(roles_of(bench, stack))
     meter.begin()
@@ -115,7 +116,10 @@ def run_load(
     feeder.start()
     resolved = watch.wait_resolved(
         len(expected_all),
-        timeout_s=span + (settle_s if settle_s is not None else p.settle_s) + 120,
+        # Bounded: by the publishing time plus at least 50 deliveries/s, and by no
+        # progress at all for the settle time once publishing is over.
+        timeout_s=span + len(expected_all) / 50 + 600,
+        stall_s=settle_s if settle_s is not None else p.settle_s,
         feeder=feeder,
         tick=tick,
         label=label,
@@ -159,6 +163,32 @@ def run_load(
     }
     timeline = per_second(ok_times, first_sent) if first_sent is not None else []
     return LoadRun(feeder, watch, expected, resolved, cpu, check, metrics, latencies, timeline)
+
+
+def warm_up(bench: Bench, stack: Stack, per_tenant: int = 2, timeout_s: float = 180.0) -> None:
+    """A few events per tenant, delivered before anything is measured (consumer group
+    assignment, connections, caches). Their pairs are not part of any check."""
+    tenants = sorted(stack.by_tenant)
+    if not tenants:
+        return
+    plan = [
+        (f"warm-{stack.name}-{i}", tenants[i % len(tenants)])
+        for i in range(len(tenants) * per_tenant)
+    ]
+    watch = stack.watch()
+    watch.only(e for e, _t in plan)
+    feeder = Feeder(stack.settings, plan)
+    feeder.start()
+    try:
+        done = watch.wait_resolved(
+            len(list(stack.expected(plan))), timeout_s=timeout_s, feeder=feeder, label=" warm-up"
+        )
+    finally:
+        feeder.stop()
+        feeder.join(30)
+        watch.close()
+    if not done:
+        bench.notes.append(f"[{stack.name}] the warm-up was not resolved within {timeout_s:g} s")
 
 
 def finish_checks(out: Outcome, run: LoadRun) -> None:
@@ -278,6 +308,7 @@ def throughput(bench: Bench) -> Outcome:
     stack = bench.stack("main", workers=p.workers)
     stack.start()
     stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
+    warm_up(bench, stack)
     tenants = sorted(stack.by_tenant)
     plan = event_plan(p.events, tenants, "e")
     run = _with_profile(bench, stack, lambda: run_load(bench, stack, plan), out)
@@ -311,6 +342,7 @@ def scale(bench: Bench) -> Outcome:
         stack = bench.stack(f"w{count}", workers=count)
         stack.start()
         stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, f"w{count}"))
+        warm_up(bench, stack)
         plan = event_plan(p.events, sorted(stack.by_tenant), f"w{count}e")
         run = run_load(bench, stack, plan, label=f" {count} worker(s)")
         stack.stop()
@@ -380,6 +412,7 @@ def fanout(bench: Bench) -> Outcome:
     stack = bench.stack("main", workers=p.workers)
     stack.start()
     stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
+    warm_up(bench, stack)
     plan = event_plan(p.events, sorted(stack.by_tenant), "f")
     consumer = Consumer(
         {"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": f"bench-wm-{bench.id}"}
@@ -498,10 +531,28 @@ def latency(bench: Bench) -> Outcome:
     stack.start()
     stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
     tenants = sorted(stack.by_tenant)
-    # Warm up (connections, caches) at the first rate for a few seconds; not measured.
-    warm = event_plan(max(1, int(p.rates[0] * min(3.0, p.duration_s) / p.fanout)), tenants, "warm")
-    run_load(bench, stack, warm, events_per_s=p.rates[0] / p.fanout, label=" warm-up")
+    warm_up(bench, stack)
     rows: list[list[Any]] = []
+    # Baseline: what the idle pipeline costs (no events), measured in the same run.
+    idle = CpuMeter(roles_of(bench, stack))
+    idle.begin()
+    time.sleep(min(10.0, p.duration_s))
+    idle_cpu = idle.end()
+    rows.append(
+        [
+            "0 (idle)",
+            None,
+            0,
+            None,
+            None,
+            None,
+            None,
+            idle_cpu.get("workers_cores"),
+            idle_cpu.get("total_cores"),
+            idle_cpu.get("others_cores"),
+            0,
+        ]
+    )
     all_ok = True
     at_1000: dict[str, Any] | None = None
     for i, r in enumerate(p.rates):
@@ -521,14 +572,17 @@ def latency(bench: Bench) -> Outcome:
                 lat.get("max"),
                 run.cpu.get("workers_cores"),
                 run.cpu.get("total_cores"),
+                run.cpu.get("others_cores"),
                 run.check["lost_pairs"],
             ]
         )
         out.extra[f"latency_ms_at_{r:g}"] = lat
+        out.extra[f"cpu_at_{r:g}"] = run.cpu
         all_ok = all_ok and checks_ok(run.check)
         out.checks = run.check
         if r == 1000 or (at_1000 is None and r >= 1000):
             at_1000 = {"rate": r, **lat}
+            out.cpu = run.cpu
     out.tables.append(
         {
             "title": f"Publish-to-receipt latency by offered rate ({p.duration_s:g} s each, "
@@ -542,7 +596,8 @@ def latency(bench: Bench) -> Outcome:
                 "p99 ms",
                 "max ms",
                 "worker cores",
-                "all cores",
+                "bench cores",
+                "others' cores",
                 "lost",
             ],
             "rows": rows,
@@ -571,6 +626,7 @@ def soak(bench: Bench) -> Outcome:
     stack = bench.stack("main", workers=p.workers)
     stack.start()
     stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
+    warm_up(bench, stack)
     r = p.rates[0]
     plan = event_plan(max(1, int(r * p.duration_s / p.fanout)), sorted(stack.by_tenant), "s")
     samples: list[list[Any]] = []
@@ -639,6 +695,7 @@ def slow(bench: Bench) -> Outcome:
     stack.create_subscriptions(
         tenant_plan(p.tenants, per, "slow"), body={"max_in_flight": p.max_in_flight}
     )
+    warm_up(bench, stack)
     plan = event_plan(p.events, sorted(stack.by_tenant), "d")
     run = _with_profile(bench, stack, lambda: run_load(bench, stack, plan), out)
     out.metrics.update(run.metrics)
@@ -680,6 +737,7 @@ def noisy(bench: Bench) -> Outcome:
             dead = stack.create_subscriptions(
                 [(t, "noisy.dead") for t in sorted(stack.by_tenant)], track=False
             )
+        warm_up(bench, stack)
         plan = event_plan(p.events, sorted(stack.by_tenant), f"{phase}e")
         run = run_load(bench, stack, plan, label=f" {phase} the dead endpoint")
         steady = run.metrics["deliveries_per_s_steady"]
@@ -747,6 +805,7 @@ def retry_lateness(bench: Bench) -> Outcome:
     stack = bench.stack("main", workers=p.workers)
     stack.start()
     stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "rl"))
+    warm_up(bench, stack)
     r = p.rates[0]
     plan = event_plan(p.events, sorted(stack.by_tenant), "rl")
     watch = stack.watch(keep_attempts=True, retry_tiers=True)
@@ -822,6 +881,7 @@ def kill_worker(bench: Bench) -> Outcome:
     stack = bench.stack("main", workers=p.workers)
     stack.start()
     stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "kw"))
+    warm_up(bench, stack)
     flaky = [s for s in stack.subs if s.endpoint.endswith(".s000")]
     for s in flaky:
         bench.receivers.configure(
@@ -903,6 +963,7 @@ def kill_broker(bench: Bench) -> Outcome:
     stack.auto_restart = True  # as an orchestrator would restart a worker that gave up
     stack.start()
     stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "kb"))
+    warm_up(bench, stack)
     r = p.rates[0]
     plan = event_plan(p.events, sorted(stack.by_tenant), "kb")
     span = len(plan) / (r / p.fanout)
@@ -943,6 +1004,36 @@ def kill_broker(bench: Bench) -> Outcome:
     return out
 
 
+#: What the faulty endpoints do, in turn, each for ``flip_s`` (flap cycles per request).
+FAULT_CYCLES: dict[str, list[dict[str, Any]]] = {
+    "flap": [{"mode": "flap"}],
+    "close-mid-response": [
+        {"mode": "close", "status": 503},
+        {"mode": "reset"},
+        {"mode": "close", "status": 200},
+        {"mode": "normal"},
+    ],
+    "slow-loris": [
+        {"mode": "trickle", "status": 503},
+        {"mode": "normal"},
+        {"mode": "trickle", "status": 200},
+        {"mode": "normal"},
+    ],
+}
+
+
+def _describe_behaviour(b: dict[str, Any]) -> str:
+    mode = b.get("mode", "normal")
+    text = {
+        "flap": "per request: 500, hang (timeout), 200",
+        "close": "status line {status}, then the connection is cut mid-body",
+        "reset": "connection closed before any byte of a response",
+        "trickle": "status {status}, then the body at 1 byte / 500 ms",
+        "normal": "200 at once",
+    }[mode]
+    return text.format(status=b.get("status", 200))
+
+
 def receiver_fault(bench: Bench) -> Outcome:
     """flap, close-mid-response, slow-loris: faulty endpoints beside healthy ones."""
     p = bench.params
@@ -958,24 +1049,24 @@ def receiver_fault(bench: Bench) -> Outcome:
     fault_plan = tenant_plan(p.tenants, p.faulty, "bad")
     timeout = f"{p.sub_timeout_s:g}s" if p.sub_timeout_s else None
     stack.create_subscriptions(fault_plan, body={"timeout": timeout} if timeout else None)
+    warm_up(bench, stack)
     bad = [e for _t, e in fault_plan]
-    fault_mode = {"flap": "flap", "close-mid-response": "close", "slow-loris": "trickle"}[name]
-    state = {"mode": fault_mode, "flips": 0, "at": time.monotonic()}
+    cycle = FAULT_CYCLES[name]
+    position = [0]
+    switched_at = [time.monotonic()]
 
-    def set_mode(mode: str) -> None:
+    def apply(behaviour: dict[str, Any]) -> None:
         for endpoint in bad:
-            receivers.configure(endpoint, secret=bench.secret, mode=mode)
+            receivers.configure(endpoint, secret=bench.secret, **behaviour)
 
-    set_mode(fault_mode)
+    apply(cycle[0])
 
     def tick() -> None:
-        if fault_mode == "flap" or not p.flip_s:
+        if len(cycle) < 2 or not p.flip_s or time.monotonic() - switched_at[0] < p.flip_s:
             return
-        if time.monotonic() - state["at"] >= p.flip_s:  # type: ignore[operator]
-            state["mode"] = "normal" if state["mode"] == fault_mode else fault_mode
-            state["at"] = time.monotonic()
-            state["flips"] += 1  # type: ignore[operator]
-            set_mode(str(state["mode"]))
+        position[0] = (position[0] + 1) % len(cycle)
+        switched_at[0] = time.monotonic()
+        apply(cycle[position[0]])
 
     r = p.rates[0]
     plan = event_plan(p.events, sorted(stack.by_tenant), name[:5])
@@ -983,11 +1074,9 @@ def receiver_fault(bench: Bench) -> Outcome:
     out.metrics.update(run.metrics)
     out.metrics["healthy_subscriptions"] = p.tenants * healthy_per
     out.metrics["faulty_subscriptions"] = len(bad)
-    out.metrics["fault"] = {
-        "flap": "cycle per request: 500, hang (timeout), 200",
-        "close": f"close mid-response, alternating with normal every {p.flip_s:g} s",
-        "trickle": f"1 byte / 500 ms, alternating with normal every {p.flip_s:g} s",
-    }[fault_mode]
+    out.metrics["fault_cycle"] = " -> ".join(_describe_behaviour(b) for b in cycle) + (
+        f", each for {p.flip_s:g} s" if len(cycle) > 1 else ""
+    )
     out.metrics["faulty_subscription_timeout"] = timeout or "default"
     healthy_set = {e for e in run.watch.ledger.endpoints if e.startswith("ok.")}
     healthy_lat = [
@@ -1074,7 +1163,12 @@ def replay(bench: Bench) -> Outcome:
         raise BenchFailed(f"`{command}` exited with {code}: {raw[-500:]}")
     summary_json = _last_json(raw)
     replayed = int(summary_json.get("replayed") or 0)
-    ok = watch.wait_resolved(len(expected), timeout_s=p.settle_s + 300, label=" replays")
+    ok = watch.wait_resolved(
+        len(expected),
+        timeout_s=len(expected) / 50 + 600,
+        stall_s=p.settle_s,
+        label=" replays",
+    )
     cpu = meter.end()
     check = watch.check(expected)
     check["resolved_in_time"] = ok

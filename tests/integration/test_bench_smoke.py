@@ -1,0 +1,102 @@
+"""`streams bench` at smoke size on the real broker: a throughput run and a fault run.
+
+Each run starts its own workers and receiver, checks every (event,
+subscription) pair against the receiver's ledger and the DLQ, writes its JSON
+and Markdown, and leaves no process and no topic behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from streams.bench.cli import run
+from streams.bench.procs import alive
+
+pytestmark = pytest.mark.integration
+
+
+def _smoke(name: str, tmp_path: Path, kafka_bootstrap: str, mp: pytest.MonkeyPatch) -> Any:
+    mp.setenv("STREAMS_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    said: list[str] = []
+    results = run(
+        name,
+        smoke=True,
+        out_dir=tmp_path / "results",
+        doc=tmp_path / "benchmarks.md",
+        base_dir=tmp_path / "runs",
+        say=said.append,
+    )
+    return results, said
+
+
+def _assert_clean(results: dict[str, Any], kafka_bootstrap: str) -> None:
+    run_id = Path(results["run_dir"]).name.rsplit("-", 1)[-1]
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert not [t for t in topics if run_id in t], "the run's topics were not deleted"
+    assert not Path(results["run_dir"]).exists(), "the run directory of a passing run is removed"
+
+
+def test_throughput_smoke_delivers_every_pair_and_publishes_its_results(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results, said = _smoke("throughput", tmp_path, kafka_bootstrap, monkeypatch)
+    assert results["ok"], results
+    checks = results["checks"]
+    assert checks["expected_pairs"] == results["params"]["events"] * results["params"]["fanout"]
+    assert checks["delivered_pairs"] == checks["expected_pairs"]
+    assert checks["lost_pairs"] == 0
+    assert checks["invalid_signatures"] == checks["webhook_id_mismatches"] == 0
+    assert results["metrics"]["deliveries_per_s_steady"] > 0
+    assert results["ceiling"]["rps"] > 0
+    assert results["machine"]["cores"] >= 1
+    saved = orjson.loads((tmp_path / "results" / "throughput.json").read_bytes())
+    assert saved["checks"] == checks
+    assert "<!-- bench:throughput:start -->" in (tmp_path / "benchmarks.md").read_text()
+    assert any("worker(s) healthy" in line for line in said)
+    _assert_clean(results, kafka_bootstrap)
+
+
+def test_close_mid_response_smoke_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results, _ = _smoke("close-mid-response", tmp_path, kafka_bootstrap, monkeypatch)
+    checks = results["checks"]
+    assert results["ok"], checks
+    assert checks["lost_pairs"] == 0
+    assert checks["delivered_pairs"] + checks["parked_pairs"] == checks["expected_pairs"]
+    # The faults really happened: cut bodies and connections closed before any answer.
+    answers = checks["responses"]
+    assert any(k.endswith("/close") for k in answers), answers
+    assert any(k.endswith("/reset") for k in answers), answers
+    _assert_clean(results, kafka_bootstrap)
+
+
+def test_the_processes_of_a_failed_run_are_stopped(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scenario that raises midway still stops every child by its PID."""
+    from streams.bench import scenarios
+    from streams.bench.load import Bench
+
+    started: list[int] = []
+
+    def explode(bench: Bench) -> Any:
+        scenarios.setup(bench)
+        stack = bench.stack("main", workers=1)
+        stack.start()
+        started.extend(stack.pids)
+        assert bench.receivers is not None
+        started.extend(bench.receivers.pids)
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(scenarios.RUNNERS, "throughput", explode)
+    monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    with pytest.raises(RuntimeError, match="boom"):
+        run("throughput", smoke=True, base_dir=tmp_path, say=lambda _m: None)
+    assert len(started) == 2
+    assert not [pid for pid in started if alive(pid)]
