@@ -46,6 +46,12 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 @click.option("--partitions", type=int, default=None, help="Partitions of every topic.")
 @click.option("--kills", type=int, default=None, help="Kills (kill-worker, kill-broker).")
 @click.option("--retry-schedule", default=None, help="STREAMS_RETRY_SCHEDULE of the workers.")
+@click.option(
+    "--sub-timeout",
+    type=float,
+    default=None,
+    help="Request timeout (s) of the faulty/dead subscriptions (faults, noisy).",
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of fault timings.")
 @click.option("--profile", is_flag=True, help="py-spy worker 0 during the load (needs py-spy).")
 @click.option(
@@ -85,6 +91,7 @@ def bench_cmd(
     partitions: int | None,
     kills: int | None,
     retry_schedule: str | None,
+    sub_timeout: float | None,
     seed: int,
     profile: bool,
     out_dir: Path | None,
@@ -120,6 +127,7 @@ def bench_cmd(
         "partitions": partitions,
         "kills": kills,
         "retry_schedule": retry_schedule,
+        "sub_timeout": sub_timeout,
     }
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:

@@ -75,7 +75,7 @@ _FAULT_FULL = Params(
     fanout=10,
     faulty=5,
     tenants=6,
-    rates=(1000.0,),
+    rates=(600.0,),
     retry_schedule="1s,2s,4s,8s",
     sub_timeout_s=2.0,
     flip_s=3.0,
@@ -165,10 +165,10 @@ SCENARIOS: dict[str, Scenario] = {
             "no retry early; p99 lateness reported",
             full=Params(
                 workers=2,
-                events=6000,
+                events=3000,
                 fanout=10,
                 tenants=12,
-                rates=(1000.0,),
+                rates=(400.0,),
                 fail_rate=0.5,
                 retry_schedule="1s,2s,4s,8s",
                 settle_s=120,
@@ -212,7 +212,7 @@ SCENARIOS: dict[str, Scenario] = {
             "replay",
             "replay of 100,000 dead letters with `streams dlq replay`",
             "replay rate (letters/s) and delivery of the replays",
-            full=Params(workers=2, receivers=2, events=10_000, fanout=10, tenants=10),
+            full=Params(workers=2, receivers=2, events=20_000, fanout=5, tenants=2),
             smoke=Params(events=50, fanout=2, tenants=2, partitions=3, settle_s=60, ceiling_s=0),
         ),
         Scenario(
@@ -254,10 +254,10 @@ SCENARIOS: dict[str, Scenario] = {
             "no pair lost; duplicates counted",
             full=Params(
                 workers=2,
-                events=20_000,
+                events=12_000,
                 fanout=5,
                 tenants=12,
-                rates=(1000.0,),
+                rates=(600.0,),
                 kills=5,
                 fail_rate=0.2,
                 retry_schedule="1s,2s,4s",
@@ -404,6 +404,16 @@ def resolve(
                     f"--duration {value!r}: expected seconds above 0 and at most {MAX_DURATION_S:g}"
                 )
             changes["duration_s"] = float(value)
+        elif key == "sub_timeout":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value <= 30
+            ):
+                raise BenchConfigError(
+                    f"--sub-timeout {value!r}: expected seconds above 0, at most 30"
+                )
+            changes["sub_timeout_s"] = float(value)
         elif key == "retry_schedule":
             from streams.retry.schedule import parse_schedule
 
