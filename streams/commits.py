@@ -64,25 +64,47 @@ class Ticket:
 class OrderedAcks:
     """Ack events in offset order per partition, once each is done.
 
-    ``max_pending`` bounds the events in flight across partitions: :meth:`track`
-    waits for room, which is the back-pressure that keeps memory bounded when
-    outputs or endpoints are slow.
+    Two bounds keep memory in check, and :meth:`track` waits for room in both
+    (the back-pressure on the agent's loop):
+
+    - ``max_pending``: events tracked and not yet *done* (the work in flight);
+    - ``max_unacked``: events tracked and not yet *acked*, done or not.
+
+    They differ because one slow event holds back the acks of every event
+    behind it on its partition, done or not. Counting those done-but-unacked
+    events against the work bound (as a single bound did) let one endpoint
+    that hangs until its timeout fill the whole window with finished work and
+    stall every other endpoint on the worker: measured as healthy endpoints
+    keeping 39% of their throughput beside dead ones (docs/benchmarks.md,
+    ``noisy``). A done event costs only its ticket until it is acked, so the
+    second bound is an order of magnitude larger.
     """
 
-    def __init__(self, *, max_pending: int, on_fatal: Callable[[BaseException], Any]) -> None:
+    def __init__(
+        self,
+        *,
+        max_pending: int,
+        on_fatal: Callable[[BaseException], Any],
+        max_unacked: int | None = None,
+    ) -> None:
         self._queues: dict[Any, deque[Ticket]] = {}
-        self._room = asyncio.Semaphore(max_pending)
+        self._work = asyncio.Semaphore(max_pending)
+        self._unacked = asyncio.Semaphore(max(max_pending, max_unacked or 10 * max_pending))
         self._on_fatal = on_fatal
         self.acked = 0
+        self.working = 0
         self.failed: BaseException | None = None
 
     @property
     def pending(self) -> int:
+        """Events tracked and not yet acked."""
         return sum(len(q) for q in self._queues.values())
 
     async def track(self, event: AckableEvent) -> Ticket:
-        await self._room.acquire()
+        await self._unacked.acquire()
+        await self._work.acquire()
         ticket = Ticket(event)
+        self.working += 1
         self._queues.setdefault(event.message.tp, deque()).append(ticket)
         return ticket
 
@@ -90,13 +112,17 @@ class OrderedAcks:
         """Mark done; ack the partition's contiguous done prefix."""
         if self.failed is not None:
             return  # after a failure nothing more is acked: the worker is stopping
+        if ticket.done:
+            return
         ticket.done = True
+        self.working -= 1
+        self._work.release()
         queue = self._queues[ticket.event.message.tp]
         while queue and queue[0].done:
             head = queue.popleft()
             head.event.ack()
             self.acked += 1
-            self._room.release()
+            self._unacked.release()
 
     def fail(self, exc: BaseException) -> None:
         """Stop acking and stop the worker; un-acked events are read again on restart."""

@@ -183,6 +183,20 @@ class Settings:
         "Default whole-request timeout of a webhook request (a subscription may ask for up "
         "to 30s).",
     )
+    breaker_failures: int = _env(
+        "STREAMS_BREAKER_FAILURES",
+        "5",
+        "Consecutive timeouts or connection failures that open an endpoint's circuit breaker "
+        "(no requests, deliveries skipped to their next retry); 0 turns the breaker off.",
+    )
+    breaker_open_s: float = _env(
+        "STREAMS_BREAKER_OPEN",
+        "5s",
+        "How long a breaker stays open before one probe request; doubled at each failed probe.",
+    )
+    breaker_max_open_s: float = _env(
+        "STREAMS_BREAKER_MAX_OPEN", "1m", "The longest a breaker stays open between probes."
+    )
     user_agent: str = _env(
         "STREAMS_USER_AGENT", "streams-webhooks/0.1", "User-Agent of every webhook request."
     )
@@ -250,6 +264,16 @@ def _parse(name: str, var: str, raw: str) -> Any:
 
 def _as_str(raw: str) -> str:
     return raw
+
+
+def _non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 0:
+        raise ValueError("expected a number of at least 0")
+    return value
 
 
 def _positive_int(raw: str) -> int:
@@ -365,6 +389,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_token": Secret,
     "secrets_key": Secret,
     "destination_allowlist": _allowlist,
+    "breaker_failures": _non_negative_int,
+    "breaker_open_s": _timeout(3600),
+    "breaker_max_open_s": _timeout(3600),
     "connect_timeout_s": _timeout(30),
     "request_timeout_s": _timeout(30),
     "log_level": _log_level,

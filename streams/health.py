@@ -181,6 +181,8 @@ class HealthMonitor:
 
     def on_attempt(self, sub: Subscription, attempt: Attempt) -> Any:
         """Engine hook: returns a coroutine of extra Kafka futures, or None."""
+        if not attempt.sent:
+            return None  # skipped by the circuit breaker: no request, no verdict
         before = self.state(sub.id)
         if attempt.outcome == "delivered" and before.consecutive == 0:
             return None  # the hot path: healthy stays healthy, nothing to write

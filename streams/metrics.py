@@ -12,7 +12,8 @@ on the event loop's thread, no locks; turned into metric families at scrape):
 
 ``streams_deliveries_total{outcome,status_class}``
     attempts by what they led to (``delivered``, ``retry``, ``give_up``) and
-    status class (``2xx`` .. ``5xx``, ``error`` for no status).
+    status class (``2xx`` .. ``5xx``, ``error`` for no status, ``skipped``
+    when no request went out because the endpoint's breaker was open).
 ``streams_attempts_total{tier,attempt}``
     attempts by the topic they came from (``deliveries`` or a retry tier such
     as ``5s``) and attempt number (``1``, ``2``, ``3``, ``4-5``, ``6+``).
@@ -32,6 +33,9 @@ Read when Prometheus scrapes (no cost in between):
 ``streams_deliveries_deferred_total``            deliveries deferred (endpoint lane full)
 ``streams_dead_letters_total{reason}``           dead letters written, by reason
 ``streams_auto_disabled_total``                  subscriptions disabled automatically
+``streams_breaker_opened_total``                 endpoint circuit breakers opened
+``streams_breaker_skipped_total``                attempts skipped by an open breaker (no request)
+``streams_breakers_open``                        endpoints whose breaker is open now
 ``streams_subscriptions{state}``                 subscriptions by state (this worker's replica)
 
 Sampled every ``SAMPLE_INTERVAL_S`` in a thread (:class:`OffsetSampler`, see
@@ -125,6 +129,14 @@ STAT_COUNTERS = {
         "Deliveries deferred to the first retry tier without an attempt (endpoint lane full).",
     ),
     "auto_disabled": ("streams_auto_disabled", "Subscriptions disabled automatically."),
+    "breaker.opened": (
+        "streams_breaker_opened",
+        "Endpoint circuit breakers opened (after consecutive timeouts/connection failures).",
+    ),
+    "breaker.skipped": (
+        "streams_breaker_skipped",
+        "Attempts skipped, no request sent, because the endpoint's breaker was open.",
+    ),
 }
 
 
@@ -197,13 +209,15 @@ class Metrics:
 
     def observe(self, delivery: Delivery, attempt: Attempt) -> None:
         """Record one attempt (called by the engine once per attempt)."""
-        cls = status_class(attempt.status)
+        cls = status_class(attempt.status) if attempt.sent else "skipped"
         key = (attempt.outcome, cls)
         counts = self.deliveries
         counts[key] = counts.get(key, 0) + 1
         akey = (self.tiers.get(attempt.source_topic, "other"), attempt_bucket(attempt.attempt))
         counts = self.attempts
         counts[akey] = counts.get(akey, 0) + 1
+        if not attempt.sent:
+            return
         hist = self.durations.get(cls)
         if hist is None:
             hist = self.durations[cls] = FastHistogram(HTTP_BUCKETS)
@@ -254,6 +268,12 @@ class _ScrapeCollector:
         if engine is not None:
             in_flight.add_metric([], engine.dispatcher.in_flight)
         yield in_flight
+        breakers = GaugeMetricFamily(
+            "streams_breakers_open", "Endpoints whose circuit breaker is open on this worker."
+        )
+        if engine is not None:
+            breakers.add_metric([], sum(not b.closed for b in engine.breakers.values()))
+        yield breakers
 
         stats = p.stats if p is not None else None
         for key, (name, help_text) in STAT_COUNTERS.items():

@@ -342,6 +342,8 @@ class Attempt(Record):
     source_topic: str = ""
     source_partition: int = -1
     source_offset: int = -1
+    # False when no request went out (the endpoint's circuit breaker was open).
+    sent: bool = True
 
     _kind: ClassVar[str] = "attempt"
     _required: ClassVar[dict[str, str]] = {

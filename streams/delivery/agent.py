@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from streams.app import Pipeline
     from streams.delivery.engine import DeliveryEngine
 
-#: Records read but not yet acked, per agent: bounds memory when endpoints are slow.
+#: Records being worked on (not yet done), per agent: bounds requests and memory.
 MAX_PENDING = 5000
+#: Records read but not yet acked, done or not, per agent (see streams.commits).
+MAX_UNACKED = 50_000
 
 
 def crash_handler(pipeline: Pipeline) -> Any:
@@ -37,7 +39,9 @@ def register_delivery(pipeline: Pipeline, engine: DeliveryEngine) -> None:
     @pipeline.app.agent(topic, name="deliver", supervisor_strategy=mode.CrashingSupervisor)
     async def deliver(stream: Any) -> None:
         await pipeline.ready()
-        acks = OrderedAcks(max_pending=MAX_PENDING, on_fatal=crash_handler(pipeline))
+        acks = OrderedAcks(
+            max_pending=MAX_PENDING, max_unacked=MAX_UNACKED, on_fatal=crash_handler(pipeline)
+        )
         async for event in stream.noack().events():
             ticket = await acks.track(event)
             await engine.handle(event.value, event.message, ticket, acks)

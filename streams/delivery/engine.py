@@ -7,7 +7,9 @@ Agents (``deliveries`` and every retry tier) hand each record to
 2. looks up the subscription: deleted → dead letter ``subscription_deleted``,
    disabled → dead letter ``subscription_disabled`` (parked, replayable);
 3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`);
-   a full lane defers it to the first retry tier without an attempt;
+   a full lane defers it to the first retry tier without an attempt; while
+   the endpoint's circuit breaker is open (:mod:`streams.delivery.breaker`)
+   it is skipped at once: an attempt that sent nothing, scheduled like a failure;
 4. in the lane: signs with the secrets valid *now*, sends, classifies
    (:mod:`streams.delivery.outcome`), and produces the follow-ups: the
    attempt record always, plus a retry (next tier) or a dead letter;
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streams.commits import OrderedAcks, Ticket
+from streams.delivery.breaker import TRIPPING, Breaker
 from streams.delivery.lanes import Dispatcher
 from streams.delivery.ordering import Holds
 from streams.delivery.outcome import Delivered, ErrorKind, GiveUp, Retry, classify
@@ -80,6 +83,10 @@ class Job:
     source: tuple[str, int, int] = ("", -1, -1)  # topic, partition, offset of the record
 
 
+#: The result of an attempt the circuit breaker skipped.
+SKIPPED = SendResult(status=None, error=ErrorKind.CIRCUIT_OPEN)
+
+
 class DeliveryEngine:
     def __init__(
         self,
@@ -100,6 +107,12 @@ class DeliveryEngine:
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
+        settings = pipeline.settings
+        self.breaker_failures = settings.breaker_failures
+        self.breaker_open_s = settings.breaker_open_s
+        self.breaker_max_open_s = max(settings.breaker_max_open_s, settings.breaker_open_s)
+        # Only endpoints that are failing have one (closed idle breakers are dropped).
+        self.breakers: dict[str, Breaker] = {}
         # Hooks for the stages that react to outcomes (auto-disable, metrics).
         self.on_outcome: list[Callable[[Subscription, Attempt], Any]] = []
         # streams.metrics.Metrics when STREAMS_METRICS is on: observe(delivery, attempt).
@@ -147,6 +160,11 @@ class DeliveryEngine:
         if ordered and await self._ordered_gate(delivery, sub.id, follower, ticket, acks):
             return
         job = Job(delivery, sub, ticket, acks, (message.topic, message.partition, message.offset))
+        breaker = self.breakers.get(sub.id)
+        if breaker is not None and breaker.blocks(self.clock()):
+            # The endpoint is down: skip now rather than queue behind its lane.
+            await self._attempt(job)
+            return
         submitted = self.dispatcher.submit(
             sub.id,
             job,
@@ -240,6 +258,15 @@ class DeliveryEngine:
             return
         sub = current
         now = self.clock()
+        breaker = self.breakers.get(sub.id)
+        decision = "send" if breaker is None else breaker.admit(now)
+        if decision == "skip":
+            self.p.stats["breaker.skipped"] += 1
+            futures = await self._follow_up(
+                delivery, sub, SKIPPED, started=now, source=job.source, sent=False
+            )
+            job.acks.finish_when(job.ticket, asyncio.gather(*futures))
+            return
         try:
             request = build_request(
                 delivery,
@@ -254,8 +281,39 @@ class DeliveryEngine:
         else:
             timeout = sub.timeout_s or self.p.settings.request_timeout_s
             result = await self.sender.send(request, timeout_s=timeout)
+            self._breaker_record(sub.id, result, probe=decision == "probe", delivery=delivery)
         futures = await self._follow_up(delivery, sub, result, started=now, source=job.source)
         job.acks.finish_when(job.ticket, asyncio.gather(*futures))
+
+    def _breaker_record(
+        self, sub_id: str, result: SendResult, *, probe: bool, delivery: Delivery
+    ) -> None:
+        if self.breaker_failures == 0:
+            return
+        tripping = result.status is None and result.error in TRIPPING
+        breaker = self.breakers.get(sub_id)
+        if breaker is None:
+            if not tripping:
+                return  # the hot path: a healthy endpoint has no breaker
+            breaker = self.breakers[sub_id] = Breaker(
+                self.breaker_failures, self.breaker_open_s, self.breaker_max_open_s
+            )
+        was_open = not breaker.closed
+        if breaker.record(self.clock(), tripping=tripping, probe=probe):
+            self.p.stats["breaker.opened"] += 1
+            log.warning(
+                "endpoint circuit opened for %.0f s after %s (%s); deliveries are skipped "
+                "to their next retry meanwhile",
+                breaker.open_for(breaker.trips),
+                "a failed probe" if breaker.trips > 1 else f"{breaker.failures} failures",
+                result.error,
+                extra=log_ids(delivery),
+            )
+        elif was_open and breaker.closed:
+            self.p.stats["breaker.closed"] += 1
+            log.info("endpoint circuit closed: the endpoint answered", extra=log_ids(delivery))
+        if breaker.idle:
+            del self.breakers[sub_id]
 
     async def _follow_up(
         self,
@@ -265,6 +323,7 @@ class DeliveryEngine:
         *,
         started: float,
         source: tuple[str, int, int] = ("", -1, -1),
+        sent: bool = True,
     ) -> list[Any]:
         now = self.clock()
         retry_after = parse_retry_after(
@@ -326,6 +385,7 @@ class DeliveryEngine:
             source_topic=source[0],
             source_partition=source[1],
             source_offset=source[2],
+            sent=sent,
         )
         futures.append(
             await self.p.send(self.p.names.attempts, delivery.delivery_id, attempt.to_bytes())

@@ -14,7 +14,9 @@ result                                        outcome
 any other 1xx, 3xx, 4xx, 5xx                  :class:`Retry` (``Retry-After`` ignored)
 any other transport error (timeouts,          :class:`Retry`
 refused/reset connections, DNS, TLS,
-protocol errors)
+protocol errors), and
+:attr:`ErrorKind.CIRCUIT_OPEN` (skipped,
+see :mod:`streams.delivery.breaker`)
 ============================================  ===========================================
 
 Why so few give-ups: one of the products we power promises its customers
@@ -75,6 +77,7 @@ class ErrorKind(enum.StrEnum):
     PROTOCOL_ERROR = "protocol_error"
     DESTINATION_REFUSED = "destination_refused"
     INVALID_URL = "invalid_url"
+    CIRCUIT_OPEN = "circuit_open"  # no request sent: the endpoint's breaker is open
 
 
 _ERROR_REASONS: dict[ErrorKind, str] = {
@@ -90,6 +93,7 @@ _ERROR_REASONS: dict[ErrorKind, str] = {
     ErrorKind.PROTOCOL_ERROR: "invalid HTTP response",
     ErrorKind.DESTINATION_REFUSED: "destination refused by policy",
     ErrorKind.INVALID_URL: "invalid URL",
+    ErrorKind.CIRCUIT_OPEN: "circuit open: the endpoint keeps failing, no request sent",
 }
 
 _GIVE_UP_ERRORS = frozenset({ErrorKind.DESTINATION_REFUSED, ErrorKind.INVALID_URL})

@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.commits import OrderedAcks
-from streams.delivery.agent import MAX_PENDING, crash_handler
+from streams.delivery.agent import MAX_PENDING, MAX_UNACKED, crash_handler
 from streams.errors import DecodeError
 from streams.records import Delivery
 from streams.retry.schedule import tier_for_delay
@@ -113,7 +113,9 @@ class TierConsumer(mode.Service):
             max_poll_records=MAX_POLL_RECORDS,
         )
         await self._consumer.start()
-        self._acks = OrderedAcks(max_pending=MAX_PENDING, on_fatal=crash_handler(self.p))
+        self._acks = OrderedAcks(
+            max_pending=MAX_PENDING, max_unacked=MAX_UNACKED, on_fatal=crash_handler(self.p)
+        )
         self.add_future(self._run())
         self.add_future(self._commit_loop())
 

@@ -35,10 +35,12 @@ class Fatal:
 
 
 class Harness:
-    def __init__(self, max_pending: int = 100) -> None:
+    def __init__(self, max_pending: int = 100, max_unacked: int | None = None) -> None:
         self.acked: list[tuple[str, int]] = []
         self.fatal = Fatal()
-        self.acks = OrderedAcks(max_pending=max_pending, on_fatal=self.fatal)
+        self.acks = OrderedAcks(
+            max_pending=max_pending, max_unacked=max_unacked, on_fatal=self.fatal
+        )
 
     def event(self, tp: str, offset: int) -> FakeEvent:
         return FakeEvent(FakeMessage(tp, offset), self.acked)
@@ -96,7 +98,7 @@ async def test_partitions_are_acked_independently() -> None:
     assert h.acked == [("b", 5), ("b", 6), ("a", 10), ("a", 11)]
 
 
-async def test_track_waits_at_max_pending_and_resumes_once_an_event_is_acked() -> None:
+async def test_track_waits_at_max_pending_and_resumes_once_an_event_is_done() -> None:
     h = Harness(max_pending=2)
     first = await h.track("p0", 0)
     second = await h.track("p0", 1)
@@ -107,18 +109,53 @@ async def test_track_waits_at_max_pending_and_resumes_once_an_event_is_acked() -
             await asyncio.wait_for(asyncio.shield(third), 0.05)
         assert h.acks.pending == 2
 
-        # Done but not acked (its head is pending) frees no room.
+        # Done but not acked (its head is pending) frees room for work: a slow head
+        # must not hold the whole window with finished events.
         h.acks.done(second)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(third), 0.05)
-
-        # Acking the head acks both and lets the waiting track through.
-        h.acks.done(first)
         ticket = await asyncio.wait_for(third, 1.0)
         assert ticket.event.message.offset == 2
+        assert h.acked == []
+        assert h.acks.pending == 3
+        assert h.acks.working == 2
+
+        h.acks.done(first)
+        assert h.acked == [("p0", 0), ("p0", 1)]
         assert h.acks.pending == 1
     finally:
         third.cancel()
+
+
+async def test_track_waits_at_max_unacked_until_the_slow_head_is_acked() -> None:
+    h = Harness(max_pending=2, max_unacked=3)
+    head = await h.track("p0", 0)
+    for offset in (1, 2):
+        h.acks.done(await h.track("p0", offset))
+    assert h.acks.working == 1 and h.acks.pending == 3
+
+    blocked = asyncio.ensure_future(h.acks.track(h.event("p0", 3)))
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(blocked), 0.05)
+        h.acks.done(head)
+        assert h.acked == [("p0", 0), ("p0", 1), ("p0", 2)]
+        await asyncio.wait_for(blocked, 1.0)
+    finally:
+        blocked.cancel()
+
+
+async def test_done_twice_frees_room_once() -> None:
+    h = Harness(max_pending=1)
+    only = await h.track("p0", 0)
+    h.acks.done(only)
+    h.acks.done(only)
+    assert h.acks.working == 0
+    await h.track("p0", 1)
+    blocked = asyncio.ensure_future(h.acks.track(h.event("p0", 2)))
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(blocked), 0.05)
+    finally:
+        blocked.cancel()
 
 
 async def test_max_pending_counts_events_across_partitions() -> None:

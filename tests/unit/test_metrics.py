@@ -128,6 +128,8 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
                 "invalid": 1,
                 "deferred": 4,
                 "auto_disabled": 1,
+                "breaker.opened": 2,
+                "breaker.skipped": 9,
                 "dlq.exhausted": 3,
                 "dlq.gone": 1,
                 "attempts.delivered": 20,
@@ -135,7 +137,13 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
         ),
         subscriptions=SimpleNamespace(counts_by_state=lambda: {"enabled": 5, "disabled": 2}),
     )
-    m.engine = SimpleNamespace(dispatcher=SimpleNamespace(in_flight=3))  # type: ignore[assignment]
+    m.engine = SimpleNamespace(  # type: ignore[assignment]
+        dispatcher=SimpleNamespace(in_flight=3),
+        breakers={
+            "sub_open": SimpleNamespace(closed=False),
+            "sub_counting": SimpleNamespace(closed=True),
+        },
+    )
     sampler = OffsetSampler(SETTINGS)
     reader = FakeReader(
         [
@@ -159,6 +167,9 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
     assert got[("streams_invalid_events_total", ())] == 1
     assert got[("streams_deliveries_deferred_total", ())] == 4
     assert got[("streams_auto_disabled_total", ())] == 1
+    assert got[("streams_breaker_opened_total", ())] == 2
+    assert got[("streams_breaker_skipped_total", ())] == 9
+    assert got[("streams_breakers_open", ())] == 1
     assert got[("streams_dead_letters_total", (("reason", "exhausted"),))] == 3
     assert got[("streams_dead_letters_total", (("reason", "gone"),))] == 1
     assert got[("streams_subscriptions", (("state", "disabled"),))] == 2
@@ -205,6 +216,8 @@ def test_before_anything_is_recorded_a_scrape_still_describes_every_family() -> 
         "streams_invalid_events_total",
         "streams_dead_letters_total",
         "streams_auto_disabled_total",
+        "streams_breaker_opened_total",
+        "streams_breakers_open",
         "streams_subscriptions",
         "streams_consumer_lag",
         "streams_retry_tier_depth",
@@ -279,7 +292,7 @@ async def test_metrics_on_serve_the_registry_and_hook_into_the_engine() -> None:
     from streams.metrics import register_metrics
 
     pipeline = fake_pipeline(SETTINGS)
-    engine = SimpleNamespace(metrics=None, dispatcher=SimpleNamespace(in_flight=0))
+    engine = SimpleNamespace(metrics=None, dispatcher=SimpleNamespace(in_flight=0), breakers={})
     metrics = register_metrics(pipeline, engine)  # type: ignore[arg-type]
     assert metrics is not None
     assert engine.metrics is metrics

@@ -66,6 +66,13 @@ CLASSIFICATION = [
         GiveUp("destination refused by policy", None, disable=False),
     ),
     (None, ErrorKind.INVALID_URL, None, GiveUp("invalid URL", None, disable=False)),
+    # skipped by an open circuit breaker: scheduled like any failed attempt
+    (
+        None,
+        ErrorKind.CIRCUIT_OPEN,
+        None,
+        Retry("circuit open: the endpoint keeps failing, no request sent", None, None),
+    ),
     # a status wins over an error reported with it: the receiver did answer
     (200, ErrorKind.CONNECTION_RESET, None, Delivered(200)),
     (503, ErrorKind.READ_TIMEOUT, 5.0, Retry("HTTP 503", 503, 5.0)),
@@ -106,6 +113,7 @@ def test_error_kinds_have_stable_snake_case_labels() -> None:
         "protocol_error",
         "destination_refused",
         "invalid_url",
+        "circuit_open",
     ]
 
 
