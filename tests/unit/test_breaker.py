@@ -33,7 +33,8 @@ def test_closed_until_threshold_consecutive_tripping_failures() -> None:
     assert not b.blocks(1.0)
     assert b.record(2.0, tripping=True, probe=False) is True
     assert b.open_until == 7.0
-    assert b.blocks(2.0) and b.blocks(6.99)
+    assert b.blocks(2.0)
+    assert b.blocks(6.99)
     assert b.admit(3.0) == "skip"
 
 
@@ -83,7 +84,8 @@ def test_a_probe_that_gets_an_answer_closes_the_breaker() -> None:
         b.record(0.0, tripping=True, probe=False)
     assert b.admit(5.0) == "probe"
     assert b.record(5.5, tripping=False, probe=True) is False
-    assert b.closed and b.idle
+    assert b.closed
+    assert b.idle
     assert b.admit(5.6) == "send"
 
 

@@ -130,7 +130,8 @@ async def test_track_waits_at_max_unacked_until_the_slow_head_is_acked() -> None
     head = await h.track("p0", 0)
     for offset in (1, 2):
         h.acks.done(await h.track("p0", offset))
-    assert h.acks.working == 1 and h.acks.pending == 3
+    assert h.acks.working == 1
+    assert h.acks.pending == 3
 
     blocked = asyncio.ensure_future(h.acks.track(h.event("p0", 3)))
     try:
