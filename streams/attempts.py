@@ -131,6 +131,7 @@ def attempt_view(a: Attempt) -> dict[str, Any]:
         "response_snippet": a.response_snippet,
         "error": a.error,
         "replay_id": a.replay_id,
+        "sent": a.sent,
     }
 
 
