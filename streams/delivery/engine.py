@@ -281,7 +281,8 @@ class DeliveryEngine:
         else:
             timeout = sub.timeout_s or self.p.settings.request_timeout_s
             result = await self.sender.send(request, timeout_s=timeout)
-            self._breaker_record(sub.id, result, probe=decision == "probe", delivery=delivery)
+        # Always recorded, so a probe that could not even be signed releases the breaker.
+        self._breaker_record(sub.id, result, probe=decision == "probe", delivery=delivery)
         futures = await self._follow_up(delivery, sub, result, started=now, source=job.source)
         job.acks.finish_when(job.ticket, asyncio.gather(*futures))
 
