@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,3 +284,19 @@ def test_skipped_attempts_do_not_count_towards_auto_disable() -> None:
     )
     assert monitor.on_attempt(SUB, skipped) is None
     assert monitor.state("sub_1") == FailureState()
+
+
+async def test_a_probe_that_cannot_be_signed_still_releases_the_breaker() -> None:
+    p, sender, clock = FakePipeline(), Sender(), Clock()
+    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
+    acks = OrderedAcks(max_pending=10, on_fatal=lambda exc: None)
+    sender.results = [SendResult(status=None, error=ErrorKind.READ_TIMEOUT)] * 2
+    await deliver(eng, acks, 0)
+    await deliver(eng, acks, 1)
+    assert not eng.breakers["sub_1"].closed
+    # The subscription now needs a secret it does not have: signing fails, no request.
+    p.subscriptions["sub_1"] = dataclasses.replace(SUB, signing="standard")
+    clock.now += 10
+    await deliver(eng, acks, 2)
+    assert sender.requests == 2
+    assert eng.breakers == {}
