@@ -91,6 +91,9 @@ def worker_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFacto
             "STREAMS_APP_ID": f"streams-{uuid.uuid4().hex[:8]}",
             "STREAMS_RETRY_SCHEDULE": "1s,2s",
             "STREAMS_DISABLE_AFTER_FAILURES": "5",
+            # Below the auto-disable count, so a test can see skips not counting towards it.
+            "STREAMS_BREAKER_FAILURES": "3",
+            "STREAMS_BREAKER_OPEN": "30s",
         }
     )
 

@@ -11,7 +11,7 @@ import pytest
 from streams.config import Settings
 from streams.publish import EventPublisher
 from streams.records import Attempt, DeadLetter
-from tests.integration.harness import Api, ReceiverProcess, read_topic
+from tests.integration.harness import Api, ReceiverProcess, free_port, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +159,34 @@ def dead_letters(settings: Settings, sub_id: str, expected: int) -> list[DeadLet
     )
     letters = [DeadLetter.from_bytes(m.value()) for m in records]
     return [d for d in letters if d.delivery["subscription_id"] == sub_id]
+
+
+def test_an_unreachable_endpoint_opens_its_breaker_and_later_deliveries_skip_it(
+    admin: Api, worker_settings: Settings
+) -> None:
+    # The module's worker opens a breaker after 3 tripping failures, for 30 s, and
+    # disables a subscription after 5 consecutive failures.
+    closed_port = free_port()  # nothing listens there: connections are refused
+    sub = admin.create(
+        tenant_id="refused",
+        url=f"http://127.0.0.1:{closed_port}/hook",
+        event_types=["*"],
+        retry_schedule="none",
+    )
+    publish(worker_settings, "refused", 3, "refused-a")
+    first = attempts(worker_settings, sub["id"], 3)
+    assert [(a.sent, a.error) for a in first] == [(True, "connection refused")] * 3
+
+    publish(worker_settings, "refused", 4, "refused-b")
+    logged = attempts(worker_settings, sub["id"], 7)
+    later = [a for a in logged if a.event_id.startswith("refused-b")]
+    assert [(a.sent, a.outcome, a.duration_ms) for a in later] == [(False, "give_up", 0.0)] * 4
+    assert {a.error for a in later} == {"circuit open: the endpoint keeps failing, no request sent"}
+    # Every one is parked for replay, and the skips did not count towards auto-disable.
+    letters = dead_letters(worker_settings, sub["id"], 7)
+    assert sorted(d.reason for d in letters) == ["exhausted"] * 7
+    time.sleep(1)
+    assert admin.call("GET", f"/v1/subscriptions/{sub['id']}").json()["state"] == "enabled"
 
 
 def wait_state(admin: Api, sub_id: str, state: str, timeout_s: float = 20) -> dict[str, Any]:
