@@ -26,6 +26,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,19 @@ class Status:
                 f"log: {self.log_file}"
             )
         return f"Kafka {self.version} is not running (data: {self.data_dir}; log: {self.log_file})"
+
+
+def new_cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id: base64url of a random UUID, never starting with ``-``.
+
+    The storage tool's argument parser reads an id starting with ``-`` as an
+    option ("argument --cluster-id/-t: expected one argument"); one random
+    id in 32 does, so such ids are drawn again (Kafka's own Uuid does the same).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_uuid().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class LocalKafka:
@@ -226,7 +240,7 @@ class LocalKafka:
     def format_storage(self, java: str, jars: Path, props: Path) -> None:
         if (self.data_dir / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         proc = subprocess.run(
             [
                 java,
