@@ -556,11 +556,13 @@ class Watch:
         label: str = "",
         every_s: float = 10.0,
         interval_s: float = 0.5,
+        count: Callable[[], int] | None = None,
     ) -> bool:
         """Poll until ``expected_count`` pairs are resolved and the feeder finished.
 
         Gives up after ``timeout_s``, or once nothing was resolved for ``stall_s``
-        after publishing ended (what is left then is reported as lost)."""
+        after publishing ended (what is left then is reported as lost). ``count``
+        replaces what is counted (default: pairs delivered or parked)."""
         started = time.monotonic()
         deadline = started + timeout_s
         next_say = started + every_s
@@ -571,7 +573,7 @@ class Watch:
                 tick()
             self.stack.supervise()
             feeding = feeder is not None and feeder.is_alive()
-            done = self.resolved()
+            done = count() if count is not None else self.resolved()
             now = time.monotonic()
             if not feeding and done >= expected_count:
                 return True

@@ -1166,11 +1166,13 @@ def replay(bench: Bench) -> Outcome:
         raise BenchFailed(f"`{command}` exited with {code}: {raw[-500:]}")
     summary_json = _last_json(raw)
     replayed = int(summary_json.get("replayed") or 0)
+    # Every pair is parked already: wait for the replays to be *delivered*.
     ok = watch.wait_resolved(
         len(expected),
         timeout_s=len(expected) / 50 + 600,
         stall_s=p.settle_s,
-        label=" replays",
+        label=" replays delivered",
+        count=lambda: watch.ledger.delivered_pairs,
     )
     cpu = meter.end()
     check = watch.check(expected)
@@ -1199,8 +1201,14 @@ def replay(bench: Bench) -> Outcome:
         f"{_n(out.metrics['replays_delivered_per_s_steady'], '/s')}",
         None,
     )
+    delivered = watch.ledger.delivered_pairs  # every delivery here is a replay
+    out.target(
+        "every replayed letter delivered",
+        f"{delivered:,} of {replayed:,}",
+        delivered >= replayed,
+    )
     out.checks = check
-    out.ok = checks_ok(check) and replayed >= parked
+    out.ok = checks_ok(check) and replayed >= parked and delivered >= replayed
     out.notes.append(
         "Dead letters were made by publishing to disabled subscriptions (reason "
         "`subscription_disabled`); the subscriptions were then enabled and the replay run."
