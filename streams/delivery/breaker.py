@@ -17,9 +17,11 @@ The rules (all pure; the clock is passed in):
 - **open** for ``base_s`` after the first trip, doubling at each failed probe
   up to ``max_s``: no request goes out. Deliveries that arrive are *skipped*:
   recorded as an attempt that sent nothing (``sent: false`` in the attempt
-  log, error ``circuit open``) and scheduled like any failed attempt, so they
-  keep their place in the retry schedule and end in the dead-letter topic if
-  the endpoint never comes back. Skips do not count towards auto-disable.
+  log, error ``circuit open``) and scheduled like any failed attempt, though
+  not before the breaker lets a probe through (:meth:`Breaker.reopens_in`,
+  so a short first retry does not skip again and again), and end in the
+  dead-letter topic if the endpoint never comes back. Skips do not count
+  towards auto-disable.
 - **probing**: once the open time has passed, the next delivery goes out as
   the only request (the probe). A probe that fails with a tripping failure
   opens the breaker again for twice as long; any answer closes it.
@@ -89,6 +91,17 @@ class Breaker:
             return "skip"
         self.probe_out = True
         return "probe"
+
+    def reopens_in(self, now: float) -> float:
+        """Seconds until a request may go out again (0.0 when closed).
+
+        While a probe is out, its answer is due within a request timeout; the
+        first open time is the wait then."""
+        if self.open_until is None:
+            return 0.0
+        if self.probe_out or now >= self.open_until:
+            return self.base_s
+        return self.open_until - now
 
     def record(self, now: float, *, tripping: bool, probe: bool) -> bool:
         """Count one request's result; True when this result opened the breaker."""

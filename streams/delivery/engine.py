@@ -261,9 +261,16 @@ class DeliveryEngine:
         breaker = self.breakers.get(sub.id)
         decision = "send" if breaker is None else breaker.admit(now)
         if decision == "skip":
+            assert breaker is not None
             self.p.stats["breaker.skipped"] += 1
             futures = await self._follow_up(
-                delivery, sub, SKIPPED, started=now, source=job.source, sent=False
+                delivery,
+                sub,
+                SKIPPED,
+                started=now,
+                source=job.source,
+                sent=False,
+                not_before=breaker.reopens_in(now),
             )
             job.acks.finish_when(job.ticket, asyncio.gather(*futures))
             return
@@ -325,6 +332,7 @@ class DeliveryEngine:
         started: float,
         source: tuple[str, int, int] = ("", -1, -1),
         sent: bool = True,
+        not_before: float | None = None,
     ) -> list[Any]:
         now = self.clock()
         retry_after = parse_retry_after(
@@ -354,6 +362,10 @@ class DeliveryEngine:
                 planned = next_retry(schedule, delivery.attempt, jitter=0.0) or delay
                 if outcome.retry_after is not None and outcome.retry_after > delay:
                     delay = planned = outcome.retry_after
+                if not_before is not None and not_before > delay:
+                    # Skipped by an open breaker: not back before it lets a probe through,
+                    # or the skip would repeat without a request (one produce per round).
+                    delay = planned = not_before
                 tier = tier_for_delay(self.tiers, planned)
                 retry = delivery.next_attempt(due_at=now + delay, status=result.status, error=error)
                 if retry.first_attempt_at is None:

@@ -98,6 +98,16 @@ def test_a_late_failure_sent_before_opening_does_not_extend_the_open_time() -> N
     assert b.open_until == 5.0
 
 
+def test_reopens_in_says_when_a_request_may_go_out_again() -> None:
+    b = new()
+    assert b.reopens_in(0.0) == 0.0
+    for _ in range(3):
+        b.record(10.0, tripping=True, probe=False)
+    assert b.reopens_in(11.0) == 4.0
+    assert b.admit(15.0) == "probe"
+    assert b.reopens_in(15.5) == 5.0  # a probe is out: wait the first open time
+
+
 def test_only_timeouts_and_connection_failures_trip() -> None:
     assert ErrorKind.TOTAL_TIMEOUT in TRIPPING
     assert ErrorKind.CONNECT_ERROR in TRIPPING
@@ -222,8 +232,10 @@ async def test_the_engine_skips_while_open_probes_once_and_closes_on_an_answer()
         "circuit open: the endpoint keeps failing, no request sent",
     )
     retries = [orjson.loads(v or b"") for t, v in p.sent if t == "p.deliveries.retry.1s"]
-    assert [r["delivery_id"] for r in retries] == ["msg_0", "msg_1", "msg_2"]
-    assert retries[-1]["attempt"] == 2
+    assert [r["delivery_id"] for r in retries] == ["msg_0", "msg_1"]
+    # Not back before the breaker lets a probe through (10 s), though the schedule says 1 s.
+    (held,) = [orjson.loads(v or b"") for t, v in p.sent if t == "p.deliveries.retry.2s"]
+    assert (held["delivery_id"], held["attempt"], held["due_at"]) == ("msg_2", 2, 1010.0)
 
     # After the open time, one probe; its answer closes the breaker.
     clock.now += 10
