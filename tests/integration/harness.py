@@ -37,6 +37,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMS_APP_ID": settings.app_id,
         "STREAMS_RETRY_SCHEDULE": settings.retry_schedule,
         "STREAMS_DISABLE_AFTER_FAILURES": str(settings.disable_after_failures),
+        "STREAMS_BREAKER_FAILURES": str(settings.breaker_failures),
+        "STREAMS_BREAKER_OPEN": f"{settings.breaker_open_s:g}s",
+        "STREAMS_BREAKER_MAX_OPEN": f"{settings.breaker_max_open_s:g}s",
     }
 
 

@@ -175,7 +175,8 @@ def test_an_unreachable_endpoint_opens_its_breaker_and_later_deliveries_skip_it(
     )
     publish(worker_settings, "refused", 3, "refused-a")
     first = attempts(worker_settings, sub["id"], 3)
-    assert [(a.sent, a.error) for a in first] == [(True, "connection refused")] * 3
+    assert [a.sent for a in first] == [True] * 3
+    assert all((a.error or "").startswith("connection refused") for a in first)
 
     publish(worker_settings, "refused", 4, "refused-b")
     logged = attempts(worker_settings, sub["id"], 7)
