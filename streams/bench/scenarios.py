@@ -69,6 +69,18 @@ def setup(bench: Bench, *, private_broker: bool = False, receivers: int | None =
     bench.start_receivers(receivers or bench.params.receivers)
 
 
+def main_stack(bench: Bench, out: Outcome) -> Stack:
+    """The usual start: broker, receivers and their ceiling, workers, subscriptions, warm-up."""
+    p = bench.params
+    setup(bench)
+    out.ceiling = measure_ceiling(bench)
+    stack = bench.stack("main", workers=p.workers)
+    stack.start()
+    stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
+    warm_up(bench, stack)
+    return stack
+
+
 def measure_ceiling(bench: Bench) -> dict[str, Any] | None:
     if bench.params.ceiling_s <= 0 or bench.receivers is None:
         return None
@@ -303,12 +315,7 @@ def _with_profile(bench: Bench, stack: Stack, fn: Callable[[], LoadRun], out: Ou
 def throughput(bench: Bench) -> Outcome:
     p = bench.params
     out = Outcome()
-    setup(bench)
-    out.ceiling = measure_ceiling(bench)
-    stack = bench.stack("main", workers=p.workers)
-    stack.start()
-    stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
-    warm_up(bench, stack)
+    stack = main_stack(bench, out)
     tenants = sorted(stack.by_tenant)
     plan = event_plan(p.events, tenants, "e")
     run = _with_profile(bench, stack, lambda: run_load(bench, stack, plan), out)
@@ -407,12 +414,7 @@ def fanout(bench: Bench) -> Outcome:
 
     p = bench.params
     out = Outcome()
-    setup(bench)
-    out.ceiling = measure_ceiling(bench)
-    stack = bench.stack("main", workers=p.workers)
-    stack.start()
-    stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
-    warm_up(bench, stack)
+    stack = main_stack(bench, out)
     plan = event_plan(p.events, sorted(stack.by_tenant), "f")
     consumer = Consumer(
         {"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": f"bench-wm-{bench.id}"}
@@ -621,12 +623,7 @@ def latency(bench: Bench) -> Outcome:
 def soak(bench: Bench) -> Outcome:
     p = bench.params
     out = Outcome()
-    setup(bench)
-    out.ceiling = measure_ceiling(bench)
-    stack = bench.stack("main", workers=p.workers)
-    stack.start()
-    stack.create_subscriptions(tenant_plan(p.tenants, p.fanout, "main"))
-    warm_up(bench, stack)
+    stack = main_stack(bench, out)
     r = p.rates[0]
     plan = event_plan(max(1, int(r * p.duration_s / p.fanout)), sorted(stack.by_tenant), "s")
     samples: list[list[Any]] = []
