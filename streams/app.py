@@ -28,6 +28,7 @@ import mode
 
 from streams.config import Settings
 from streams.logs import dict_config, register_secret
+from streams.output import KafkaOutput
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
@@ -47,6 +48,7 @@ class Pipeline:
     registry: SchemaRegistry
     box: SecretBox
     subscriptions: SubscriptionIndex
+    output: KafkaOutput
     readers: list[CompactedReader] = field(default_factory=list)
     topics: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -66,9 +68,12 @@ class Pipeline:
         return self.topics[name]
 
     async def send(self, topic: str, key: str | bytes, value: bytes | None) -> Any:
-        """Enqueue one record; the returned future resolves when Kafka acknowledges it."""
+        """Enqueue one record; the returned future resolves when Kafka acknowledges it.
+
+        Written by :class:`~streams.output.KafkaOutput` (librdkafka), not Faust's producer.
+        """
         k = key.encode() if isinstance(key, str) else key
-        return await self.topic(topic).send(key=k, value=value)
+        return await self.output.send(topic, k, value)
 
     async def ready(self) -> None:
         """Wait until every state topic has been read up to its end at start."""
@@ -96,14 +101,16 @@ class _Readers(mode.Service):
 
 
 class _Closing(mode.Service):
-    """Closes the HTTP sender's connections when the app stops."""
+    """Closes the HTTP sender's connections and flushes the Kafka output when the app stops."""
 
-    def __init__(self, sender: Any) -> None:
+    def __init__(self, sender: Any, output: KafkaOutput) -> None:
         super().__init__()
         self.sender = sender
+        self.output = output
 
     async def on_stop(self) -> None:
         await self.sender.close()
+        await self.output.close()
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -164,6 +171,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
         registry=registry or SchemaRegistry.from_settings(settings),
         box=SecretBox.from_settings(settings),
         subscriptions=index,
+        output=KafkaOutput(settings),
     )
     pipeline.readers.append(
         CompactedReader(settings, names.subscriptions, index.apply, name="subscriptions")
@@ -189,7 +197,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     register_retry_tiers(pipeline, engine)
     register_api(pipeline)
     register_metrics(pipeline, engine)
-    app.service(_Closing(sender))  # type: ignore[arg-type]
+    app.service(_Closing(sender, pipeline.output))  # type: ignore[arg-type]
 
     app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
     return pipeline

@@ -59,6 +59,19 @@ def _loads(raw: bytes, kind: str) -> dict[str, Any]:
     return obj
 
 
+_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
+    """A record class's field names in declaration order, and as a set (computed once:
+    ``dataclasses.fields`` is slow on the hot path)."""
+    known = _FIELDS.get(cls)
+    if known is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        known = _FIELDS[cls] = (names, frozenset(names))
+    return known
+
+
 class Record:
     """Shared encode/decode for the dataclass records below.
 
@@ -70,9 +83,12 @@ class Record:
     _kind: ClassVar[str] = "record"
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {name: getattr(self, name) for name in _fields(type(self))[0]}
 
     def to_bytes(self) -> bytes:
+        # orjson encodes dataclasses natively, fields in declaration order (as to_dict).
+        if type(self).to_dict is Record.to_dict:
+            return orjson.dumps(self)
         return orjson.dumps(self.to_dict())
 
     @classmethod
@@ -89,7 +105,7 @@ class Record:
                 raise DecodeError(
                     f"{cls._kind}: field `{name}` must be {type_name}, got {got}", raw
                 )
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = _fields(cls)[1]
         try:
             return cls(**{k: v for k, v in obj.items() if k in names})
         except (TypeError, ValueError) as exc:
@@ -235,7 +251,9 @@ def delivery_id_for(event_id: str, subscription_id: str) -> str:
     never depend on time or attempt. 26 base32 characters of a SHA-256 (130 bits).
     """
     digest = hashlib.sha256(f"{event_id}\x00{subscription_id}".encode()).digest()
-    return "msg_" + base64.b32encode(digest).decode("ascii")[:26].lower()
+    # The first 26 characters only depend on the first 20 bytes (base32 works in
+    # 5-byte groups), and encoding fewer bytes is cheaper: the id is unchanged.
+    return "msg_" + base64.b32encode(digest[:20]).decode("ascii")[:26].lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,10 @@ Guarantees of :class:`HttpSender`:
   name resolves to is refused (DNS rebinding cannot slip past the check made
   when the subscription was saved), and the socket connects only to the
   addresses it returned. IP literals never reach a resolver, so they are
-  checked by :func:`~streams.destinations.check_url` before each request,
-  and a ``socket_factory`` guard checks the final address of every connect
-  attempt, literal or resolved, as the last line.
+  checked by :func:`~streams.destinations.check_url` (a pure check of the
+  URL text, so its pass is cached per URL) before requests, and a
+  ``socket_factory`` guard checks the final address of every connect attempt,
+  literal or resolved, as the last line.
 """
 
 from __future__ import annotations
@@ -136,8 +137,19 @@ class HttpSender:
             self._session = None
 
     def _url(self, url: str) -> tuple[httpx.URL, URL]:
+        """The URL checked (:func:`check_url`) and parsed, once per distinct URL.
+
+        Both depend only on the URL text and this sender's settings, so a URL
+        that passed once passes again; refusals are not cached (they raise).
+        Names are still resolved and checked at every new connection.
+        """
         cached = self._urls.get(url)
         if cached is None:
+            check_url(
+                url,
+                allow_http=self.settings.development,
+                allowlist=self.settings.destination_allowlist,
+            )
             if len(self._urls) > 100_000:
                 self._urls.clear()
             cached = (httpx.URL(url), URL(url, encoded=False))
@@ -164,11 +176,6 @@ class HttpSender:
             )
 
         try:
-            check_url(
-                request.url,
-                allow_http=self.settings.development,
-                allowlist=self.settings.destination_allowlist,
-            )
             http_url, yarl_url = self._url(request.url)
         except DestinationRefusedError as exc:
             return result(error=ErrorKind.DESTINATION_REFUSED, detail=str(exc))

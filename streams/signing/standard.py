@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets as _random
@@ -65,6 +66,7 @@ def _b64decode(text: str, prefix: str) -> bytes:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)  # per request otherwise (ed25519 keys are costly to load)
 def _parse(secret: str) -> bytes | Ed25519PrivateKey:
     """The HMAC key of a ``whsec_`` secret, or the ed25519 key of a ``whsk_`` one."""
     if not secret:
