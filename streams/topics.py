@@ -9,8 +9,10 @@ share one partition count: the fan-out's table and the delivery stage rely on
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError, StreamsError
@@ -196,7 +198,30 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
                 result[name] = "exists"
             else:
                 raise StreamsError(f"could not create topic {name}: {exc}") from exc
+    _wait_visible(admin, [n for n, r in result.items() if r == "created"], timeout_s)
     return result
+
+
+def _wait_visible(admin: Any, names: list[str], timeout_s: float) -> None:
+    """Wait until the broker's metadata lists every new topic (bounded).
+
+    A create is acknowledged once the controller has committed it; the broker
+    answering metadata requests may learn of it a moment later. Without this
+    wait, a worker started right after ``streams topics create`` could find
+    its topics "missing" (seen in about 1 of 4 test starts).
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        pending -= set(admin.list_topics(timeout=max(1.0, timeout_s)).topics)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise StreamsError(
+                f"{len(pending)} created topic(s) not yet visible after {timeout_s:g}s, "
+                f"e.g. {sorted(pending)[0]}: check the broker's health and run again"
+            )
+        time.sleep(0.1)
 
 
 _QUIET = logging.getLogger("streams.kafka.probe")

@@ -42,6 +42,7 @@ class Hold:
     following: int = 0  # followers already sent back for the next cycle
     draining: bool = False
     drain_at_boundary: bool = False  # the head was resolved during a cycle
+    at_boundary: bool = False  # a cycle just ended: the kept arrivals join the queue now
     waiting: list[Any] = field(default_factory=list)  # arrivals kept until the boundary
 
 
@@ -116,15 +117,25 @@ class Holds:
         return "wait"
 
     def take_waiting(self, sub_id: str) -> list[Any]:
+        """The arrivals kept during the cycle that just ended (or all, once draining).
+
+        Called after every follower leaves the tier; returns nothing in the middle of
+        a cycle. At each boundary the kept arrivals join the end of the queue, so
+        they are not held in memory (un-acked) for as long as the head keeps failing.
+        """
         hold = self._holds.get(sub_id)
-        if hold is None or (hold.current and not hold.draining):
+        if hold is None:
             return []
+        if hold.current and not hold.draining and not hold.at_boundary:
+            return []
+        hold.at_boundary = False
         waiting, hold.waiting = hold.waiting, []
         return waiting
 
     def _boundary(self, sub_id: str, hold: Hold) -> None:
         """A cycle ended: the next one starts (in original order)."""
         hold.current, hold.following = hold.following, 0
+        hold.at_boundary = True
         if hold.head is None:
             hold.draining = True
             if hold.current == 0 and not hold.waiting:

@@ -92,3 +92,29 @@ def test_without_a_hold_deliveries_go_straight_out() -> None:
     sim = Simulation()
     sim.arrive("a")
     assert sim.sent == ["a"]
+
+
+def test_arrivals_kept_during_a_cycle_join_the_queue_at_its_end_while_the_head_still_fails() -> (
+    None
+):
+    sim = Simulation()
+    sim.head_fails("h", ["f1", "f2"])
+    sim.come_out()  # f1 rotates
+    sim.arrive("x1")  # kept until this cycle ends
+    hold = sim.holds.get("s")
+    assert hold is not None
+    assert hold.waiting == ["x1"]
+    sim.come_out()  # f2 rotates: the cycle ends, x1 joins the end of the queue
+    assert hold.waiting == []
+    assert list(sim.tier) == ["f1", "f2", "x1"]
+    for _ in range(3):  # a whole further cycle while the head still fails
+        sim.come_out()
+    assert list(sim.tier) == ["f1", "f2", "x1"]
+    sim.arrive("x2")
+    sim.resolve("h")
+    for _ in range(10):
+        if not sim.tier:
+            break
+        sim.come_out()
+    assert sim.sent == ["h", "f1", "f2", "x1", "x2"]
+    assert sim.holds.get("s") is None
