@@ -281,6 +281,7 @@ class Delivery(Record):
     replay_id: str | None = None  # set on replays and redeliveries
     traceparent: str | None = None
     held_by: str | None = None  # ordered subscriptions: waiting behind this head
+    deferrals: int = 0  # lane-full deferrals in a row without an attempt (their backoff)
 
     _kind: ClassVar[str] = "delivery"
     _required: ClassVar[dict[str, str]] = {
@@ -302,6 +303,7 @@ class Delivery(Record):
             self,
             attempt=self.attempt + 1,
             due_at=due_at,
+            deferrals=0,
             last_status=status,
             last_error=error,
         )

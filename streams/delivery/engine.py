@@ -41,7 +41,13 @@ from streams.errors import DecodeError, SigningError
 from streams.health import ops_event
 from streams.logs import log_ids
 from streams.records import Attempt, DeadLetter, Delivery, InvalidEvent, Subscription
-from streams.retry.schedule import next_retry, parse_retry_after, parse_schedule, tier_for_delay
+from streams.retry.schedule import (
+    deferral_delay,
+    next_retry,
+    parse_retry_after,
+    parse_schedule,
+    tier_for_delay,
+)
 from streams.subscriptions import secrets as secret_store
 from streams.subscriptions.model import reserved_headers
 from streams.topics import retry_tiers
@@ -174,10 +180,13 @@ class DeliveryEngine:
             queue_cap=10**9 if ordered else None,
         )
         if not submitted:
-            # The endpoint is backed up: park this one in the first tier, no attempt made.
+            # The endpoint is backed up: park this one in a tier, no attempt made, and
+            # wait longer each time it finds the lane full again (deferral_delay).
             self.p.stats["deferred"] += 1
-            tier = self.tiers[0]
-            later = dataclasses.replace(delivery, due_at=self.clock() + tier)
+            deferrals = delivery.deferrals + 1
+            delay = deferral_delay(self.tiers[0], deferrals, jitter=self.jitter())
+            tier = tier_for_delay(self.tiers, delay)
+            later = dataclasses.replace(delivery, due_at=self.clock() + delay, deferrals=deferrals)
             fut = await self.p.send(self.p.names.retry(tier), sub.id, later.to_bytes())
             acks.finish_when(ticket, fut)
 

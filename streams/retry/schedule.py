@@ -186,6 +186,31 @@ def next_retry(schedule: Sequence[float], attempts_made: int, *, jitter: float) 
     return delay + min(delay * JITTER_FRACTION * jitter, JITTER_CAP)
 
 
+#: The longest a delivery deferred by a full lane waits before it is offered again.
+DEFER_MAX_S = 60.0
+
+
+def deferral_delay(first_tier: float, deferrals: int, *, jitter: float) -> float:
+    """How long a delivery waits after its ``deferrals``-th deferral in a row (no attempt).
+
+    A lane is full when its endpoint answers slower than its traffic arrives.
+    Offering the overflow again after the first tier each time would circulate
+    it through Kafka once per tier delay for as long as the endpoint stays
+    slow, so the wait doubles per deferral: ``first_tier * 2**(deferrals-1)``,
+    at most :data:`DEFER_MAX_S` (but at least ``first_tier``). ``jitter`` in
+    ``[0, 1)`` takes up to a quarter off, so a backlog deferred together does
+    not come back in the same instant and fill the lane again. Off, not on: a
+    shorter wait fits the tier :func:`tier_for_delay` picks for it without a
+    hop, and a deferral is not an attempt, so no schedule is shortened.
+    """
+    if deferrals < 1:
+        raise ValueError(f"deferrals must be >= 1, not {deferrals}")
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"jitter must be in [0, 1), not {jitter!r}")
+    base = max(first_tier, min(first_tier * 2.0 ** min(deferrals - 1, 30), DEFER_MAX_S))
+    return base * (1.0 - 0.25 * jitter)
+
+
 # --- tiers --------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import pytest
 from streams.errors import ConfigError
 from streams.retry.schedule import (
     DEFAULT_SCHEDULE,
+    deferral_delay,
     format_duration,
     next_retry,
     parse_duration,
@@ -278,3 +279,43 @@ def test_retry_after_is_delta_seconds_or_an_http_date_clamped_to_the_bounds(
 def test_retry_after_refuses_a_minimum_above_the_maximum() -> None:
     with pytest.raises(ValueError, match=r"minimum \(10\.0\) is above maximum \(5\.0\)"):
         parse_retry_after("1", NOW, minimum=10.0, maximum=5.0)
+
+
+# --- deferrals (a full lane) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_tier", "deferrals", "jitter", "delay"),
+    [
+        (1.0, 1, 0.0, 1.0),
+        (1.0, 2, 0.0, 2.0),
+        (1.0, 3, 0.0, 4.0),
+        (1.0, 6, 0.0, 32.0),
+        (1.0, 7, 0.0, 60.0),  # capped
+        (1.0, 500, 0.0, 60.0),  # no overflow however many
+        (5.0, 1, 0.0, 5.0),
+        (5.0, 4, 0.0, 40.0),
+        (120.0, 3, 0.0, 120.0),  # never below the first tier, even over the cap
+        (1.0, 3, 0.5, 3.5),  # jitter takes up to a quarter off
+        (1.0, 7, 0.999, 60.0 * (1 - 0.25 * 0.999)),
+    ],
+)
+def test_deferral_delay_doubles_per_deferral_up_to_a_minute(
+    first_tier: float, deferrals: int, jitter: float, delay: float
+) -> None:
+    assert deferral_delay(first_tier, deferrals, jitter=jitter) == pytest.approx(delay)
+
+
+@pytest.mark.parametrize(("deferrals", "jitter"), [(0, 0.0), (-1, 0.0), (1, 1.0), (1, -0.1)])
+def test_deferral_delay_rejects_bad_arguments(deferrals: int, jitter: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        deferral_delay(1.0, deferrals, jitter=jitter)
+
+
+def test_a_jittered_deferral_fits_the_tier_of_its_unjittered_wait() -> None:
+    tiers = (1.0, 2.0, 4.0, 8.0)
+    for deferrals in range(1, 8):
+        base = deferral_delay(1.0, deferrals, jitter=0.0)
+        for jitter in (0.0, 0.3, 0.999):
+            delay = deferral_delay(1.0, deferrals, jitter=jitter)
+            assert tier_for_delay(tiers, delay) <= tier_for_delay(tiers, base)

@@ -1,0 +1,87 @@
+"""A full lane defers deliveries without an attempt, waiting longer each time."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import orjson
+
+from streams.commits import OrderedAcks
+from streams.delivery.engine import DeliveryEngine, SendResult
+from streams.delivery.lanes import queue_limit
+from streams.delivery.request import PreparedRequest
+from streams.records import Delivery
+from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message
+
+
+class Hanging:
+    """A sender whose requests stay in flight until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.requests = 0
+
+    async def send(self, request: PreparedRequest, *, timeout_s: float) -> SendResult:
+        self.requests += 1
+        await self.release.wait()
+        return SendResult(status=200)
+
+
+def record(n: int, deferrals: int = 0) -> bytes:
+    return Delivery(
+        delivery_id=f"msg_{n}",
+        event_id=f"evt_{n}",
+        event_type="alert.fired",
+        tenant_id="acme",
+        subscription_id="sub_1",
+        body="{}",
+        attempt=1,
+        deferrals=deferrals,
+    ).to_bytes()
+
+
+async def test_each_deferral_in_a_row_waits_twice_as_long_and_an_attempt_resets_the_count() -> None:
+    one_lane = dataclasses.replace(SUB, max_in_flight=1)
+    p = FakePipeline(subscriptions={"sub_1": one_lane})
+    sender, clock = Hanging(), Clock()
+    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
+    acks = OrderedAcks(max_pending=100, on_fatal=lambda exc: None)
+
+    async def handle(n: int, deferrals: int = 0) -> Any:
+        message = Message(offset=n)
+        ticket = await acks.track(Event(message))
+        await eng.handle(record(n, deferrals), message, ticket, acks)
+        await asyncio.sleep(0)
+        return ticket
+
+    # One in flight and a full queue behind it.
+    for n in range(1 + queue_limit(1)):
+        await handle(n)
+    assert sender.requests == 1
+    assert p.sent == []
+
+    # The lane is full: deferred without an attempt, longer after each deferral.
+    await handle(100)
+    await handle(101, deferrals=1)
+    await handle(102, deferrals=5)
+    await handle(103, deferrals=9)
+    deferred = [(t, orjson.loads(v or b"")) for t, v in p.sent]
+    assert [(t, d["delivery_id"], d["deferrals"], d["due_at"]) for t, d in deferred] == [
+        ("p.deliveries.retry.1s", "msg_100", 1, 1001.0),
+        ("p.deliveries.retry.2s", "msg_101", 2, 1002.0),
+        ("p.deliveries.retry.2s", "msg_102", 6, 1032.0),  # past the largest tier: it hops
+        ("p.deliveries.retry.2s", "msg_103", 10, 1060.0),  # at most a minute
+    ]
+    assert p.stats["deferred"] == 4
+    assert sender.requests == 1  # no attempt for any of them
+
+    # A deferred delivery that gets its attempt and fails starts counting again.
+    sender.release.set()
+    for _ in range(100):
+        await asyncio.sleep(0)
+    retried = Delivery.from_bytes(record(7, deferrals=3)).next_attempt(
+        due_at=1.0, status=503, error="x"
+    )
+    assert retried.deferrals == 0
