@@ -152,6 +152,8 @@ class DeliveryEngine:
             # An ordered subscription's follower left its tier.
             delivery = dataclasses.replace(delivery, held_by=None)
         sub = self.p.subscriptions.get(delivery.subscription_id)
+        if sub is None or not sub.enabled:
+            self.breakers.pop(delivery.subscription_id, None)
         if sub is None:
             acks.finish_when(
                 ticket, await self._dead_letter(delivery, "subscription_deleted", None, None)
@@ -262,6 +264,8 @@ class DeliveryEngine:
         # The subscription may have changed while this waited in its lane.
         current = self.p.subscriptions.get(sub.id)
         if current is None or not current.enabled:
+            # A breaker outlives neither: re-enabling (after a fix) starts closed.
+            self.breakers.pop(sub.id, None)
             reason = "subscription_deleted" if current is None else "subscription_disabled"
             job.acks.finish_when(job.ticket, await self._dead_letter(delivery, reason, None, None))
             return

@@ -312,3 +312,26 @@ async def test_a_probe_that_cannot_be_signed_still_releases_the_breaker() -> Non
     await deliver(eng, acks, 2)
     assert sender.requests == 2
     assert eng.breakers == {}
+
+
+async def test_deleting_or_disabling_a_subscription_forgets_its_breaker() -> None:
+    p, sender, clock = FakePipeline(), Sender(), Clock()
+    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
+    acks = OrderedAcks(max_pending=10, on_fatal=lambda exc: None)
+    sender.results = [SendResult(status=None, error=ErrorKind.CONNECT_ERROR)] * 2
+    await deliver(eng, acks, 0)
+    await deliver(eng, acks, 1)
+    assert "sub_1" in eng.breakers
+    p.subscriptions["sub_1"] = dataclasses.replace(SUB, state="disabled")
+    await deliver(eng, acks, 2)  # dead-lettered as disabled, no request
+    assert eng.breakers == {}
+    assert sender.requests == 2
+
+    p.subscriptions["sub_1"] = SUB  # re-enabled: a fresh, closed breaker
+    sender.results = [SendResult(status=None, error=ErrorKind.CONNECT_ERROR)] * 2
+    await deliver(eng, acks, 3)
+    await deliver(eng, acks, 4)
+    assert "sub_1" in eng.breakers
+    del p.subscriptions["sub_1"]
+    await deliver(eng, acks, 5)
+    assert eng.breakers == {}
