@@ -115,8 +115,11 @@ class _Closing(mode.Service):
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]
+    from streams.kafka_security import faust_credentials
+
     return {
         "broker": brokers,
+        "broker_credentials": faust_credentials(settings),
         "store": "rocksdb://",
         "datadir": str(settings.state_dir / "faust"),
         "web_enabled": True,
@@ -159,7 +162,12 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> Pipeline:
     """Build the worker's Faust app with every stage registered."""
-    for secret in (settings.admin_token, settings.api_token, settings.secrets_key):
+    for secret in (
+        settings.admin_token,
+        settings.api_token,
+        settings.secrets_key,
+        settings.kafka_sasl_password,
+    ):
         register_secret(secret.reveal())
     app = faust.App(settings.app_id, **faust_settings(settings))
     names = TopicNames(settings.topic_prefix)

@@ -70,6 +70,29 @@ class Settings:
         "Kafka bootstrap servers, host:port separated by commas. The local broker "
         "(`streams kafka start`) listens on 127.0.0.1:9092.",
     )
+    kafka_security_protocol: str = _env(
+        "STREAMS_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "How every client connects to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL "
+        "(managed clusters usually want SASL_SSL).",
+    )
+    kafka_sasl_mechanism: str = _env(
+        "STREAMS_KAFKA_SASL_MECHANISM",
+        "PLAIN",
+        "SASL mechanism with SASL_PLAINTEXT/SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str = _env(
+        "STREAMS_KAFKA_SASL_USERNAME", "", "SASL user name; required with SASL_*."
+    )
+    kafka_sasl_password: Secret = _env(
+        "STREAMS_KAFKA_SASL_PASSWORD", "", "SASL password; required with SASL_*. Never shown."
+    )
+    kafka_ssl_cafile: str = _env(
+        "STREAMS_KAFKA_SSL_CAFILE",
+        "",
+        "PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); "
+        "empty: the system's CAs. Broker certificates are always verified.",
+    )
     topic_prefix: str = _env(
         "STREAMS_TOPIC_PREFIX",
         "",
@@ -210,6 +233,15 @@ class Settings:
     kafka_heap: str = _env(
         "STREAMS_KAFKA_HEAP", "512m", "Java heap of the local development broker."
     )
+
+    def __post_init__(self) -> None:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ConfigError(
+                f"STREAMS_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "STREAMS_KAFKA_SASL_USERNAME and STREAMS_KAFKA_SASL_PASSWORD"
+            )
 
     @property
     def development(self) -> bool:
@@ -363,6 +395,22 @@ def _api_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.upper()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _readable_file(raw: str) -> str:
+    if raw and not os.path.isfile(raw):
+        raise ValueError("no such file: give the path of a PEM file, or leave it empty")
+    return raw
+
+
 def _heap(raw: str) -> str:
     if not raw[:-1].isdigit() or raw[-1].lower() not in "mg":
         raise ValueError("expected a Java heap size such as 512m or 1g")
@@ -371,6 +419,10 @@ def _heap(raw: str) -> str:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "env": _env_name,
+    "kafka_security_protocol": _one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "kafka_sasl_mechanism": _one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    "kafka_sasl_password": Secret,
+    "kafka_ssl_cafile": _readable_file,
     "topic_prefix": _topic_prefix,
     "partitions": _positive_int,
     "replication_factor": _positive_int,

@@ -53,7 +53,10 @@ def utc_now_rfc3339() -> str:
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     """The durable producer settings every confluent-kafka producer of ours uses."""
+    from streams.kafka_security import librdkafka_config
+
     return {
+        **librdkafka_config(settings),
         "bootstrap.servers": settings.kafka_bootstrap,
         "enable.idempotence": True,  # implies acks=all, retries, max.in.flight <= 5
         "acks": "all",

@@ -137,7 +137,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
-    return {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10_000}
+    from streams.kafka_security import librdkafka_config
+
+    return {
+        **librdkafka_config(settings),
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "socket.timeout.ms": 10_000,
+    }
 
 
 def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
@@ -151,8 +157,9 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
         admin.list_topics(timeout=timeout_s)
     except Exception as exc:  # KafkaException: transport failure, timeout
         raise KafkaUnavailableError(
-            f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout_s:g}s: "
-            "start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP"
+            f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout_s:g}s "
+            f"({exc}): start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP "
+            "(and STREAMS_KAFKA_SECURITY_PROTOCOL / STREAMS_KAFKA_SASL_* if it needs TLS or SASL)"
         ) from exc
 
 

@@ -31,8 +31,11 @@ class Located:
 def _consumer(settings: Settings) -> Any:
     from confluent_kafka import Consumer
 
+    from streams.kafka_security import librdkafka_config
+
     return Consumer(
         {
+            **librdkafka_config(settings),
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": f"{settings.app_id}-scan-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,14 +82,18 @@ def new_cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
 class LocalKafka:
     """Start, stop and inspect the development broker of one state directory."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, sasl_users: Mapping[str, str] | None = None) -> None:
+        """``sasl_users`` (name → password): also listen on ``sasl_port`` (the port after
+        the controller's) with SASL_PLAINTEXT/PLAIN, to test clients' SASL settings."""
         self.settings = settings
+        self.sasl_users = dict(sasl_users or {})
         self.home = (settings.state_dir / "kafka").resolve()
         self.data_dir = self.home / "data"
         self.log_file = self.home / "server.log"
         self.pid_file = self.home / "kafka.pid"
         self.host, self.port = self._listen_address(settings.kafka_bootstrap)
         self.controller_port = self.port + 1
+        self.sasl_port = self.port + 2
 
     @staticmethod
     def _listen_address(bootstrap: str) -> tuple[str, int]:
@@ -176,6 +180,34 @@ class LocalKafka:
             sock.settimeout(0.5)
             return sock.connect_ex((self.host, port)) == 0
 
+    def _listener_lines(self) -> list[str]:
+        listeners = [
+            f"PLAINTEXT://{self.host}:{self.port}",
+            f"CONTROLLER://{self.host}:{self.controller_port}",
+        ]
+        advertised = [f"PLAINTEXT://{self.host}:{self.port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        extra: list[str] = []
+        if self.sasl_users:
+            listeners.append(f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}")
+            advertised.append(f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            users = " ".join(
+                f'user_{name}="{password}"' for name, password in self.sasl_users.items()
+            )
+            extra = [
+                "sasl.enabled.mechanisms=PLAIN",
+                "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+            ]
+        return [
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised)}",
+            f"listener.security.protocol.map={','.join(protocols)}",
+            *extra,
+        ]
+
     def _write_config(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
@@ -185,11 +217,8 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{self.host}:{self.controller_port}",
-                    f"listeners=PLAINTEXT://{self.host}:{self.port},"
-                    f"CONTROLLER://{self.host}:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                    *self._listener_lines(),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
@@ -270,7 +299,8 @@ class LocalKafka:
         current = self.status()
         if current.running:
             return current, False
-        for port in (self.port, self.controller_port):
+        ports = (self.port, self.controller_port) + ((self.sasl_port,) if self.sasl_users else ())
+        for port in ports:
             if self._port_in_use(port):
                 raise LocalKafkaError(
                     f"port {port} on {self.host} is already in use by another process: stop it, "

@@ -45,6 +45,7 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.commits import OrderedAcks
 from streams.delivery.agent import MAX_PENDING, MAX_UNACKED, crash_handler
 from streams.errors import DecodeError
+from streams.kafka_security import aiokafka_kwargs
 from streams.records import Delivery
 from streams.retry.schedule import tier_for_delay
 
@@ -120,6 +121,7 @@ class TierConsumer(mode.Service):
     async def on_start(self) -> None:
         settings = self.p.settings
         self._consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(settings),
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             group_id=f"{settings.app_id}-retry-tiers",
             client_id=f"{settings.app_id}-retry-tiers",

@@ -86,7 +86,10 @@ class CompactedReader:
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from streams.kafka_security import aiokafka_kwargs
+
         consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(self.settings),
             bootstrap_servers=self.settings.kafka_bootstrap.split(","),
             group_id=None,
             enable_auto_commit=False,

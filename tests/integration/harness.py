@@ -40,6 +40,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMS_BREAKER_FAILURES": str(settings.breaker_failures),
         "STREAMS_BREAKER_OPEN": f"{settings.breaker_open_s:g}s",
         "STREAMS_BREAKER_MAX_OPEN": f"{settings.breaker_max_open_s:g}s",
+        "STREAMS_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "STREAMS_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "STREAMS_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "STREAMS_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password.reveal(),
+        "STREAMS_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
     }
 
 

@@ -1,0 +1,115 @@
+"""Every client of the pipeline authenticates with SASL when told to.
+
+A second local broker listens with SASL_PLAINTEXT/PLAIN besides its plaintext
+listener. The worker (Faust, aiokafka and librdkafka clients), the publisher
+and the topic admin are pointed at the SASL listener only; one event must be
+delivered end to end, and wrong or missing credentials must fail clearly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.config import Settings
+from streams.errors import KafkaUnavailableError
+from streams.localkafka import LocalKafka
+from streams.topics import check_reachable, create_topics
+from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port
+from tests.integration.test_delivery import publish, subscribe
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "sasl-pa55-" + uuid.uuid4().hex[:8]
+
+
+def _three_free_ports() -> int:
+    for _ in range(50):
+        base = free_port()
+        if base > 65000:
+            continue
+        taken = False
+        for port in (base, base + 1, base + 2):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    taken = True
+        if not taken:
+            return base
+    raise RuntimeError("no three consecutive free ports found in 50 tries")
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    if os.environ.get("CI") != "true" and not (shutil.which("java") and shutil.which("mvn")):
+        pytest.skip("Java/Maven are missing to start a SASL broker")
+    base = _three_free_ports()
+    state = tmp_path_factory.mktemp("sasl-broker")
+    own = Settings.from_env(
+        {"STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}", "STREAMS_STATE_DIR": str(state)}
+    )
+    broker = LocalKafka(own, sasl_users={"pipeline": PASSWORD})
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def sasl_settings(broker: LocalKafka, state: Path, **extra: str) -> Settings:
+    return Settings.from_env(
+        {
+            "STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker.sasl_port}",
+            "STREAMS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "STREAMS_KAFKA_SASL_MECHANISM": "PLAIN",
+            "STREAMS_KAFKA_SASL_USERNAME": "pipeline",
+            "STREAMS_KAFKA_SASL_PASSWORD": PASSWORD,
+            "STREAMS_TOPIC_PREFIX": f"s{uuid.uuid4().hex[:8]}.",
+            "STREAMS_PARTITIONS": "2",
+            "STREAMS_STATE_DIR": str(state),
+            "STREAMS_ENV": "development",
+            "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.1/32",
+            "STREAMS_API_PORT": str(free_port()),
+            "STREAMS_APP_ID": f"sasl-{uuid.uuid4().hex[:8]}",
+            "STREAMS_RETRY_SCHEDULE": "1s",
+            **extra,
+        }
+    )
+
+
+def test_wrong_or_missing_credentials_fail_with_a_clear_error_and_no_password(
+    sasl_broker: LocalKafka, tmp_path: Path
+) -> None:
+    wrong = sasl_settings(sasl_broker, tmp_path, STREAMS_KAFKA_SASL_PASSWORD="not-it")
+    with pytest.raises(KafkaUnavailableError, match="STREAMS_KAFKA_SASL") as info:
+        check_reachable(wrong, timeout_s=5)
+    assert "not-it" not in str(info.value)
+    plain = sasl_settings(sasl_broker, tmp_path, STREAMS_KAFKA_SECURITY_PROTOCOL="PLAINTEXT")
+    with pytest.raises(KafkaUnavailableError):
+        check_reachable(plain, timeout_s=5)
+
+
+def test_the_whole_pipeline_runs_over_sasl(sasl_broker: LocalKafka, tmp_path: Path) -> None:
+    settings = sasl_settings(sasl_broker, tmp_path / "state")
+    check_reachable(settings)
+    create_topics(settings)
+    log = tmp_path / "worker.log"
+    receiver = ReceiverProcess(tmp_path / "receiver.log").start()
+    worker = WorkerProcess(settings, log).start()
+    try:
+        token = (settings.state_dir / "dev-admin-token").read_text().strip()
+        admin = Api(worker.base_url, token)
+        subscribe(admin, receiver, "sasl")
+        ids = publish(settings, "sasl", 3, "sasl")
+        entries = receiver.wait_for("sasl", 3, timeout_s=60)
+        assert sorted(e["event_id"] for e in entries) == sorted(ids)
+        assert all(e["valid"] is True for e in entries)
+    finally:
+        worker.stop()
+        receiver.stop()
+    assert PASSWORD not in log.read_text(errors="replace")
