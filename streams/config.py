@@ -20,6 +20,10 @@ from typing import Any, Literal, TypeVar
 from streams.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: What STREAMS_KAFKA_SECURITY_PROTOCOL and STREAMS_KAFKA_SASL_MECHANISM accept
+#: (translated for each client library by :mod:`streams.kafka_security`).
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 T = TypeVar("T")
 
 
@@ -419,8 +423,8 @@ def _heap(raw: str) -> str:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "env": _env_name,
-    "kafka_security_protocol": _one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-    "kafka_sasl_mechanism": _one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    "kafka_security_protocol": _one_of(*KAFKA_PROTOCOLS),
+    "kafka_sasl_mechanism": _one_of(*KAFKA_SASL_MECHANISMS),
     "kafka_sasl_password": Secret,
     "kafka_ssl_cafile": _readable_file,
     "topic_prefix": _topic_prefix,

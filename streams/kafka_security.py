@@ -22,9 +22,6 @@ from typing import Any
 
 from streams.config import Settings
 
-PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-
 
 def uses_sasl(settings: Settings) -> bool:
     return settings.kafka_security_protocol.startswith("SASL_")
