@@ -35,6 +35,38 @@ SAMPLES = ("prospect.added", "crawl.run.completed", "alert.fired")
 PROFILES = (("standard", "envelope"), ("prowlo", "envelope"), ("prospektr", "keyed"))
 
 
+def stop_children(children: list[subprocess.Popen[bytes]], grace_s: float = 20.0) -> None:
+    """SIGTERM every child, wait up to ``grace_s`` each, SIGKILL what is left.
+
+    Ctrl-C in a terminal signals the whole process group, and an impatient
+    second Ctrl-C used to interrupt the waiting and leave the worker or the
+    receiver running. Now an interrupt while waiting kills every child at
+    once (further interrupts are ignored until they are gone), then re-raises.
+    """
+    for proc in reversed(children):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    try:
+        for proc in children:
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    except KeyboardInterrupt:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for proc in children:
+                if proc.poll() is None:
+                    proc.kill()
+            for proc in children:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        raise
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -160,14 +192,7 @@ def run_demo(events: int | None, interval_s: float) -> None:
     except KeyboardInterrupt:
         click.echo("\nstopping the demo (the broker keeps running: `streams kafka stop`)")
     finally:
-        for proc in reversed(children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in children:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_children(children)
 
 
 def _received(receiver_url: str) -> int:
