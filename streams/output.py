@@ -45,6 +45,15 @@ log = logging.getLogger(__name__)
 QUEUE_FULL_TIMEOUT_S = 30.0
 #: Poll timeout of the confirmation thread (also how quickly it notices a stop).
 POLL_S = 0.05
+#: How long librdkafka keeps retrying a record before failing it (which stops the
+#: worker with its input un-acked). The publisher's 30 s was measured too short
+#: here: a broker SIGKILLed and restarted (5 s down, 13 s to start) timed records
+#: out and crashed the worker (`streams bench kill-broker`, docs/benchmarks.md).
+#: 5 minutes (librdkafka's own default) rides out a broker restart or a leader
+#: election; a longer outage still stops the worker rather than hiding it.
+DELIVERY_TIMEOUT_MS = 300_000
+#: Reconnect quickly once a restarted broker is back (librdkafka's default is 10 s).
+RECONNECT_BACKOFF_MAX_MS = 1_000
 
 
 class OutputError(StreamsError):
@@ -61,6 +70,8 @@ class KafkaOutput:
 
         config = producer_config(settings)
         config["linger.ms"] = linger_ms
+        config["message.timeout.ms"] = DELIVERY_TIMEOUT_MS
+        config["reconnect.backoff.max.ms"] = RECONNECT_BACKOFF_MAX_MS
         config["client.id"] = f"{settings.app_id}-output"
         self._producer = Producer(config)
         self._loop: asyncio.AbstractEventLoop | None = None
