@@ -183,7 +183,7 @@ class Clock:
         return self.now
 
 
-def delivery(n: int) -> bytes:
+def delivery(n: int, deferrals: int = 0) -> bytes:
     return Delivery(
         delivery_id=f"msg_{n}",
         event_id=f"evt_{n}",
@@ -192,7 +192,15 @@ def delivery(n: int) -> bytes:
         subscription_id="sub_1",
         body="{}",
         attempt=1,
+        deferrals=deferrals,
     ).to_bytes()
+
+
+def engine() -> tuple[FakePipeline, Sender, Clock, DeliveryEngine, OrderedAcks]:
+    """A fresh engine on a fake pipeline, sender and clock (no jitter)."""
+    p, sender, clock = FakePipeline(), Sender(), Clock()
+    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
+    return p, sender, clock, eng, OrderedAcks(max_pending=10, on_fatal=lambda exc: None)
 
 
 async def deliver(eng: DeliveryEngine, acks: OrderedAcks, n: int) -> None:
@@ -211,9 +219,7 @@ def attempts(p: FakePipeline) -> list[Attempt]:
 
 
 async def test_the_engine_skips_while_open_probes_once_and_closes_on_an_answer() -> None:
-    p, sender, clock = FakePipeline(), Sender(), Clock()
-    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
-    acks = OrderedAcks(max_pending=10, on_fatal=lambda exc: None)
+    p, sender, clock, eng, acks = engine()
     timeout = SendResult(status=None, error=ErrorKind.TOTAL_TIMEOUT, detail="timeout")
 
     sender.results = [timeout, timeout]
@@ -251,9 +257,7 @@ async def test_the_engine_skips_while_open_probes_once_and_closes_on_an_answer()
 
 
 async def test_a_failed_probe_reopens_for_twice_as_long() -> None:
-    p, sender, clock = FakePipeline(), Sender(), Clock()
-    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
-    acks = OrderedAcks(max_pending=10, on_fatal=lambda exc: None)
+    _p, sender, clock, eng, acks = engine()
     refused = SendResult(status=None, error=ErrorKind.CONNECT_ERROR, detail="connection refused")
     sender.results = [refused, refused, refused]
     await deliver(eng, acks, 0)
@@ -299,9 +303,7 @@ def test_skipped_attempts_do_not_count_towards_auto_disable() -> None:
 
 
 async def test_a_probe_that_cannot_be_signed_still_releases_the_breaker() -> None:
-    p, sender, clock = FakePipeline(), Sender(), Clock()
-    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
-    acks = OrderedAcks(max_pending=10, on_fatal=lambda exc: None)
+    p, sender, clock, eng, acks = engine()
     sender.results = [SendResult(status=None, error=ErrorKind.READ_TIMEOUT)] * 2
     await deliver(eng, acks, 0)
     await deliver(eng, acks, 1)
@@ -315,23 +317,22 @@ async def test_a_probe_that_cannot_be_signed_still_releases_the_breaker() -> Non
 
 
 async def test_deleting_or_disabling_a_subscription_forgets_its_breaker() -> None:
-    p, sender, clock = FakePipeline(), Sender(), Clock()
-    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=clock)  # type: ignore[arg-type]
-    acks = OrderedAcks(max_pending=10, on_fatal=lambda exc: None)
-    sender.results = [SendResult(status=None, error=ErrorKind.CONNECT_ERROR)] * 2
-    await deliver(eng, acks, 0)
-    await deliver(eng, acks, 1)
-    assert "sub_1" in eng.breakers
+    p, sender, _clock, eng, acks = engine()
+
+    async def trip(first: int) -> None:
+        sender.results = [SendResult(status=None, error=ErrorKind.CONNECT_ERROR)] * 2
+        await deliver(eng, acks, first)
+        await deliver(eng, acks, first + 1)
+        assert "sub_1" in eng.breakers
+
+    await trip(0)
     p.subscriptions["sub_1"] = dataclasses.replace(SUB, state="disabled")
     await deliver(eng, acks, 2)  # dead-lettered as disabled, no request
     assert eng.breakers == {}
     assert sender.requests == 2
 
     p.subscriptions["sub_1"] = SUB  # re-enabled: a fresh, closed breaker
-    sender.results = [SendResult(status=None, error=ErrorKind.CONNECT_ERROR)] * 2
-    await deliver(eng, acks, 3)
-    await deliver(eng, acks, 4)
-    assert "sub_1" in eng.breakers
+    await trip(3)
     del p.subscriptions["sub_1"]
     await deliver(eng, acks, 5)
     assert eng.breakers == {}

@@ -13,7 +13,7 @@ from streams.delivery.engine import DeliveryEngine, SendResult
 from streams.delivery.lanes import queue_limit
 from streams.delivery.request import PreparedRequest
 from streams.records import Delivery
-from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message
+from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message, delivery
 
 
 class Hanging:
@@ -29,19 +29,6 @@ class Hanging:
         return SendResult(status=200)
 
 
-def record(n: int, deferrals: int = 0) -> bytes:
-    return Delivery(
-        delivery_id=f"msg_{n}",
-        event_id=f"evt_{n}",
-        event_type="alert.fired",
-        tenant_id="acme",
-        subscription_id="sub_1",
-        body="{}",
-        attempt=1,
-        deferrals=deferrals,
-    ).to_bytes()
-
-
 async def test_each_deferral_in_a_row_waits_twice_as_long_and_an_attempt_resets_the_count() -> None:
     one_lane = dataclasses.replace(SUB, max_in_flight=1)
     p = FakePipeline(subscriptions={"sub_1": one_lane})
@@ -52,7 +39,7 @@ async def test_each_deferral_in_a_row_waits_twice_as_long_and_an_attempt_resets_
     async def handle(n: int, deferrals: int = 0) -> Any:
         message = Message(offset=n)
         ticket = await acks.track(Event(message))
-        await eng.handle(record(n, deferrals), message, ticket, acks)
+        await eng.handle(delivery(n, deferrals), message, ticket, acks)
         await asyncio.sleep(0)
         return ticket
 
@@ -81,7 +68,7 @@ async def test_each_deferral_in_a_row_waits_twice_as_long_and_an_attempt_resets_
     sender.release.set()
     for _ in range(100):
         await asyncio.sleep(0)
-    retried = Delivery.from_bytes(record(7, deferrals=3)).next_attempt(
+    retried = Delivery.from_bytes(delivery(7, deferrals=3)).next_attempt(
         due_at=1.0, status=503, error="x"
     )
     assert retried.deferrals == 0
