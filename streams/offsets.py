@@ -19,27 +19,26 @@ partition the furthest commit of either counts). Three numbers follow:
   retention removes them (``deliveries.dlq.replayed`` says which were).
 
 The functions on offsets are pure and unit-tested; only
-:meth:`OffsetReader.read` talks to Kafka (batched AdminClient requests: one
-metadata, two ListOffsets and one OffsetFetch per group per read). It blocks, so the
-worker calls it from a thread and never from its event loop.
+:meth:`OffsetReader.read` talks to Kafka, through aiokafka on a private event
+loop (one metadata, two ListOffsets and one OffsetFetch per group per read). It
+blocks, so the worker calls it from a thread and never from its event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from streams.config import Settings
+from streams.errors import KafkaUnavailableError
 from streams.retry.schedule import format_duration
-from streams.topics import TopicNames, admin_config, retry_tiers
+from streams.topics import TopicNames, retry_tiers
 
 log = logging.getLogger(__name__)
-
-_QUIET = logging.getLogger("streams.kafka.offsets")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,66 +114,142 @@ def rate(before: int | None, after: int | None, seconds: float) -> float | None:
     return max(0, after - before) / seconds
 
 
+def assemble(
+    partitions: Iterable[tuple[str, int]],
+    lows: dict[tuple[str, int], int],
+    highs: dict[tuple[str, int], int],
+    commits: Iterable[dict[tuple[str, int], int]],
+) -> list[PartitionOffsets]:
+    """One :class:`PartitionOffsets` per partition from the broker's answers.
+
+    ``commits`` holds one mapping per consumer group; the furthest valid commit
+    of any group counts. Negative offsets (Kafka's "none") read as no commit,
+    and a missing watermark reads as 0.
+    """
+    furthest: dict[tuple[str, int], int] = {}
+    for group in commits:
+        for key, offset in group.items():
+            if offset >= 0:
+                furthest[key] = max(offset, furthest.get(key, -1))
+    return [
+        PartitionOffsets(
+            topic=key[0],
+            partition=key[1],
+            low=max(0, lows.get(key, 0)),
+            high=max(0, highs.get(key, 0)),
+            committed=furthest.get(key),
+        )
+        for key in partitions
+    ]
+
+
 class OffsetReader:
-    """Reads watermarks and the group's committed offsets with one AdminClient."""
+    """Reads watermarks and the groups' committed offsets with aiokafka.
+
+    The reader owns a private event loop and is used from one thread: the
+    worker's sampler thread, or ``streams monitor``'s main thread. aiokafka is
+    pure Python on purpose. The first version used confluent-kafka's
+    AdminClient, and librdkafka 2.16.0 aborted the whole worker process
+    (``rd_kafka_enq_once_del_source_return: Assertion 'eonce->refcnt > 0'``,
+    in the admin client's coordinator request) when the broker restarted
+    under it. A metrics read must never be able to take the worker down; a
+    Python exception here is caught and counted by the sampler.
+    """
 
     def __init__(self, settings: Settings, *, timeout_s: float = 5.0) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        config: dict[str, Any] = {**admin_config(settings), "logger": _QUIET}
-        self.admin: Any = AdminClient(config)
+        self.settings = settings
         self.timeout_s = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = asyncio.new_event_loop()
+        self._consumer: Any = None
+        self._admin: Any = None
 
     def read(self, topics: Iterable[str], groups: Iterable[str] = ()) -> list[PartitionOffsets]:
         """Offsets of every partition of ``topics`` (missing topics are skipped).
 
         ``committed`` is the furthest offset any of ``groups`` committed there.
 
-        Raises the client's exception when Kafka does not answer in time.
+        Raises :class:`KafkaUnavailableError` when Kafka does not answer within
+        ``timeout_s``; the clients are rebuilt at the next read.
         """
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
-
+        if self._loop is None:
+            raise RuntimeError("this OffsetReader is closed")
         wanted = list(dict.fromkeys(topics))
-        meta = self.admin.list_topics(timeout=self.timeout_s)
+        work = asyncio.wait_for(self._read(wanted, list(dict.fromkeys(groups))), self.timeout_s)
+        try:
+            return self._loop.run_until_complete(work)
+        except Exception as exc:
+            self._loop.run_until_complete(self._stop_clients())
+            what = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            raise KafkaUnavailableError(
+                f"could not read offsets from Kafka at {self.settings.kafka_bootstrap} "
+                f"within {self.timeout_s:g}s ({what}); check that the broker is up and "
+                "STREAMS_KAFKA_BOOTSTRAP / STREAMS_KAFKA_SECURITY_PROTOCOL are right"
+            ) from exc
+
+    async def _start_clients(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from streams.kafka_security import aiokafka_kwargs
+
+        common: dict[str, Any] = {
+            "bootstrap_servers": self.settings.kafka_bootstrap,
+            "client_id": self.settings.app_id + "-offsets",
+            "request_timeout_ms": int(self.timeout_s * 1000),
+            **aiokafka_kwargs(self.settings),
+        }
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **common)
+            self._consumer = consumer  # stopped by _stop_clients even if start fails
+            await consumer.start()
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**common)
+            self._admin = admin
+            await admin.start()
+
+    async def _stop_clients(self) -> None:
+        consumer, admin, self._consumer, self._admin = self._consumer, self._admin, None, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    async def _read(self, topics: list[str], groups: list[str]) -> list[PartitionOffsets]:
+        from aiokafka.structs import TopicPartition
+
+        await self._start_clients()
+        consumer, admin = self._consumer, self._admin
+        # All topics, not just ours: a metadata request that names a missing topic
+        # creates it on a broker with auto.create.topics.enable (aiokafka asks so).
+        described = {row["topic"]: row for row in await admin.describe_topics(None)}
         tps = [
             TopicPartition(t, p)
-            for t in wanted
-            if t in meta.topics and meta.topics[t].error is None
-            for p in sorted(meta.topics[t].partitions)
+            for t in topics
+            if t in described and described[t]["error_code"] == 0
+            for p in sorted(part["partition"] for part in described[t]["partitions"])
         ]
         if not tps:
             return []
-        timeout = self.timeout_s
-        spec: Any = OffsetSpec
-        lows = self.admin.list_offsets({tp: spec.earliest() for tp in tps}, request_timeout=timeout)
-        highs = self.admin.list_offsets({tp: spec.latest() for tp in tps}, request_timeout=timeout)
-        committed: dict[tuple[str, int], int] = {}
-        for group in dict.fromkeys(groups):  # the API answers one group per request
-            request = [ConsumerGroupTopicPartitions(group, tps)]
-            futures = self.admin.list_consumer_group_offsets(request, request_timeout=timeout)
-            for fut in futures.values():
-                for tp in fut.result(timeout=timeout).topic_partitions or []:
-                    key = (tp.topic, tp.partition)
-                    if tp.error is None and tp.offset >= 0:
-                        committed[key] = max(tp.offset, committed.get(key, -1))
-        low_by = {
-            (tp.topic, tp.partition): f.result(timeout=timeout).offset for tp, f in lows.items()
-        }
-        high_by = {
-            (tp.topic, tp.partition): f.result(timeout=timeout).offset for tp, f in highs.items()
-        }
-        return [
-            PartitionOffsets(
-                topic=tp.topic,
-                partition=tp.partition,
-                low=max(0, low_by[(tp.topic, tp.partition)]),
-                high=max(0, high_by[(tp.topic, tp.partition)]),
-                committed=committed.get((tp.topic, tp.partition)),
-            )
-            for tp in tps
-        ]
+        lows = await consumer.beginning_offsets(tps)
+        highs = await consumer.end_offsets(tps)
+        commits = []
+        for group in groups:
+            answer = await admin.list_consumer_group_offsets(group, partitions=tps)
+            commits.append({(tp.topic, tp.partition): meta.offset for tp, meta in answer.items()})
+        return assemble(
+            [(tp.topic, tp.partition) for tp in tps],
+            {(tp.topic, tp.partition): off for tp, off in lows.items()},
+            {(tp.topic, tp.partition): off for tp, off in highs.items()},
+            commits,
+        )
 
     def close(self) -> None:
-        """AdminClient has no close; dropping the reference frees librdkafka's handle."""
-        self.admin = None
+        """Stop the clients and close the private loop."""
+        if self._loop is None:
+            return
+        with contextlib.suppress(Exception):
+            self._loop.run_until_complete(self._stop_clients())
+        self._loop.close()
+        self._loop = None

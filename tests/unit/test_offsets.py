@@ -60,67 +60,27 @@ def test_stages_are_the_groups_topics_in_pipeline_order() -> None:
     ]
 
 
-class _Done:
-    def __init__(self, value: object) -> None:
-        self.value = value
+def test_assemble_takes_the_furthest_commit_of_the_worker_groups() -> None:
+    from streams.offsets import assemble
 
-    def result(self, timeout: float | None = None) -> object:
-        return self.value
-
-
-class FakeAdmin:
-    """Answers like confluent-kafka's AdminClient for two topics and two groups."""
-
-    def __init__(self) -> None:
-        from types import SimpleNamespace as NS
-
-        self.ns = NS
-        self.groups_asked: list[str] = []
-        self.offset_calls = 0
-        meta = {"x.events": NS(error=None, partitions={0: None, 1: None})}
-        meta["x.deliveries.retry.5s"] = NS(error=None, partitions={0: None})
-        self.meta = NS(topics=meta)
-        self.commits = {
-            "g": {("x.events", 0): 7, ("x.deliveries.retry.5s", 0): 2},
-            "g-retry-tiers": {("x.deliveries.retry.5s", 0): 9},
-        }
-
-    def list_topics(self, timeout: float) -> object:
-        return self.meta
-
-    def list_offsets(self, specs: dict[object, object], request_timeout: float) -> object:
-        self.offset_calls += 1  # the reader asks for the earliest offsets first, then the latest
-        return {tp: _Done(self.ns(offset=0 if self.offset_calls == 1 else 10)) for tp in specs}
-
-    def list_consumer_group_offsets(self, request: list[object], request_timeout: float) -> object:
-        (req,) = request
-        group = req.group_id  # type: ignore[attr-defined]
-        self.groups_asked.append(group)
-        commits = self.commits[group]
-        parts = [
-            self.ns(
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=commits.get((tp.topic, tp.partition), -1001),
-                error=None,
-            )
-            for tp in req.topic_partitions  # type: ignore[attr-defined]
-        ]
-        return {group: _Done(self.ns(topic_partitions=parts))}
-
-
-def test_the_reader_takes_the_furthest_commit_of_the_worker_groups() -> None:
-    from streams.offsets import OffsetReader, consumer_groups
-
-    settings = Settings.from_env({"STREAMS_APP_ID": "g", "STREAMS_TOPIC_PREFIX": "x."})
-    assert consumer_groups(settings) == ("g", "g-retry-tiers")
-    reader = OffsetReader(settings)
-    reader.admin = FakeAdmin()
-    got = reader.read(["x.events", "x.deliveries.retry.5s", "x.missing"], consumer_groups(settings))
-    assert reader.admin.groups_asked == ["g", "g-retry-tiers"]
+    parts = [("x.events", 0), ("x.events", 1), ("x.retry", 0)]
+    lows = {("x.events", 0): 0, ("x.events", 1): 4, ("x.retry", 0): 0}
+    highs = {("x.events", 0): 10, ("x.events", 1): 10, ("x.retry", 0): 10}
+    commits = [
+        {("x.events", 0): 7, ("x.events", 1): -1, ("x.retry", 0): 2},  # -1: Kafka's "none"
+        {("x.retry", 0): 9},
+    ]
+    got = assemble(parts, lows, highs, commits)
     assert got == [
         PartitionOffsets("x.events", 0, 0, 10, 7),
-        PartitionOffsets("x.events", 1, 0, 10, None),
-        PartitionOffsets("x.deliveries.retry.5s", 0, 0, 10, 9),
+        PartitionOffsets("x.events", 1, 4, 10, None),
+        PartitionOffsets("x.retry", 0, 0, 10, 9),
     ]
-    assert [p.lag for p in got] == [3, 10, 1]
+    assert [p.lag for p in got] == [3, 6, 1]
+
+
+def test_assemble_reads_a_missing_or_negative_watermark_as_zero() -> None:
+    from streams.offsets import assemble
+
+    got = assemble([("t", 0)], {("t", 0): -1}, {}, [])
+    assert got == [PartitionOffsets("t", 0, 0, 0, None)]
