@@ -82,11 +82,23 @@ def new_cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
 class LocalKafka:
     """Start, stop and inspect the development broker of one state directory."""
 
-    def __init__(self, settings: Settings, *, sasl_users: Mapping[str, str] | None = None) -> None:
-        """``sasl_users`` (name → password): also listen on ``sasl_port`` (the port after
-        the controller's) with SASL_PLAINTEXT/PLAIN, to test clients' SASL settings."""
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sasl_users: Mapping[str, str] | None = None,
+        tls_keystore: Path | None = None,
+    ) -> None:
+        """Extra listeners, to test the clients' security settings against a real broker.
+
+        ``sasl_users`` (name → password): also listen on ``sasl_port`` (the port
+        after the controller's) with SASL_PLAINTEXT/PLAIN. ``tls_keystore``: a PEM
+        file with the broker's unencrypted PKCS#8 private key followed by its
+        certificate chain; also listen on ``tls_port`` (the one after that) with SSL.
+        """
         self.settings = settings
         self.sasl_users = dict(sasl_users or {})
+        self.tls_keystore = tls_keystore
         self.home = (settings.state_dir / "kafka").resolve()
         self.data_dir = self.home / "data"
         self.log_file = self.home / "server.log"
@@ -94,6 +106,7 @@ class LocalKafka:
         self.host, self.port = self._listen_address(settings.kafka_bootstrap)
         self.controller_port = self.port + 1
         self.sasl_port = self.port + 2
+        self.tls_port = self.port + 3
 
     @staticmethod
     def _listen_address(bootstrap: str) -> tuple[str, int]:
@@ -201,6 +214,15 @@ class LocalKafka:
                 "listener.name.sasl_plaintext.plain.sasl.jaas.config="
                 f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
             ]
+        if self.tls_keystore is not None:
+            listeners.append(f"SSL://{self.host}:{self.tls_port}")
+            advertised.append(f"SSL://{self.host}:{self.tls_port}")
+            protocols.append("SSL:SSL")
+            extra += [
+                "listener.name.ssl.ssl.keystore.type=PEM",
+                f"listener.name.ssl.ssl.keystore.location={self.tls_keystore.resolve()}",
+                "listener.name.ssl.ssl.client.auth=none",
+            ]
         return [
             f"listeners={','.join(listeners)}",
             f"advertised.listeners={','.join(advertised)}",
@@ -300,6 +322,7 @@ class LocalKafka:
         if current.running:
             return current, False
         ports = (self.port, self.controller_port) + ((self.sasl_port,) if self.sasl_users else ())
+        ports += (self.tls_port,) if self.tls_keystore is not None else ()
         for port in ports:
             if self._port_in_use(port):
                 raise LocalKafkaError(

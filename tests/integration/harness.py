@@ -24,6 +24,22 @@ def free_port() -> int:
         return port
 
 
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports on 127.0.0.1 that nothing listens on."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        taken = False
+        for port in range(base, base + count):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    taken = True
+        if not taken:
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found in 50 tries")
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces ``settings`` in a child process."""
     return {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from streams.config import Settings
 from streams.errors import KafkaUnavailableError
 from streams.localkafka import LocalKafka
 from streams.topics import check_reachable, create_topics
-from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port
+from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port, free_port_run
 from tests.integration.test_delivery import publish, subscribe
 
 pytestmark = pytest.mark.integration
@@ -29,26 +28,11 @@ pytestmark = pytest.mark.integration
 PASSWORD = "sasl-pa55-" + uuid.uuid4().hex[:8]
 
 
-def _three_free_ports() -> int:
-    for _ in range(50):
-        base = free_port()
-        if base > 65000:
-            continue
-        taken = False
-        for port in (base, base + 1, base + 2):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    taken = True
-        if not taken:
-            return base
-    raise RuntimeError("no three consecutive free ports found in 50 tries")
-
-
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     if os.environ.get("CI") != "true" and not (shutil.which("java") and shutil.which("mvn")):
         pytest.skip("Java/Maven are missing to start a SASL broker")
-    base = _three_free_ports()
+    base = free_port_run(3)
     state = tmp_path_factory.mktemp("sasl-broker")
     own = Settings.from_env(
         {"STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}", "STREAMS_STATE_DIR": str(state)}
