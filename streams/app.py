@@ -167,6 +167,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
         settings.api_token,
         settings.secrets_key,
         settings.kafka_sasl_password,
+        settings.kafka_ssl_key_password,
     ):
         register_secret(secret.reveal())
     app = faust.App(settings.app_id, **faust_settings(settings))

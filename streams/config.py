@@ -97,6 +97,22 @@ class Settings:
         "PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); "
         "empty: the system's CAs. Broker certificates are always verified.",
     )
+    kafka_ssl_certfile: str = _env(
+        "STREAMS_KAFKA_SSL_CERTFILE",
+        "",
+        "PEM certificate (chain) the clients present to brokers that require client "
+        "certificates (mutual TLS); needs STREAMS_KAFKA_SSL_KEYFILE.",
+    )
+    kafka_ssl_keyfile: str = _env(
+        "STREAMS_KAFKA_SSL_KEYFILE",
+        "",
+        "PEM private key of STREAMS_KAFKA_SSL_CERTFILE.",
+    )
+    kafka_ssl_key_password: Secret = _env(
+        "STREAMS_KAFKA_SSL_KEY_PASSWORD",
+        "",
+        "Password of an encrypted STREAMS_KAFKA_SSL_KEYFILE. Never shown.",
+    )
     topic_prefix: str = _env(
         "STREAMS_TOPIC_PREFIX",
         "",
@@ -239,6 +255,16 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ConfigError(
+                "a client certificate needs both STREAMS_KAFKA_SSL_CERTFILE and "
+                "STREAMS_KAFKA_SSL_KEYFILE (PEM files); set both or neither"
+            )
+        if self.kafka_ssl_certfile and self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigError(
+                "STREAMS_KAFKA_SSL_CERTFILE is set but STREAMS_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} does not use TLS: set it to SSL or SASL_SSL"
+            )
         if self.kafka_security_protocol.startswith("SASL_") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):
@@ -427,6 +453,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_sasl_mechanism": _one_of(*KAFKA_SASL_MECHANISMS),
     "kafka_sasl_password": Secret,
     "kafka_ssl_cafile": _readable_file,
+    "kafka_ssl_certfile": _readable_file,
+    "kafka_ssl_keyfile": _readable_file,
+    "kafka_ssl_key_password": Secret,
     "topic_prefix": _topic_prefix,
     "partitions": _positive_int,
     "replication_factor": _positive_int,

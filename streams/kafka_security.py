@@ -3,7 +3,7 @@
 The worker talks to Kafka through three libraries (librdkafka via
 confluent-kafka, aiokafka, and Faust on top of aiokafka); each spells TLS and
 SASL differently. The settings (``STREAMS_KAFKA_SECURITY_PROTOCOL``,
-``STREAMS_KAFKA_SASL_*``, ``STREAMS_KAFKA_SSL_CAFILE``) are translated here,
+``STREAMS_KAFKA_SASL_*``, ``STREAMS_KAFKA_SSL_*``) are translated here,
 once, so no client can be left talking plaintext by mistake:
 
 - :func:`librdkafka_config`: keys for confluent-kafka's producers, consumers
@@ -21,6 +21,7 @@ import ssl
 from typing import Any
 
 from streams.config import Settings
+from streams.errors import ConfigError
 
 
 def uses_sasl(settings: Settings) -> bool:
@@ -43,6 +44,11 @@ def librdkafka_config(settings: Settings) -> dict[str, str]:
         config["sasl.password"] = settings.kafka_sasl_password.reveal()
     if uses_tls(settings) and settings.kafka_ssl_cafile:
         config["ssl.ca.location"] = settings.kafka_ssl_cafile
+    if uses_tls(settings) and settings.kafka_ssl_certfile:
+        config["ssl.certificate.location"] = settings.kafka_ssl_certfile
+        config["ssl.key.location"] = settings.kafka_ssl_keyfile
+        if settings.kafka_ssl_key_password:
+            config["ssl.key.password"] = settings.kafka_ssl_key_password.reveal()
     return config
 
 
@@ -50,7 +56,21 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context of the aiokafka clients (verifying, with the configured CA)."""
     if not uses_tls(settings):
         return None
-    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    if settings.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(
+                settings.kafka_ssl_certfile,
+                settings.kafka_ssl_keyfile,
+                password=settings.kafka_ssl_key_password.reveal() or None,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                "cannot load the Kafka client certificate from STREAMS_KAFKA_SSL_CERTFILE and "
+                f"STREAMS_KAFKA_SSL_KEYFILE ({exc.__class__.__name__}: {exc}); check that the "
+                "key matches the certificate and STREAMS_KAFKA_SSL_KEY_PASSWORD"
+            ) from None
+    return context
 
 
 def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:

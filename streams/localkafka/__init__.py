@@ -88,6 +88,7 @@ class LocalKafka:
         *,
         sasl_users: Mapping[str, str] | None = None,
         tls_keystore: Path | None = None,
+        tls_client_ca: Path | None = None,
     ) -> None:
         """Extra listeners, to test the clients' security settings against a real broker.
 
@@ -95,10 +96,13 @@ class LocalKafka:
         after the controller's) with SASL_PLAINTEXT/PLAIN. ``tls_keystore``: a PEM
         file with the broker's unencrypted PKCS#8 private key followed by its
         certificate chain; also listen on ``tls_port`` (the one after that) with SSL.
+        ``tls_client_ca``: a PEM CA certificate; the SSL listener then requires a
+        client certificate signed by it (mutual TLS).
         """
         self.settings = settings
         self.sasl_users = dict(sasl_users or {})
         self.tls_keystore = tls_keystore
+        self.tls_client_ca = tls_client_ca
         self.home = (settings.state_dir / "kafka").resolve()
         self.data_dir = self.home / "data"
         self.log_file = self.home / "server.log"
@@ -221,8 +225,15 @@ class LocalKafka:
             extra += [
                 "listener.name.ssl.ssl.keystore.type=PEM",
                 f"listener.name.ssl.ssl.keystore.location={self.tls_keystore.resolve()}",
-                "listener.name.ssl.ssl.client.auth=none",
             ]
+            if self.tls_client_ca is None:
+                extra.append("listener.name.ssl.ssl.client.auth=none")
+            else:
+                extra += [
+                    "listener.name.ssl.ssl.client.auth=required",
+                    "listener.name.ssl.ssl.truststore.type=PEM",
+                    f"listener.name.ssl.ssl.truststore.location={self.tls_client_ca.resolve()}",
+                ]
         return [
             f"listeners={','.join(listeners)}",
             f"advertised.listeners={','.join(advertised)}",

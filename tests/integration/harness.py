@@ -61,6 +61,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMS_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
         "STREAMS_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password.reveal(),
         "STREAMS_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "STREAMS_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "STREAMS_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+        "STREAMS_KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password.reveal(),
     }
 
 

@@ -6,7 +6,9 @@ certificate for 127.0.0.1 signed by a CA made for this test. The worker
 the offsets reader use the SSL listener only and trust that CA through
 ``STREAMS_KAFKA_SSL_CAFILE``; events must be delivered end to end. Without
 the CA file the broker's certificate is not trusted and the error says which
-settings to check.
+settings to check. A fourth broker requires client certificates (mutual TLS):
+the same pipeline runs with ``STREAMS_KAFKA_SSL_CERTFILE``/``KEYFILE`` and an
+encrypted key, and is refused without them.
 """
 
 from __future__ import annotations
@@ -36,83 +38,115 @@ from tests.integration.test_delivery import publish, subscribe
 pytestmark = pytest.mark.integration
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+class Authority:
+    """A certificate authority made for one test module, and certificates it signs."""
 
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.now = datetime.datetime.now(datetime.UTC)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.cert = (
+            self._builder("streams test CA", self.key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )  # fmt: skip
+        self.file = directory / "ca.pem"
+        self.file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-def make_ca_and_keystore(directory: Path) -> tuple[Path, Path]:
-    """A CA certificate (PEM) and the broker's keystore: its PKCS#8 key and certificate chain."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("streams test CA"))
-        .issuer_name(_name("streams test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
+    def _builder(self, common: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+        issuer = self.cert.subject if hasattr(self, "cert") else subject
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self.now - datetime.timedelta(minutes=5))
+            .not_valid_after(self.now + datetime.timedelta(days=1))
         )
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
+
+    def issue(self, common: str, *, server: bool) -> tuple[bytes, bytes]:
+        """(certificate chain PEM, unencrypted PKCS#8 key PEM) for a server or a client."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = self._builder(common, key)
+        if server:
+            names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        cert = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(
+            self.key, hashes.SHA256()
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = directory / "ca.pem"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    keystore = directory / "broker-keystore.pem"
-    keystore.write_bytes(
-        key.private_bytes(
+        chain = cert.public_bytes(serialization.Encoding.PEM) + self.cert.public_bytes(
+            serialization.Encoding.PEM
+        )
+        pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        + cert.public_bytes(serialization.Encoding.PEM)
-        + ca_cert.public_bytes(serialization.Encoding.PEM)
-    )
-    keystore.chmod(0o600)
-    return ca_file, keystore
+        return chain, pem
+
+    def broker_keystore(self) -> Path:
+        chain, key = self.issue("127.0.0.1", server=True)
+        keystore = self.directory / "broker-keystore.pem"
+        keystore.write_bytes(key + chain)
+        keystore.chmod(0o600)
+        return keystore
+
+    def client_files(self, password: str) -> tuple[Path, Path]:
+        """A client certificate and its key, encrypted with ``password``."""
+        chain, pem = self.issue("pipeline", server=False)
+        key = serialization.load_pem_private_key(pem, None)
+        encrypted = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password.encode()),
+        )
+        cert_file, key_file = self.directory / "client.pem", self.directory / "client-key.pem"
+        cert_file.write_bytes(chain)
+        key_file.write_bytes(encrypted)
+        key_file.chmod(0o600)
+        return cert_file, key_file
 
 
-@pytest.fixture(scope="module")
-def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalKafka, Path]]:
+def _start_broker(
+    factory: pytest.TempPathFactory, name: str, *, mutual: bool
+) -> Iterator[tuple[LocalKafka, Authority]]:
     if os.environ.get("CI") != "true" and not (shutil.which("java") and shutil.which("mvn")):
         pytest.skip("Java/Maven are missing to start a TLS broker")
     base = free_port_run(4)
-    state = tmp_path_factory.mktemp("tls-broker")
-    ca_file, keystore = make_ca_and_keystore(state)
+    state = factory.mktemp(name)
+    ca = Authority(state)
     own = Settings.from_env(
         {"STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}", "STREAMS_STATE_DIR": str(state)}
     )
-    broker = LocalKafka(own, tls_keystore=keystore)
+    broker = LocalKafka(
+        own, tls_keystore=ca.broker_keystore(), tls_client_ca=ca.file if mutual else None
+    )
     broker.start()
     try:
-        yield broker, ca_file
+        yield broker, ca
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalKafka, Authority]]:
+    yield from _start_broker(tmp_path_factory, "tls-broker", mutual=False)
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalKafka, Authority]]:
+    yield from _start_broker(tmp_path_factory, "mtls-broker", mutual=True)
 
 
 def tls_settings(broker: LocalKafka, state: Path, **extra: str) -> Settings:
@@ -134,7 +168,7 @@ def tls_settings(broker: LocalKafka, state: Path, **extra: str) -> Settings:
 
 
 def test_an_untrusted_broker_certificate_fails_with_a_clear_error(
-    tls_broker: tuple[LocalKafka, Path], tmp_path: Path
+    tls_broker: tuple[LocalKafka, Authority], tmp_path: Path
 ) -> None:
     broker, _ = tls_broker
     untrusted = tls_settings(broker, tmp_path)  # no CA file: the system store lacks our CA
@@ -149,10 +183,15 @@ def test_an_untrusted_broker_certificate_fails_with_a_clear_error(
 
 
 def test_the_whole_pipeline_runs_over_tls(
-    tls_broker: tuple[LocalKafka, Path], tmp_path: Path
+    tls_broker: tuple[LocalKafka, Authority], tmp_path: Path
 ) -> None:
-    broker, ca_file = tls_broker
-    settings = tls_settings(broker, tmp_path / "state", STREAMS_KAFKA_SSL_CAFILE=str(ca_file))
+    broker, ca = tls_broker
+    settings = tls_settings(broker, tmp_path / "state", STREAMS_KAFKA_SSL_CAFILE=str(ca.file))
+    run_pipeline(settings, tmp_path)
+
+
+def run_pipeline(settings: Settings, tmp_path: Path) -> str:
+    """Deliver three events through a worker on ``settings``; return the worker's log."""
     check_reachable(settings)
     create_topics(settings)
     log = tmp_path / "worker.log"
@@ -176,3 +215,33 @@ def test_the_whole_pipeline_runs_over_tls(
     finally:
         reader.close()
     assert sum(p.high for p in offsets) == 3
+    return log.read_text(errors="replace")
+
+
+KEY_PASSWORD = "key-pa55-" + uuid.uuid4().hex[:8]
+
+
+def test_mutual_tls_needs_the_client_certificate(
+    mtls_broker: tuple[LocalKafka, Authority], tmp_path: Path
+) -> None:
+    broker, ca = mtls_broker
+    anonymous = tls_settings(broker, tmp_path, STREAMS_KAFKA_SSL_CAFILE=str(ca.file))
+    with pytest.raises(KafkaUnavailableError, match="STREAMS_KAFKA_SECURITY_PROTOCOL"):
+        check_reachable(anonymous, timeout_s=5)
+
+
+def test_the_whole_pipeline_runs_over_mutual_tls(
+    mtls_broker: tuple[LocalKafka, Authority], tmp_path: Path
+) -> None:
+    broker, ca = mtls_broker
+    cert_file, key_file = ca.client_files(KEY_PASSWORD)
+    settings = tls_settings(
+        broker,
+        tmp_path / "state",
+        STREAMS_KAFKA_SSL_CAFILE=str(ca.file),
+        STREAMS_KAFKA_SSL_CERTFILE=str(cert_file),
+        STREAMS_KAFKA_SSL_KEYFILE=str(key_file),
+        STREAMS_KAFKA_SSL_KEY_PASSWORD=KEY_PASSWORD,
+    )
+    log = run_pipeline(settings, tmp_path)
+    assert KEY_PASSWORD not in log

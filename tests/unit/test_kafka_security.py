@@ -80,6 +80,7 @@ def test_tls_with_a_ca_file(tmp_path: Path) -> None:
         ({**SASL, "STREAMS_KAFKA_SASL_PASSWORD": ""}, "needs STREAMS_KAFKA_SASL_USERNAME"),
         ({**SASL, "STREAMS_KAFKA_SASL_USERNAME": ""}, "needs STREAMS_KAFKA_SASL_USERNAME"),
         ({"STREAMS_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "STREAMS_KAFKA_SSL_CAFILE"),
+        ({"STREAMS_KAFKA_SSL_CERTFILE": "/nonexistent/c.pem"}, "STREAMS_KAFKA_SSL_CERTFILE"),
     ],
 )
 def test_bad_security_settings_say_what_to_fix(environ: dict[str, str], message: str) -> None:
@@ -92,3 +93,94 @@ def test_the_sasl_password_never_shows() -> None:
     for text in (repr(s), str(s), str(s.public_view())):
         assert "pa55-very-secret" not in text
     assert s.public_view()["STREAMS_KAFKA_SASL_PASSWORD"] == "(set)"
+
+
+def _client_files(tmp_path: Path, password: bytes | None) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    return cert_file, key_file
+
+
+def test_a_client_certificate_reaches_every_client(tmp_path: Path) -> None:
+    cert, key = _client_files(tmp_path, b"k3y-pa55")
+    s = Settings.from_env(
+        {
+            "STREAMS_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "STREAMS_KAFKA_SSL_CERTFILE": str(cert),
+            "STREAMS_KAFKA_SSL_KEYFILE": str(key),
+            "STREAMS_KAFKA_SSL_KEY_PASSWORD": "k3y-pa55",
+        }
+    )
+    assert librdkafka_config(s) == {
+        "security.protocol": "ssl",
+        "ssl.certificate.location": str(cert),
+        "ssl.key.location": str(key),
+        "ssl.key.password": "k3y-pa55",
+    }
+    assert isinstance(aiokafka_kwargs(s)["ssl_context"], ssl.SSLContext)
+    for text in (repr(s), str(s.public_view())):
+        assert "k3y-pa55" not in text
+
+
+def test_a_wrong_key_password_says_what_to_check_without_showing_it(tmp_path: Path) -> None:
+    cert, key = _client_files(tmp_path, b"right-one")
+    s = Settings.from_env(
+        {
+            "STREAMS_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "STREAMS_KAFKA_SSL_CERTFILE": str(cert),
+            "STREAMS_KAFKA_SSL_KEYFILE": str(key),
+            "STREAMS_KAFKA_SSL_KEY_PASSWORD": "wrong-one",
+        }
+    )
+    with pytest.raises(ConfigError, match="STREAMS_KAFKA_SSL_KEY_PASSWORD") as info:
+        aiokafka_kwargs(s)
+    assert "wrong-one" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "files", "message"),
+    [
+        ("SSL", ("cert",), "both STREAMS_KAFKA_SSL_CERTFILE and STREAMS_KAFKA_SSL_KEYFILE"),
+        ("SSL", ("key",), "both STREAMS_KAFKA_SSL_CERTFILE and STREAMS_KAFKA_SSL_KEYFILE"),
+        ("PLAINTEXT", ("cert", "key"), "set it to SSL or SASL_SSL"),
+    ],
+)
+def test_client_certificate_settings_must_be_complete(
+    tmp_path: Path, protocol: str, files: tuple[str, ...], message: str
+) -> None:
+    cert, key = _client_files(tmp_path, None)
+    environ = {"STREAMS_KAFKA_SECURITY_PROTOCOL": protocol}
+    if "cert" in files:
+        environ["STREAMS_KAFKA_SSL_CERTFILE"] = str(cert)
+    if "key" in files:
+        environ["STREAMS_KAFKA_SSL_KEYFILE"] = str(key)
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ)
