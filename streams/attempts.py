@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from streams.errors import DecodeError
+from streams.errors import DecodeError, UnavailableError
 from streams.records import Attempt
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,19 @@ class AttemptLog:
         self.capacity = capacity
         self._order: deque[Attempt] = deque()
         self._by_delivery: dict[str, list[Attempt]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """False when this worker keeps no log (``STREAMS_ATTEMPT_LOG_MEMORY=0``)."""
+        return self.capacity > 0
+
+    def require(self) -> None:
+        """Raise :class:`UnavailableError` when this worker keeps no delivery log."""
+        if not self.enabled:
+            raise UnavailableError(
+                "this worker keeps no delivery log (STREAMS_ATTEMPT_LOG_MEMORY=0); ask a "
+                "worker that does, or set STREAMS_ATTEMPT_LOG_MEMORY above 0 here"
+            )
 
     def __len__(self) -> int:
         return len(self._order)

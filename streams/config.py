@@ -168,7 +168,9 @@ class Settings:
     attempt_log_memory: int = _env(
         "STREAMS_ATTEMPT_LOG_MEMORY",
         "200000",
-        "Attempts each worker keeps in memory to answer the delivery log API.",
+        "Attempts each worker keeps in memory to answer the delivery log and stats API. "
+        "Every worker that keeps a log reads every attempt of the cluster; 0 turns the log "
+        "off on this worker (delivery-only workers), and its log and stats API answer 503.",
     )
     attempt_log_window_s: float = _env(
         "STREAMS_ATTEMPT_LOG_WINDOW",
@@ -464,7 +466,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_payload_bytes": _positive_int,
     "retry_schedule": _schedule,
     "disable_after_failures": _positive_int,
-    "attempt_log_memory": _positive_int,
+    "attempt_log_memory": _non_negative_int,
     "attempt_log_window_s": _duration,
     "disable_after_s": _duration,
     "state_dir": Path,

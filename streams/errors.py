@@ -112,3 +112,7 @@ class NotFoundError(StreamsError):
 
 class ConflictError(StreamsError):
     """A write conflicts with the current state of a resource."""
+
+
+class UnavailableError(StreamsError):
+    """This worker does not serve the resource by configuration (the API answers 503)."""

@@ -58,16 +58,17 @@ def register_api(pipeline: Pipeline) -> None:
     router.add_get("/openapi.json", openapi)
     attempt_log = AttemptLog(pipeline.settings.attempt_log_memory)
     pipeline.extras["attempt_log"] = attempt_log
-    pipeline.readers.append(
-        CompactedReader(
-            pipeline.settings,
-            pipeline.names.attempts,
-            attempt_log.apply,
-            name="attempts",
-            since_s=pipeline.settings.attempt_log_window_s,
-            gates_readiness=False,
+    if attempt_log.enabled:  # every worker reads every attempt: delivery-only workers opt out
+        pipeline.readers.append(
+            CompactedReader(
+                pipeline.settings,
+                pipeline.names.attempts,
+                attempt_log.apply,
+                name="attempts",
+                since_s=pipeline.settings.attempt_log_window_s,
+                gates_readiness=False,
+            )
         )
-    )
     SubscriptionRoutes(pipeline).register(router)
     DeliveryRoutes(pipeline, attempt_log).register(router)
     TokenRoutes(pipeline, tokens).register(router)

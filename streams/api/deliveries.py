@@ -85,11 +85,13 @@ class DeliveryRoutes:
             until=parse_time(q.get("until"), "until"),
             limit=parse_limit(q.get("limit")),
         )
+        self.log.require()
         rows = list(self.log.deliveries(query))
         return json_response({"data": rows, "window_attempts": len(self.log)})
 
     def _history(self, request: web.Request) -> list[Attempt]:
         delivery_id = request.match_info["id"]
+        self.log.require()
         history = self.log.attempts(delivery_id)
         if not history or not visible(principal(request), history[-1].tenant_id):
             raise NotFoundError(f"no delivery {delivery_id} in the delivery log")

@@ -22,6 +22,7 @@ from streams.errors import (
     InvalidRequestError,
     NotFoundError,
     StreamsError,
+    UnavailableError,
 )
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def make_middleware(admin_token: str, tokens: TokenIndex) -> Any:
             return error_response(404, "not_found", str(exc))
         except ConflictError as exc:
             return error_response(409, "conflict", str(exc))
+        except UnavailableError as exc:
+            return error_response(503, "unavailable", str(exc))
         except web.HTTPException as exc:
             if exc.status >= 400:
                 return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)

@@ -186,6 +186,7 @@ class StatsRoutes:
     async def stats(self, request: web.Request) -> web.Response:
         tenant = scope(principal(request), request.query.get("tenant_id"))
         limit = _parse_limit(request.query.get("limit"))
+        self.log.require()
         snapshot = self.log.snapshot()
         now = time.time()
         view = await asyncio.to_thread(
@@ -209,6 +210,7 @@ class StatsRoutes:
         sub = self.p.subscriptions.get(sub_id)
         if sub is None or not visible(principal(request), sub.tenant_id):
             raise NotFoundError(f"no subscription {sub_id}")
+        self.log.require()
         snapshot = self.log.snapshot()
         now = time.time()
 

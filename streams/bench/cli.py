@@ -52,6 +52,12 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     default=None,
     help="Request timeout (s) of the faulty/dead subscriptions (faults, noisy).",
 )
+@click.option(
+    "--worker-env",
+    multiple=True,
+    metavar="STREAMS_NAME=VALUE",
+    help="An extra setting of every worker (repeatable), e.g. STREAMS_ATTEMPT_LOG_MEMORY=0.",
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of fault timings.")
 @click.option("--profile", is_flag=True, help="py-spy worker 0 during the load (needs py-spy).")
 @click.option(
@@ -92,6 +98,7 @@ def bench_cmd(
     kills: int | None,
     retry_schedule: str | None,
     sub_timeout: float | None,
+    worker_env: tuple[str, ...],
     seed: int,
     profile: bool,
     out_dir: Path | None,
@@ -128,6 +135,7 @@ def bench_cmd(
         "kills": kills,
         "retry_schedule": retry_schedule,
         "sub_timeout": sub_timeout,
+        "worker_env": worker_env or None,
     }
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:

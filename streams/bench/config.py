@@ -49,6 +49,7 @@ class Params:
     worker_counts: tuple[int, ...] = ()  # scale: one phase per count
     settle_s: float = 300.0  # how long to wait for the last pairs after publishing ends
     ceiling_s: float = 5.0  # length of the receiver-ceiling measurement (0: skip)
+    worker_env: tuple[tuple[str, str], ...] = ()  # extra STREAMS_* settings of the workers
 
     @property
     def deliveries(self) -> int:
@@ -376,6 +377,36 @@ def _positive_int(name: str, value: Any, high: int) -> int:
     return value
 
 
+#: Settings the harness chooses for every worker; ``--worker-env`` may not change them.
+HARNESS_SETTINGS = frozenset(
+    {
+        "STREAMS_ENV", "STREAMS_KAFKA_BOOTSTRAP", "STREAMS_TOPIC_PREFIX", "STREAMS_APP_ID",
+        "STREAMS_PARTITIONS", "STREAMS_RETRY_SCHEDULE", "STREAMS_DESTINATION_ALLOWLIST",
+        "STREAMS_ADMIN_TOKEN", "STREAMS_SECRETS_KEY", "STREAMS_API_PORT", "STREAMS_STATE_DIR",
+    }
+)  # fmt: skip
+
+
+def parse_worker_env(items: Any) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` items of ``--worker-env``, each a valid setting the harness leaves free."""
+    from streams.config import Settings
+    from streams.errors import ConfigError
+
+    out: list[tuple[str, str]] = []
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.startswith("STREAMS_"):
+            raise BenchConfigError(f"--worker-env {item!r}: expected STREAMS_<NAME>=<value>")
+        if key in HARNESS_SETTINGS:
+            raise BenchConfigError(f"--worker-env {key}: the harness sets it; use its own option")
+        try:
+            Settings.from_env({key: value})
+        except ConfigError as exc:
+            raise BenchConfigError(f"--worker-env {item!r}: {exc}") from None
+        out.append((key, value))
+    return tuple(out)
+
+
 def resolve(
     name: str, *, smoke: bool = False, overrides: Mapping[str, Any] | None = None
 ) -> Params:
@@ -414,6 +445,8 @@ def resolve(
                     f"--sub-timeout {value!r}: expected seconds above 0, at most 30"
                 )
             changes["sub_timeout_s"] = float(value)
+        elif key == "worker_env":
+            changes[key] = parse_worker_env(value)
         elif key == "retry_schedule":
             from streams.retry.schedule import parse_schedule
 

@@ -201,6 +201,7 @@ class Stack:
             "STREAMS_ADMIN_TOKEN": bench.admin_token,
             "STREAMS_SECRETS_KEY": bench.secrets_key,
             "STREAMS_LOG_LEVEL": "INFO",
+            **dict(bench.params.worker_env),
             **(extra_env or {}),
         }
         self.settings = Settings.from_env(self.base_env)

@@ -366,3 +366,18 @@ def test_updating_the_doc_replaces_only_the_scenarios_section(tmp_path: Path) ->
     assert text.count("<!-- bench:latency:start -->") == 1
     assert "**checks FAILED**" in text
     assert text.index("bench:throughput:start") < text.index("bench:latency:start")
+
+
+def test_worker_env_takes_valid_free_settings_only() -> None:
+    from streams.bench.config import parse_worker_env
+
+    got = resolve("throughput", overrides={"worker_env": ("STREAMS_ATTEMPT_LOG_MEMORY=0",)})
+    assert got.worker_env == (("STREAMS_ATTEMPT_LOG_MEMORY", "0"),)
+    for bad, message in [
+        ("ATTEMPT_LOG_MEMORY=0", "expected STREAMS_<NAME>=<value>"),
+        ("STREAMS_ATTEMPT_LOG_MEMORY", "expected STREAMS_<NAME>=<value>"),
+        ("STREAMS_APP_ID=x", "the harness sets it"),
+        ("STREAMS_ATTEMPT_LOG_MEMORY=-1", "STREAMS_ATTEMPT_LOG_MEMORY"),
+    ]:
+        with pytest.raises(BenchConfigError, match=message):
+            parse_worker_env([bad])
