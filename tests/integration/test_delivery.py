@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ import pytest
 from streams.config import Settings
 from streams.publish import EventPublisher
 from streams.records import Attempt, DeadLetter
-from tests.integration.harness import Api, ReceiverProcess, free_port, read_topic
+from streams.topics import check_reachable, create_topics
+from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +40,28 @@ def publish(settings: Settings, tenant: str, n: int, prefix: str) -> list[str]:
         ]
         pub.publish_many(events)
     return [e.id for e in events]
+
+
+def deliver_three(settings: Settings, tmp_path: Path, name: str) -> str:
+    """Topics, a receiver and a worker on ``settings``: three events end to end, each
+    verified. Returns the worker's log (for checks that no secret shows)."""
+    check_reachable(settings)
+    create_topics(settings)
+    log = tmp_path / "worker.log"
+    receiver = ReceiverProcess(tmp_path / "receiver.log").start()
+    worker = WorkerProcess(settings, log).start()
+    try:
+        token = (settings.state_dir / "dev-admin-token").read_text().strip()
+        admin = Api(worker.base_url, token)
+        subscribe(admin, receiver, name)
+        ids = publish(settings, name, 3, name)
+        entries = receiver.wait_for(name, 3, timeout_s=60)
+        assert sorted(e["event_id"] for e in entries) == sorted(ids)
+        assert all(e["valid"] is True for e in entries)
+    finally:
+        worker.stop()
+        receiver.stop()
+    return log.read_text(errors="replace")
 
 
 def attempts(settings: Settings, sub_id: str, expected: int) -> list[Attempt]:

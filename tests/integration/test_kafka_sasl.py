@@ -19,9 +19,9 @@ import pytest
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError
 from streams.localkafka import LocalKafka
-from streams.topics import check_reachable, create_topics
-from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port, free_port_run
-from tests.integration.test_delivery import publish, subscribe
+from streams.topics import check_reachable
+from tests.integration.harness import free_port, free_port_run
+from tests.integration.test_delivery import deliver_three
 
 pytestmark = pytest.mark.integration
 
@@ -80,20 +80,4 @@ def test_wrong_or_missing_credentials_fail_with_a_clear_error_and_no_password(
 
 def test_the_whole_pipeline_runs_over_sasl(sasl_broker: LocalKafka, tmp_path: Path) -> None:
     settings = sasl_settings(sasl_broker, tmp_path / "state")
-    check_reachable(settings)
-    create_topics(settings)
-    log = tmp_path / "worker.log"
-    receiver = ReceiverProcess(tmp_path / "receiver.log").start()
-    worker = WorkerProcess(settings, log).start()
-    try:
-        token = (settings.state_dir / "dev-admin-token").read_text().strip()
-        admin = Api(worker.base_url, token)
-        subscribe(admin, receiver, "sasl")
-        ids = publish(settings, "sasl", 3, "sasl")
-        entries = receiver.wait_for("sasl", 3, timeout_s=60)
-        assert sorted(e["event_id"] for e in entries) == sorted(ids)
-        assert all(e["valid"] is True for e in entries)
-    finally:
-        worker.stop()
-        receiver.stop()
-    assert PASSWORD not in log.read_text(errors="replace")
+    assert PASSWORD not in deliver_three(settings, tmp_path, "sasl")

@@ -13,8 +13,6 @@ encrypted key, and is refused without them.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 import uuid
@@ -22,100 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError
 from streams.localkafka import LocalKafka
 from streams.offsets import OffsetReader, consumer_groups
-from streams.topics import TopicNames, check_reachable, create_topics
-from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port, free_port_run
-from tests.integration.test_delivery import publish, subscribe
+from streams.topics import TopicNames, check_reachable
+from tests.certs import Authority
+from tests.integration.harness import free_port, free_port_run
+from tests.integration.test_delivery import deliver_three
 
 pytestmark = pytest.mark.integration
-
-
-class Authority:
-    """A certificate authority made for one test module, and certificates it signs."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.now = datetime.datetime.now(datetime.UTC)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.cert = (
-            self._builder("streams test CA", self.key)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self.key, hashes.SHA256())
-        )  # fmt: skip
-        self.file = directory / "ca.pem"
-        self.file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def _builder(self, common: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-        issuer = self.cert.subject if hasattr(self, "cert") else subject
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self.now - datetime.timedelta(minutes=5))
-            .not_valid_after(self.now + datetime.timedelta(days=1))
-        )
-
-    def issue(self, common: str, *, server: bool) -> tuple[bytes, bytes]:
-        """(certificate chain PEM, unencrypted PKCS#8 key PEM) for a server or a client."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = self._builder(common, key)
-        if server:
-            names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        cert = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(
-            self.key, hashes.SHA256()
-        )
-        chain = cert.public_bytes(serialization.Encoding.PEM) + self.cert.public_bytes(
-            serialization.Encoding.PEM
-        )
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return chain, pem
-
-    def broker_keystore(self) -> Path:
-        chain, key = self.issue("127.0.0.1", server=True)
-        keystore = self.directory / "broker-keystore.pem"
-        keystore.write_bytes(key + chain)
-        keystore.chmod(0o600)
-        return keystore
-
-    def client_files(self, password: str) -> tuple[Path, Path]:
-        """A client certificate and its key, encrypted with ``password``."""
-        chain, pem = self.issue("pipeline", server=False)
-        key = serialization.load_pem_private_key(pem, None)
-        encrypted = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(password.encode()),
-        )
-        cert_file, key_file = self.directory / "client.pem", self.directory / "client-key.pem"
-        cert_file.write_bytes(chain)
-        key_file.write_bytes(encrypted)
-        key_file.chmod(0o600)
-        return cert_file, key_file
 
 
 def _start_broker(
@@ -191,23 +106,8 @@ def test_the_whole_pipeline_runs_over_tls(
 
 
 def run_pipeline(settings: Settings, tmp_path: Path) -> str:
-    """Deliver three events through a worker on ``settings``; return the worker's log."""
-    check_reachable(settings)
-    create_topics(settings)
-    log = tmp_path / "worker.log"
-    receiver = ReceiverProcess(tmp_path / "receiver.log").start()
-    worker = WorkerProcess(settings, log).start()
-    try:
-        token = (settings.state_dir / "dev-admin-token").read_text().strip()
-        admin = Api(worker.base_url, token)
-        subscribe(admin, receiver, "tls")
-        ids = publish(settings, "tls", 3, "tls")
-        entries = receiver.wait_for("tls", 3, timeout_s=60)
-        assert sorted(e["event_id"] for e in entries) == sorted(ids)
-        assert all(e["valid"] is True for e in entries)
-    finally:
-        worker.stop()
-        receiver.stop()
+    """Three events through a worker on ``settings``, then its offsets; the worker's log."""
+    log = deliver_three(settings, tmp_path, "tls")
     reader = OffsetReader(settings, timeout_s=10)
     try:
         events = TopicNames(settings.topic_prefix).events
@@ -215,7 +115,7 @@ def run_pipeline(settings: Settings, tmp_path: Path) -> str:
     finally:
         reader.close()
     assert sum(p.high for p in offsets) == 3
-    return log.read_text(errors="replace")
+    return log
 
 
 KEY_PASSWORD = "key-pa55-" + uuid.uuid4().hex[:8]

@@ -95,42 +95,14 @@ def test_the_sasl_password_never_shows() -> None:
     assert s.public_view()["STREAMS_KAFKA_SASL_PASSWORD"] == "(set)"
 
 
-def _client_files(tmp_path: Path, password: bytes | None) -> tuple[Path, Path]:
-    import datetime
+def _client_files(tmp_path: Path, password: str | None) -> tuple[Path, Path]:
+    from tests.certs import Authority
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
-    )
-    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    return cert_file, key_file
+    return Authority(tmp_path).client_files(password)
 
 
 def test_a_client_certificate_reaches_every_client(tmp_path: Path) -> None:
-    cert, key = _client_files(tmp_path, b"k3y-pa55")
+    cert, key = _client_files(tmp_path, "k3y-pa55")
     s = Settings.from_env(
         {
             "STREAMS_KAFKA_SECURITY_PROTOCOL": "SSL",
@@ -151,7 +123,7 @@ def test_a_client_certificate_reaches_every_client(tmp_path: Path) -> None:
 
 
 def test_a_wrong_key_password_says_what_to_check_without_showing_it(tmp_path: Path) -> None:
-    cert, key = _client_files(tmp_path, b"right-one")
+    cert, key = _client_files(tmp_path, "right-one")
     s = Settings.from_env(
         {
             "STREAMS_KAFKA_SECURITY_PROTOCOL": "SSL",
