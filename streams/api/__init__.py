@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long the broker may hold a fetch of the attempts topic for the delivery log.
+ATTEMPT_LOG_BATCH_WAIT_MS = 500
+
 
 def register_api(pipeline: Pipeline) -> None:
     admin_token, generated = resolve_admin_token(pipeline.settings)
@@ -67,6 +70,9 @@ def register_api(pipeline: Pipeline) -> None:
                 name="attempts",
                 since_s=pipeline.settings.attempt_log_window_s,
                 gates_readiness=False,
+                # One fetch per record trickling in cost each worker ~0.1 ms of CPU per
+                # attempt of the cluster; batched, the log lags by at most this much.
+                batch_wait_ms=ATTEMPT_LOG_BATCH_WAIT_MS,
             )
         )
     SubscriptionRoutes(pipeline).register(router)

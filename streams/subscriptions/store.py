@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 Apply = Callable[[str, bytes | None], None]
 
 
+#: The least a batched fetch waits for (see ``batch_wait_ms``).
+BATCH_MIN_BYTES = 256 * 1024
+
+
 class CompactedReader:
     """Replicate one compacted topic into ``apply(key, value)`` calls, then follow it."""
 
@@ -47,16 +51,20 @@ class CompactedReader:
         name: str,
         since_s: float | None = None,
         gates_readiness: bool = True,
+        batch_wait_ms: int = 0,
     ) -> None:
         """``since_s``: start at records newer than this many seconds ago instead of the
         beginning (for logs, not compacted state). ``gates_readiness``: the worker is
-        not ready until this reader has caught up."""
+        not ready until this reader has caught up. ``batch_wait_ms``: let the broker
+        hold each fetch until 256 KiB have arrived or this long has passed, for a busy
+        topic whose readers can lag a little (the delivery log)."""
         self.settings = settings
         self.topic = topic
         self.apply = apply
         self.name = name
         self.since_s = since_s
         self.gates_readiness = gates_readiness
+        self.batch_wait_ms = batch_wait_ms
         self.ready = asyncio.Event()
         self.records = 0
         self._task: asyncio.Task[None] | None = None
@@ -95,6 +103,11 @@ class CompactedReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{self.settings.app_id}-{self.name}-reader",
+            **(
+                {"fetch_min_bytes": BATCH_MIN_BYTES, "fetch_max_wait_ms": self.batch_wait_ms}
+                if self.batch_wait_ms
+                else {}
+            ),
         )
         await consumer.start()
         try:
