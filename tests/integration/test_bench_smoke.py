@@ -100,3 +100,15 @@ def test_the_processes_of_a_failed_run_are_stopped(
         run("throughput", smoke=True, base_dir=tmp_path, say=lambda _m: None)
     assert len(started) == 2
     assert not [pid for pid in started if alive(pid)]
+
+
+def test_the_log_tail_measurement_runs_both_variants(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.bench import logtail
+
+    monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    logtail.main(["--rate", "200", "--seconds", "2"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "us of loop CPU" in line]
+    assert [line.split()[0] for line in lines] == ["one", "batched"]
+    assert all(float(line.split("us of loop")[0].split()[-1]) > 0 for line in lines)
