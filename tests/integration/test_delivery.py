@@ -49,8 +49,9 @@ def deliver_three(settings: Settings, tmp_path: Path, name: str) -> str:
     create_topics(settings)
     log = tmp_path / "worker.log"
     receiver = ReceiverProcess(tmp_path / "receiver.log").start()
-    worker = WorkerProcess(settings, log).start()
+    worker = WorkerProcess(settings, log)
     try:
+        worker.start()  # inside: a worker that fails to start must not leave the receiver
         token = (settings.state_dir / "dev-admin-token").read_text().strip()
         admin = Api(worker.base_url, token)
         subscribe(admin, receiver, name)

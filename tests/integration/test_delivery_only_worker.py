@@ -34,8 +34,9 @@ def test_a_worker_without_a_log_delivers_and_answers_503_on_the_log_routes(
     receiver = ReceiverProcess(tmp_path / "receiver.log").start()
     worker = WorkerProcess(
         settings, tmp_path / "worker.log", extra_env={"STREAMS_ATTEMPT_LOG_MEMORY": "0"}
-    ).start()
+    )
     try:
+        worker.start()
         token = (settings.state_dir / "dev-admin-token").read_text().strip()
         admin = Api(worker.base_url, token)
         sub = subscribe(admin, receiver, "nolog")
