@@ -27,6 +27,7 @@ import faust
 import mode
 
 from streams.config import Settings
+from streams.faust_consumer import App
 from streams.logs import dict_config, register_secret
 from streams.output import KafkaOutput
 from streams.schemas import SchemaRegistry
@@ -170,7 +171,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
         settings.kafka_ssl_key_password,
     ):
         register_secret(secret.reveal())
-    app = faust.App(settings.app_id, **faust_settings(settings))
+    app = App(settings.app_id, **faust_settings(settings))
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
     pipeline = Pipeline(

@@ -172,6 +172,13 @@ class Settings:
         "Every worker that keeps a log reads every attempt of the cluster; 0 turns the log "
         "off on this worker (delivery-only workers), and its log and stats API answer 503.",
     )
+    kafka_linger_ms: int = _env(
+        "STREAMS_KAFKA_LINGER_MS",
+        "2",
+        "How long the worker's Kafka producer waits to fill a batch (0-1000 ms). Longer means "
+        "fewer, larger produce requests (less broker and worker CPU per record) and that much "
+        "more latency on each hop through Kafka.",
+    )
     attempt_log_window_s: float = _env(
         "STREAMS_ATTEMPT_LOG_WINDOW",
         "7d",
@@ -350,6 +357,16 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = _non_negative_int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
 def _port(raw: str) -> int:
     value = _positive_int(raw)
     if value > 65535:
@@ -468,6 +485,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "disable_after_failures": _positive_int,
     "attempt_log_memory": _non_negative_int,
     "attempt_log_window_s": _duration,
+    "kafka_linger_ms": _int_between(0, 1000),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,

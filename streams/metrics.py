@@ -203,6 +203,7 @@ class Metrics:
         self.attempts: dict[tuple[str, str], int] = {}  # (tier, attempt bucket)
         self.durations: dict[str, FastHistogram] = {}  # status class
         self.latency = FastHistogram(LATENCY_BUCKETS)
+        self.waits: dict[str, FastHistogram] = {}  # stage
         self.registry.register(_ScrapeCollector(self))
 
     # -- the hot path ------------------------------------------------------------
@@ -224,6 +225,13 @@ class Metrics:
         hist.observe(attempt.duration_ms / 1000.0)
         if attempt.outcome == "delivered" and delivery.published_at > 0:
             self.latency.observe(max(0.0, time.time() - delivery.published_at))
+
+    def observe_wait(self, stage: str, record_timestamp_s: float) -> None:
+        """A stage's agent took a record written at ``record_timestamp_s`` (its Kafka timestamp)."""
+        hist = self.waits.get(stage)
+        if hist is None:
+            hist = self.waits[stage] = FastHistogram(LATENCY_BUCKETS)
+        hist.observe(max(0.0, time.time() - record_timestamp_s))
 
     # -- exposition ----------------------------------------------------------------
 
@@ -323,6 +331,12 @@ class _ScrapeCollector:
             "streams_publish_to_delivery_seconds",
             "From the event's Kafka timestamp to its successful delivery (retries included).",
         )
+        waits = HistogramMetricFamily(
+            "streams_stage_wait_seconds",
+            "From a record's Kafka timestamp until the stage's agent takes it: the stage's "
+            "consumer lag in time (fanout: events; deliver: first attempts).",
+            labels=["stage"],
+        )
         if with_values:
             for (outcome, cls), value in sorted(m.deliveries.items()):
                 deliveries.add_metric([outcome, cls], value)
@@ -331,10 +345,13 @@ class _ScrapeCollector:
             for cls, hist in sorted(m.durations.items()):
                 durations.add_metric([cls], hist.buckets(), hist.total)
             latency.add_metric([], m.latency.buckets(), m.latency.total)
+            for stage, hist in sorted(m.waits.items()):
+                waits.add_metric([stage], hist.buckets(), hist.total)
         yield deliveries
         yield attempts
         yield durations
         yield latency
+        yield waits
 
     def _offset_families(self, sampler: OffsetSampler | None) -> Iterator[Metric]:
         lag = GaugeMetricFamily(

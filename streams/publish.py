@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from streams.config import Settings
-from streams.errors import PublishError
+from streams.errors import KafkaUnavailableError, PublishError
 from streams.records import EventEnvelope
 from streams.schemas import SchemaRegistry
 from streams.topics import TopicNames, check_reachable
@@ -204,6 +204,29 @@ class EventPublisher:
         return [f.result() for f in futures]
 
     # -- lifecycle ------------------------------------------------------------
+
+    def connect(self, timeout_s: float = 10.0) -> None:
+        """Connect and learn the events topic's partitions now, not at the first publish.
+
+        librdkafka connects and fetches the topic's metadata lazily, so the first
+        publish waits for both: about half a second against a local broker
+        (``streams bench latency``, docs/benchmarks.md). A service that publishes
+        on a latency-sensitive path can pay that at start instead.
+        """
+        try:
+            metadata = self._producer.list_topics(self._topic, timeout=timeout_s)
+        except Exception as exc:  # KafkaException: no broker answered in time
+            raise KafkaUnavailableError(
+                f"no Kafka broker answered at {self._settings.kafka_bootstrap} within "
+                f"{timeout_s:g}s ({exc}): check STREAMS_KAFKA_BOOTSTRAP"
+            ) from exc
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise KafkaUnavailableError(
+                f"the events topic {self._topic} is not available "
+                f"({topic.error if topic is not None else 'not listed'}): "
+                "create the topics with `streams topics create`"
+            )
 
     def flush(self, timeout_s: float = 30.0) -> None:
         remaining = self._producer.flush(timeout_s)

@@ -42,6 +42,9 @@ def register_delivery(pipeline: Pipeline, engine: DeliveryEngine) -> None:
         acks = OrderedAcks(
             max_pending=MAX_PENDING, max_unacked=MAX_UNACKED, on_fatal=crash_handler(pipeline)
         )
+        metrics = pipeline.extras.get("metrics")
         async for event in stream.noack().events():
+            if metrics is not None:
+                metrics.observe_wait("deliver", event.message.timestamp)
             ticket = await acks.track(event)
             await engine.handle(event.value, event.message, ticket, acks)

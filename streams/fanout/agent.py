@@ -148,7 +148,10 @@ def register_fanout(pipeline: Pipeline) -> None:
         # Never join an event against a partial view of the subscriptions.
         await pipeline.ready()
         acks = OrderedAcks(max_pending=MAX_PENDING_EVENTS, on_fatal=stop_worker)
+        metrics = pipeline.extras.get("metrics")
         async for event in stream.noack().events():
+            if metrics is not None:
+                metrics.observe_wait("fanout", event.message.timestamp)
             ticket = await acks.track(event)
             futures = await fan_out_one(pipeline, event.key, event.value, event.message)
             acks.finish_when(ticket, asyncio.gather(*futures))

@@ -156,12 +156,16 @@ def test_metrics_stats_and_monitor_agree_with_the_receiver(
     assert total(got, "streams_http_request_duration_seconds_count") == 16
     assert total(got, "streams_publish_to_delivery_seconds_count") == 11
     assert total(got, "streams_fanout_deliveries_total") == 12
+    # Every record the two agents took, with its wait since it was written to Kafka.
+    assert total(got, "streams_stage_wait_seconds_count", stage="deliver") == 12
+    assert total(got, "streams_stage_wait_seconds_count", stage="fanout") >= 12
+    assert 0 < total(got, "streams_stage_wait_seconds_sum", stage="deliver") < 12 * 30
     assert total(got, "streams_fanout_events_total") >= 12  # + the delivery.exhausted ops event
     assert total(got, "streams_subscriptions", state="enabled") == 3
     assert total(got, "streams_requests_in_flight") == 0
     assert not any(
         set(dict(labels))
-        - {"outcome", "status_class", "tier", "attempt", "reason", "state"}
+        - {"outcome", "status_class", "tier", "attempt", "reason", "state", "stage"}
         - {"topic", "partition", "le"}
         for _, labels in got
     )

@@ -101,3 +101,27 @@ def test_a_send_to_a_missing_topic_is_raised_not_dropped(settings: Settings) -> 
     publisher = EventPublisher(settings, extra_config={"message.timeout.ms": 3000})
     with pytest.raises(PublishError, match="not confirmed"):
         publisher.publish("crawl.run.completed", "t", crawl(1))
+
+
+def test_connect_learns_the_topic_up_front_or_says_what_is_missing(settings: Settings) -> None:
+    from streams.errors import KafkaUnavailableError
+
+    with EventPublisher(settings) as publisher:
+        # No topics yet for this prefix: the error names the fix.
+        with pytest.raises(KafkaUnavailableError, match="streams topics create"):
+            publisher.connect(timeout_s=5)
+    create_topics(settings)
+    with EventPublisher(settings) as publisher:
+        publisher.connect(timeout_s=10)
+        assert publisher.publish("crawl.run.completed", "t", crawl(1)).offset >= 0
+
+
+def test_connect_to_a_silent_bootstrap_fails_within_its_timeout() -> None:
+    from streams.errors import KafkaUnavailableError
+
+    bad = Settings.from_env({"STREAMS_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    publisher = EventPublisher(bad, check_broker=False, extra_config={"message.timeout.ms": 1000})
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailableError, match="STREAMS_KAFKA_BOOTSTRAP"):
+        publisher.connect(timeout_s=1)
+    assert time.monotonic() - started < 5

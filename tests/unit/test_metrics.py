@@ -97,6 +97,21 @@ def test_a_delivery_without_a_publish_time_has_no_latency() -> None:
     assert m.registry.get_sample_value("streams_publish_to_delivery_seconds_count") == 0
 
 
+def test_stage_waits_are_per_stage_from_the_record_timestamp() -> None:
+    m = Metrics(SETTINGS)
+    now = time.time()
+    m.observe_wait("deliver", now - 0.03)
+    m.observe_wait("deliver", now - 2.0)
+    m.observe_wait("fanout", now + 5)  # a clock ahead of ours counts as no wait
+    get = m.registry.get_sample_value
+    assert get("streams_stage_wait_seconds_count", {"stage": "deliver"}) == 2
+    assert get("streams_stage_wait_seconds_bucket", {"stage": "deliver", "le": "0.025"}) == 0
+    assert get("streams_stage_wait_seconds_bucket", {"stage": "deliver", "le": "0.05"}) == 1
+    assert 2.0 < (get("streams_stage_wait_seconds_sum", {"stage": "deliver"}) or 0) < 10
+    assert get("streams_stage_wait_seconds_count", {"stage": "fanout"}) == 1
+    assert get("streams_stage_wait_seconds_sum", {"stage": "fanout"}) == 0
+
+
 class FakeReader:
     def __init__(self, offsets: list[PartitionOffsets] | Exception) -> None:
         self.offsets = offsets
@@ -209,6 +224,7 @@ def test_before_anything_is_recorded_a_scrape_still_describes_every_family() -> 
         "streams_attempts_total",
         "streams_http_request_duration_seconds_bucket",
         "streams_publish_to_delivery_seconds_bucket",
+        "streams_stage_wait_seconds_bucket",
         "streams_requests_in_flight",
         "streams_fanout_events_total",
         "streams_fanout_deliveries_total",
