@@ -174,7 +174,7 @@ class Settings:
     )
     kafka_linger_ms: int = _env(
         "STREAMS_KAFKA_LINGER_MS",
-        "2",
+        "8",
         "How long the worker's Kafka producer waits to fill a batch (0-1000 ms). Longer means "
         "fewer, larger produce requests (less broker and worker CPU per record) and that much "
         "more latency on each hop through Kafka.",

@@ -39,7 +39,7 @@ def test_before_start_there_is_no_fetcher_to_report(tmp_path: Path) -> None:
 
 
 def test_producer_linger_setting_is_bounded() -> None:
-    assert Settings.from_env({}).kafka_linger_ms == 2
+    assert Settings.from_env({}).kafka_linger_ms == 8
     assert Settings.from_env({"STREAMS_KAFKA_LINGER_MS": "0"}).kafka_linger_ms == 0
     for bad in ("-1", "1001", "2.5", "soon"):
         with pytest.raises(Exception, match="STREAMS_KAFKA_LINGER_MS"):
