@@ -54,11 +54,3 @@ class App(faust.App):
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
-
-
-def fetch_max_wait_ms(app: faust.App) -> int | None:
-    """The running consumer's fetch wait (for tests and diagnostics); None before start."""
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
-    fetcher = getattr(consumer, "_fetcher", None)
-    return getattr(fetcher, "_fetch_max_wait_ms", None)

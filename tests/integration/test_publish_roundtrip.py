@@ -106,10 +106,12 @@ def test_a_send_to_a_missing_topic_is_raised_not_dropped(settings: Settings) -> 
 def test_connect_learns_the_topic_up_front_or_says_what_is_missing(settings: Settings) -> None:
     from streams.errors import KafkaUnavailableError
 
-    with EventPublisher(settings) as publisher:
-        # No topics yet for this prefix: the error names the fix.
-        with pytest.raises(KafkaUnavailableError, match="streams topics create"):
-            publisher.connect(timeout_s=5)
+    # No topics yet for this prefix: the error names the fix.
+    with (
+        EventPublisher(settings) as publisher,
+        pytest.raises(KafkaUnavailableError, match="streams topics create"),
+    ):
+        publisher.connect(timeout_s=5)
     create_topics(settings)
     with EventPublisher(settings) as publisher:
         publisher.connect(timeout_s=10)

@@ -8,7 +8,7 @@ import pytest
 
 from streams.app import faust_settings
 from streams.config import Settings
-from streams.faust_consumer import FETCH_MAX_WAIT_MS, App, fetch_max_wait_ms
+from streams.faust_consumer import FETCH_MAX_WAIT_MS, App
 from streams.output import KafkaOutput
 
 
@@ -32,10 +32,6 @@ async def test_the_worker_consumer_is_built_with_the_short_fetch_wait(tmp_path: 
         assert consumer._enable_auto_commit is False
     finally:
         await consumer.stop()
-
-
-def test_before_start_there_is_no_fetcher_to_report(tmp_path: Path) -> None:
-    assert fetch_max_wait_ms(_app(tmp_path)) is None
 
 
 def test_producer_linger_setting_is_bounded() -> None:
