@@ -63,13 +63,13 @@ class OutputError(StreamsError):
 class KafkaOutput:
     """An idempotent confluent-kafka producer whose confirmations are asyncio futures."""
 
-    def __init__(self, settings: Settings, *, linger_ms: int | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         from confluent_kafka import Producer
 
         from streams.publish import producer_config
 
         config = producer_config(settings)
-        self.linger_ms = settings.kafka_linger_ms if linger_ms is None else linger_ms
+        self.linger_ms = settings.kafka_linger_ms
         config["linger.ms"] = self.linger_ms
         config["message.timeout.ms"] = DELIVERY_TIMEOUT_MS
         config["reconnect.backoff.max.ms"] = RECONNECT_BACKOFF_MAX_MS

@@ -30,7 +30,7 @@ from streams.config import Settings
 from streams.errors import KafkaUnavailableError, PublishError
 from streams.records import EventEnvelope
 from streams.schemas import SchemaRegistry
-from streams.topics import TopicNames, check_reachable
+from streams.topics import TopicNames, check_reachable, unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +216,7 @@ class EventPublisher:
         try:
             metadata = self._producer.list_topics(self._topic, timeout=timeout_s)
         except Exception as exc:  # KafkaException: no broker answered in time
-            raise KafkaUnavailableError(
-                f"no Kafka broker answered at {self._settings.kafka_bootstrap} within "
-                f"{timeout_s:g}s ({exc}): check STREAMS_KAFKA_BOOTSTRAP"
-            ) from exc
+            raise unreachable(self._settings, timeout_s, exc) from exc
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
             raise KafkaUnavailableError(

@@ -156,11 +156,16 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
     try:
         admin.list_topics(timeout=timeout_s)
     except Exception as exc:  # KafkaException: transport failure, timeout
-        raise KafkaUnavailableError(
-            f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout_s:g}s "
-            f"({exc}): start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP "
-            "(and STREAMS_KAFKA_SECURITY_PROTOCOL / STREAMS_KAFKA_SASL_* if it needs TLS or SASL)"
-        ) from exc
+        raise unreachable(settings, timeout_s, exc) from exc
+
+
+def unreachable(settings: Settings, timeout_s: float, exc: BaseException) -> KafkaUnavailableError:
+    """The error for a broker that did not answer, naming the settings to check."""
+    return KafkaUnavailableError(
+        f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout_s:g}s "
+        f"({exc}): start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP "
+        "(and STREAMS_KAFKA_SECURITY_PROTOCOL / STREAMS_KAFKA_SASL_* if it needs TLS or SASL)"
+    )
 
 
 def missing_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
