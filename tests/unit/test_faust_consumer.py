@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streams.app import faust_settings
 from streams.config import Settings
-from streams.faust_consumer import FETCH_MAX_WAIT_MS, App
+from streams.faust_consumer import FETCH_MAX_WAIT_MS, App, finish
 from streams.output import KafkaOutput
 
 
@@ -49,3 +51,136 @@ def test_the_worker_producer_uses_the_linger_setting() -> None:
         assert output.linger_ms == 25
     finally:
         output._producer.flush(0)
+
+
+# -- the drain loop's per-record wait_first -----------------------------------------------
+
+
+async def _consumer(tmp_path: Path) -> Any:
+    app = _app(tmp_path)
+    return app.consumer
+
+
+async def test_a_callback_that_does_not_wait_runs_inline_without_tasks(tmp_path: Path) -> None:
+    consumer = await _consumer(tmp_path)
+    seen: list[int] = []
+
+    async def callback(n: int) -> str:
+        seen.append(n)
+        return f"took {n}"
+
+    before = len(asyncio.all_tasks())
+    tasks_during: list[int] = []
+
+    async def probe() -> str:
+        tasks_during.append(len(asyncio.all_tasks()))
+        return "ok"
+
+    result = await consumer.wait_first(callback(7), consumer.suspend_flow.wait())
+    assert seen == [7]
+    assert result.results == ["took 7"]
+    assert not result.stopped
+    # No task was left behind (Faust's own path leaves three cancelled ones to unwind).
+    assert len(asyncio.all_tasks()) == before
+    await consumer.wait_first(probe(), consumer.suspend_flow.wait())
+    assert tasks_during == [before]  # ran inside this task, not a new one
+
+
+async def test_a_callback_that_waits_finishes_as_a_task(tmp_path: Path) -> None:
+    consumer = await _consumer(tmp_path)
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    queue.put_nowait(0)  # full: the callback has to wait for room
+    done: list[str] = []
+
+    async def callback() -> None:
+        await queue.put(1)
+        await asyncio.sleep(0)  # a bare yield on the way
+        done.append("put")
+
+    async def drain() -> None:
+        await asyncio.sleep(0.01)
+        assert queue.get_nowait() == 0
+
+    drainer = asyncio.ensure_future(drain())
+    result = await asyncio.wait_for(
+        consumer.wait_first(callback(), consumer.suspend_flow.wait()), 5
+    )
+    await drainer
+    assert done == ["put"]
+    assert not result.stopped
+    assert queue.get_nowait() == 1
+
+
+async def test_suspend_flow_interrupts_a_waiting_callback_as_in_faust(tmp_path: Path) -> None:
+    consumer = await _consumer(tmp_path)
+    cancelled: list[bool] = []
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def callback() -> None:
+        try:
+            await never
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def rebalance() -> None:
+        await asyncio.sleep(0.01)
+        consumer.suspend_flow.set()
+
+    setter = asyncio.ensure_future(rebalance())
+    result = await asyncio.wait_for(
+        consumer.wait_first(callback(), consumer.suspend_flow.wait()), 5
+    )
+    await setter
+    await asyncio.sleep(0)  # let the cancelled callback unwind
+    assert cancelled == [True]
+    assert never.cancelled()
+    assert not result.stopped
+    consumer.suspend_flow.clear()
+
+
+async def test_errors_of_the_callback_propagate_inline_and_after_waiting(tmp_path: Path) -> None:
+    consumer = await _consumer(tmp_path)
+
+    async def fails_at_once() -> None:
+        raise ValueError("bad record")
+
+    async def fails_later() -> None:
+        await asyncio.sleep(0.001)
+        raise KeyError("later")
+
+    with pytest.raises(ValueError, match="bad record"):
+        await consumer.wait_first(fails_at_once(), consumer.suspend_flow.wait())
+    with pytest.raises(KeyError, match="later"):
+        await consumer.wait_first(fails_later(), consumer.suspend_flow.wait())
+
+
+async def test_a_suspended_flow_takes_faust_s_own_path(tmp_path: Path) -> None:
+    consumer = await _consumer(tmp_path)
+    consumer.suspend_flow.set()
+    ran: list[bool] = []
+
+    async def callback() -> None:
+        ran.append(True)
+
+    result = await consumer.wait_first(callback(), consumer.suspend_flow.wait())
+    # Faust's race: the event was already set, so it may win; nothing was run inline
+    # before Faust decided.
+    assert result.done
+    consumer.suspend_flow.clear()
+
+
+async def test_finish_raises_for_a_coroutine_yielding_a_non_future() -> None:
+    import types
+
+    @types.coroutine
+    def odd() -> Any:
+        yield "not a future"
+
+    async def coro() -> None:
+        await odd()
+
+    c = coro()
+    first = c.send(None)
+    with pytest.raises(RuntimeError, match="not a future"):
+        await finish(c, first)
