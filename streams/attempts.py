@@ -12,14 +12,23 @@ attempts (``STREAMS_ATTEMPT_LOG_MEMORY``, read from the last
 
 The topic itself keeps ``STREAMS_LOG_RETENTION`` (30 days by default);
 the memory window only bounds what the API answers from without a scan.
+
+The window holds each attempt as a plain tuple of its fields (strings,
+numbers, None), not as an :class:`~streams.records.Attempt`. CPython's
+garbage collector stops tracking such tuples after their first collection,
+so a full collection no longer walks the window: with 200,000 attempts held
+as objects, each full collection of a worker took 150-180 ms of CPU (a
+delivery pause), and the collector ~12% of the worker (docs/benchmarks.md,
+"The garbage collector"). Readers get :class:`Attempt` objects back.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 from streams.errors import DecodeError, UnavailableError
@@ -64,13 +73,26 @@ class DeliveryQuery:
         return True
 
 
+#: An attempt as the window keeps it: its fields in declaration order.
+Row = tuple[Any, ...]
+_FIELDS = tuple(f.name for f in fields(Attempt))
+_as_row = operator.attrgetter(*_FIELDS)
+_DELIVERY_ID, _ATTEMPT, _AT = (_FIELDS.index(n) for n in ("delivery_id", "attempt", "at"))
+
+
+def materialize(rows: Iterable[Row]) -> list[Attempt]:
+    """The :class:`Attempt` of each row (call it off the event loop for a whole window)."""
+    return [Attempt(*row) for row in rows]
+
+
 class AttemptLog:
     """The most recent attempts, by delivery; bounded by ``capacity`` attempts."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._order: deque[Attempt] = deque()
-        self._by_delivery: dict[str, list[Attempt]] = {}
+        # Oldest first; and by delivery id, each delivery's rows in arrival order.
+        self._order: deque[Row] = deque()
+        self._by_delivery: dict[str, tuple[Row, ...]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -99,32 +121,47 @@ class AttemptLog:
         self.add(attempt)
 
     def add(self, attempt: Attempt) -> None:
-        self._order.append(attempt)
-        self._by_delivery.setdefault(attempt.delivery_id, []).append(attempt)
+        row: Row = _as_row(attempt)
+        self._order.append(row)
+        by_delivery = self._by_delivery
+        key = attempt.delivery_id
+        before = by_delivery.get(key)
+        by_delivery[key] = (row,) if before is None else (*before, row)
         while len(self._order) > self.capacity:
             old = self._order.popleft()
-            rest = self._by_delivery.get(old.delivery_id)
+            gone = old[_DELIVERY_ID]
+            rest = by_delivery.get(gone)
+            if rest is None:
+                continue
+            # Rows leave in arrival order, so the oldest of a delivery is its first.
+            rest = rest[1:] if rest[0] is old else tuple(r for r in rest if r is not old)
             if rest:
-                rest.remove(old)
-                if not rest:
-                    del self._by_delivery[old.delivery_id]
+                by_delivery[gone] = rest
+            else:
+                del by_delivery[gone]
 
-    def snapshot(self) -> list[Attempt]:
-        """Every attempt in memory, oldest first (a copy: safe to read in another thread)."""
+    def rows(self) -> list[Row]:
+        """Every attempt in memory as a row, oldest first (a copy: safe to read in a thread)."""
         return list(self._order)
 
+    def snapshot(self) -> list[Attempt]:
+        """Every attempt in memory, oldest first."""
+        return materialize(self._order)
+
     def attempts(self, delivery_id: str) -> list[Attempt]:
-        return sorted(self._by_delivery.get(delivery_id, []), key=lambda a: (a.attempt, a.at))
+        """A delivery's attempts in memory, by attempt number."""
+        return materialize(sorted(self._by_delivery.get(delivery_id, ()), key=_attempt_order))
 
     def deliveries(self, query: DeliveryQuery) -> Iterator[dict[str, Any]]:
         """Deliveries whose latest attempt matches ``query``, newest first."""
         seen: set[str] = set()
         count = 0
-        for attempt in reversed(self._order):
-            if attempt.delivery_id in seen:
+        for row in reversed(self._order):
+            delivery_id = row[_DELIVERY_ID]
+            if delivery_id in seen:
                 continue
-            seen.add(attempt.delivery_id)
-            history = self.attempts(attempt.delivery_id)
+            seen.add(delivery_id)
+            history = self.attempts(delivery_id)
             last = history[-1]
             if not query.matches(last):
                 continue
@@ -132,6 +169,10 @@ class AttemptLog:
             count += 1
             if count >= query.limit:
                 return
+
+
+def _attempt_order(row: Row) -> tuple[Any, Any]:
+    return row[_ATTEMPT], row[_AT]
 
 
 def attempt_view(a: Attempt) -> dict[str, Any]:

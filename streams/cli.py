@@ -450,6 +450,7 @@ def worker_cmd() -> None:
     import uvloop
     from faust import Worker
 
+    from streams import gc_tuning
     from streams.app import build_app
     from streams.errors import ConfigError
     from streams.topics import missing_topics
@@ -465,6 +466,9 @@ def worker_cmd() -> None:
             "with the same STREAMS_TOPIC_PREFIX and STREAMS_RETRY_SCHEDULE"
         )
     pipeline = build_app(settings)
+    # Fewer, shorter collector pauses (streams.gc_tuning); after the app is built.
+    gc_tuning.tune()
+    pipeline.app.service(gc_tuning.SettleWhenReady(pipeline.ready))  # type: ignore[arg-type]
     if settings.development and not settings.admin_token.reveal():
         from streams.api.auth import resolve_admin_token
 

@@ -22,6 +22,9 @@ on the event loop's thread, no locks; turned into metric families at scrape):
 ``streams_publish_to_delivery_seconds``
     from the event's Kafka timestamp to its successful delivery (histogram;
     retries included, so its upper buckets reach a day and more).
+``streams_gc_pause_seconds{generation}``
+    each collection of Python's cyclic garbage collector, by generation
+    (``0``-``2``): the event loop waits meanwhile (:mod:`streams.gc_tuning`).
 
 Read when Prometheus scrapes (no cost in between):
 
@@ -79,6 +82,7 @@ from prometheus_client.exposition import generate_latest
 
 from streams.config import Settings
 from streams.delivery.outcome import status_class
+from streams.gc_tuning import PauseRecorder
 from streams.offsets import OffsetReader, PartitionOffsets, consumer_groups, stages
 from streams.retry.schedule import format_duration
 from streams.topics import TopicNames, retry_tiers
@@ -93,6 +97,7 @@ log = logging.getLogger(__name__)
 #: Seconds between two samples of the consumer groups' offsets.
 SAMPLE_INTERVAL_S = 5.0
 ATTEMPT_BUCKETS = ("1", "2", "3", "4-5", "6+")
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 LATENCY_BUCKETS = (
     0.01,
@@ -204,6 +209,8 @@ class Metrics:
         self.durations: dict[str, FastHistogram] = {}  # status class
         self.latency = FastHistogram(LATENCY_BUCKETS)
         self.waits: dict[str, FastHistogram] = {}  # stage
+        self.gc_pauses = tuple(FastHistogram(GC_BUCKETS) for _ in range(3))  # by generation
+        self.gc_recorder = PauseRecorder(self.observe_gc)
         self.registry.register(_ScrapeCollector(self))
 
     # -- the hot path ------------------------------------------------------------
@@ -232,6 +239,11 @@ class Metrics:
         if hist is None:
             hist = self.waits[stage] = FastHistogram(LATENCY_BUCKETS)
         hist.observe(max(0.0, time.time() - record_timestamp_s))
+
+    def observe_gc(self, generation: int, seconds: float) -> None:
+        """One collection of ``generation`` took ``seconds`` (from :class:`PauseRecorder`)."""
+        if 0 <= generation < len(self.gc_pauses):
+            self.gc_pauses[generation].observe(seconds)
 
     # -- exposition ----------------------------------------------------------------
 
@@ -337,6 +349,12 @@ class _ScrapeCollector:
             "consumer lag in time (fanout: events; deliver: first attempts).",
             labels=["stage"],
         )
+        gc_pauses = HistogramMetricFamily(
+            "streams_gc_pause_seconds",
+            "Collections of Python's cyclic garbage collector by generation; the worker "
+            "does nothing else meanwhile.",
+            labels=["generation"],
+        )
         if with_values:
             for (outcome, cls), value in sorted(m.deliveries.items()):
                 deliveries.add_metric([outcome, cls], value)
@@ -347,11 +365,14 @@ class _ScrapeCollector:
             latency.add_metric([], m.latency.buckets(), m.latency.total)
             for stage, hist in sorted(m.waits.items()):
                 waits.add_metric([stage], hist.buckets(), hist.total)
+            for generation, hist in enumerate(m.gc_pauses):
+                gc_pauses.add_metric([str(generation)], hist.buckets(), hist.total)
         yield deliveries
         yield attempts
         yield durations
         yield latency
         yield waits
+        yield gc_pauses
 
     def _offset_families(self, sampler: OffsetSampler | None) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
@@ -456,18 +477,22 @@ class OffsetSampler:
             self._thread = None
 
 
-class _SamplerService(mode.Service):
-    """Starts the offsets sampler with the app and stops it with it."""
+class _MetricsService(mode.Service):
+    """Starts the offsets sampler and the GC pause recorder with the app, stops them with it."""
 
-    def __init__(self, sampler: OffsetSampler) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         super().__init__()
-        self.sampler = sampler
+        self.metrics = metrics
 
     async def on_start(self) -> None:
-        self.sampler.start()
+        self.metrics.gc_recorder.install()
+        if self.metrics.sampler is not None:
+            self.metrics.sampler.start()
 
     async def on_stop(self) -> None:
-        await asyncio.to_thread(self.sampler.stop)
+        self.metrics.gc_recorder.remove()
+        if self.metrics.sampler is not None:
+            await asyncio.to_thread(self.metrics.sampler.stop)
 
 
 def register_metrics(pipeline: Pipeline, engine: DeliveryEngine) -> Metrics | None:
@@ -496,5 +521,5 @@ def register_metrics(pipeline: Pipeline, engine: DeliveryEngine) -> Metrics | No
         )
 
     web_app.router.add_get("/metrics", serve)
-    pipeline.app.service(_SamplerService(metrics.sampler))  # type: ignore[arg-type]
+    pipeline.app.service(_MetricsService(metrics))  # type: ignore[arg-type]
     return metrics

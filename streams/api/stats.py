@@ -36,6 +36,7 @@ from aiohttp import web
 
 from streams.api.auth import scope, visible
 from streams.api.http import json_response, principal
+from streams.attempts import materialize
 from streams.delivery.outcome import status_class
 from streams.errors import InvalidRequestError, NotFoundError
 from streams.records import Attempt
@@ -187,16 +188,16 @@ class StatsRoutes:
         tenant = scope(principal(request), request.query.get("tenant_id"))
         limit = _parse_limit(request.query.get("limit"))
         self.log.require()
-        snapshot = self.log.snapshot()
+        rows = self.log.rows()
         now = time.time()
-        view = await asyncio.to_thread(
-            overall,
-            snapshot,
-            tenant_id=tenant,
-            now=now,
-            limit=limit,
-            capacity=self.log.capacity,
-        )
+        capacity = self.log.capacity
+
+        def compute() -> dict[str, Any]:
+            return overall(
+                materialize(rows), tenant_id=tenant, now=now, limit=limit, capacity=capacity
+            )
+
+        view = await asyncio.to_thread(compute)
         for row in view["failing"]:
             sub = self.p.subscriptions.get(row["subscription_id"])
             state = self._health(row["subscription_id"])
@@ -211,12 +212,16 @@ class StatsRoutes:
         if sub is None or not visible(principal(request), sub.tenant_id):
             raise NotFoundError(f"no subscription {sub_id}")
         self.log.require()
-        snapshot = self.log.snapshot()
+        rows = self.log.rows()
         now = time.time()
+        capacity = self.log.capacity
 
-        def compute() -> dict[str, Any]:
+        def compute() -> tuple[dict[str, Any], dict[str, Any]]:
+            snapshot = materialize(rows)
             mine = [a for a in snapshot if a.subscription_id == sub_id]
-            return windows(mine, now=now)
+            return windows(mine, now=now), _log_view(snapshot, capacity)
+
+        counts, log_view = await asyncio.to_thread(compute)
 
         state = self._health(sub_id)
         return json_response(
@@ -229,7 +234,7 @@ class StatsRoutes:
                 "failing_since": state.failing_since if state is not None else None,
                 "last_error": state.last_error if state is not None else None,
                 "now": now,
-                "windows": await asyncio.to_thread(compute),
-                "attempt_log": _log_view(snapshot, self.log.capacity),
+                "windows": counts,
+                "attempt_log": log_view,
             }
         )

@@ -163,9 +163,11 @@ def test_metrics_stats_and_monitor_agree_with_the_receiver(
     assert total(got, "streams_fanout_events_total") >= 12  # + the delivery.exhausted ops event
     assert total(got, "streams_subscriptions", state="enabled") == 3
     assert total(got, "streams_requests_in_flight") == 0
+    # The collector ran while the worker delivered; each collection is timed.
+    assert total(got, "streams_gc_pause_seconds_count", generation="0") > 0
     assert not any(
         set(dict(labels))
-        - {"outcome", "status_class", "tier", "attempt", "reason", "state", "stage"}
+        - {"outcome", "status_class", "tier", "attempt", "reason", "state", "stage", "generation"}
         - {"topic", "partition", "le"}
         for _, labels in got
     )

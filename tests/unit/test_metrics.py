@@ -17,6 +17,7 @@ from streams.records import Attempt, Delivery
 SETTINGS = Settings.from_env({"STREAMS_TOPIC_PREFIX": "p.", "STREAMS_RETRY_SCHEDULE": "5s,5m"})
 #: Every label a metric may carry: none names an event, delivery, subscription, tenant or URL.
 BOUNDED_LABELS = {
+    "generation",
     "outcome",
     "status_class",
     "tier",
@@ -95,6 +96,20 @@ def test_a_delivery_without_a_publish_time_has_no_latency() -> None:
     m = Metrics(SETTINGS)
     m.observe(delivery(published_at=0.0), attempt("delivered", 200))
     assert m.registry.get_sample_value("streams_publish_to_delivery_seconds_count") == 0
+
+
+def test_gc_pauses_are_exported_by_generation() -> None:
+    m = Metrics(SETTINGS)
+    m.observe_gc(0, 0.0004)
+    m.observe_gc(2, 0.150)
+    m.observe_gc(7, 1.0)  # not a CPython generation: ignored
+    get = m.registry.get_sample_value
+    assert get("streams_gc_pause_seconds_count", {"generation": "0"}) == 1
+    assert get("streams_gc_pause_seconds_bucket", {"generation": "0", "le": "0.0005"}) == 1
+    assert get("streams_gc_pause_seconds_count", {"generation": "1"}) == 0
+    assert get("streams_gc_pause_seconds_bucket", {"generation": "2", "le": "0.1"}) == 0
+    assert get("streams_gc_pause_seconds_bucket", {"generation": "2", "le": "0.25"}) == 1
+    assert get("streams_gc_pause_seconds_sum", {"generation": "2"}) == 0.150
 
 
 def test_stage_waits_are_per_stage_from_the_record_timestamp() -> None:
@@ -225,6 +240,7 @@ def test_before_anything_is_recorded_a_scrape_still_describes_every_family() -> 
         "streams_http_request_duration_seconds_bucket",
         "streams_publish_to_delivery_seconds_bucket",
         "streams_stage_wait_seconds_bucket",
+        "streams_gc_pause_seconds_bucket",
         "streams_requests_in_flight",
         "streams_fanout_events_total",
         "streams_fanout_deliveries_total",
