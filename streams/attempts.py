@@ -114,17 +114,20 @@ class AttemptLog:
         if raw is None:
             return
         try:
-            attempt = Attempt.from_bytes(raw)
+            # Straight to the row: building an Attempt only to take it apart costs 2x.
+            row = Attempt.row_from_bytes(raw)
         except DecodeError as exc:
             log.error("undecodable attempt record skipped: %s", exc)
             return
-        self.add(attempt)
+        self._add_row(row)
 
     def add(self, attempt: Attempt) -> None:
-        row: Row = _as_row(attempt)
+        self._add_row(_as_row(attempt))
+
+    def _add_row(self, row: Row) -> None:
         self._order.append(row)
         by_delivery = self._by_delivery
-        key = attempt.delivery_id
+        key = row[_DELIVERY_ID]
         before = by_delivery.get(key)
         by_delivery[key] = (row,) if before is None else (*before, row)
         while len(self._order) > self.capacity:

@@ -72,6 +72,28 @@ def _fields(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
     return known
 
 
+_NO_DEFAULT: Any = object()
+_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _defaults(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(name, default) of each field in declaration order; ``_NO_DEFAULT`` when required."""
+    known = _DEFAULTS.get(cls)
+    if known is None:
+        known = _DEFAULTS[cls] = tuple(
+            (
+                f.name,
+                f.default
+                if f.default is not dataclasses.MISSING
+                else f.default_factory()
+                if f.default_factory is not dataclasses.MISSING
+                else _NO_DEFAULT,
+            )
+            for f in dataclasses.fields(cls)
+        )
+    return known
+
+
 class Record:
     """Shared encode/decode for the dataclass records below.
 
@@ -93,6 +115,33 @@ class Record:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], raw: bytes = b"") -> Self:
+        cls._check(obj, raw)
+        names = _fields(cls)[1]
+        try:
+            return cls(**{k: v for k, v in obj.items() if k in names})
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"{cls._kind}: {exc}", raw) from None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Self:
+        return cls.from_dict(_loads(raw, cls._kind), raw)
+
+    @classmethod
+    def row_from_bytes(cls, raw: bytes) -> tuple[Any, ...]:
+        """The record's field values in declaration order, checked as :meth:`from_bytes`
+        checks them, without building the object (``cls(*row)`` builds it later)."""
+        obj = _loads(raw, cls._kind)
+        cls._check(obj, raw)
+        row = []
+        for name, default in _defaults(cls):
+            value = obj.get(name, default)
+            if value is _NO_DEFAULT:
+                raise DecodeError(f"{cls._kind}: missing field `{name}`", raw)
+            row.append(value)
+        return tuple(row)
+
+    @classmethod
+    def _check(cls, obj: dict[str, Any], raw: bytes) -> None:
         for name, type_name in cls._required.items():
             value = obj.get(name)
             ok = _JSON_TYPES[type_name]
@@ -105,15 +154,6 @@ class Record:
                 raise DecodeError(
                     f"{cls._kind}: field `{name}` must be {type_name}, got {got}", raw
                 )
-        names = _fields(cls)[1]
-        try:
-            return cls(**{k: v for k, v in obj.items() if k in names})
-        except (TypeError, ValueError) as exc:
-            raise DecodeError(f"{cls._kind}: {exc}", raw) from None
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Self:
-        return cls.from_dict(_loads(raw, cls._kind), raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,3 +95,15 @@ def test_the_window_is_invisible_to_the_garbage_collector() -> None:
     assert len(rows) == 1_000
     assert not any(gc.is_tracked(row) for row in rows)
     assert not any(gc.is_tracked(history) for history in log._by_delivery.values())
+
+
+def test_records_from_the_topic_are_kept_and_undecodable_ones_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = AttemptLog(10)
+    log.apply("d1", attempt("d1").to_bytes())
+    log.apply("d2", b'{"delivery_id": "d2"}')  # not an attempt: skipped, logged
+    log.apply("d3", None)  # a tombstone: nothing to keep
+    assert log.attempts("d1") == [attempt("d1")]
+    assert len(log) == 1
+    assert "undecodable attempt record skipped" in caplog.text

@@ -144,3 +144,52 @@ def test_a_boolean_is_not_accepted_where_a_number_is_required() -> None:
 
     with pytest.raises(DecodeError, match="`attempt` must be int"):
         Delivery.from_bytes(orjson.dumps(bad))
+
+
+ATTEMPT = Attempt(
+    delivery_id="dlv_1",
+    event_id="evt_1",
+    event_type="prospect.added",
+    tenant_id="t_1",
+    subscription_id="sub_1",
+    attempt=2,
+    at=1_800_000_000.5,
+    duration_ms=12.5,
+    outcome="retry",
+    status=503,
+    error="HTTP 503",
+)
+
+
+def test_a_row_holds_the_fields_in_order_and_builds_the_same_record() -> None:
+    import orjson
+
+    row = Attempt.row_from_bytes(ATTEMPT.to_bytes())
+    assert row[:3] == ("dlv_1", "evt_1", "prospect.added")
+    assert Attempt(*row) == ATTEMPT
+    # Absent optional fields take their defaults; unknown keys are ignored.
+    data = {k: v for k, v in ATTEMPT.to_dict().items() if k not in ("sent", "replay_id")}
+    row = Attempt.row_from_bytes(orjson.dumps(data | {"later_field": 1}))
+    assert Attempt(*row) == ATTEMPT
+    assert row[-1] is True  # sent
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"attempt": "2"}, "`attempt` must be int"),
+        ({"at": None}, "`at` must be float, got missing"),
+        ({"event_type": None}, "missing field `event_type`"),  # required by the dataclass only
+    ],
+)
+def test_a_row_is_refused_where_the_record_would_be(
+    change: dict[str, object], message: str
+) -> None:
+    import orjson
+
+    data = {k: v for k, v in (ATTEMPT.to_dict() | change).items() if v is not None}
+    raw = orjson.dumps(data)
+    with pytest.raises(DecodeError, match=message):
+        Attempt.row_from_bytes(raw)
+    with pytest.raises(DecodeError):
+        Attempt.from_bytes(raw)
