@@ -276,6 +276,28 @@ class Stack:
         for w in self.workers:
             w.stop()
 
+    def metric_totals(self, *names: str) -> dict[str, float]:
+        """Each named sample of ``/metrics`` summed over the running workers and all labels.
+
+        A worker that does not answer counts as nothing (its counters are lost with it)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        totals = dict.fromkeys(names, 0.0)
+        for w in self.workers:
+            try:
+                text = httpx.get(
+                    w.base_url + "/metrics",
+                    headers={"Authorization": f"Bearer {self.bench.admin_token}"},
+                    timeout=10,
+                ).text
+            except httpx.HTTPError:
+                continue
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name in totals:
+                        totals[sample.name] += sample.value
+        return totals
+
     def supervise(self) -> None:
         """Restart workers that exited on their own (e.g. while the broker was down)."""
         for w in self.workers:

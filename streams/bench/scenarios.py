@@ -713,6 +713,17 @@ def slow(bench: Bench) -> Outcome:
     return out
 
 
+#: Worker counters the noisy scenario reports per run: sample name -> column title.
+NOISY_WORK = {
+    "streams_deliveries_total": "attempts",
+    "streams_breaker_skipped_total": "skipped by the breaker",
+    "streams_deliveries_deferred_total": "deferred (lane full)",
+    "streams_dead_letters_total": "dead letters",
+    "streams_fanout_events_total": "events read by the fan-out (with ops events)",
+    "streams_http_request_duration_seconds_count": "HTTP requests",
+}
+
+
 def noisy(bench: Bench) -> Outcome:
     p = bench.params
     out = Outcome()
@@ -722,6 +733,7 @@ def noisy(bench: Bench) -> Outcome:
     bench.receivers.configure("noisy.dead", secret=bench.secret, mode="hang")
     per = max(1, p.subscriptions // p.tenants)
     rows = []
+    work_rows: list[list[Any]] = []
     rates: dict[str, float | None] = {}
     all_ok = True
     for phase in ("without", "with"):
@@ -742,6 +754,8 @@ def noisy(bench: Bench) -> Outcome:
         steady = run.metrics["deliveries_per_s_steady"]
         rates[phase] = steady
         dead_requests = run.watch.ledger.other_by_endpoint.get("noisy.dead", 0)
+        work = stack.metric_totals(*NOISY_WORK)
+        work_rows.append([phase, *(int(work[name]) for name in NOISY_WORK)])
         rows.append(
             [
                 phase,
@@ -771,6 +785,13 @@ def noisy(bench: Bench) -> Outcome:
                 "lost",
             ],
             "rows": rows,
+        }
+    )
+    out.tables.append(
+        {
+            "title": "What the workers did in each run (their /metrics, summed, warm-up included)",
+            "columns": ["run", *NOISY_WORK.values()],
+            "rows": work_rows,
         }
     )
     base, noisy_rate = rates.get("without"), rates.get("with")
