@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from streams.delivery import lanes
 from streams.delivery.lanes import Dispatcher, TokenBucket, queue_limit
 
 Job = Callable[[], Awaitable[None]]
@@ -318,3 +319,59 @@ async def test_a_lane_whose_rate_changes_while_it_waits_for_a_token_is_still_dro
     await _settle(dispatcher)
     assert ran == 7
     assert dispatcher.lanes == {}
+
+
+@pytest.mark.parametrize(
+    ("max_in_flight", "service_s", "rate", "expected"),
+    [
+        (16, None, None, 32),  # nothing known yet: twice the in-flight limit
+        (1, None, None, 8),  # and at least 8
+        (16, 0.005, None, 1024),  # 3,200/s: capped at QUEUE_MAX
+        (16, 0.05, None, 320),  # 320/s: a second of work
+        (16, 0.2, None, 80),  # an endpoint answering after 200 ms
+        (16, 10.0, None, 32),  # hanging until the timeout: the floor
+        (16, 0.005, 50.0, 50),  # the rate limit drains slower than the endpoint
+        (16, 0.0, None, 1024),  # a zero duration does not divide by zero
+    ],
+)
+def test_a_lane_queues_about_a_second_of_its_endpoints_work(
+    max_in_flight: int, service_s: float | None, rate: float | None, expected: int
+) -> None:
+    assert lanes.QUEUE_SECONDS == 1.0
+    assert lanes.QUEUE_MAX == 1024
+    assert queue_limit(max_in_flight, service_s, rate) == expected
+
+
+async def test_a_fast_endpoints_lane_takes_a_burst_and_a_slow_ones_does_not() -> None:
+    now = [0.0]
+    dispatcher = Dispatcher(_run, on_error=Errors(), clock=lambda: now[0])
+
+    async def quick() -> None:
+        now[0] += 0.001  # each job takes 1 ms of the fake clock
+
+    for _ in range(5):
+        assert dispatcher.submit("fast", quick, max_in_flight=4, rate=None)
+        await _settle(dispatcher)
+    assert dispatcher.service_s["fast"] == pytest.approx(0.001)
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    # 4 in flight; the queue takes up to 4 / 1 ms = 4,000/s -> QUEUE_MAX.
+    accepted = sum(dispatcher.submit("fast", held, max_in_flight=4, rate=None) for _ in range(2000))
+    assert accepted == 4 + lanes.QUEUE_MAX
+    await asyncio.sleep(0)  # the four start
+    # The jobs in flight have now run for 2 s of the clock: the endpoint slowed
+    # down, so the cap falls to the floor before any of them finished.
+    now[0] += 2.0
+    lane = dispatcher.lanes["fast"]
+    lane.queue.clear()
+    for _ in range(8):
+        assert dispatcher.submit("fast", held, max_in_flight=4, rate=None)
+    assert not dispatcher.submit("fast", held, max_in_flight=4, rate=None)
+    lane.queue.clear()
+    gate.set()
+    await _settle(dispatcher)
+    # The slow jobs pulled the mean up: 1 ms + 0.2 x (2 s - 1 ms) for the first.
+    assert dispatcher.service_s["fast"] > 0.3
