@@ -312,6 +312,31 @@ def _with_profile(bench: Bench, stack: Stack, fn: Callable[[], LoadRun], out: Ou
 # -- throughput, scale, fanout ---------------------------------------------------------------
 
 
+#: Worker counters some scenarios report per run: sample name -> column title.
+WORKER_COUNTERS = {
+    "streams_deliveries_total": "attempts",
+    "streams_breaker_skipped_total": "skipped by the breaker",
+    "streams_deliveries_deferred_total": "deferred (lane full)",
+    "streams_dead_letters_total": "dead letters",
+    "streams_fanout_events_total": "events read by the fan-out (with ops events)",
+    "streams_http_request_duration_seconds_count": "HTTP requests",
+}
+
+
+def worker_counters(stack: Stack, label: str) -> list[Any]:
+    """One table row: :data:`WORKER_COUNTERS` summed over the stack's running workers."""
+    totals = stack.metric_totals(*WORKER_COUNTERS)
+    return [label, *(int(totals[name]) for name in WORKER_COUNTERS)]
+
+
+def counters_table(rows: list[list[Any]]) -> dict[str, Any]:
+    return {
+        "title": "What the workers did (their /metrics, summed over workers, warm-up included)",
+        "columns": ["run", *WORKER_COUNTERS.values()],
+        "rows": rows,
+    }
+
+
 def throughput(bench: Bench) -> Outcome:
     p = bench.params
     out = Outcome()
@@ -319,6 +344,7 @@ def throughput(bench: Bench) -> Outcome:
     tenants = sorted(stack.by_tenant)
     plan = event_plan(p.events, tenants, "e")
     run = _with_profile(bench, stack, lambda: run_load(bench, stack, plan), out)
+    out.tables.append(counters_table([worker_counters(stack, "main")]))
     out.metrics.update(run.metrics)
     out.metrics["latency_ms (publish to receipt, backlog included)"] = summary(
         run.latencies, scale=1000
@@ -713,17 +739,6 @@ def slow(bench: Bench) -> Outcome:
     return out
 
 
-#: Worker counters the noisy scenario reports per run: sample name -> column title.
-NOISY_WORK = {
-    "streams_deliveries_total": "attempts",
-    "streams_breaker_skipped_total": "skipped by the breaker",
-    "streams_deliveries_deferred_total": "deferred (lane full)",
-    "streams_dead_letters_total": "dead letters",
-    "streams_fanout_events_total": "events read by the fan-out (with ops events)",
-    "streams_http_request_duration_seconds_count": "HTTP requests",
-}
-
-
 def noisy(bench: Bench) -> Outcome:
     p = bench.params
     out = Outcome()
@@ -754,8 +769,7 @@ def noisy(bench: Bench) -> Outcome:
         steady = run.metrics["deliveries_per_s_steady"]
         rates[phase] = steady
         dead_requests = run.watch.ledger.other_by_endpoint.get("noisy.dead", 0)
-        work = stack.metric_totals(*NOISY_WORK)
-        work_rows.append([phase, *(int(work[name]) for name in NOISY_WORK)])
+        work_rows.append(worker_counters(stack, phase))
         rows.append(
             [
                 phase,
@@ -787,13 +801,7 @@ def noisy(bench: Bench) -> Outcome:
             "rows": rows,
         }
     )
-    out.tables.append(
-        {
-            "title": "What the workers did in each run (their /metrics, summed, warm-up included)",
-            "columns": ["run", *NOISY_WORK.values()],
-            "rows": work_rows,
-        }
-    )
+    out.tables.append(counters_table(work_rows))
     base, noisy_rate = rates.get("without"), rates.get("with")
     ratio = round(noisy_rate / base, 3) if base and noisy_rate else None
     out.metrics["healthy_throughput_ratio (with / without)"] = ratio
