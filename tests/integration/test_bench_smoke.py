@@ -52,6 +52,12 @@ def test_throughput_smoke_delivers_every_pair_and_publishes_its_results(
     assert checks["lost_pairs"] == 0
     assert checks["invalid_signatures"] == checks["webhook_id_mismatches"] == 0
     assert results["metrics"]["deliveries_per_s_steady"] > 0
+    # The workers' own counters, read from their /metrics before they stopped.
+    (work,) = [t for t in results["tables"] if t["title"].startswith("What the workers did")]
+    row = dict(zip(work["columns"], work["rows"][0], strict=True))
+    assert row["attempts"] >= checks["expected_pairs"]  # + the warm-up's
+    assert row["HTTP requests"] == row["attempts"]
+    assert row["skipped by the breaker"] == row["dead letters"] == 0
     assert results["ceiling"]["rps"] > 0
     assert results["machine"]["cores"] >= 1
     saved = orjson.loads((tmp_path / "results" / "throughput.json").read_bytes())
