@@ -16,9 +16,9 @@ the memory window only bounds what the API answers from without a scan.
 The window holds each attempt as a plain tuple of its fields (strings,
 numbers, None), not as an :class:`~streams.records.Attempt`. CPython's
 garbage collector stops tracking such tuples after their first collection,
-so a full collection no longer walks the window: with 200,000 attempts held
-as objects, each full collection of a worker took 150-180 ms of CPU (a
-delivery pause), and the collector ~12% of the worker (docs/benchmarks.md,
+so a full collection no longer walks the window. Held as objects, the
+window was most of what each full collection walked (110-184 ms of CPU each
+in a latency run, during which the worker delivers nothing; docs/benchmarks.md,
 "The garbage collector"). Readers get :class:`Attempt` objects back.
 """
 

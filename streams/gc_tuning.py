@@ -5,8 +5,8 @@ on top, in three generations, and a collection of generation 2 walks every
 tracked object of the process while the event loop waits. A worker holds a
 large, long-lived heap (Faust and every module, the subscriptions, the
 delivery log's window), so with CPython's default thresholds (700, 10, 10)
-a worker at 1,000 deliveries/s spent about 12% of its CPU in the collector,
-and each full collection paused deliveries for 110-180 ms of CPU
+a busy worker spent 6-13% of its CPU in the collector, and each full
+collection paused deliveries for 110-184 ms of CPU
 (docs/benchmarks.md, "The garbage collector"): on its own enough to miss a
 p99 of 100 ms.
 
@@ -25,7 +25,7 @@ state topics are read):
   flight, its futures) then die before a collection instead of being promoted
   into older generations, which is what made full collections frequent and
   large. A collection of generation 0 then walks at most that many objects
-  (a few milliseconds).
+  (a few milliseconds; at most 17 ms in the benchmark runs).
 
 The delivery log keeps its window as plain tuples, which the collector stops
 tracking (:mod:`streams.attempts`). :class:`PauseRecorder` exports every
