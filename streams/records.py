@@ -73,21 +73,19 @@ def _fields(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
 
 
 _NO_DEFAULT: Any = object()
-_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {}
+_DEFAULTS: dict[type, tuple[tuple[str, Any, Any], ...]] = {}
 
 
-def _defaults(cls: type) -> tuple[tuple[str, Any], ...]:
-    """(name, default) of each field in declaration order; ``_NO_DEFAULT`` when required."""
+def _defaults(cls: type) -> tuple[tuple[str, Any, Any], ...]:
+    """(name, default, default factory) of each field in declaration order;
+    ``_NO_DEFAULT`` and None for a field without either."""
     known = _DEFAULTS.get(cls)
     if known is None:
         known = _DEFAULTS[cls] = tuple(
             (
                 f.name,
-                f.default
-                if f.default is not dataclasses.MISSING
-                else f.default_factory()
-                if f.default_factory is not dataclasses.MISSING
-                else _NO_DEFAULT,
+                _NO_DEFAULT if f.default is dataclasses.MISSING else f.default,
+                None if f.default_factory is dataclasses.MISSING else f.default_factory,
             )
             for f in dataclasses.fields(cls)
         )
@@ -133,10 +131,12 @@ class Record:
         obj = _loads(raw, cls._kind)
         cls._check(obj, raw)
         row = []
-        for name, default in _defaults(cls):
+        for name, default, factory in _defaults(cls):
             value = obj.get(name, default)
             if value is _NO_DEFAULT:
-                raise DecodeError(f"{cls._kind}: missing field `{name}`", raw)
+                if factory is None:
+                    raise DecodeError(f"{cls._kind}: missing field `{name}`", raw)
+                value = factory()  # a fresh one per row, as the dataclass would make
             row.append(value)
         return tuple(row)
 

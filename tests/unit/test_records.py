@@ -193,3 +193,22 @@ def test_a_row_is_refused_where_the_record_would_be(
         Attempt.row_from_bytes(raw)
     with pytest.raises(DecodeError):
         Attempt.from_bytes(raw)
+
+
+def test_a_row_gets_a_fresh_default_for_each_field_with_a_factory() -> None:
+    import orjson
+
+    data = {
+        "id": "sub_1",
+        "tenant_id": "t_1",
+        "url": "https://example.com/hook",
+        "event_types": ["a.b"],
+        "secrets": [],
+    }
+    first = Subscription.row_from_bytes(orjson.dumps(data))
+    second = Subscription.row_from_bytes(orjson.dumps(data))
+    assert Subscription(*first) == Subscription.from_bytes(orjson.dumps(data))
+    mutable = [i for i, v in enumerate(first) if isinstance(v, (list, dict)) and not v]
+    assert mutable, "Subscription has a field with a default factory"
+    for i in mutable:
+        assert first[i] is not second[i]
