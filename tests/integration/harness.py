@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import Settings
+from streams.errors import LocalKafkaError
+from streams.localkafka import LocalKafka
 
 
 def free_port() -> int:
@@ -24,20 +29,55 @@ def free_port() -> int:
         return port
 
 
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections (32768 if unknown)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive ports on 127.0.0.1 that nothing listens on."""
+    """The first of ``count`` consecutive ports on 127.0.0.1 that nothing holds.
+
+    Chosen below the kernel's ephemeral range: a port from that range can be
+    taken as the local port of any outgoing connection between this check and
+    the broker's bind (it happened in CI: "Address already in use").
+    """
+    low, high = 20000, max(20000 + count + 1, _ephemeral_low() - count)
     for _ in range(50):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        taken = False
-        for port in range(base, base + count):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    taken = True
-        if not taken:
+        base = random.randrange(low, high)
+        if all(_can_bind(port) for port in range(base, base + count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found in 50 tries")
+
+
+def start_private_broker(
+    make: Callable[[int], LocalKafka], count: int, tries: int = 3
+) -> LocalKafka:
+    """Start ``make(base)``, a broker on ``count`` ports from ``base``; new ports if one was
+    taken between the check and the broker's bind (bounded: ``tries`` runs of ports)."""
+    for attempt in range(1, tries + 1):
+        broker = make(free_port_run(count))
+        try:
+            broker.start()
+        except LocalKafkaError as exc:
+            with contextlib.suppress(Exception):
+                broker.stop()
+            if "Address already in use" not in str(exc) or attempt == tries:
+                raise
+            continue
+        return broker
+    raise AssertionError("unreachable")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -20,7 +20,7 @@ from streams.config import Settings
 from streams.errors import KafkaUnavailableError
 from streams.localkafka import LocalKafka
 from streams.topics import check_reachable
-from tests.integration.harness import free_port, free_port_run
+from tests.integration.harness import free_port, start_private_broker
 from tests.integration.test_delivery import deliver_three
 
 pytestmark = pytest.mark.integration
@@ -32,13 +32,17 @@ PASSWORD = "sasl-pa55-" + uuid.uuid4().hex[:8]
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     if os.environ.get("CI") != "true" and not (shutil.which("java") and shutil.which("mvn")):
         pytest.skip("Java/Maven are missing to start a SASL broker")
-    base = free_port_run(3)
-    state = tmp_path_factory.mktemp("sasl-broker")
-    own = Settings.from_env(
-        {"STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}", "STREAMS_STATE_DIR": str(state)}
-    )
-    broker = LocalKafka(own, sasl_users={"pipeline": PASSWORD})
-    broker.start()
+
+    def make(base: int) -> LocalKafka:
+        own = Settings.from_env(
+            {
+                "STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}",
+                "STREAMS_STATE_DIR": str(tmp_path_factory.mktemp("sasl-broker")),
+            }
+        )
+        return LocalKafka(own, sasl_users={"pipeline": PASSWORD})
+
+    broker = start_private_broker(make, 3)
     try:
         yield broker
     finally:

@@ -27,7 +27,7 @@ from streams.localkafka import LocalKafka
 from streams.offsets import OffsetReader, consumer_groups
 from streams.topics import TopicNames, check_reachable
 from tests.certs import Authority
-from tests.integration.harness import free_port, free_port_run
+from tests.integration.harness import free_port, start_private_broker
 from tests.integration.test_delivery import deliver_three
 
 pytestmark = pytest.mark.integration
@@ -38,16 +38,21 @@ def _start_broker(
 ) -> Iterator[tuple[LocalKafka, Authority]]:
     if os.environ.get("CI") != "true" and not (shutil.which("java") and shutil.which("mvn")):
         pytest.skip("Java/Maven are missing to start a TLS broker")
-    base = free_port_run(4)
     state = factory.mktemp(name)
     ca = Authority(state)
-    own = Settings.from_env(
-        {"STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}", "STREAMS_STATE_DIR": str(state)}
-    )
-    broker = LocalKafka(
-        own, tls_keystore=ca.broker_keystore(), tls_client_ca=ca.file if mutual else None
-    )
-    broker.start()
+
+    def make(base: int) -> LocalKafka:
+        own = Settings.from_env(
+            {
+                "STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}",
+                "STREAMS_STATE_DIR": str(factory.mktemp(f"{name}-state")),
+            }
+        )
+        return LocalKafka(
+            own, tls_keystore=ca.broker_keystore(), tls_client_ca=ca.file if mutual else None
+        )
+
+    broker = start_private_broker(make, 4)
     try:
         yield broker, ca
     finally:
