@@ -19,8 +19,11 @@ The rules (all pure; the clock is passed in):
   recorded as an attempt that sent nothing (``sent: false`` in the attempt
   log, error ``circuit open``) and scheduled like any failed attempt, though
   not before the breaker lets a probe through (:meth:`Breaker.reopens_in`,
-  so a short first retry does not skip again and again), and end in the
-  dead-letter topic if the endpoint never comes back. Skips do not count
+  so a short first retry does not skip again and again). While a probe is
+  out, that is after the probe's own timeout plus the next open time: a
+  delivery skipped then would otherwise come back while the probe still
+  hangs and spend another retry on a skip. They end in the dead-letter topic
+  if the endpoint never comes back. Skips do not count
   towards auto-disable.
 - **probing**: once the open time has passed, the next delivery goes out as
   the only request (the probe). A probe that fails with a tripping failure
@@ -67,6 +70,7 @@ class Breaker:
     trips: int = 0  # openings since the breaker was last closed
     open_until: float | None = None
     probe_out: bool = False
+    probe_until: float = 0.0  # when the probe out now times out at the latest
 
     @property
     def closed(self) -> bool:
@@ -83,23 +87,30 @@ class Breaker:
             return False
         return self.probe_out or now < self.open_until
 
-    def admit(self, now: float) -> Decision:
-        """``send`` (closed), ``probe`` (the one request after the open time), or ``skip``."""
+    def admit(self, now: float, timeout_s: float = 0.0) -> Decision:
+        """``send`` (closed), ``probe`` (the one request after the open time), or ``skip``.
+
+        ``timeout_s``: the request's timeout, so the breaker knows when a probe's
+        verdict is due at the latest."""
         if self.open_until is None:
             return "send"
         if self.probe_out or now < self.open_until:
             return "skip"
         self.probe_out = True
+        self.probe_until = now + timeout_s
         return "probe"
 
     def reopens_in(self, now: float) -> float:
         """Seconds until a request may go out again (0.0 when closed).
 
-        While a probe is out, its answer is due within a request timeout; the
-        first open time is the wait then."""
+        While a probe is out: until its timeout, plus the open time that follows
+        if it fails (the earliest the next probe can go). Open and already due a
+        probe: the first open time (another delivery is about to be the probe)."""
         if self.open_until is None:
             return 0.0
-        if self.probe_out or now >= self.open_until:
+        if self.probe_out:
+            return max(0.0, self.probe_until - now) + self.open_for(self.trips + 1)
+        if now >= self.open_until:
             return self.base_s
         return self.open_until - now
 

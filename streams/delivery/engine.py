@@ -271,8 +271,9 @@ class DeliveryEngine:
             return
         sub = current
         now = self.clock()
+        timeout = sub.timeout_s or self.p.settings.request_timeout_s
         breaker = self.breakers.get(sub.id)
-        decision = "send" if breaker is None else breaker.admit(now)
+        decision = "send" if breaker is None else breaker.admit(now, timeout)
         if decision == "skip":
             assert breaker is not None
             self.p.stats["breaker.skipped"] += 1
@@ -299,7 +300,6 @@ class DeliveryEngine:
         except SigningError as exc:
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=f"signing: {exc}")
         else:
-            timeout = sub.timeout_s or self.p.settings.request_timeout_s
             result = await self.sender.send(request, timeout_s=timeout)
         # Always recorded, so a probe that could not even be signed releases the breaker.
         self._breaker_record(sub.id, result, probe=decision == "probe", delivery=delivery)

@@ -104,8 +104,15 @@ def test_reopens_in_says_when_a_request_may_go_out_again() -> None:
     for _ in range(3):
         b.record(10.0, tripping=True, probe=False)
     assert b.reopens_in(11.0) == 4.0
-    assert b.admit(15.0) == "probe"
-    assert b.reopens_in(15.5) == 5.0  # a probe is out: wait the first open time
+    assert b.reopens_in(15.0) == 5.0  # due a probe that has not gone yet
+    assert b.admit(15.0, timeout_s=10.0) == "probe"
+    # A probe is out until 25 at the latest; if it fails, the breaker opens for
+    # 10 s (the second opening): no request can go out before 35.
+    assert b.reopens_in(15.5) == 19.5
+    assert b.reopens_in(30.0) == 10.0  # past the probe's timeout: the next open time
+    b.record(25.0, tripping=True, probe=True)
+    assert b.open_until == 35.0
+    assert b.reopens_in(26.0) == 9.0
 
 
 def test_only_timeouts_and_connection_failures_trip() -> None:
@@ -268,6 +275,46 @@ async def test_a_failed_probe_reopens_for_twice_as_long() -> None:
     clock.now += 19
     await deliver(eng, acks, 3)
     assert sender.requests == 3
+
+
+async def test_a_delivery_skipped_while_the_probe_hangs_waits_for_its_verdict() -> None:
+    p, sender, clock, eng, acks = engine()
+    refused = SendResult(status=None, error=ErrorKind.CONNECT_ERROR, detail="connection refused")
+    sender.results = [refused, refused]
+    await deliver(eng, acks, 0)
+    await deliver(eng, acks, 1)
+    clock.now += 10
+    answer = asyncio.Event()
+
+    async def hang(request: PreparedRequest, *, timeout_s: float) -> SendResult:
+        sender.requests += 1
+        await answer.wait()
+        return SendResult(status=None, error=ErrorKind.TOTAL_TIMEOUT, detail="timeout")
+
+    sender.send = hang  # type: ignore[method-assign]
+    probe = Message(offset=2)
+    probe_ticket = await acks.track(Event(probe))
+    await eng.handle(delivery(2), probe, probe_ticket, acks)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert sender.requests == 3  # the probe is out, hanging
+    clock.now += 1
+    await deliver(eng, acks, 3)  # skipped meanwhile
+    (held,) = [
+        orjson.loads(v or b"")
+        for t, v in p.sent
+        if t.startswith("p.deliveries.retry.") and b"msg_3" in (v or b"")
+    ]
+    # The probe's verdict is due by its timeout (10 s from 1010); if it fails the
+    # breaker opens for 20 s: the earliest a request can go is 1040, not 1016.
+    timeout = SETTINGS.request_timeout_s
+    assert held["due_at"] == 1010.0 + timeout + 20.0
+    answer.set()
+    for _ in range(50):
+        if probe_ticket.done:
+            break
+        await asyncio.sleep(0)
+    assert eng.breakers["sub_1"].open_until == clock.now + 20
 
 
 async def test_breaker_off_with_zero_failures() -> None:
