@@ -80,9 +80,28 @@ async def finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
         return done.value
 
 
+def thread_loop_like(parent: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop | None:
+    """A new loop for the consumer's thread, of the parent loop's kind.
+
+    mode's ``ServiceThread`` otherwise calls ``asyncio.new_event_loop()``, which
+    gives the pure-Python selector loop unless uvloop's policy is installed
+    process-wide; the worker runs uvloop in its main thread only (cli.py).
+    ``None`` keeps mode's default.
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return None
+    return uvloop.new_event_loop() if isinstance(parent, uvloop.Loop) else None
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        thread_loop = thread_loop_like(self.loop)
+        thread = _ConsumerThread(self, loop=self.loop, thread_loop=thread_loop, beacon=self.beacon)
+        # mode closes only loops it made itself; this one is the thread's alone too.
+        thread._close_thread_loop_on_stop = True
+        return thread
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109
         """Faust's drain loop calls this per record: run the callback inline first.
