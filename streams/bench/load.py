@@ -670,10 +670,13 @@ class CpuMeter:
     started_at: float = 0.0
     self_start: float = 0.0
     machine_start: float | None = None
+    #: CPU seconds by role over the last window (set by :meth:`end`).
+    used: dict[str, float] = field(default_factory=dict)
 
     def begin(self) -> None:
         self.started_at = time.monotonic()
         self.start = {}
+        self.used = {}
         for pids in self.roles().values():
             for pid in pids:
                 cpu = cpu_seconds(pid)
@@ -693,6 +696,7 @@ class CpuMeter:
                 if cpu is not None:
                     used += cpu - self.start.get(pid, 0.0)
             total += used
+            self.used[role] = used
             out[f"{role}_cores"] = round(used / wall, 2)
         harness = _self_cpu() - self.self_start
         out["harness_cores"] = round(harness / wall, 2)

@@ -36,7 +36,7 @@ from streams.bench.load import (
     roles_of,
     tenant_plan,
 )
-from streams.bench.stats import per_second, rate, rounded, steady_rate, summary
+from streams.bench.stats import cpu_per_delivery, per_second, rate, rounded, steady_rate, summary
 
 
 @dataclass
@@ -173,6 +173,7 @@ def run_load(
             else None
         ),
     }
+    metrics.update(cpu_per_delivery(meter.used, len(ok_times)))
     timeline = per_second(ok_times, first_sent) if first_sent is not None else []
     return LoadRun(feeder, watch, expected, resolved, cpu, check, metrics, latencies, timeline)
 

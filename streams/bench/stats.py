@@ -79,3 +79,27 @@ def per_second(times: Sequence[float], origin: float) -> list[int]:
 
 def rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def cpu_per_delivery(cpu_s: dict[str, float], deliveries: int) -> dict[str, Any]:
+    """CPU microseconds per delivery of each role, and the workers' in receiver units.
+
+    ``cpu_s`` is CPU seconds by role over a run (``workers``, ``receivers``, ...).
+    The receivers run the same code on the same requests whatever the workers'
+    code does, so their CPU per request measures how fast the machine was during
+    the run. On this shared machine that drifts by a quarter between runs, and
+    every role's CPU per delivery drifts with it. ``worker_cpu_per_receiver_cpu``
+    divides the drift out, which makes two versions of the worker comparable
+    across runs (docs/benchmarks.md). Not exact: a worker that sends in larger
+    bursts also makes each request a little cheaper for the receiver.
+    """
+    if deliveries <= 0:
+        return {}
+    out: dict[str, Any] = {
+        f"cpu_us_per_delivery_{role}": round(seconds / deliveries * 1e6)
+        for role, seconds in cpu_s.items()
+    }
+    workers, receivers = cpu_s.get("workers"), cpu_s.get("receivers")
+    if workers is not None and receivers:
+        out["worker_cpu_per_receiver_cpu"] = round(workers / receivers, 3)
+    return out

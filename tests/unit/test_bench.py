@@ -22,7 +22,14 @@ from streams.bench.ledger import (
 from streams.bench.procs import check_explicit_broker, free_port
 from streams.bench.report import render_section, update_doc
 from streams.bench.scenarios import summarize_collapsed
-from streams.bench.stats import per_second, percentile, rate, steady_rate, summary
+from streams.bench.stats import (
+    cpu_per_delivery,
+    per_second,
+    percentile,
+    rate,
+    steady_rate,
+    summary,
+)
 from streams.cli import cli
 from streams.records import DeadLetter, Delivery, delivery_id_for
 
@@ -381,3 +388,19 @@ def test_worker_env_takes_valid_free_settings_only() -> None:
     ]:
         with pytest.raises(BenchConfigError, match=message):
             parse_worker_env([bad])
+
+
+def test_cpu_per_delivery_by_role_and_in_receiver_units() -> None:
+    got = cpu_per_delivery({"workers": 45.0, "receivers": 15.0, "broker": 12.5}, 60_000)
+    assert got == {
+        "cpu_us_per_delivery_workers": 750,
+        "cpu_us_per_delivery_receivers": 250,
+        "cpu_us_per_delivery_broker": 208,
+        "worker_cpu_per_receiver_cpu": 3.0,
+    }
+    # No deliveries, or no receiver CPU to divide by: nothing made up.
+    assert cpu_per_delivery({"workers": 1.0, "receivers": 1.0}, 0) == {}
+    assert "worker_cpu_per_receiver_cpu" not in cpu_per_delivery({"workers": 1.0}, 10)
+    assert "worker_cpu_per_receiver_cpu" not in cpu_per_delivery(
+        {"workers": 1.0, "receivers": 0.0}, 10
+    )
