@@ -153,7 +153,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_request_timeout": 30.0,
         "producer_acks": -1,
         "producer_linger_ms": 1,
-        "producer_max_request_size": max(1_048_576, settings.max_payload_bytes * 2 + 65_536),
+        "producer_max_request_size": settings.max_record_bytes,
         "consumer_max_fetch_size": 4 * 1_048_576,
         # `streams worker` logs JSON lines (streams.logs), Faust's own lines included.
         "logging_config": dict_config(settings.log_level),

@@ -286,6 +286,16 @@ class Settings:
     def development(self) -> bool:
         return self.env == "development"
 
+    @property
+    def max_record_bytes(self) -> int:
+        """Largest Kafka record the pipeline writes or reads (topics, producers).
+
+        A delivery carries its event's body re-encoded as a JSON string, so a
+        little over twice the payload limit; the fan-out parks an event whose
+        deliveries would not fit (:mod:`streams.fanout.agent`).
+        """
+        return max(1_048_576, self.max_payload_bytes * 2 + 65_536)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``).

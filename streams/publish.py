@@ -65,7 +65,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "linger.ms": 5,
         # A send that cannot be confirmed within this time fails loudly.
         "message.timeout.ms": 30_000,
-        "message.max.bytes": max(1_048_576, settings.max_payload_bytes * 2 + 65_536),
+        "message.max.bytes": settings.max_record_bytes,
     }
 
 

@@ -242,10 +242,54 @@ class SchemaRegistry:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidEventError(f"event is not JSON: {exc}") from None
+        where = too_deep(obj, MAX_NESTING)
+        if where is not None:
+            raise InvalidEventError(
+                f"event is nested deeper than {MAX_NESTING} levels at `{where}`: flatten the data",
+                field=where,
+            )
         try:
             return self.validate(obj)
         except DecodeError as exc:  # pragma: no cover - validate() checks types first
             raise InvalidEventError(str(exc)) from None
+
+
+#: Deepest nesting of objects and arrays an event may have (the envelope counts as 1).
+#: orjson reads up to 1,024 levels but writes only about 254, and jsonschema's
+#: error messages recurse through the value: an event deeper than either would
+#: raise inside the fan-out instead of being parked in ``events.invalid``.
+MAX_NESTING = 64
+
+
+def too_deep(value: Any, limit: int) -> str | None:
+    """The path of the first object or array nested deeper than ``limit``, or None.
+
+    Iterative, so any depth is safe to check. Paths are only built once a value
+    is known to be too deep (a second pass), which keeps the common case cheap.
+    """
+    if not isinstance(value, (dict, list)):
+        return None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            break
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    else:
+        return None
+    paths: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while paths:
+        node, depth, path = paths.pop()
+        if depth > limit:
+            return path or "(root)"
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            if isinstance(child, (dict, list)):
+                where = f"[{key}]" if isinstance(node, list) else (f".{key}" if path else key)
+                paths.append((child, depth + 1, f"{path}{where}"))
+    return None  # pragma: no cover - the first pass found one
 
 
 def _first_error(validator: Draft202012Validator, instance: Any) -> _SchemaViolation | None:

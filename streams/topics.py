@@ -95,9 +95,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     p = settings.partitions
     data = {"retention.ms": _ms(settings.retention_s), "cleanup.policy": "delete"}
     log = {"retention.ms": _ms(settings.log_retention_s), "cleanup.policy": "delete"}
-    # Bodies are bounded by STREAMS_MAX_PAYLOAD_BYTES; a delivery adds metadata and
-    # JSON escaping of the body, so allow a little over twice the payload limit.
-    max_message = str(max(1_048_576, settings.max_payload_bytes * 2 + 65_536))
+    max_message = str(settings.max_record_bytes)
     specs = [
         TopicSpec(names.events, p, {**data, "max.message.bytes": max_message}),
         TopicSpec(names.events_invalid, p, {**data, "max.message.bytes": max_message}),

@@ -76,53 +76,85 @@ def deliveries_for(
     return out
 
 
+#: Room left in each delivery record for what a retry or a dead letter adds to it
+#: (attempt counters, the last error, the dead letter's own fields).
+RECORD_HEADROOM = 16_384
+
+
+async def _park_invalid(
+    pipeline: Pipeline, key: bytes | None, raw: bytes, message: Any, reason: str, field: str = ""
+) -> Any:
+    invalid = InvalidEvent.of(
+        raw,
+        reason,
+        field=field,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    log.warning(
+        "invalid event at %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+    )
+    pipeline.stats["invalid"] += 1
+    return await pipeline.send(pipeline.names.events_invalid, key or b"", invalid.to_bytes())
+
+
 async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message: Any) -> list[Any]:
-    """Produce what one event causes; return the broker-acknowledgement futures."""
+    """Produce what one event causes; return the broker-acknowledgement futures.
+
+    Nothing an event contains stops the agent: an event that fails its checks,
+    cannot be rendered, or whose deliveries would not fit in a Kafka record is
+    parked in ``events.invalid`` with the reason, before any of its deliveries
+    is written (an event is fanned out whole or not at all).
+    """
     names = pipeline.names
     try:
         event = pipeline.registry.decode(raw, max_bytes=pipeline.settings.max_payload_bytes)
     except InvalidEventError as exc:
-        invalid = InvalidEvent.of(
-            raw,
-            str(exc),
-            field=exc.field,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        log.warning(
-            "invalid event at %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc
-        )
-        pipeline.stats["invalid"] += 1
-        return [await pipeline.send(names.events_invalid, key or b"", invalid.to_bytes())]
+        return [await _park_invalid(pipeline, key, raw, message, str(exc), exc.field)]
     operational = message.topic == names.ops
     matched = pipeline.subscriptions.matching(
         event.tenant_id, event.type, operational=operational, include_disabled=True
     )
-    deliveries = deliveries_for(
-        event,
-        matched,
-        body_key=pipeline.registry.body_key(event.type),
-        published_at=float(message.timestamp or 0.0),
-        now=time.time(),
-    )
-    pipeline.stats["events"] += 1
     enabled = {s.id for s in matched if s.enabled}
+    records: list[tuple[str, str, bytes]] = []
+    try:
+        deliveries = deliveries_for(
+            event,
+            matched,
+            body_key=pipeline.registry.body_key(event.type),
+            published_at=float(message.timestamp or 0.0),
+            now=time.time(),
+        )
+        for d in deliveries:
+            if d.subscription_id in enabled:
+                records.append((names.deliveries, d.subscription_id, d.to_bytes()))
+            else:
+                # Disabled: nothing is sent, nothing is lost; re-enabling can replay it.
+                letter = DeadLetter(
+                    delivery=d.to_dict(),
+                    reason="subscription_disabled",
+                    attempts=0,
+                    dead_lettered_at=d.created_at,
+                )
+                records.append((names.dlq, d.subscription_id, letter.to_bytes()))
+    except (TypeError, ValueError, RecursionError) as exc:  # orjson's limits, say
+        reason = f"event could not be rendered for delivery ({type(exc).__name__}: {exc})"
+        return [await _park_invalid(pipeline, key, raw, message, reason)]
+    largest = max((len(value) for _t, _k, value in records), default=0)
+    limit = pipeline.settings.max_record_bytes - RECORD_HEADROOM
+    if largest > limit:
+        reason = (
+            f"a delivery of this event would be {largest} bytes, over the {limit}-byte record "
+            "limit: its body grows when re-encoded (escaped strings, long number forms such "
+            "as 9e15); send less data or a reference to it"
+        )
+        return [await _park_invalid(pipeline, key, raw, message, reason, "data")]
+    pipeline.stats["events"] += 1
     futures = []
-    for d in deliveries:
-        if d.subscription_id in enabled:
-            pipeline.stats["deliveries"] += 1
-            futures.append(await pipeline.send(names.deliveries, d.subscription_id, d.to_bytes()))
-        else:
-            # Disabled: nothing is sent, nothing is lost; re-enabling can replay it.
-            pipeline.stats["parked"] += 1
-            letter = DeadLetter(
-                delivery=d.to_dict(),
-                reason="subscription_disabled",
-                attempts=0,
-                dead_lettered_at=d.created_at,
-            )
-            futures.append(await pipeline.send(names.dlq, d.subscription_id, letter.to_bytes()))
+    for topic, sub_id, value in records:
+        pipeline.stats["deliveries" if topic == names.deliveries else "parked"] += 1
+        futures.append(await pipeline.send(topic, sub_id, value))
     return futures
 
 

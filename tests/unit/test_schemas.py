@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from streams.errors import InvalidEventError, PayloadTooLargeError, UnknownEventTypeError
-from streams.schemas import SchemaRegistry
+from streams.schemas import MAX_NESTING, SchemaRegistry, too_deep
 
 REGISTRY = SchemaRegistry.load()
 
@@ -161,3 +161,29 @@ def test_streams_event_schemas_adds_a_directory_of_event_types(tmp_path: Any) ->
     )
     assert "invoice.paid" in registry.event_types
     assert "invoice.paid" not in SchemaRegistry.from_settings(Settings.from_env({})).event_types
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "where"),
+    [
+        ({"a": [{"b": [[1]]}]}, 5, None),
+        ({"a": [{"b": [[1]]}]}, 4, "a[0].b[0]"),
+        ({"a": [{"b": [[1]]}]}, 3, "a[0].b"),
+        ([[[]]], 2, "[0][0]"),
+        ({"x": {"y": {}}}, 2, "x.y"),
+        ({}, 0, "(root)"),
+        ("text", 0, None),
+        (7, 1, None),
+    ],
+)
+def test_too_deep_names_the_first_path_past_the_limit(value: Any, limit: int, where: Any) -> None:
+    assert too_deep(value, limit) == where
+
+
+def test_an_event_nested_too_deep_is_invalid_and_names_where() -> None:
+    data = dict(PROSPECT)
+    raw = orjson.dumps(envelope("prospect.added", data))
+    deep = raw[:-2] + b',"x":' + b"[" * 200 + b"]" * 200 + b"}}"
+    with pytest.raises(InvalidEventError, match=f"deeper than {MAX_NESTING} levels") as info:
+        REGISTRY.decode(deep, max_bytes=10_000)
+    assert info.value.field.startswith("data.x[0][0]")
