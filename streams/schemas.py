@@ -217,6 +217,14 @@ class SchemaRegistry:
             raise InvalidEventError(
                 f"envelope field `{where or '(root)'}`: {error.message}", field=where
             )
+        for name in _ENVELOPE_LINES:
+            value = obj.get(name)
+            if isinstance(value, str) and "\n" in value:
+                # The schemas' patterns end in `$`, which Python's re (jsonschema's and
+                # fastjsonschema's engine) also matches before a final line break.
+                raise InvalidEventError(
+                    f"envelope field `{name}` contains a line break", field=name
+                )
         event_type = obj["type"]
         validator = self._events.get(event_type)
         if validator is None:
@@ -253,6 +261,9 @@ class SchemaRegistry:
         except DecodeError as exc:  # pragma: no cover - validate() checks types first
             raise InvalidEventError(str(exc)) from None
 
+
+#: Envelope fields whose schema pattern allows no line break (see ``validate``).
+_ENVELOPE_LINES = ("id", "type", "tenant_id", "occurred_at", "traceparent")
 
 #: Deepest nesting of objects and arrays an event may have (the envelope counts as 1).
 #: orjson reads up to 1,024 levels but writes only about 254, and jsonschema's

@@ -53,8 +53,9 @@ ALWAYS_RESERVED = frozenset(
         "tracestate",
     }
 )
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")  # RFC 9110 §5.6.2
-_TENANT = re.compile(r"^[A-Za-z0-9._:~-]{1,200}$")
+# Used with fullmatch: `$` alone also matches before a trailing newline.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")  # RFC 9110 §5.6.2
+_TENANT = re.compile(r"[A-Za-z0-9._:~-]{1,200}")
 
 CREATE_FIELDS = frozenset(
     {
@@ -108,7 +109,7 @@ def _str(body: Mapping[str, Any], field: str, *, max_len: int) -> str:
 
 
 def check_tenant(value: Any) -> str:
-    if not isinstance(value, str) or not _TENANT.match(value):
+    if not isinstance(value, str) or not _TENANT.fullmatch(value):
         raise _bad("tenant_id", "1-200 characters of A-Z a-z 0-9 . _ : ~ -")
     return value
 
@@ -150,7 +151,7 @@ def _headers(value: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, val in value.items():
         field = f"headers.{name}"
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             raise _bad(field, "not a valid header name (RFC 9110 token)")
         lower = name.lower()
         if lower in reserved or lower.startswith("webhook-"):

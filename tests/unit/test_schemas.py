@@ -187,3 +187,15 @@ def test_an_event_nested_too_deep_is_invalid_and_names_where() -> None:
     with pytest.raises(InvalidEventError, match=f"deeper than {MAX_NESTING} levels") as info:
         REGISTRY.decode(deep, max_bytes=10_000)
     assert info.value.field.startswith("data.x[0][0]")
+
+
+@pytest.mark.parametrize("name", ["id", "tenant_id", "occurred_at", "traceparent"])
+def test_an_envelope_field_with_a_trailing_line_break_is_invalid(name: str) -> None:
+    # The schema patterns end in `$`, which Python's re also matches before a final "\n".
+    obj = envelope("prospect.added", PROSPECT)
+    obj["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    REGISTRY.validate(dict(obj))
+    obj[name] = obj[name] + "\n"
+    with pytest.raises(InvalidEventError, match="line break") as info:
+        REGISTRY.validate(obj)
+    assert info.value.field == name

@@ -13,7 +13,13 @@ from streams.errors import ConfigError, InvalidRequestError, StreamsError
 from streams.records import Subscription
 from streams.subscriptions import secrets as secret_store
 from streams.subscriptions.index import SubscriptionIndex
-from streams.subscriptions.model import apply_update, build_subscription, public_view, set_state
+from streams.subscriptions.model import (
+    apply_update,
+    build_subscription,
+    check_tenant,
+    public_view,
+    set_state,
+)
 
 NOW = 1_800_000_000.0
 PROD = Settings.from_env({})
@@ -92,6 +98,12 @@ def test_a_caller_supplied_secret_is_kept_and_prospektr_may_have_none() -> None:
         (
             {"url": "https://e.com", "event_types": ["a"], "headers": {"Bad Name": "x"}},
             "headers.Bad Name",
+            "header name",
+        ),
+        (
+            # A trailing line break passed a `$`-anchored check; aiohttp refused it later.
+            {"url": "https://e.com", "event_types": ["a"], "headers": {"X-Evil\n": "x"}},
+            "headers.X-Evil\n",
             "header name",
         ),
         ({"url": "https://e.com", "event_types": ["a"], "timeout": "31s"}, "timeout", "30s"),
@@ -246,3 +258,10 @@ def test_operational_events_reach_only_subscriptions_that_name_their_family() ->
     assert [s.id for s in index.matching("t", "endpoint.disabled", operational=True)] == ["ops"]
     assert [s.id for s in index.matching("t", "delivery.recovered", operational=True)] == ["one"]
     assert [s.id for s in index.matching("t", "alert.fired")] == ["all"]
+
+
+@pytest.mark.parametrize("tenant", ["acme\n", "acme\r", "", "a b"])
+def test_a_tenant_id_with_anything_but_its_characters_is_refused(tenant: str) -> None:
+    with pytest.raises(InvalidRequestError, match="tenant_id"):
+        check_tenant(tenant)
+    assert check_tenant("acme:eu-1") == "acme:eu-1"
