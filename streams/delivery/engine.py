@@ -178,8 +178,9 @@ class DeliveryEngine:
             job,
             max_in_flight=1 if ordered else sub.max_in_flight,
             rate=sub.rate_limit,
-            # An ordered lane never sheds load (that would reorder): it back-pressures.
-            queue_cap=10**9 if ordered else None,
+            # An ordered lane never sheds load (that would reorder): it back-pressures,
+            # as every lane does when there is no retry tier to defer to.
+            queue_cap=10**9 if ordered or not self.tiers else None,
         )
         if not submitted:
             # The endpoint is backed up: park this one in a tier, no attempt made, and
@@ -366,6 +367,8 @@ class DeliveryEngine:
                 else self.default_schedule
             )
             delay = next_retry(schedule, delivery.attempt, jitter=self.jitter())
+            if not self.tiers:
+                delay = None  # no retry tier to wait in (STREAMS_RETRY_SCHEDULE=none)
             if delay is None:
                 label = "give_up"
                 futures.append(await self._dead_letter(delivery, "exhausted", result.status, error))

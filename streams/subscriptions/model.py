@@ -20,7 +20,7 @@ from streams.destinations import check_url
 from streams.errors import DestinationRefusedError, InvalidRequestError, SigningError
 from streams.fanout.matching import PatternError, validate_pattern
 from streams.records import Subscription
-from streams.retry.schedule import parse_duration, parse_schedule
+from streams.retry.schedule import parse_duration, parse_schedule, tiers_for
 from streams.signing import PROFILES, get_profile, validate_secret
 from streams.subscriptions import secrets as secret_store
 
@@ -232,7 +232,15 @@ def _apply(fields: dict[str, Any], body: Mapping[str, Any], settings: Settings) 
     if "headers" in body:
         fields["headers"] = _headers(body["headers"])
     if "retry_schedule" in body:
-        fields["retry_schedule"] = _retry_schedule(body["retry_schedule"])
+        schedule = _retry_schedule(body["retry_schedule"])
+        if tiers_for([schedule or ()]) and not tiers_for([parse_schedule(settings.retry_schedule)]):
+            # No tier topics exist (`streams topics create` makes them from the default).
+            raise _bad(
+                "retry_schedule",
+                "this deployment runs without retries (STREAMS_RETRY_SCHEDULE=none), so it "
+                'has no retry tiers: use "none" or "default"',
+            )
+        fields["retry_schedule"] = schedule
     if "ordering" in body:
         fields["ordering"] = _choice(body, "ordering", ("unordered", "ordered"))
     if "rate_limit" in body:

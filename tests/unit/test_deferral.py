@@ -13,7 +13,7 @@ from streams.delivery.engine import DeliveryEngine, SendResult
 from streams.delivery.lanes import queue_limit
 from streams.delivery.request import PreparedRequest
 from streams.records import Delivery
-from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message, delivery
+from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message, Sender, delivery
 
 
 class Hanging:
@@ -72,3 +72,54 @@ async def test_each_deferral_in_a_row_waits_twice_as_long_and_an_attempt_resets_
         due_at=1.0, status=503, error="x"
     )
     assert retried.deferrals == 0
+
+
+NO_TIERS = dataclasses.replace(FakePipeline().settings, retry_schedule="none", breaker_failures=0)
+
+
+async def test_without_retry_tiers_a_retryable_failure_is_dead_lettered_not_a_crash() -> None:
+    # STREAMS_RETRY_SCHEDULE=none, and a subscription saved with its own retries
+    # (before the API refused that): next_retry has a delay, but no tier to wait in.
+    own = dataclasses.replace(SUB, retry_schedule=[0.0, 5.0])
+    p = FakePipeline(settings=NO_TIERS, subscriptions={"sub_1": own})
+    sender = Sender()
+    sender.results = [SendResult(status=503)]
+    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=Clock())  # type: ignore[arg-type]
+    assert eng.tiers == ()
+    failed: list[BaseException] = []
+    acks = OrderedAcks(max_pending=100, on_fatal=failed.append)
+    message = Message(offset=1)
+    ticket = await acks.track(Event(message))
+    await eng.handle(delivery(1), message, ticket, acks)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert failed == []
+    assert ticket.done
+    topics = [t for t, _ in p.sent]
+    assert "p.deliveries.dlq" in topics
+    letter = orjson.loads(next(v for t, v in p.sent if t == "p.deliveries.dlq") or b"")
+    assert letter["reason"] == "exhausted"
+
+
+async def test_without_retry_tiers_a_full_lane_back_pressures_instead_of_deferring() -> None:
+    one_lane = dataclasses.replace(SUB, max_in_flight=1)
+    p = FakePipeline(settings=NO_TIERS, subscriptions={"sub_1": one_lane})
+    sender = Hanging()
+    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=Clock())  # type: ignore[arg-type]
+    failed: list[BaseException] = []
+    acks = OrderedAcks(max_pending=1000, on_fatal=failed.append)
+    tickets = []
+    for n in range(3 * queue_limit(1)):
+        message = Message(offset=n)
+        ticket = await acks.track(Event(message))
+        await eng.handle(delivery(n), message, ticket, acks)
+        tickets.append(ticket)
+    assert p.stats["deferred"] == 0
+    assert p.sent == []
+    sender.release.set()
+    for _ in range(500):
+        await asyncio.sleep(0)
+        if all(t.done for t in tickets):
+            break
+    assert failed == []
+    assert sender.requests == len(tickets)  # every one sent, none deferred or lost

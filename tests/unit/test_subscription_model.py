@@ -265,3 +265,13 @@ def test_a_tenant_id_with_anything_but_its_characters_is_refused(tenant: str) ->
     with pytest.raises(InvalidRequestError, match="tenant_id"):
         check_tenant(tenant)
     assert check_tenant("acme:eu-1") == "acme:eu-1"
+
+
+def test_own_retries_are_refused_where_the_deployment_has_no_retry_tiers() -> None:
+    none = Settings.from_env({"STREAMS_RETRY_SCHEDULE": "none"})
+    body = {"url": "https://e.com", "event_types": ["a"], "retry_schedule": ["5s"]}
+    with pytest.raises(InvalidRequestError, match=r"retry_schedule.*STREAMS_RETRY_SCHEDULE=none"):
+        build(body, none)
+    single, _ = build({**body, "retry_schedule": "none"}, none)
+    assert single.retry_schedule == [0.0]
+    assert build(body)[0].retry_schedule == [0.0, 5.0]  # the default deployment has tiers
