@@ -154,6 +154,9 @@ class DeliveryEngine:
         sub = self.p.subscriptions.get(delivery.subscription_id)
         if sub is None or not sub.enabled:
             self.breakers.pop(delivery.subscription_id, None)
+        if (sub is None or not sub.enabled or sub.ordering != "ordered") and len(self.holds):
+            # A hold outlives no change of these: release what it kept (not acked yet).
+            await self._release_hold(delivery.subscription_id)
         if sub is None:
             acks.finish_when(
                 ticket, await self._dead_letter(delivery, "subscription_deleted", None, None)
@@ -231,6 +234,24 @@ class DeliveryEngine:
             self.holds.queued(sub_id)
             acks.finish_when(ticket, await self._to_queue(delivery, sub_id))
             return True
+
+    async def _release_hold(self, sub_id: str) -> None:
+        """End an ordered hold early: the arrivals it kept join the end of the queue.
+
+        They come back out of the tier like any record and are handled by the
+        subscription's state then. Without this, a kept arrival was never acked
+        once the subscription stopped being ordered and enabled, and acks of its
+        partition stopped behind it until the worker restarted.
+        """
+        if self.holds.get(sub_id) is None:
+            return
+        async with self._defer_lock(sub_id):
+            hold = self.holds.drop(sub_id)
+            if hold is None:
+                return
+            log.info("ordered hold of %s released: the subscription changed", sub_id)
+            for delivery, ticket, acks in hold.waiting:
+                acks.finish_when(ticket, await self._to_queue(delivery, sub_id))
 
     async def _to_queue(self, delivery: Delivery, sub_id: str) -> Any:
         """Append a follower to the end of the hold's queue in the first tier (no attempt)."""

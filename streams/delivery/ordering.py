@@ -21,6 +21,11 @@ take hours, so they cannot wait in memory. The subscription is *held*:
   starts over, with the followers still in the lane moved to the next cycle
   ahead of the rest (they are older).
 
+A hold ends early when its subscription is deleted, disabled or made
+unordered: the arrivals it kept join the end of the queue at once, and every
+record of the subscription is then handled by its new state (dead-lettered
+while disabled, sent as it comes once unordered).
+
 Kept in memory by the worker that owns the subscription's partition
 (deliveries and every retry tier follow the same assignment). A crash or a
 rebalance forgets the hold: nothing is lost (every follower is in Kafka), but
@@ -115,6 +120,11 @@ class Holds:
         if hold.draining or (hold.current == 0 and hold.following == 0):
             return "queue"
         return "wait"
+
+    def drop(self, sub_id: str) -> Hold | None:
+        """End the hold whatever its state (the subscription was deleted, disabled, or
+        made unordered); returns it, so the caller can settle its kept arrivals."""
+        return self._holds.pop(sub_id, None)
 
     def take_waiting(self, sub_id: str) -> list[Any]:
         """The arrivals kept during the cycle that just ended (or all, once draining).
