@@ -166,6 +166,8 @@ class HttpSender:
         """
         cached = self._timeouts.get(timeout_s)
         if cached is None:
+            if len(self._timeouts) > 1000:  # one per distinct subscription timeout
+                self._timeouts.clear()
             connect = min(self.settings.connect_timeout_s, timeout_s)
             cached = self._timeouts[timeout_s] = aiohttp.ClientTimeout(sock_connect=connect)
         return cached

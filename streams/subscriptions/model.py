@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from streams.config import Settings
 from streams.destinations import check_url
 from streams.errors import DestinationRefusedError, InvalidRequestError, SigningError
@@ -121,6 +123,14 @@ def _url(value: Any, settings: Settings) -> str:
         check_url(value, allow_http=settings.development, allowlist=settings.destination_allowlist)
     except DestinationRefusedError as exc:
         raise _bad("url", str(exc)) from None
+    try:
+        # The delivery stage parses it with httpx (streams.delivery.transport): a URL
+        # httpx refuses (an IDNA 2003-only host such as ☃.net) could never be sent.
+        httpx.URL(value)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise _bad(
+            "url", f"{exc}; write an internationalized host name in its xn-- (punycode) form"
+        ) from None
     return value
 
 

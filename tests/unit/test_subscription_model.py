@@ -275,3 +275,15 @@ def test_own_retries_are_refused_where_the_deployment_has_no_retry_tiers() -> No
     single, _ = build({**body, "retry_schedule": "none"}, none)
     assert single.retry_schedule == [0.0]
     assert build(body)[0].retry_schedule == [0.0, 5.0]  # the default deployment has tiers
+
+
+@pytest.mark.parametrize("host", ["\u2603.net", "\uff25\uff38.com", "a\u200d.example"])
+def test_a_host_the_sender_cannot_parse_is_refused_when_saved(host: str) -> None:
+    # check_url accepts these (IDNA 2003), httpx does not: every delivery would fail.
+    with pytest.raises(InvalidRequestError, match="xn--"):
+        build({"url": f"https://{host}/in", "event_types": ["a"]})
+
+
+def test_a_punycode_host_is_accepted() -> None:
+    sub, _ = build({"url": "https://xn--n3h.net/in", "event_types": ["a"]})
+    assert sub.url == "https://xn--n3h.net/in"
