@@ -78,6 +78,9 @@ Row = tuple[Any, ...]
 _FIELDS = tuple(f.name for f in fields(Attempt))
 _as_row = operator.attrgetter(*_FIELDS)
 _DELIVERY_ID, _ATTEMPT, _AT = (_FIELDS.index(n) for n in ("delivery_id", "attempt", "at"))
+_TENANT, _SUBSCRIPTION, _EVENT_TYPE = (
+    _FIELDS.index(n) for n in ("tenant_id", "subscription_id", "event_type")
+)
 
 
 def materialize(rows: Iterable[Row]) -> list[Attempt]:
@@ -155,16 +158,37 @@ class AttemptLog:
         """A delivery's attempts in memory, by attempt number."""
         return materialize(sorted(self._by_delivery.get(delivery_id, ()), key=_attempt_order))
 
-    def deliveries(self, query: DeliveryQuery) -> Iterator[dict[str, Any]]:
-        """Deliveries whose latest attempt matches ``query``, newest first."""
+    def deliveries(
+        self, query: DeliveryQuery, rows: list[Row] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Deliveries whose latest attempt matches ``query``, newest first.
+
+        ``rows`` is a copy from :meth:`rows`, taken on the event loop: with it,
+        this may run in a thread (a whole window takes about a second to scan).
+        Tenant, subscription and event type are the same in every attempt of a
+        delivery, so they are checked on the row before its history is built.
+        """
         seen: set[str] = set()
         count = 0
-        for row in reversed(self._order):
+        fixed = [
+            (index, value)
+            for index, value in (
+                (_TENANT, query.tenant_id),
+                (_SUBSCRIPTION, query.subscription_id),
+                (_EVENT_TYPE, query.event_type),
+            )
+            if value is not None
+        ]
+        for row in reversed(self._order if rows is None else rows):
             delivery_id = row[_DELIVERY_ID]
             if delivery_id in seen:
                 continue
             seen.add(delivery_id)
+            if any(row[index] != value for index, value in fixed):
+                continue
             history = self.attempts(delivery_id)
+            if not history:
+                continue  # left the window since the copy was taken
             last = history[-1]
             if not query.matches(last):
                 continue

@@ -7,6 +7,7 @@ fix and exit with status 1; usage errors exit with click's status 2.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -305,11 +306,21 @@ def dlq_list(
         )
 
 
+def _finite(value: float | None, option: str) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a number", param_hint=f"'{option}'")
+    return value
+
+
 @dlq.command("replay")
 @dlq_filters
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
 @click.option(
-    "--rate", type=click.FloatRange(min=0.01), default=None, help="Replays per second at most."
+    "--rate",
+    type=click.FloatRange(min=0.01, max=1e9),  # nan passes both bounds: _finite refuses it
+    callback=lambda ctx, param, value: _finite(value, "--rate"),
+    default=None,
+    help="Replays per second at most.",
 )
 @click.option("--force", is_flag=True, help="Replay dead letters already replayed before, again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -10,6 +10,7 @@ printed once, with a line saying it will not be shown again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,9 +52,12 @@ class _RateLimit(click.ParamType):
         if text in ("none", "off", "unlimited"):
             return UNLIMITED
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
+            number = math.nan
+        if not math.isfinite(number):  # nan would be sent as JSON null: no limit at all
             self.fail(f"{value!r} is not a number of requests per second or `none`", param, ctx)
+        return number
 
 
 class _Unlimited:
@@ -86,9 +90,12 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
 def _timeout_value(raw: str) -> str | float:
     """``10s`` stays a duration; a bare number is seconds."""
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         return raw.strip()
+    if not math.isfinite(seconds):  # nan would be sent as JSON null: the default timeout
+        raise click.BadParameter(f"{raw!r} is not a duration", param_hint="'--timeout'")
+    return seconds
 
 
 def _subscription_options(*, create: bool) -> Callable[[F], F]:
@@ -238,7 +245,17 @@ def _common_body(
 # -- human output --------------------------------------------------------------------
 
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): values stored before the
+    API refused them must not drive the operator's terminal."""
+    return text.translate(_CONTROLS)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -301,7 +318,8 @@ def _print_subscription(sub: dict[str, Any]) -> None:
     ]
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
-        click.echo(f"{label + ':':<{width + 1}} {'' if value is None else value}".rstrip())
+        shown = "" if value is None else printable(str(value))
+        click.echo(f"{label + ':':<{width + 1}} {shown}".rstrip())
 
 
 def _print_once(label: str, value: str) -> None:

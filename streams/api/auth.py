@@ -114,6 +114,10 @@ def authenticate(header: str | None, *, admin_token: str, tokens: TokenIndex) ->
     if not header or not header.startswith("Bearer "):
         raise AuthError("missing bearer token: send `Authorization: Bearer <token>`")
     token = header[len("Bearer ") :].strip()
+    if not token.isascii():
+        # Tokens are ASCII; aiohttp hands other bytes over as surrogates, which
+        # would fail to encode below (a 500 instead of a 401).
+        raise AuthError("unknown or revoked token")
     if hmac.compare_digest(token.encode(), admin_token.encode()):
         return ADMIN
     if token.startswith(TOKEN_PREFIX) and "." in token:

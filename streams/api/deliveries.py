@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from streams.api.auth import scope, visible
-from streams.api.http import json_body, json_response, principal
+from streams.api.http import json_body, json_response, parse_flag, principal
 from streams.attempts import STATUS_WORDS, AttemptLog, DeliveryQuery, attempt_view, summary
 from streams.deadletter import replay as dlq
 from streams.deadletter.scan import read_at
@@ -24,20 +25,40 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: Unix seconds accepted as a time: 1970 to the end of year 9999.
+MAX_UNIX_S = 253_402_300_799.0
+#: Replays that may run at once in one worker, each in a thread of its own.
+MAX_RUNNING_REPLAYS = 4
+#: Finished replays whose summaries are kept for ``GET /v1/dlq/replays/{id}``.
+KEPT_REPLAYS = 1000
+#: Slowest replay rate accepted (the CLI's bound too): one letter per 100 s.
+MIN_REPLAY_RATE = 0.01
+
+
 def parse_time(value: str | None, field: str) -> float | None:
-    """RFC 3339 or unix seconds."""
+    """RFC 3339 or unix seconds, from 1970 to the year 9999."""
     if value is None or value == "":
         return None
+    problem = f"`{field}`: an RFC 3339 time (2026-04-29T19:12:33Z) or unix seconds"
+    if not isinstance(value, str):
+        raise InvalidRequestError(problem, field=field)
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise InvalidRequestError(
-            f"`{field}`: an RFC 3339 time (2026-04-29T19:12:33Z) or unix seconds", field=field
-        ) from None
+        try:
+            seconds = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError):
+            raise InvalidRequestError(problem, field=field) from None
+    if not 0 <= seconds <= MAX_UNIX_S:  # NaN fails this too
+        raise InvalidRequestError(f"{problem}, from 1970 to 9999", field=field)
+    return seconds
+
+
+def text_field(source: Any, field: str) -> str | None:
+    value = source.get(field)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequestError(f"`{field}`: a string", field=field)
+    return value
 
 
 def parse_limit(value: str | None, default: int = 100) -> int:
@@ -55,7 +76,11 @@ class DeliveryRoutes:
         self.p = pipeline
         self.log = log_index
         self.replays: dict[str, dlq.ReplaySummary] = {}
+        self._replay_tenants: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._replay_threads = ThreadPoolExecutor(
+            max_workers=MAX_RUNNING_REPLAYS, thread_name_prefix="dlq-replay"
+        )
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v1/deliveries", self.list_deliveries)
@@ -86,8 +111,12 @@ class DeliveryRoutes:
             limit=parse_limit(q.get("limit")),
         )
         self.log.require()
-        rows = list(self.log.deliveries(query))
-        return json_response({"data": rows, "window_attempts": len(self.log)})
+        window = self.log.rows()  # copied on the loop; scanned in a thread (up to ~1 s)
+        rows = await asyncio.to_thread(lambda: list(self.log.deliveries(query, window)))
+        body: dict[str, Any] = {"data": rows}
+        if principal(request).admin:
+            body["window_attempts"] = len(window)  # every tenant's: the platform's view only
+        return json_response(body)
 
     def _history(self, request: web.Request) -> list[Attempt]:
         delivery_id = request.match_info["id"]
@@ -137,12 +166,12 @@ class DeliveryRoutes:
     # -- dead letters -------------------------------------------------------------
 
     def _filter(self, request: web.Request, source: Any) -> dlq.DlqFilter:
-        tenant = scope(principal(request), source.get("tenant_id"))
+        tenant = scope(principal(request), text_field(source, "tenant_id"))
         return dlq.DlqFilter(
-            subscription_id=source.get("subscription_id"),
+            subscription_id=text_field(source, "subscription_id"),
             tenant_id=tenant,
-            event_type=source.get("event_type"),
-            reason=source.get("reason"),
+            event_type=text_field(source, "event_type"),
+            reason=text_field(source, "reason"),
             since=parse_time(source.get("since"), "since"),
             until=parse_time(source.get("until"), "until"),
         )
@@ -183,26 +212,43 @@ class DeliveryRoutes:
         flt = self._filter(
             request,
             {
-                k: (str(v) if k in ("since", "until") and v is not None else v)
+                k: (str(v) if k in ("since", "until") and isinstance(v, (int, float)) else v)
                 for k, v in body.items()
             },
         )
         rate = body.get("rate")
         if rate is not None and (
-            not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0
+            not isinstance(rate, (int, float))
+            or isinstance(rate, bool)
+            or not MIN_REPLAY_RATE <= rate < float("inf")
         ):
-            raise InvalidRequestError("`rate`: replays per second, a positive number", field="rate")
-        force = bool(body.get("force", False))
+            raise InvalidRequestError(
+                f"`rate`: replays per second, a number of at least {MIN_REPLAY_RATE:g}",
+                field="rate",
+            )
+        force = parse_flag(body, "force")
+        dry_run = parse_flag(body, "dry_run")
+        running = sum(1 for r in self.replays.values() if r.status == "running")
+        if not dry_run and running >= MAX_RUNNING_REPLAYS:
+            raise ConflictError(
+                f"{running} replays are running on this worker (at most {MAX_RUNNING_REPLAYS}): "
+                "wait for one to finish (GET /v1/dlq/replays/{id}), or narrow this one's filter"
+            )
         counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
-        if body.get("dry_run"):
+        if dry_run:
             return json_response({**counted.as_dict(), "status": "dry_run"})
         summary_ = dlq.ReplaySummary(replay_id=dlq.new_replay_id(), started_at=time.time())
-        self.replays[summary_.replay_id] = summary_
+        self._keep(summary_, flt.tenant_id)
 
         async def run() -> None:
             try:
-                await asyncio.to_thread(
-                    dlq.replay, self.p.settings, flt, force=force, rate=rate, summary=summary_
+                # A thread of its own: a slow replay never takes the default pool's
+                # threads, which the stats and dead-letter listing need.
+                await asyncio.get_running_loop().run_in_executor(
+                    self._replay_threads,
+                    lambda: dlq.replay(
+                        self.p.settings, flt, force=force, rate=rate, summary=summary_
+                    ),
                 )
             except Exception as exc:
                 summary_.status = "failed"
@@ -217,8 +263,21 @@ class DeliveryRoutes:
             status=202,
         )
 
+    def _keep(self, summary_: dlq.ReplaySummary, tenant_id: str | None) -> None:
+        """Remember a replay's summary and whose it is; forget the oldest finished ones."""
+        self.replays[summary_.replay_id] = summary_
+        self._replay_tenants[summary_.replay_id] = tenant_id
+        finished = [k for k, r in self.replays.items() if r.status != "running"]
+        for key in finished[: max(0, len(finished) - KEPT_REPLAYS)]:
+            del self.replays[key]
+            self._replay_tenants.pop(key, None)
+
     async def replay_status(self, request: web.Request) -> web.Response:
-        found = self.replays.get(request.match_info["id"])
-        if found is None:
+        replay_id = request.match_info["id"]
+        found = self.replays.get(replay_id)
+        tenant = self._replay_tenants.get(replay_id)
+        who = principal(request)
+        # A platform-wide replay (no tenant) is the admin's alone.
+        if found is None or not (who.admin or (tenant is not None and visible(who, tenant))):
             raise NotFoundError("no replay with that id on this worker")
         return json_response(found.as_dict())

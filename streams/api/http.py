@@ -100,3 +100,11 @@ def make_middleware(admin_token: str, tokens: TokenIndex) -> Any:
             return error_response(500, "internal", "internal error; see the worker's log")
 
     return middleware
+
+
+def parse_flag(body: dict[str, Any], field: str) -> bool:
+    """A JSON ``true``/``false`` (absent: false). ``"false"`` is refused, not taken as true."""
+    value = body.get(field, False)
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"`{field}`: true or false (JSON booleans)", field=field)
+    return value

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from streams.api.auth import scope, visible
-from streams.api.http import json_body, json_response, principal
+from streams.api.http import json_body, json_response, parse_flag, principal
 from streams.deadletter import replay as dlq
 from streams.destinations import resolve_and_check
 from streams.errors import (
@@ -187,6 +187,8 @@ class SubscriptionRoutes:
         if grace > 7 * 86400:
             raise InvalidRequestError("`grace`: at most 7d", field="grace")
         secret = body.get("secret")
+        if secret is not None and not isinstance(secret, str):
+            raise InvalidRequestError("`secret`: a string", field="secret")
         if secret is None:
             secret = generate_secret(sub.signing)
         else:
@@ -215,6 +217,7 @@ class SubscriptionRoutes:
         unknown = set(body) - {"replay_parked"}
         if unknown:
             raise InvalidRequestError("`replay_parked`: the only field", field=sorted(unknown)[0])
+        replay_parked = parse_flag(body, "replay_parked")
         updated = model.set_state(sub, enabled=True, reason=None, now=time.time())
         await self._save(updated)
         view = self._view(updated)
@@ -224,7 +227,7 @@ class SubscriptionRoutes:
                 reason="subscription_disabled",
                 since=(sub.disabled_at - 60) if sub.disabled_at else None,
             )
-            if body.get("replay_parked"):
+            if replay_parked:
                 done = await asyncio.to_thread(dlq.replay, self.p.settings, flt)
                 view["parked"] = {
                     "count": done.matched,
@@ -249,9 +252,12 @@ class SubscriptionRoutes:
         sub = self._find(request)
         body = await json_body(request, required=False)
         reason = body.get("reason")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        if reason is not None and (
+            not isinstance(reason, str) or len(reason) > 500 or model.has_control_characters(reason)
+        ):
             raise InvalidRequestError(
-                "`reason`: a string of at most 500 characters", field="reason"
+                "`reason`: a string of at most 500 characters, no control characters",
+                field="reason",
             )
         updated = model.set_state(sub, enabled=False, reason=reason, now=time.time())
         await self._save(updated)

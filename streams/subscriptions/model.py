@@ -107,7 +107,14 @@ def _str(body: Mapping[str, Any], field: str, *, max_len: int) -> str:
         raise _bad(field, "must be a string")
     if len(value) > max_len:
         raise _bad(field, f"at most {max_len} characters")
+    if has_control_characters(value):
+        raise _bad(field, "no control characters (they would reach operators' terminals)")
     return value
+
+
+def has_control_characters(text: str) -> bool:
+    """C0 and C1 controls and DEL (ESC sequences retitle or rewrite terminals); tab is fine."""
+    return any((ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) <= 0x9F for c in text)
 
 
 def check_tenant(value: Any) -> str:

@@ -812,3 +812,35 @@ def test_health_needs_no_token_and_reads_a_worker_still_starting(api: FakeApi) -
     with ApiClient(api.url, None) as client:
         assert client.health() == {"status": "starting", "subscriptions": 0}
     assert "Authorization" not in only(api).headers
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_not_sent_as_null(value: str) -> None:
+    # orjson writes nan as null: the API read "no rate limit" and "the default timeout".
+    import click
+
+    from streams.cli_api import _RateLimit, _timeout_value
+
+    with pytest.raises(click.BadParameter):
+        _RateLimit().convert(value, None, None)
+    with pytest.raises(click.BadParameter):
+        _timeout_value(value)
+    assert _RateLimit().convert("2.5", None, None) == 2.5
+    assert _timeout_value("10s") == "10s"
+
+
+def test_control_characters_in_stored_values_are_printed_escaped() -> None:
+    import streams.cli  # noqa: F401 - cli_api is imported through it
+    from streams.cli_api import printable
+
+    assert printable("a\x1b]0;pwned\x07b\tc\x85") == "a\\x1b]0;pwned\\x07b\tc\\x85"
+
+
+def test_the_replay_rate_option_refuses_nan() -> None:
+    from click.testing import CliRunner
+
+    from streams.cli import cli
+
+    result = CliRunner().invoke(cli, ["dlq", "replay", "--rate", "nan", "--dry-run"])
+    assert result.exit_code == 2
+    assert "--rate" in result.output
