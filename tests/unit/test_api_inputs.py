@@ -80,6 +80,16 @@ async def tenant_token(client: TestClient[Any, Any], tenant: str) -> str:
     return token
 
 
+def delivery_routes(client: TestClient[Any, Any]) -> DeliveryRoutes:
+    """The app's DeliveryRoutes, to plant replays without a broker."""
+    routes: DeliveryRoutes = next(
+        r.handler.__self__  # type: ignore[attr-defined]
+        for r in client.app.router.routes()
+        if isinstance(getattr(r.handler, "__self__", None), DeliveryRoutes)
+    )
+    return routes
+
+
 async def error_of(resp: Any, status: int = 422) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
     err: dict[str, Any] = (await resp.json())["error"]
@@ -120,11 +130,7 @@ async def test_replay_fields_of_the_wrong_kind_are_a_422(
 
 async def test_replays_beyond_the_per_worker_limit_are_refused(api: Any) -> None:
     client, _ = api
-    routes = next(
-        r.handler.__self__
-        for r in client.app.router.routes()
-        if isinstance(getattr(r.handler, "__self__", None), DeliveryRoutes)
-    )
+    routes = delivery_routes(client)
     for n in range(4):
         routes._keep(ReplaySummary(replay_id=f"r{n}", started_at=0.0), None)
     err = await error_of(await client.post("/v1/dlq/replay", json={}, headers=auth()), 409)
@@ -133,11 +139,7 @@ async def test_replays_beyond_the_per_worker_limit_are_refused(api: Any) -> None
 
 async def test_a_replays_status_is_visible_to_its_own_tenant_and_the_admin_only(api: Any) -> None:
     client, _ = api
-    routes = next(
-        r.handler.__self__
-        for r in client.app.router.routes()
-        if isinstance(getattr(r.handler, "__self__", None), DeliveryRoutes)
-    )
+    routes = delivery_routes(client)
     routes._keep(ReplaySummary(replay_id="rp_acme", started_at=0.0), "acme")
     routes._keep(ReplaySummary(replay_id="rp_all", started_at=0.0), None)
     acme, other = await tenant_token(client, "acme"), await tenant_token(client, "other")

@@ -190,7 +190,9 @@ class Clock:
         return self.now
 
 
-def delivery(n: int, deferrals: int = 0) -> bytes:
+def delivery(n: int, deferrals: int = 0, **fields: Any) -> bytes:
+    """Record ``n`` of ``sub_1``; ``fields`` override the rest (attempt, held_by, ...)."""
+    values: dict[str, Any] = {"attempt": 1, "deferrals": deferrals, **fields}
     return Delivery(
         delivery_id=f"msg_{n}",
         event_id=f"evt_{n}",
@@ -198,8 +200,7 @@ def delivery(n: int, deferrals: int = 0) -> bytes:
         tenant_id="acme",
         subscription_id="sub_1",
         body="{}",
-        attempt=1,
-        deferrals=deferrals,
+        **values,
     ).to_bytes()
 
 

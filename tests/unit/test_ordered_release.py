@@ -16,22 +16,9 @@ import pytest
 
 from streams.commits import OrderedAcks, Ticket
 from streams.delivery.engine import DeliveryEngine, SendResult
-from streams.records import Delivery
-from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message, Sender
+from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message, Sender, delivery
 
 ORDERED = dataclasses.replace(SUB, ordering="ordered")
-
-
-def record(n: int, **fields: object) -> bytes:
-    return Delivery(
-        delivery_id=f"msg_{n}",
-        event_id=f"evt_{n}",
-        event_type="alert.fired",
-        tenant_id="acme",
-        subscription_id="sub_1",
-        body="{}",
-        **fields,  # type: ignore[arg-type]
-    ).to_bytes()
 
 
 @pytest.mark.parametrize(
@@ -60,19 +47,19 @@ async def test_a_changed_subscription_releases_its_hold_and_every_record_is_acke
         for _ in range(20):
             await asyncio.sleep(0)
 
-    await handle(record(0))  # the head fails: the subscription is held
-    await handle(record(1))  # a follower, queued in the tier
-    await handle(record(2))  # arrives mid-cycle: kept, not acked
+    await handle(delivery(0))  # the head fails: the subscription is held
+    await handle(delivery(1))  # a follower, queued in the tier
+    await handle(delivery(2))  # arrives mid-cycle: kept, not acked
     hold = eng.holds.get("sub_1")
     assert hold is not None
     assert len(hold.waiting) == 1
     assert not tickets[2].done
 
     p.subscriptions["sub_1"] = dataclasses.replace(ORDERED, **change)  # type: ignore[arg-type]
-    await handle(record(0, attempt=2))  # the head's retry comes out of the tier
-    await handle(record(1, held_by="held"))  # and the follower
+    await handle(delivery(0, attempt=2))  # the head's retry comes out of the tier
+    await handle(delivery(1, held_by="held"))  # and the follower
     for n in range(3, 20):
-        await handle(record(n))
+        await handle(delivery(n))
 
     assert failed == []
     assert eng.holds.get("sub_1") is None
