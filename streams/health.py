@@ -4,7 +4,9 @@ The policy is pure (:func:`observe`): given a subscription's failure state and
 one attempt, it returns the new state and what to do. Any success resets the
 count. A subscription is disabled, with a reason a person understands, when
 
-- the receiver answered ``410 Gone`` (it asked us to stop), or
+- the receiver answered ``410 Gone`` (it asked us to stop), or an answer
+  that says the endpoint was deleted (``attempt.gone``: Slack's
+  ``no_service``, Discord's ``Unknown Webhook``), with that answer's reason, or
 - consecutive failed attempts reach ``STREAMS_DISABLE_AFTER_FAILURES``, or
 - it has failed continuously for longer than ``STREAMS_DISABLE_AFTER``.
 
@@ -105,6 +107,8 @@ def observe(
         return Verdict(
             new, disable_reason="410 Gone: the endpoint asked to stop receiving webhooks"
         )
+    if attempt.gone:
+        return Verdict(new, disable_reason=attempt.error or "the endpoint no longer exists")
     if new.consecutive >= max_failures:
         return Verdict(new, disable_reason=_describe_run(new.consecutive, new.kinds))
     assert new.failing_since is not None

@@ -263,13 +263,18 @@ class Subscription(Record):
     rate_limit: float | None = None  # requests per second; None: unlimited
     max_in_flight: int = 16
     timeout_s: float | None = None  # None: STREAMS_REQUEST_TIMEOUT
-    body_format: Literal["envelope", "keyed"] = "envelope"
+    body_format: Literal["envelope", "keyed", "slack", "discord", "telegram"] = "envelope"
     state: Literal["enabled", "disabled"] = "enabled"
     disabled_reason: str | None = None
     disabled_at: float | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 1
+    # Telegram (body_format "telegram"): the chat the bot posts to.
+    chat_id: str | None = None
+    # A URL that carries a credential (a Telegram bot token) is stored encrypted here
+    # (EncryptedSecret dict) and ``url`` holds it masked: see streams.subscriptions.services.
+    url_secret: dict[str, Any] | None = None
 
     _kind: ClassVar[str] = "subscription"
     _required: ClassVar[dict[str, str]] = {
@@ -412,6 +417,9 @@ class Attempt(Record):
     source_offset: int = -1
     # False when no request went out (the endpoint's circuit breaker was open).
     sent: bool = True
+    # True when the answer means the endpoint is gone (410, Slack's no_service, Discord's
+    # Unknown Webhook): the subscription is disabled with ``error`` as the reason.
+    gone: bool = False
 
     _kind: ClassVar[str] = "attempt"
     _required: ClassVar[dict[str, str]] = {

@@ -9,6 +9,9 @@ Layout of a schema directory::
 An event type's schema may declare ``"x-body-key": "prospect"``: the key under
 which the ``keyed`` body shape places the event's data (see
 :mod:`streams.fanout.bodies`). Without it the key is the type's first segment.
+It may declare ``"x-summary"``, the template of the line chat destinations
+show for the event (:mod:`streams.fanout.summary`); without it they show the
+default one.
 
 Extra event types are added without touching the package by pointing
 ``STREAMS_EVENT_SCHEMAS`` at a directory of ``<event.type>.json`` files.
@@ -166,6 +169,17 @@ class SchemaRegistry:
         self._body_keys = {
             name: str(s.get("x-body-key") or name.split(".", 1)[0]) for name, s in events.items()
         }
+        self._summaries: dict[str, str] = {}
+        for name, s in events.items():
+            template = s.get("x-summary")
+            if template is None:
+                continue
+            if not isinstance(template, str) or not template.strip() or len(template) > 500:
+                raise ConfigError(
+                    f"event type {name}: `x-summary` must be a template string of at most 500 "
+                    'characters, such as "{watcher_name}: {new_posts} new posts"'
+                )
+            self._summaries[name] = template
         self.schemas = dict(events)
 
     @classmethod
@@ -197,6 +211,10 @@ class SchemaRegistry:
 
     def body_key(self, event_type: str) -> str:
         return self._body_keys.get(event_type) or event_type.split(".", 1)[0]
+
+    def summary(self, event_type: str) -> str | None:
+        """The type's summary template (``x-summary``), or None: the default applies."""
+        return self._summaries.get(event_type)
 
     def sample(self, event_type: str) -> dict[str, Any]:
         """Sample data for test deliveries: the schema's first ``examples`` entry."""

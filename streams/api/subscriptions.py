@@ -123,6 +123,9 @@ class SubscriptionRoutes:
         await self._save(sub)
         view = self._view(sub)
         view["signing_secret"] = secret  # shown once, here and on rotation
+        detected = model.detected_defaults(body)
+        if detected is not None:
+            view["detected"] = detected
         return json_response(view, status=201)
 
     async def list(self, request: web.Request) -> web.Response:
@@ -156,7 +159,9 @@ class SubscriptionRoutes:
     async def update(self, request: web.Request) -> web.Response:
         current = self._find(request)
         body = await json_body(request)
-        updated = model.apply_update(current, body, settings=self.p.settings, now=time.time())
+        updated = model.apply_update(
+            current, body, settings=self.p.settings, now=time.time(), box=self.p.box
+        )
         if updated.url != current.url:
             await self._check_resolution(updated.url)
         await self._save(updated)
@@ -186,6 +191,10 @@ class SubscriptionRoutes:
             ) from None
         if grace > 7 * 86400:
             raise InvalidRequestError("`grace`: at most 7d", field="grace")
+        if sub.signing == "none":
+            raise ConflictError(
+                f"subscription {sub.id} is unsigned (signing none): it has no secret to rotate"
+            )
         secret = body.get("secret")
         if secret is not None and not isinstance(secret, str):
             raise InvalidRequestError("`secret`: a string", field="secret")
@@ -288,7 +297,12 @@ class SubscriptionRoutes:
         )
         now = time.time()
         (delivery,) = deliveries_for(
-            event, [sub], body_key=self.p.registry.body_key(event_type), published_at=now, now=now
+            event,
+            [sub],
+            body_key=self.p.registry.body_key(event_type),
+            published_at=now,
+            now=now,
+            summary=self.p.registry.summary(event_type),
         )
         confirm = await self.p.send(self.p.names.deliveries, sub.id, delivery.to_bytes())
         await confirm

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streams.commits import OrderedAcks, Ticket
+from streams.delivery import chat
 from streams.delivery.breaker import TRIPPING, Breaker
 from streams.delivery.lanes import Dispatcher
 from streams.delivery.ordering import Holds
@@ -74,6 +75,7 @@ class SendResult:
     detail: str | None = None
     duration_ms: float = 0.0
     retry_after: str | None = None
+    gone: str | None = None  # the endpoint no longer exists: why (streams.delivery.chat)
 
 
 class Sender(Protocol):
@@ -318,11 +320,16 @@ class DeliveryEngine:
                 timestamp=int(now),
                 user_agent=self.p.settings.user_agent,
                 reserved=self.reserved,
+                url=None
+                if sub.url_secret is None
+                else secret_store.destination_url(self.p.box, sub),
             )
         except SigningError as exc:
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=f"signing: {exc}")
         else:
-            result = await self.sender.send(request, timeout_s=timeout)
+            result = chat.interpret(
+                sub.body_format, await self.sender.send(request, timeout_s=timeout)
+            )
         # Always recorded, so a probe that could not even be signed releases the breaker.
         self._breaker_record(sub.id, result, probe=decision == "probe", delivery=delivery)
         futures = await self._follow_up(delivery, sub, result, started=now, source=job.source)
@@ -373,7 +380,7 @@ class DeliveryEngine:
         retry_after = parse_retry_after(
             result.retry_after, now, minimum=RETRY_AFTER_MIN_S, maximum=RETRY_AFTER_MAX_S
         )
-        outcome = classify(result.status, result.error, retry_after)
+        outcome = classify(result.status, result.error, retry_after, gone=result.gone)
         error = (
             None
             if isinstance(outcome, Delivered)
@@ -436,6 +443,7 @@ class DeliveryEngine:
             source_partition=source[1],
             source_offset=source[2],
             sent=sent,
+            gone=isinstance(outcome, GiveUp) and outcome.disable,
         )
         futures.append(
             await self.p.send(self.p.names.attempts, delivery.delivery_id, attempt.to_bytes())

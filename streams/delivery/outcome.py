@@ -7,7 +7,10 @@
 result                                        outcome
 ============================================  ===========================================
 2xx                                           :class:`Delivered`
-410 Gone                                      :class:`GiveUp`, ``disable=True``
+410 Gone, or an answer that says the          :class:`GiveUp`, ``disable=True``
+endpoint was deleted (``gone``, read by
+:mod:`streams.delivery.chat` for Slack
+and Discord)
 :attr:`ErrorKind.DESTINATION_REFUSED`,        :class:`GiveUp`, ``disable=False``
 :attr:`ErrorKind.INVALID_URL`
 429, 503                                      :class:`Retry`, honouring ``Retry-After``
@@ -141,17 +144,26 @@ def reason_for_status(status: int) -> str:
     return f"HTTP {status}"
 
 
-def classify(status: int | None, error: ErrorKind | None, retry_after: float | None) -> Outcome:
+def classify(
+    status: int | None,
+    error: ErrorKind | None,
+    retry_after: float | None,
+    *,
+    gone: str | None = None,
+) -> Outcome:
     """The outcome of one attempt: see the table in the module docstring.
 
     ``retry_after`` is the already parsed ``Retry-After`` delay in seconds
     (see :func:`streams.retry.schedule.parse_retry_after`); it is kept only
-    on a :class:`Retry` for 429 and 503. Raises :class:`ValueError` when
+    on a :class:`Retry` for 429 and 503. ``gone`` is the reason when the
+    answer says the endpoint was deleted. Raises :class:`ValueError` when
     neither a status nor an error is given.
     """
     if status is not None:
         if 200 <= status <= 299:
             return Delivered(status)
+        if gone is not None:
+            return GiveUp(gone, status, disable=True)
         if status == 410:
             return GiveUp(GONE_REASON, status, disable=True)
         kept = retry_after if status in _RETRY_AFTER_STATUSES else None

@@ -39,8 +39,13 @@ def build_request(
     timestamp: int,
     user_agent: str,
     reserved: frozenset[str],
+    url: str | None = None,
 ) -> PreparedRequest:
-    """Everything to send for this attempt. ``timestamp`` is stamped fresh per attempt."""
+    """Everything to send for this attempt. ``timestamp`` is stamped fresh per attempt.
+
+    ``url`` is the clear destination when the subscription's own ``url`` is the masked
+    form of a URL that carries a credential (:func:`streams.subscriptions.secrets.destination_url`).
+    """
     body = delivery.body_bytes
     profile = get_profile(sub.signing)
     headers: dict[str, str] = {
@@ -67,4 +72,4 @@ def build_request(
             )
         )
     )
-    return PreparedRequest(url=sub.url, headers=headers, body=body)
+    return PreparedRequest(url=sub.url if url is None else url, headers=headers, body=body)

@@ -50,15 +50,20 @@ def deliveries_for(
     body_key: str,
     published_at: float,
     now: float,
+    summary: str | None = None,
 ) -> list[Delivery]:
-    """One delivery per subscription, each with the body bytes of its body format."""
-    bodies: dict[str, str] = {}
+    """One delivery per subscription, each with the body bytes of its body format
+    (and chat id: a Telegram body names its chat). ``summary``: the type's template."""
+    bodies: dict[tuple[str, str | None], str] = {}
     out: list[Delivery] = []
     for sub in subscriptions:
-        body = bodies.get(sub.body_format)
+        shape = (sub.body_format, sub.chat_id)
+        body = bodies.get(shape)
         if body is None:
-            body = render_body(event, sub.body_format, body_key).decode("utf-8")
-            bodies[sub.body_format] = body
+            body = render_body(
+                event, sub.body_format, body_key, summary=summary, chat_id=sub.chat_id
+            ).decode("utf-8")
+            bodies[shape] = body
         out.append(
             Delivery(
                 delivery_id=delivery_id_for(event.id, sub.id),
@@ -125,6 +130,7 @@ async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message
             body_key=pipeline.registry.body_key(event.type),
             published_at=float(message.timestamp or 0.0),
             now=time.time(),
+            summary=pipeline.registry.summary(event.type),
         )
         for d in deliveries:
             if d.subscription_id in enabled:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -21,10 +22,17 @@ from streams.config import Settings
 from streams.destinations import check_url
 from streams.errors import DestinationRefusedError, InvalidRequestError, SigningError
 from streams.fanout.matching import PatternError, validate_pattern
+from streams.logs import redact
 from streams.records import Subscription
 from streams.retry.schedule import parse_duration, parse_schedule, tiers_for
 from streams.signing import PROFILES, get_profile, validate_secret
 from streams.subscriptions import secrets as secret_store
+from streams.subscriptions.services import (
+    TELEGRAM_HOST,
+    TELEGRAM_SEND,
+    detect_service,
+    masked_url,
+)
 
 MAX_EVENT_TYPES = 50
 MAX_HEADERS = 20
@@ -74,9 +82,13 @@ CREATE_FIELDS = frozenset(
         "max_in_flight",
         "timeout",
         "body_format",
+        "chat_id",
         "enabled",
     }
 )
+BODY_FORMATS = ("envelope", "keyed", "slack", "discord", "telegram")
+#: A Telegram chat id: the chat's number (negative for groups and channels) or @channelusername.
+_CHAT_ID = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 UPDATE_FIELDS = CREATE_FIELDS - {"tenant_id", "secret", "enabled"}
 
 
@@ -124,20 +136,46 @@ def check_tenant(value: Any) -> str:
 
 
 def _url(value: Any, settings: Settings) -> str:
+    """The URL, checked. Messages pass through :func:`redact`: a URL may carry a bot token."""
     if not isinstance(value, str):
         raise _bad("url", "must be a string")
     try:
         check_url(value, allow_http=settings.development, allowlist=settings.destination_allowlist)
     except DestinationRefusedError as exc:
-        raise _bad("url", str(exc)) from None
+        raise _bad("url", redact(str(exc))) from None
     try:
         # The delivery stage parses it with httpx (streams.delivery.transport): a URL
         # httpx refuses (an IDNA 2003-only host such as ☃.net) could never be sent.
-        httpx.URL(value)
+        parsed = httpx.URL(value)
     except (httpx.InvalidURL, ValueError) as exc:
         raise _bad(
-            "url", f"{exc}; write an internationalized host name in its xn-- (punycode) form"
+            "url",
+            redact(f"{exc}; write an internationalized host name in its xn-- (punycode) form"),
         ) from None
+    # urlsplit, not parsed.host: httpx decodes xn-- labels by IDNA 2008 and may refuse them.
+    if (urlsplit(value).hostname or "").rstrip(".") == TELEGRAM_HOST and (
+        not TELEGRAM_SEND.fullmatch(parsed.path) or parsed.query or parsed.fragment
+    ):
+        raise _bad(
+            "url",
+            "a Telegram destination is https://api.telegram.org/bot<token>/sendMessage, with "
+            "the token BotFather gave (digits, a colon, then letters, digits, - and _) and "
+            "nothing after sendMessage; the chat goes in `chat_id`",
+        )
+    return value
+
+
+def _chat_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _CHAT_ID.fullmatch(value):
+        raise _bad(
+            "chat_id",
+            "the Telegram chat: its numeric id (e.g. -1001234567890 for a channel or group) "
+            "or @channelusername",
+        )
     return value
 
 
@@ -269,13 +307,69 @@ def _apply(fields: dict[str, Any], body: Mapping[str, Any], settings: Settings) 
     if "timeout" in body:
         fields["timeout_s"] = _timeout(body["timeout"])
     if "body_format" in body:
-        fields["body_format"] = _choice(body, "body_format", ("envelope", "keyed"))
+        fields["body_format"] = _choice(body, "body_format", BODY_FORMATS)
+    if "chat_id" in body:
+        fields["chat_id"] = _chat_id(body["chat_id"])
+
+
+def _check_combination(record: Subscription) -> None:
+    """Rules between fields, on the record as it would be saved."""
+    if record.body_format == "telegram" and record.chat_id is None:
+        raise _bad(
+            "chat_id",
+            "required with body_format telegram: the chat the bot posts to (its numeric id, "
+            "or @channelusername)",
+        )
+    if record.chat_id is not None and record.body_format != "telegram":
+        raise _bad("chat_id", "only with body_format telegram (set it to null to remove it)")
+
+
+def detected_defaults(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a create request gets because its URL is a known chat service, or None.
+
+    A Slack, Discord or Telegram URL (:func:`~streams.subscriptions.services.detect_service`)
+    without an explicit ``body_format`` gets that service's format, and without an
+    explicit ``signing`` the ``none`` profile (those services verify no signature).
+    The create response shows this as ``detected``.
+    """
+    url = body.get("url")
+    service = detect_service(url) if isinstance(url, str) else None
+    if service is None:
+        return None
+    applied: dict[str, str] = {}
+    if "body_format" not in body:
+        applied["body_format"] = service
+    if "signing" not in body:
+        applied["signing"] = "none"
+    chosen = ", ".join(f"{k} {v}" for k, v in applied.items())
+    message = f"the URL is a {service.capitalize()} webhook" + (
+        f": {chosen} chosen for it (give them explicitly to choose otherwise)"
+        if applied
+        else "; body_format and signing as given"
+    )
+    return {"service": service, "applied": applied, "message": message}
+
+
+def _protect_url(fields: dict[str, Any], box: secret_store.SecretBox, now: float) -> None:
+    """A URL that carries a credential is kept encrypted, and only masked in ``url``."""
+    if "url" not in fields:
+        return
+    masked = masked_url(fields["url"])
+    if masked is None:
+        fields["url_secret"] = None
+        return
+    fields["url_secret"] = box.encrypt(fields["url"], now=now)
+    fields["url"] = masked
 
 
 def _secret_for(profile: str, body: Mapping[str, Any]) -> str | None:
     """The caller's secret, validated; or a generated one; or None (prospektr, unsigned)."""
     from streams.signing import generate_secret
 
+    if profile == "none":
+        if body.get("secret") is not None:
+            raise _bad("secret", "signing none sends unsigned requests: leave `secret` out")
+        return None
     if "secret" in body and body["secret"] is not None:
         secret = body["secret"]
         if not isinstance(secret, str):
@@ -306,6 +400,9 @@ def build_subscription(
         if required not in body:
             raise _bad(required, "required")
     fields: dict[str, Any] = {}
+    detected = detected_defaults(body)
+    if detected is not None:
+        fields.update(detected["applied"])
     _apply(fields, body, settings)
     profile = fields.get("signing", "standard")
     secret = _secret_for(profile, body)
@@ -323,13 +420,22 @@ def build_subscription(
         updated_at=now,
         **fields,
     )
-    return record, secret
+    _check_combination(record)
+    protected: dict[str, Any] = {"url": record.url}
+    _protect_url(protected, box, now)
+    return dataclasses.replace(record, **protected), secret
 
 
 def apply_update(
-    current: Subscription, body: Mapping[str, Any], *, settings: Settings, now: float
+    current: Subscription,
+    body: Mapping[str, Any],
+    *,
+    settings: Settings,
+    now: float,
+    box: secret_store.SecretBox,
 ) -> Subscription:
-    """Validate a PATCH and return the updated record (secrets are not changed here)."""
+    """Validate a PATCH and return the updated record (signing secrets are not changed
+    here; a new URL that carries a credential is encrypted with ``box``)."""
     if not isinstance(body, Mapping):
         raise InvalidRequestError("the request body must be a JSON object")
     _check_unknown(body, UPDATE_FIELDS)
@@ -337,7 +443,12 @@ def apply_update(
     _apply(fields, body, settings)
     if "signing" in fields and fields["signing"] != current.signing:
         raise _bad("signing", "cannot change the signing profile: create a new subscription")
-    return dataclasses.replace(current, **fields, updated_at=now, version=current.version + 1)
+    updated = dataclasses.replace(current, **fields, updated_at=now, version=current.version + 1)
+    _check_combination(updated)
+    _protect_url(fields, box, now)
+    return dataclasses.replace(
+        updated, **{k: fields[k] for k in ("url", "url_secret") if k in fields}
+    )
 
 
 def set_state(
@@ -362,13 +473,15 @@ def _iso(ts: float | None) -> str | None:
 def public_view(
     sub: Subscription, *, now: float, public_keys: list[str] | None = None
 ) -> dict[str, Any]:
-    """What the API and CLI show: everything but secret material."""
+    """What the API and CLI show: everything but secret material (a URL that carries a
+    credential is shown masked, ``url_masked`` true)."""
     valid = secret_store.active(sub.secrets, now)
     rotating = [s["expires_at"] for s in valid if s.get("expires_at") is not None]
     view: dict[str, Any] = {
         "id": sub.id,
         "tenant_id": sub.tenant_id,
         "url": sub.url,
+        "url_masked": sub.url_secret is not None,
         "description": sub.description,
         "event_types": list(sub.event_types),
         "signing": sub.signing,
@@ -385,6 +498,7 @@ def public_view(
         "max_in_flight": sub.max_in_flight,
         "timeout": sub.timeout_s,
         "body_format": sub.body_format,
+        "chat_id": sub.chat_id,
         "state": sub.state,
         "disabled_reason": sub.disabled_reason,
         "disabled_at": _iso(sub.disabled_at),

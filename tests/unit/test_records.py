@@ -185,7 +185,8 @@ def test_a_row_holds_the_fields_in_order_and_builds_the_same_record() -> None:
     data = {k: v for k, v in ATTEMPT.to_dict().items() if k not in ("sent", "replay_id")}
     row = Attempt.row_from_bytes(orjson.dumps(data | {"later_field": 1}))
     assert Attempt(*row) == ATTEMPT
-    assert row[-1] is True  # sent
+    assert row[-2] is True  # sent
+    assert row[-1] is False  # gone
 
 
 @pytest.mark.parametrize(

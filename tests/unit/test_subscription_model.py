@@ -160,7 +160,7 @@ def test_retry_schedules_default_custom_and_none() -> None:
 def test_an_update_changes_only_given_fields_and_bumps_the_version() -> None:
     sub, _ = build({"url": "https://e.com/a", "event_types": ["a"], "description": "one"})
     updated = apply_update(
-        sub, {"description": "two", "event_types": ["b.*"]}, settings=PROD, now=NOW + 5
+        sub, {"description": "two", "event_types": ["b.*"]}, settings=PROD, now=NOW + 5, box=BOX
     )
     assert (updated.description, updated.event_types, updated.url) == (
         "two",
@@ -169,7 +169,7 @@ def test_an_update_changes_only_given_fields_and_bumps_the_version() -> None:
     )
     assert (updated.version, updated.updated_at, updated.created_at) == (2, NOW + 5, NOW)
     with pytest.raises(InvalidRequestError, match="tenant_id"):
-        apply_update(sub, {"tenant_id": "other"}, settings=PROD, now=NOW)
+        apply_update(sub, {"tenant_id": "other"}, settings=PROD, now=NOW, box=BOX)
 
 
 def test_disable_and_enable_carry_a_human_reason() -> None:
