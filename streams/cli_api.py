@@ -23,7 +23,8 @@ from streams.client import ApiClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SIGNING_PROFILES = ("standard", "prowlo", "prospektr", "stripe", "github")
+SIGNING_PROFILES = ("standard", "prowlo", "prospektr", "stripe", "github", "none")
+BODY_FORMATS = ("envelope", "keyed", "slack", "discord", "telegram")
 ONCE = "store it now: it will not be shown again"
 
 
@@ -186,9 +187,15 @@ def _subscription_options(*, create: bool) -> Callable[[F], F]:
             ),
             click.option(
                 "--body-format",
-                type=click.Choice(("envelope", "keyed")),
+                type=click.Choice(BODY_FORMATS),
                 default=None,
-                help="Body shape.",
+                help="Body shape (a Slack, Discord or Telegram URL picks its own by default).",
+            ),
+            click.option(
+                "--chat-id",
+                default=None,
+                help="Telegram: the chat to post to (numeric id or @channelusername)"
+                + ("." if create else "; `none` removes it."),
             ),
         ]
         if create:
@@ -214,6 +221,7 @@ def _common_body(
     max_in_flight: int | None,
     timeout: str | None,
     body_format: str | None,
+    chat_id: str | None = None,
 ) -> dict[str, Any]:
     """The request fields of the options given (API field names); absent ones are left out."""
     body: dict[str, Any] = {}
@@ -239,6 +247,8 @@ def _common_body(
         body["timeout"] = _timeout_value(timeout)
     if body_format is not None:
         body["body_format"] = body_format
+    if chat_id is not None:
+        body["chat_id"] = None if chat_id.strip().lower() == "none" else chat_id.strip()
     return body
 
 
@@ -312,6 +322,7 @@ def _print_subscription(sub: dict[str, Any]) -> None:
         ("max in flight", sub.get("max_in_flight")),
         ("timeout", "default" if timeout is None else f"{timeout:g}s"),
         ("body format", sub.get("body_format")),
+        *([("chat id", sub["chat_id"])] if sub.get("chat_id") is not None else []),
         ("created", sub.get("created_at")),
         ("updated", sub.get("updated_at")),
         ("version", sub.get("version")),
@@ -361,6 +372,7 @@ def sub_create(
     max_in_flight: int | None,
     timeout: str | None,
     body_format: str | None,
+    chat_id: str | None,
     disabled: bool,
     as_json: bool,
 ) -> None:
@@ -379,6 +391,7 @@ def sub_create(
         max_in_flight=max_in_flight,
         timeout=timeout,
         body_format=body_format,
+        chat_id=chat_id,
     )
     if tenant is not None:
         body = {"tenant_id": tenant, **body}
@@ -394,6 +407,9 @@ def sub_create(
         print_json(created)
         return
     click.echo(f"created {created.get('id')}")
+    detected = created.get("detected") or {}
+    if detected.get("message"):
+        click.echo(printable(str(detected["message"])))
     _print_subscription(created)
     signing_secret = created.get("signing_secret")
     if signing_secret:
@@ -466,6 +482,7 @@ def sub_update(
     max_in_flight: int | None,
     timeout: str | None,
     body_format: str | None,
+    chat_id: str | None,
     as_json: bool,
 ) -> None:
     """Change the options given; the others stay. Secrets: rotate-secret; state: enable/disable."""
@@ -483,6 +500,7 @@ def sub_update(
         max_in_flight=max_in_flight,
         timeout=timeout,
         body_format=body_format,
+        chat_id=chat_id,
     )
     if clear_headers:
         body["headers"] = {}

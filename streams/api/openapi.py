@@ -38,7 +38,10 @@ _CREATE = {
             "type": "string",
             "description": (
                 "https (http only in development); no credentials; must not resolve to "
-                "private/loopback/metadata addresses unless allowlisted."
+                "private/loopback/metadata addresses unless allowlisted. A Slack, Discord or "
+                "Telegram URL carries its own credential: it is stored encrypted and shown "
+                "masked; without `body_format` / `signing` it gets that service's format and "
+                "signing `none` (see `detected` in the response)."
             ),
         },
         "description": {"type": "string", "maxLength": 500},
@@ -48,8 +51,9 @@ _CREATE = {
             "description": "Exact types or patterns: `prospect.*`, `*`.",
         },
         "signing": {
-            "enum": ["standard", "prowlo", "prospektr", "stripe", "github"],
+            "enum": ["standard", "prowlo", "prospektr", "stripe", "github", "none"],
             "default": "standard",
+            "description": "`none`: unsigned, no secret (chat services verify no signature).",
         },
         "secret": {
             "type": ["string", "null"],
@@ -69,7 +73,15 @@ _CREATE = {
             "description": "Whole-request timeout, at most 30s.",
             "oneOf": [{"type": "string"}, {"type": "number"}],
         },
-        "body_format": {"enum": ["envelope", "keyed"], "default": "envelope"},
+        "body_format": {
+            "enum": ["envelope", "keyed", "slack", "discord", "telegram"],
+            "default": "envelope",
+            "description": "slack/discord/telegram: a chat message rendered from the event.",
+        },
+        "chat_id": {
+            "type": ["string", "integer", "null"],
+            "description": "Telegram only (required there): numeric chat id or @channelusername.",
+        },
         "enabled": {"type": "boolean", "default": True},
     },
 }
@@ -83,7 +95,8 @@ _VIEW = {
     "properties": {
         "id": {"type": "string"},
         "tenant_id": {"type": "string"},
-        "url": {"type": "string"},
+        "url": {"type": "string", "description": "Masked (`***`) when it carries a credential."},
+        "url_masked": {"type": "boolean"},
         "event_types": {"type": "array", "items": {"type": "string"}},
         "signing": {"type": "string"},
         "secret": {
@@ -104,6 +117,20 @@ _VIEW = {
         },
         "state": {"enum": ["enabled", "disabled"]},
         "disabled_reason": {"type": ["string", "null"]},
+        "body_format": {"type": "string"},
+        "chat_id": {"type": ["string", "null"]},
+        "detected": {
+            "type": "object",
+            "description": (
+                "Only in the create response, for a Slack, Discord or Telegram URL: the "
+                "service, what was chosen for it (`applied`), and a sentence saying so."
+            ),
+            "properties": {
+                "service": {"enum": ["slack", "discord", "telegram"]},
+                "applied": {"type": "object", "additionalProperties": {"type": "string"}},
+                "message": {"type": "string"},
+            },
+        },
     },
 }
 
