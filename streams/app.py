@@ -169,6 +169,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
         settings.secrets_key,
         settings.kafka_sasl_password,
         settings.kafka_ssl_key_password,
+        settings.egress_proxy,
     ):
         register_secret(secret.reveal())
     app = App(settings.app_id, **faust_settings(settings))

@@ -252,6 +252,14 @@ class Settings:
     user_agent: str = _env(
         "STREAMS_USER_AGENT", "streams-webhooks/0.1", "User-Agent of every webhook request."
     )
+    egress_proxy: Secret = _env(
+        "STREAMS_EGRESS_PROXY",
+        "",
+        "http://host:port of an HTTP CONNECT proxy that every delivery goes through, so "
+        "receivers can allowlist its fixed addresses (http://user:password@host:port with "
+        "credentials; never shown). TLS stays end to end; destinations are still resolved "
+        "and checked here first. Empty: deliveries connect directly.",
+    )
     log_level: str = _env("STREAMS_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
     metrics: bool = _env(
         "STREAMS_METRICS",
@@ -335,12 +343,14 @@ class Settings:
 
 def _parse(name: str, var: str, raw: str) -> Any:
     parser = _PARSERS.get(name, _as_str)
+    # A secret setting's value never appears in an error (it may hold a password).
+    shown = f"{var} (value hidden)" if parser is Secret or name in _HIDDEN else f"{var}={raw!r}"
     try:
         return parser(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+        raise ConfigError(f"{shown} is not valid: {exc}") from None
     except ValueError as exc:
-        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+        raise ConfigError(f"{shown} is not valid: {exc}") from None
 
 
 def _as_str(raw: str) -> str:
@@ -470,6 +480,14 @@ def _readable_file(raw: str) -> str:
     return raw
 
 
+def _egress_proxy(raw: str) -> Secret:
+    from streams.delivery.proxy import EgressProxy
+
+    if raw:
+        EgressProxy.parse(raw)  # ValueError saying what to fix, without the value
+    return Secret(raw)
+
+
 def _heap(raw: str) -> str:
     if not raw[:-1].isdigit() or raw[-1].lower() not in "mg":
         raise ValueError("expected a Java heap size such as 512m or 1g")
@@ -512,4 +530,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "metrics": _on_off,
     "kafka_heap": _heap,
+    "egress_proxy": _egress_proxy,
 }
+#: Settings whose parser is not ``Secret`` itself but whose value is secret all the same.
+_HIDDEN = frozenset({"egress_proxy"})

@@ -19,7 +19,9 @@ any other transport error (timeouts,          :class:`Retry`
 refused/reset connections, DNS, TLS,
 protocol errors), and
 :attr:`ErrorKind.CIRCUIT_OPEN` (skipped,
-see :mod:`streams.delivery.breaker`)
+see :mod:`streams.delivery.breaker`), and
+:attr:`ErrorKind.PROXY_ERROR` (the egress
+proxy is down or refused the tunnel)
 ============================================  ===========================================
 
 Why so few give-ups: one of the products we power promises its customers
@@ -81,6 +83,7 @@ class ErrorKind(enum.StrEnum):
     DESTINATION_REFUSED = "destination_refused"
     INVALID_URL = "invalid_url"
     CIRCUIT_OPEN = "circuit_open"  # no request sent: the endpoint's breaker is open
+    PROXY_ERROR = "proxy_error"  # the egress proxy is unreachable or refused the tunnel
 
 
 _ERROR_REASONS: dict[ErrorKind, str] = {
@@ -97,6 +100,7 @@ _ERROR_REASONS: dict[ErrorKind, str] = {
     ErrorKind.DESTINATION_REFUSED: "destination refused by policy",
     ErrorKind.INVALID_URL: "invalid URL",
     ErrorKind.CIRCUIT_OPEN: "circuit open: the endpoint keeps failing, no request sent",
+    ErrorKind.PROXY_ERROR: "egress proxy failed",
 }
 
 _GIVE_UP_ERRORS = frozenset({ErrorKind.DESTINATION_REFUSED, ErrorKind.INVALID_URL})
