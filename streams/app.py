@@ -27,14 +27,14 @@ import faust
 import mode
 
 from streams.config import Settings
-from streams.faust_consumer import App
-from streams.logs import dict_config, register_secret
-from streams.output import KafkaOutput
+from streams.kafka.faust_consumer import App
+from streams.kafka.output import KafkaOutput
+from streams.kafka.topics import TopicNames
+from streams.ops.logs import dict_config, register_secret
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
 from streams.subscriptions.store import CompactedReader
-from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Pipeline:
     async def send(self, topic: str, key: str | bytes, value: bytes | None) -> Any:
         """Enqueue one record; the returned future resolves when Kafka acknowledges it.
 
-        Written by :class:`~streams.output.KafkaOutput` (librdkafka), not Faust's producer.
+        Written by :class:`~streams.kafka.output.KafkaOutput` (librdkafka), not Faust's producer.
         """
         k = key.encode() if isinstance(key, str) else key
         return await self.output.send(topic, k, value)
@@ -116,7 +116,7 @@ class _Closing(mode.Service):
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]
-    from streams.kafka_security import faust_credentials
+    from streams.kafka.security import faust_credentials
 
     return {
         "broker": brokers,
@@ -155,7 +155,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_linger_ms": 1,
         "producer_max_request_size": settings.max_record_bytes,
         "consumer_max_fetch_size": 4 * 1_048_576,
-        # `streams worker` logs JSON lines (streams.logs), Faust's own lines included.
+        # `streams worker` logs JSON lines (streams.ops.logs), Faust's own lines included.
         "logging_config": dict_config(settings.log_level),
         "loghandlers": [],
     }
@@ -193,7 +193,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     from streams.delivery.transport import HttpSender
     from streams.fanout.agent import register_fanout
     from streams.health import HealthMonitor
-    from streams.metrics import register_metrics
+    from streams.ops.metrics import register_metrics
     from streams.retry.agent import register_retry_tiers
 
     sender = HttpSender(settings)

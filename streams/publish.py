@@ -28,9 +28,9 @@ import orjson
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError, PublishError
+from streams.kafka.topics import TopicNames, check_reachable, unreachable
 from streams.records import EventEnvelope
 from streams.schemas import SchemaRegistry
-from streams.topics import TopicNames, check_reachable, unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ def utc_now_rfc3339() -> str:
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     """The durable producer settings every confluent-kafka producer of ours uses."""
-    from streams.kafka_security import librdkafka_config
+    from streams.kafka.security import librdkafka_config
 
     return {
         **librdkafka_config(settings),

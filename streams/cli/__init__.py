@@ -79,7 +79,7 @@ def kafka() -> None:
 @fail_cleanly
 def kafka_start() -> None:
     """Resolve the jars (once), format storage (once), start, and wait until ready."""
-    from streams.localkafka import LocalKafka
+    from streams.kafka.local import LocalKafka
 
     local = LocalKafka(settings_from_env())
     status, started = local.start()
@@ -93,7 +93,7 @@ def kafka_start() -> None:
 @fail_cleanly
 def kafka_stop() -> None:
     """Stop the broker started by `streams kafka start`."""
-    from streams.localkafka import LocalKafka
+    from streams.kafka.local import LocalKafka
 
     local = LocalKafka(settings_from_env())
     if local.stop():
@@ -107,7 +107,7 @@ def kafka_stop() -> None:
 @fail_cleanly
 def kafka_status(as_json: bool) -> None:
     """Say whether the local broker runs, where, and which version. Exit 3 if stopped."""
-    from streams.localkafka import LocalKafka
+    from streams.kafka.local import LocalKafka
 
     status = LocalKafka(settings_from_env()).status()
     if as_json:
@@ -139,7 +139,7 @@ def topics() -> None:
 @fail_cleanly
 def topics_create(as_json: bool) -> None:
     """Create every topic the pipeline uses; existing ones are left alone."""
-    from streams.topics import create_topics
+    from streams.kafka.topics import create_topics
 
     result = create_topics(settings_from_env())
     if as_json:
@@ -153,7 +153,7 @@ def topics_create(as_json: bool) -> None:
 @fail_cleanly
 def topics_list() -> None:
     """List the topics the pipeline uses, with partitions and configuration."""
-    from streams.topics import topic_specs
+    from streams.kafka.topics import topic_specs
 
     for spec in topic_specs(settings_from_env()):
         conf = " ".join(f"{k}={v}" for k, v in sorted(spec.config.items()))
@@ -415,7 +415,7 @@ def monitor_cmd(once: bool, as_json: bool, interval: float, count: int, no_api: 
 @fail_cleanly
 def demo_cmd(events: int | None, interval: float) -> None:
     """Run everything locally: broker, worker, receiver, sample events; watch it work."""
-    from streams.demo import run_demo
+    from streams.tools.demo import run_demo
 
     run_demo(events, interval)
 
@@ -436,7 +436,7 @@ def receiver_cmd(host: str, port: int, ledger: str | None) -> None:
     """Run the sample receiver: verifies signatures, records a ledger, fails on request."""
     from pathlib import Path
 
-    from streams.receiver import run
+    from streams.tools.receiver import run
 
     click.echo(
         f"receiver on http://{host}:{port}/hooks/<name> (control: /_control/endpoints/<name>)",
@@ -461,10 +461,10 @@ def worker_cmd() -> None:
     import uvloop
     from faust import Worker
 
-    from streams import gc_tuning
     from streams.app import build_app
     from streams.errors import ConfigError
-    from streams.topics import missing_topics
+    from streams.kafka.topics import missing_topics
+    from streams.ops import gc_tuning
 
     settings = settings_from_env()
     # uvloop: the worker's event loop does all the HTTP and Kafka I/O.
@@ -477,7 +477,7 @@ def worker_cmd() -> None:
             "with the same STREAMS_TOPIC_PREFIX and STREAMS_RETRY_SCHEDULE"
         )
     pipeline = build_app(settings)
-    # Fewer, shorter collector pauses (streams.gc_tuning); after the app is built.
+    # Fewer, shorter collector pauses (streams.ops.gc_tuning); after the app is built.
     gc_tuning.tune()
     pipeline.app.service(gc_tuning.SettleWhenReady(pipeline.ready))  # type: ignore[arg-type]
     if settings.development and not settings.admin_token.reveal():
@@ -497,11 +497,11 @@ def worker_cmd() -> None:
     worker.execute_from_commandline()
 
 
-from streams.cli_api import register  # noqa: E402 - needs the helpers above
+from streams.cli.subscriptions import register  # noqa: E402 - needs the helpers above
 
 register(cli)
 
-from streams.bench.cli import bench_cmd  # noqa: E402 - benchmarks and fault injection
+from streams.tools.bench.cli import bench_cmd  # noqa: E402 - benchmarks and fault injection
 
 cli.add_command(bench_cmd)
 

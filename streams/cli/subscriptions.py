@@ -1,6 +1,6 @@
 """``streams subscriptions`` and ``streams tokens``: the management API on the command line.
 
-Every command is one call of :class:`~streams.client.ApiClient` against
+Every command is one call of :class:`~streams.cli.client.ApiClient` against
 ``STREAMS_API_URL`` (a running ``streams worker``), authenticated with
 ``STREAMS_API_TOKEN``, else ``STREAMS_ADMIN_TOKEN``, else the development token
 file. ``--json`` prints the API's JSON; without it, text for people. A signing
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from streams.cli import fail_cleanly, print_json, settings_from_env
-from streams.client import ApiClient
+from streams.cli.client import ApiClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 

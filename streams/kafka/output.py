@@ -4,7 +4,7 @@ Every record a stage produces (deliveries, attempt records, retries, dead
 letters, ops events, subscription writes) goes through
 :meth:`KafkaOutput.send`, which returns an ``asyncio.Future`` that resolves
 when Kafka has acknowledged the record (``acks=all``, idempotent) or fails
-with :class:`OutputError`. The commit contract (:mod:`streams.commits`)
+with :class:`OutputError`. The commit contract (:mod:`streams.kafka.commits`)
 waits on those futures.
 
 Why not Faust's producer (``Topic.send``): profiled under the throughput
