@@ -23,7 +23,7 @@ from streams.log.attempts import AttemptLog
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from streams.log.attempts import STATUS_WORDS, AttemptLog, DeliveryQuery, attemp
 from streams.records import Attempt, Delivery
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from streams.log.attempts import materialize
 from streams.records import Attempt
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
     from streams.log.attempts import AttemptLog
+    from streams.pipeline import Pipeline
 
 #: The windows every answer reports: name -> seconds.
 WINDOWS: tuple[tuple[str, float], ...] = (("5m", 300.0), ("1h", 3600.0), ("24h", 86400.0))

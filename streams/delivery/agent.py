@@ -15,8 +15,8 @@ import mode
 from streams.kafka.commits import OrderedAcks
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
     from streams.delivery.engine import DeliveryEngine
+    from streams.pipeline import Pipeline
 
 #: Records being worked on (not yet done), per agent: bounds requests and memory.
 MAX_PENDING = 5000

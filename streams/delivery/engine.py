@@ -53,7 +53,7 @@ from streams.subscriptions import secrets as secret_store
 from streams.subscriptions.model import reserved_headers
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

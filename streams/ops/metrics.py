@@ -88,8 +88,8 @@ from streams.ops.gc_tuning import PauseRecorder
 from streams.retry.schedule import format_duration
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
     from streams.delivery.engine import DeliveryEngine
+    from streams.pipeline import Pipeline
     from streams.records import Attempt, Delivery
 
 log = logging.getLogger(__name__)

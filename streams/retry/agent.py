@@ -50,8 +50,8 @@ from streams.records import Delivery
 from streams.retry.schedule import tier_for_delay
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
     from streams.delivery.engine import DeliveryEngine
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
