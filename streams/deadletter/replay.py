@@ -27,8 +27,8 @@ from streams.deadletter.scan import Located, scan
 from streams.delivery.lanes import TokenBucket
 from streams.errors import DecodeError, InvalidRequestError, PublishError
 from streams.health import ops_event
+from streams.kafka.output import producer_config
 from streams.kafka.topics import TopicNames
-from streams.publish import producer_config
 from streams.records import DeadLetter, Delivery
 
 REASONS = ("exhausted", "not_retryable", "subscription_disabled", "subscription_deleted", "gone")
