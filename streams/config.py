@@ -21,7 +21,7 @@ from streams.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: What STREAMS_KAFKA_SECURITY_PROTOCOL and STREAMS_KAFKA_SASL_MECHANISM accept
-#: (translated for each client library by :mod:`streams.kafka_security`).
+#: (translated for each client library by :mod:`streams.kafka.security`).
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 T = TypeVar("T")
@@ -481,7 +481,7 @@ def _readable_file(raw: str) -> str:
 
 
 def _egress_proxy(raw: str) -> Secret:
-    from streams.delivery.proxy import EgressProxy
+    from streams.destinations import EgressProxy
 
     if raw:
         EgressProxy.parse(raw)  # ValueError saying what to fix, without the value

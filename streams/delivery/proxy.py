@@ -44,21 +44,25 @@ the destination).
 from __future__ import annotations
 
 import asyncio
-import base64
 import ipaddress
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from streams.destinations import IPAddress, IPNetwork, Resolver, ip_literal, resolve_and_check
+from streams.destinations import (
+    EgressProxy,
+    IPAddress,
+    IPNetwork,
+    Resolver,
+    ip_literal,
+    resolve_and_check,
+)
 from streams.errors import DestinationRefusedError
-from streams.logs import register_secret
+from streams.ops.logs import register_secret
 
 #: How long a checked (name, port) -> address answer is reused, in seconds.
 PIN_TTL_S = 30.0
@@ -72,61 +76,6 @@ _TUNNEL_HINTS = {
     503: "the proxy could not reach the destination",
     504: "the proxy timed out reaching the destination",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class EgressProxy:
-    """``STREAMS_EGRESS_PROXY`` parsed; the password never shows in ``repr``."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, text: str) -> EgressProxy:
-        """Parse ``http://[user:password@]host:port``; ValueError says what to fix.
-
-        Messages never repeat the value (it may hold a password).
-        """
-        example = "expected http://host:port (or http://user:password@host:port)"
-        try:
-            parts = urlsplit(text.strip())
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"not a proxy URL with a valid port; {example}") from None
-        if parts.scheme.lower() != "http":
-            raise ValueError(
-                "only http:// proxies are supported: the CONNECT tunnel carries the "
-                f"destination's own TLS end to end; {example}"
-            )
-        if not parts.hostname:
-            raise ValueError(f"the proxy URL has no host; {example}")
-        if port is None:
-            raise ValueError(f"the proxy URL needs an explicit port; {example}")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(f"the proxy URL has a path, query or fragment; {example}")
-        username = unquote(parts.username) if parts.username is not None else None
-        password = unquote(parts.password) if parts.password is not None else None
-        return cls(parts.hostname.lower(), port, username, password)
-
-    @property
-    def url(self) -> URL:
-        """The proxy's URL for aiohttp, without credentials (see :attr:`headers`)."""
-        return URL.build(scheme="http", host=self.host, port=self.port)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Headers of the CONNECT request: ``Proxy-Authorization`` (Basic) with credentials."""
-        if self.username is None:
-            return {}
-        pair = f"{self.username}:{self.password or ''}".encode()
-        return {"Proxy-Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
-
-    def describe(self) -> str:
-        """``host:port``: safe to log."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 class ProxyOnlyResolver(AbstractResolver):
@@ -190,7 +139,8 @@ class EgressRouter:
         self.allowed: set[IPAddress] = {literal} if literal is not None else set()
         self.resolver = ProxyOnlyResolver(proxy, self.allowed)
         # aiohttp copies proxy_headers into each request (and adds Host to the copy).
-        self._request_kwargs: dict[str, Any] = {"proxy": proxy.url}
+        url = URL.build(scheme="http", host=proxy.host, port=proxy.port)
+        self._request_kwargs: dict[str, Any] = {"proxy": url}
         if proxy.headers:
             self._request_kwargs["proxy_headers"] = proxy.headers
 
@@ -201,7 +151,7 @@ class EgressRouter:
             return None
         proxy = EgressProxy.parse(text)
         if proxy.password:
-            register_secret(proxy.password)  # masked in every log line (streams.logs)
+            register_secret(proxy.password)  # masked in every log line (streams.ops.logs)
         return cls(proxy, allowlist)
 
     def socket_factory(self) -> Any:

@@ -56,7 +56,7 @@ from streams.delivery.proxy import EgressRouter
 from streams.delivery.request import PreparedRequest
 from streams.destinations import IPNetwork, check_url, refusal_reason, resolve_and_check
 from streams.errors import DestinationRefusedError
-from streams.logs import redact
+from streams.ops.logs import redact
 
 MAX_RESPONSE_BYTES = 4096
 #: Connections open at once across all endpoints (lanes bound each endpoint).

@@ -22,7 +22,7 @@ from streams.config import Settings
 from streams.destinations import check_url
 from streams.errors import DestinationRefusedError, InvalidRequestError, SigningError
 from streams.fanout.matching import PatternError, validate_pattern
-from streams.logs import redact
+from streams.ops.logs import redact
 from streams.records import Subscription
 from streams.retry.schedule import parse_duration, parse_schedule, tiers_for
 from streams.signing import PROFILES, get_profile, validate_secret

@@ -13,7 +13,7 @@ from streams.delivery.engine import SendResult
 from streams.delivery.outcome import GiveUp, Retry, classify
 from streams.errors import InvalidRequestError
 from streams.health import FailureState, observe
-from streams.logs import redact
+from streams.ops.logs import redact
 from streams.records import Attempt, Subscription
 from streams.subscriptions import secrets as secret_store
 from streams.subscriptions.model import (
