@@ -12,6 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+def _san(name: str) -> x509.GeneralName:
+    """An IP address or DNS name for a certificate's subject alternative names."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 class Authority:
     """A certificate authority made for one test module, and certificates it signs."""
 
@@ -53,8 +61,8 @@ class Authority:
     ) -> tuple[bytes, bytes]:
         """(certificate chain PEM, unencrypted PKCS#8 key PEM) for a server or a client.
 
-        A server certificate is for 127.0.0.1 and ``localhost``, or for the DNS
-        ``names`` given (and nothing else).
+        A server certificate is for 127.0.0.1 and ``localhost``, or for the
+        ``names`` given (DNS names or IP addresses) and nothing else.
         """
         key = ec.generate_private_key(ec.SECP256R1())
         builder = self._builder(common, key)
@@ -62,7 +70,7 @@ class Authority:
             sans: list[x509.GeneralName] = (
                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
                 if names is None
-                else [x509.DNSName(n) for n in names]
+                else [_san(n) for n in names]
             )
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH

@@ -36,9 +36,9 @@ LOCAL = "127.0.0.1/32,::1/128"
 
 @asynccontextmanager
 async def https_receiver(
-    authority: Authority, names: tuple[str, ...] | None = None
+    authority: Authority, names: tuple[str, ...] | None = None, host: str = "127.0.0.1"
 ) -> AsyncIterator[tuple[int, list[web.Request]]]:
-    """An HTTPS receiver on 127.0.0.1 answering 200; yields its port and what it saw."""
+    """An HTTPS receiver on ``host`` answering 200; yields its port and what it saw."""
     chain, key = authority.issue("receiver", server=True, names=names)
     directory = authority.directory
     (directory / "receiver.pem").write_bytes(chain)
@@ -56,7 +56,7 @@ async def https_receiver(
     app.router.add_post("/hook", hook)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    site = web.TCPSite(runner, host, 0, ssl_context=context)
     await site.start()
     port = runner.addresses[0][1]
     try:
@@ -116,6 +116,26 @@ async def test_a_delivery_goes_through_the_tunnel_to_the_checked_address_tls_ver
     assert lines == [f"CONNECT 127.0.0.1:{port} host=localhost:{port}"]
     assert seen[0].headers["Host"] == f"localhost:{port}"
     assert await seen[0].read() == BODY
+
+
+async def test_the_proxy_is_exempt_from_the_destination_rules_and_the_only_connection(
+    tmp_path: Path, authority: Authority
+) -> None:
+    # Only the receiver's 127.0.0.2 is allowed; the proxy's 127.0.0.1 is loopback, refused
+    # as a destination, yet it must be reachable as the proxy.
+    async with https_receiver(authority, names=("127.0.0.2",), host="127.0.0.2") as (port, seen):
+        with ProxyProcess(tmp_path / "proxy") as proxy:
+            sender = sender_for(proxy.url, allowlist="127.0.0.2/32")
+            try:
+                result = await sender.send(request(f"https://127.0.0.2:{port}/hook"), timeout_s=10)
+                direct = await sender.send(request(f"https://127.0.0.1:{port}/hook"), timeout_s=5)
+            finally:
+                await sender.close()
+            lines = proxy.requests()
+    assert result.status == 200, result.detail
+    assert lines == [f"CONNECT 127.0.0.2:{port} host=127.0.0.2:{port}"]
+    assert direct.error == ErrorKind.DESTINATION_REFUSED  # the proxy's address, as a destination
+    assert len(seen) == 1
 
 
 async def test_the_certificate_must_match_the_destination_name(
