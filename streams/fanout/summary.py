@@ -9,7 +9,8 @@ Each event type's schema may declare the template as ``"x-summary"``::
 Placeholders name fields of the event's ``data``; a dotted path reaches into
 nested objects (``{post.title}``). ``{event.type}``, ``{event.id}``,
 ``{event.tenant_id}``, ``{event.tenant_name}`` and ``{event.occurred_at}``
-name the envelope's fields. ``{{`` and ``}}`` are literal braces. A schema
+name the envelope's fields (any other ``{event.x}`` is the data path
+``event.x``). ``{{`` and ``}}`` are literal braces. A schema
 without a template gets :data:`DEFAULT_SUMMARY`.
 
 Rendering never fails, whatever the event holds: a missing field, a null, an

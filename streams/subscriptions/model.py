@@ -342,7 +342,12 @@ def detected_defaults(body: Mapping[str, Any]) -> dict[str, Any] | None:
     if "signing" not in body:
         applied["signing"] = "none"
     chosen = ", ".join(f"{k} {v}" for k, v in applied.items())
-    message = f"the URL is a {service.capitalize()} webhook" + (
+    label = {
+        "slack": "a Slack incoming webhook",
+        "discord": "a Discord webhook",
+        "telegram": "Telegram's Bot API",
+    }[service]
+    message = f"the URL is {label}" + (
         f": {chosen} chosen for it (give them explicitly to choose otherwise)"
         if applied
         else "; body_format and signing as given"

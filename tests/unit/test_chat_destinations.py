@@ -108,9 +108,14 @@ def test_logs_mask_chat_credentials(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "fmt"), [(SLACK, "slack"), (DISCORD, "discord"), (TELEGRAM, "telegram")]
+    ("url", "fmt", "label"),
+    [
+        (SLACK, "slack", "a Slack incoming webhook"),
+        (DISCORD, "discord", "a Discord webhook"),
+        (TELEGRAM, "telegram", "Telegram's Bot API"),
+    ],
 )
-def test_a_chat_url_gets_its_format_and_no_signature(url: str, fmt: str) -> None:
+def test_a_chat_url_gets_its_format_and_no_signature(url: str, fmt: str, label: str) -> None:
     body: dict[str, Any] = {"url": url, "event_types": ["*"]}
     if fmt == "telegram":
         body["chat_id"] = "-1001234567890"
@@ -119,8 +124,8 @@ def test_a_chat_url_gets_its_format_and_no_signature(url: str, fmt: str) -> None
     assert detected_defaults(body) == {
         "service": fmt,
         "applied": {"body_format": fmt, "signing": "none"},
-        "message": f"the URL is a {fmt.capitalize()} webhook: body_format {fmt}, signing none "
-        "chosen for it (give them explicitly to choose otherwise)",
+        "message": f"the URL is {label}: body_format {fmt}, signing none chosen for it "
+        "(give them explicitly to choose otherwise)",
     }
 
 

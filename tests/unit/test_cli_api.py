@@ -860,7 +860,7 @@ def test_a_telegram_subscription_sends_its_chat_and_shows_what_was_detected(
     detected = {
         "service": "telegram",
         "applied": {"body_format": "telegram", "signing": "none"},
-        "message": "the URL is a Telegram webhook: body_format telegram, signing none chosen",
+        "message": "the URL is Telegram's Bot API: body_format telegram, signing none chosen",
     }
     api.answer("POST", "/v1/subscriptions", 201, {**created, "detected": detected})
     token_url = "https://api.telegram.org/bot1:SECRET/sendMessage"
@@ -872,7 +872,7 @@ def test_a_telegram_subscription_sends_its_chat_and_shows_what_was_detected(
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert only(api).body == {"url": token_url, "event_types": ["*"], "chat_id": "-100123"}
-    assert "the URL is a Telegram webhook: body_format telegram, signing none" in result.stdout
+    assert "the URL is Telegram's Bot API: body_format telegram, signing none" in result.stdout
     assert f"url:            {masked}" in result.stdout
     assert "chat id:        -100123" in result.stdout
     assert "SECRET" not in result.stdout
