@@ -21,7 +21,7 @@ from streams.api.stats import StatsRoutes
 from streams.api.subscriptions import SubscriptionRoutes
 from streams.api.tokens import TokenRoutes
 from streams.attempts import AttemptLog
-from streams.console import ConsoleLedger, register_console
+from streams.console.sessions import ConsoleLedger
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ def register_api(pipeline: Pipeline) -> None:
     TokenRoutes(pipeline, tokens).register(router)
     StatsRoutes(pipeline, attempt_log).register(router)
     EventTypeRoutes(pipeline.registry).register(router)
+    from streams.console.app import register_console  # the console builds on the routes above
+
     pipeline.extras["console"] = register_console(
         pipeline,
         router=router,

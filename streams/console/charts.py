@@ -97,7 +97,11 @@ def line_chart(
         y = height - 1 - (height - 2) * (min(max(v, floor), top) - floor) / span
         runs[-1].append(f"{_fmt(i * step)},{_fmt(y)}")
     lines = "".join(
-        f'<polyline class="line" fill="none" points="{" ".join(run)}"/>' for run in runs if run
+        f'<polyline class="line" fill="none" points="{" ".join(run)}"/>'
+        if len(run) > 1
+        else '<circle class="dot" cx="{}" cy="{}" r="2"/>'.format(*run[0].split(","))
+        for run in runs
+        if run
     )
     return _svg(width, height, label, lines)
 

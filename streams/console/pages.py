@@ -154,9 +154,24 @@ class ConsolePages:
             return ADMIN
         return Principal(admin=False, tenant_id=grant.tenant_id)
 
-    def _start(self, grant: Grant, location: str) -> web.HTTPSeeOther:
+    def _start(
+        self, grant: Grant, location: str, *, via: web.Request | None = None
+    ) -> web.StreamResponse:
+        """Set the session cookie and go to ``location``.
+
+        After a sign-in link (``via``) the answer is a page that moves on by
+        itself (meta refresh) rather than a redirect: when the link was clicked
+        on another site (a mail or chat page), a redirect continues that
+        cross-site navigation, and the browser withholds the new SameSite=Strict
+        cookie from it. The refresh is a navigation of our own page, so the
+        cookie goes with it.
+        """
         value, _ = self.codec.issue_session(grant, time.time())
-        resp = web.HTTPSeeOther(location)
+        resp: web.StreamResponse
+        if via is not None and not grant.embed:
+            resp = self.render(via, "continue.html", {"location": location}, session=None)
+        else:
+            resp = web.HTTPSeeOther(location)
         resp.headers["Set-Cookie"] = security.cookie_header(
             security.SESSION_COOKIE,
             value,
@@ -183,7 +198,7 @@ class ConsolePages:
                 )
         except LinkRefused as exc:
             return self.render(request, "refused.html", {"reason": str(exc)}, status=403)
-        raise self._start(link.grant, "/console/")
+        return self._start(link.grant, "/console/", via=request)
 
     async def signin_form(self, request: web.Request) -> web.StreamResponse:
         token = secrets.token_urlsafe(24)
@@ -215,7 +230,7 @@ class ConsolePages:
                 security.SIGNIN_COOKIE, fresh, max_age=900, embed=False, secure=self.secure
             )
             return resp
-        raise self._start(Grant(tenant_id=None, admin=True), "/console/")
+        return self._start(Grant(tenant_id=None, admin=True), "/console/")
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         session = self.session(request)
@@ -363,7 +378,8 @@ class ConsolePages:
             context = self._form_context(request, values)
             context["error"] = {"field": exc.field, "message": str(exc)}
             return self.render(request, "endpoint_new.html", context, status=422)
-        resp = web.HTTPSeeOther(self.with_tenant(f"/console/endpoints/{created['id']}", tenant))
+        shown = tenant if self.who(request).admin else None
+        resp = web.HTTPSeeOther(self.with_tenant(f"/console/endpoints/{created['id']}", shown))
         self._show_once(request, resp, created["id"], created.get("signing_secret"))
         return resp
 

@@ -47,8 +47,9 @@ def security_headers(frame_ancestors: str) -> dict[str, str]:
     headers = {
         "Content-Security-Policy": content_security_policy(frame_ancestors),
         "X-Content-Type-Options": "nosniff",
-        # Sign-in links carry a token in their path: never send it on as a referrer.
-        "Referrer-Policy": "no-referrer",
+        # Sign-in links carry a token in their path: never send it to another origin.
+        # (`no-referrer` would also make Chromium send `Origin: null` on our own forms.)
+        "Referrer-Policy": "same-origin",
         "Cross-Origin-Opener-Policy": "same-origin",
     }
     if frame_ancestors == "'none'":
