@@ -19,8 +19,8 @@ from streams.console.sessions import ConsoleLedger, SessionCodec
 if TYPE_CHECKING:
     from streams.api.deliveries import DeliveryRoutes
     from streams.api.subscriptions import SubscriptionRoutes
-    from streams.app import Pipeline
-    from streams.attempts import AttemptLog
+    from streams.log.attempts import AttemptLog
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from streams.monitor import FAILING_ROWS, Monitor, api_view
 from streams.records import Attempt
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
-    from streams.attempts import AttemptLog
+    from streams.log.attempts import AttemptLog
+    from streams.pipeline import Pipeline
 
 #: A sample younger than this is served as it is.
 FRESH_S = 1.5

@@ -31,7 +31,6 @@ from aiohttp import web
 from markupsafe import Markup
 
 from streams.api.auth import ADMIN, Principal, scope
-from streams.attempts import attempt_view, summary
 from streams.console import charts, security
 from streams.console.live import LiveView, tail
 from streams.console.sessions import (
@@ -54,6 +53,7 @@ from streams.errors import (
     StreamsError,
     UnavailableError,
 )
+from streams.log.attempts import attempt_view, summary
 from streams.records import Attempt, Delivery
 from streams.signing import PROFILES
 from streams.subscriptions import secrets as secret_store
@@ -62,8 +62,8 @@ from streams.subscriptions.model import reserved_headers
 if TYPE_CHECKING:
     from streams.api.deliveries import DeliveryRoutes
     from streams.api.subscriptions import SubscriptionRoutes
-    from streams.app import Pipeline
-    from streams.attempts import AttemptLog
+    from streams.log.attempts import AttemptLog
+    from streams.pipeline import Pipeline
     from streams.records import Subscription
 
 log = logging.getLogger(__name__)

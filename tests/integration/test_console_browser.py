@@ -52,7 +52,7 @@ def host_port() -> int:
 @pytest.fixture(scope="module")
 def worker(worker_settings: Settings, host_port: int) -> Iterator[WorkerProcess]:
     """A worker whose console may be framed by the host page at http://localhost:<host_port>."""
-    from streams.topics import create_topics
+    from streams.kafka.topics import create_topics
 
     create_topics(worker_settings)
     proc = WorkerProcess(

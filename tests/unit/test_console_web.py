@@ -25,10 +25,10 @@ from streams.api import register_api
 from streams.config import Settings
 from streams.console import security
 from streams.console.sessions import Grant
+from streams.kafka.topics import TopicNames
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
-from streams.topics import TopicNames
 
 ADMIN = "adm_test_0123456789abcdef"
 HOSTILE = "<img src=x onerror=alert(1)>"

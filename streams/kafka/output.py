@@ -1,0 +1,193 @@
+"""What the worker writes to Kafka: one confluent-kafka producer with asyncio confirmations.
+
+Every record a stage produces (deliveries, attempt records, retries, dead
+letters, ops events, subscription writes) goes through
+:meth:`KafkaOutput.send`, which returns an ``asyncio.Future`` that resolves
+when Kafka has acknowledged the record (``acks=all``, idempotent) or fails
+with :class:`OutputError`. The commit contract (:mod:`streams.kafka.commits`)
+waits on those futures.
+
+Why not Faust's producer (``Topic.send``): profiled under the throughput
+benchmark, Faust's send path plus aiokafka's pure-Python producer (record
+batches, murmur2, one future per message, the sender task) took about a
+fifth of the worker's event loop. librdkafka batches and talks to the broker
+on its own C threads; the loop only calls ``produce``. The numbers are in
+docs/benchmarks.md.
+
+How confirmations reach the loop: librdkafka reports deliveries through
+``poll``. A daemon thread polls; the callbacks only append to a list, and
+after each poll the whole batch is handed to the loop with one
+``call_soon_threadsafe``, so a busy worker pays one loop wake-up per batch,
+not per record.
+
+Partitioning is ``murmur2_random`` (:func:`producer_config`),
+the Java client's and aiokafka's hash, so a key lands on the same partition
+whichever client wrote it: a subscription's deliveries and retries stay on
+the partition number its worker owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+from typing import Any
+
+from streams.config import Settings
+from streams.errors import StreamsError
+
+log = logging.getLogger(__name__)
+
+#: How long ``send`` keeps trying while librdkafka's local queue is full.
+QUEUE_FULL_TIMEOUT_S = 30.0
+#: Poll timeout of the confirmation thread (also how quickly it notices a stop).
+POLL_S = 0.05
+#: How long librdkafka keeps retrying a record before failing it (which stops the
+#: worker with its input un-acked). The publisher's 30 s was measured too short
+#: here: a broker SIGKILLed and restarted (5 s down, 13 s to start) timed records
+#: out and crashed the worker (`streams bench kill-broker`, docs/benchmarks.md).
+#: 5 minutes (librdkafka's own default) rides out a broker restart or a leader
+#: election; a longer outage still stops the worker rather than hiding it.
+DELIVERY_TIMEOUT_MS = 300_000
+#: Reconnect quickly once a restarted broker is back (librdkafka's default is 10 s).
+RECONNECT_BACKOFF_MAX_MS = 1_000
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The durable producer settings every confluent-kafka producer of ours uses."""
+    from streams.kafka.security import librdkafka_config
+
+    return {
+        **librdkafka_config(settings),
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,  # implies acks=all, retries, max.in.flight <= 5
+        "acks": "all",
+        # Java/aiokafka-compatible key hashing: Faust tables are co-partitioned by it.
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        # A send that cannot be confirmed within this time fails loudly.
+        "message.timeout.ms": 30_000,
+        "message.max.bytes": settings.max_record_bytes,
+    }
+
+
+class OutputError(StreamsError):
+    """Kafka did not take or did not acknowledge a record."""
+
+
+class KafkaOutput:
+    """An idempotent confluent-kafka producer whose confirmations are asyncio futures."""
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Producer
+
+        config = producer_config(settings)
+        self.linger_ms = settings.kafka_linger_ms
+        config["linger.ms"] = self.linger_ms
+        config["message.timeout.ms"] = DELIVERY_TIMEOUT_MS
+        config["reconnect.backoff.max.ms"] = RECONNECT_BACKOFF_MAX_MS
+        config["client.id"] = f"{settings.app_id}-output"
+        self._producer = Producer(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._reports: list[tuple[asyncio.Future[Any], Any, Any]] = []
+        self._closed = False
+        self.sent = 0
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> asyncio.Future[Any]:
+        """Enqueue one record; the future resolves to (partition, offset) once acknowledged."""
+        if self._closed:
+            raise OutputError("the worker's Kafka producer is closed (the worker is stopping)")
+        if self._thread is None:
+            self._start(asyncio.get_running_loop())
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        report = functools.partial(self._report, future)
+        deadline = 0.0
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=report)
+                break
+            except BufferError:
+                # librdkafka's local queue is full: the broker is slow or away. Wait.
+                now = time.monotonic()
+                deadline = deadline or now + QUEUE_FULL_TIMEOUT_S
+                if now > deadline:
+                    raise OutputError(
+                        f"Kafka's producer queue stayed full for {QUEUE_FULL_TIMEOUT_S:g}s "
+                        f"writing to {topic}: is the broker reachable?"
+                    ) from None
+                await asyncio.sleep(0.01)
+            except Exception as exc:  # KafkaException: e.g. a record over the size limit
+                future.set_exception(OutputError(f"Kafka refused a record for {topic}: {exc}"))
+                return future
+        self.sent += 1
+        return future
+
+    # -- confirmations ------------------------------------------------------------------
+
+    def _report(self, future: asyncio.Future[Any], err: Any, msg: Any) -> None:
+        # Runs inside poll()/flush(), on whichever thread called it: only append.
+        self._reports.append((future, err, msg))
+
+    def _hand_over(self) -> None:
+        if self._reports:
+            batch, self._reports = self._reports, []
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self._loop.call_soon_threadsafe(_settle, batch)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._producer.poll(POLL_S)
+            except Exception:  # never let the confirmation thread die silently
+                log.exception("Kafka producer poll failed")
+            self._hand_over()
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._poll_forever, name="kafka-output", daemon=True)
+        self._thread.start()
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stop taking records, wait for the outstanding confirmations (bounded)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, POLL_S * 20)
+        remaining = await asyncio.to_thread(self._producer.flush, timeout_s)
+        self._hand_over_now()
+        if remaining:
+            log.error(
+                "%d record(s) unconfirmed by Kafka at shutdown; their input is re-read", remaining
+            )
+
+    def _hand_over_now(self) -> None:
+        batch, self._reports = self._reports, []
+        _settle(batch)
+
+    @property
+    def outstanding(self) -> int:
+        """Records handed to librdkafka and not yet confirmed."""
+        return len(self._producer)
+
+
+def _settle(batch: list[tuple[asyncio.Future[Any], Any, Any]]) -> None:
+    for future, err, msg in batch:
+        if future.done():
+            continue
+        if err is not None:
+            future.set_exception(
+                OutputError(f"Kafka did not acknowledge a record for {msg.topic()}: {err.str()}")
+            )
+        else:
+            future.set_result((msg.partition(), msg.offset()))
