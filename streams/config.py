@@ -220,6 +220,17 @@ class Settings:
         "Fernet key (urlsafe base64 of 32 bytes) encrypting signing secrets at rest. "
         "Required in production; a development key is generated under STREAMS_STATE_DIR.",
     )
+    console_session_s: float = _env(
+        "STREAMS_CONSOLE_SESSION",
+        "12h",
+        "How long a web console session lasts after its sign-in link is opened.",
+    )
+    console_frame_ancestors: str = _env(
+        "STREAMS_CONSOLE_FRAME_ANCESTORS",
+        "'none'",
+        "Who may frame the web console: the CSP frame-ancestors sources, separated by "
+        "spaces (e.g. `https://app.example.com`); `'none'` forbids every frame.",
+    )
     destination_allowlist: tuple[Network, ...] = _env(
         "STREAMS_DESTINATION_ALLOWLIST",
         "",
@@ -494,6 +505,23 @@ def _heap(raw: str) -> str:
     return raw
 
 
+def _frame_ancestors(raw: str) -> str:
+    """CSP sources separated by spaces; nothing that could end the directive or the header."""
+    words = raw.split()
+    keywords = ("'none'", "'self'")
+    for word in words:
+        if word in keywords:
+            continue
+        if not word.isascii() or not word.isprintable() or any(c in word for c in ";,'\""):
+            raise ValueError(
+                f"{word!r} is not a CSP source: use sources such as https://app.example.com "
+                "or 'self', separated by spaces, or 'none'"
+            )
+    if "'none'" in words and len(words) > 1:
+        raise ValueError("'none' stands alone: remove it or the other sources")
+    return " ".join(words)
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "env": _env_name,
     "kafka_security_protocol": _one_of(*KAFKA_PROTOCOLS),
@@ -522,6 +550,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_token": Secret,
     "secrets_key": Secret,
     "destination_allowlist": _allowlist,
+    "console_session_s": _duration,
+    "console_frame_ancestors": _frame_ancestors,
     "breaker_failures": _non_negative_int,
     "breaker_open_s": _timeout(3600),
     "breaker_max_open_s": _timeout(3600),

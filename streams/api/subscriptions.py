@@ -1,5 +1,10 @@
 """Routes of ``/v1/subscriptions``: create, list, show, update, delete, rotate,
-enable, disable, test. One tenant never sees another's subscriptions."""
+enable, disable, test. One tenant never sees another's subscriptions.
+
+Each handler reads the HTTP request and calls a method that takes the
+:class:`~streams.api.auth.Principal` (``find``, ``create_for``, ``rotate_for``,
+...): the web console calls the same methods, so tenant scoping and
+validation exist once."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from streams.api.auth import scope, visible
+from streams.api.auth import Principal, scope, visible
 from streams.api.http import json_body, json_response, parse_flag, principal
 from streams.deadletter import replay as dlq
 from streams.destinations import resolve_and_check
@@ -64,13 +69,22 @@ class SubscriptionRoutes:
     # -- helpers --------------------------------------------------------------
 
     def _find(self, request: web.Request) -> Subscription:
-        sub_id = request.match_info["id"]
+        return self.find(principal(request), request.match_info["id"])
+
+    def find(self, who: Principal, sub_id: str) -> Subscription:
+        """The subscription, when ``who`` may see it; NotFoundError otherwise (never 403)."""
         sub = self.p.subscriptions.get(sub_id)
-        if sub is None or not visible(principal(request), sub.tenant_id):
+        if sub is None or not visible(who, sub.tenant_id):
             raise NotFoundError(f"no subscription {sub_id}")
         return sub
 
-    def _view(self, sub: Subscription) -> dict[str, Any]:
+    def visible(
+        self, who: Principal, tenant_id: str | None, *, state: str | None = None
+    ) -> list[Subscription]:
+        """The subscriptions ``who`` may list: a tenant's own; an admin's choice of tenant."""
+        return list(self.p.subscriptions.all(tenant_id=scope(who, tenant_id), state=state))
+
+    def view(self, sub: Subscription) -> dict[str, Any]:
         keys: list[str] = []
         if sub.signing == "standard":
             for clear in secret_store.decrypt_active(self.p.box, sub.secrets):
@@ -110,7 +124,10 @@ class SubscriptionRoutes:
 
     async def create(self, request: web.Request) -> web.Response:
         body = await json_body(request)
-        who = principal(request)
+        return json_response(await self.create_for(principal(request), body), status=201)
+
+    async def create_for(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """Create; the view carries ``signing_secret``, the only time it is shown."""
         tenant = scope(who, body.get("tenant_id"))
         if tenant is None:
             raise InvalidRequestError(
@@ -121,16 +138,17 @@ class SubscriptionRoutes:
         )
         await self._check_resolution(sub.url)
         await self._save(sub)
-        view = self._view(sub)
+        view = self.view(sub)
         view["signing_secret"] = secret  # shown once, here and on rotation
         detected = model.detected_defaults(body)
         if detected is not None:
             view["detected"] = detected
-        return json_response(view, status=201)
+        return view
 
     async def list(self, request: web.Request) -> web.Response:
         who = principal(request)
-        tenant = scope(who, request.query.get("tenant_id"))
+        tenant = request.query.get("tenant_id")
+        scope(who, tenant)  # a wrong tenant is named before any other field
         state = request.query.get("state")
         if state not in (None, "enabled", "disabled"):
             raise InvalidRequestError("`state`: enabled or disabled", field="state")
@@ -143,18 +161,18 @@ class SubscriptionRoutes:
             ) from None
         if not 1 <= limit <= 1000 or offset < 0:
             raise InvalidRequestError("`limit`: 1 to 1000; `offset`: 0 or more", field="limit")
-        subs = list(self.p.subscriptions.all(tenant_id=tenant, state=state))
+        subs = self.visible(who, tenant, state=state)
         page = subs[offset : offset + limit]
         return json_response(
             {
-                "data": [self._view(s) for s in page],
+                "data": [self.view(s) for s in page],
                 "total": len(subs),
                 "next_offset": offset + limit if offset + limit < len(subs) else None,
             }
         )
 
     async def show(self, request: web.Request) -> web.Response:
-        return json_response(self._view(self._find(request)))
+        return json_response(self.view(self._find(request)))
 
     async def update(self, request: web.Request) -> web.Response:
         current = self._find(request)
@@ -165,7 +183,7 @@ class SubscriptionRoutes:
         if updated.url != current.url:
             await self._check_resolution(updated.url)
         await self._save(updated)
-        return json_response(self._view(updated))
+        return json_response(self.view(updated))
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self._find(request)
@@ -175,8 +193,13 @@ class SubscriptionRoutes:
         return web.Response(status=204)
 
     async def rotate_secret(self, request: web.Request) -> web.Response:
-        sub = self._find(request)
         body = await json_body(request, required=False)
+        return json_response(
+            await self.rotate_for(principal(request), request.match_info["id"], body)
+        )
+
+    async def rotate_for(self, who: Principal, sub_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        sub = self.find(who, sub_id)
         unknown = set(body) - {"secret", "grace"}
         if unknown:
             field = sorted(unknown)[0]
@@ -211,9 +234,9 @@ class SubscriptionRoutes:
         )
         rotated = dataclasses.replace(sub, secrets=secrets, updated_at=now, version=sub.version + 1)
         await self._save(rotated)
-        view = self._view(rotated)
+        view = self.view(rotated)
         view["signing_secret"] = secret
-        return json_response(view)
+        return view
 
     async def enable(self, request: web.Request) -> web.Response:
         """Enable; report what was parked while disabled and replay it on request.
@@ -221,15 +244,20 @@ class SubscriptionRoutes:
         Body (optional): ``{"replay_parked": true}`` replays the deliveries parked
         with reason ``subscription_disabled`` since the subscription was disabled.
         """
-        sub = self._find(request)
         body = await json_body(request, required=False)
+        return json_response(
+            await self.enable_for(principal(request), request.match_info["id"], body)
+        )
+
+    async def enable_for(self, who: Principal, sub_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        sub = self.find(who, sub_id)
         unknown = set(body) - {"replay_parked"}
         if unknown:
             raise InvalidRequestError("`replay_parked`: the only field", field=sorted(unknown)[0])
         replay_parked = parse_flag(body, "replay_parked")
         updated = model.set_state(sub, enabled=True, reason=None, now=time.time())
         await self._save(updated)
-        view = self._view(updated)
+        view = self.view(updated)
         if not sub.enabled:
             flt = dlq.DlqFilter(
                 subscription_id=sub.id,
@@ -255,11 +283,18 @@ class SubscriptionRoutes:
                 sub,
                 {"enabled_at": _iso_now(), "parked": view["parked"]["count"]},
             )
-        return json_response(view)
+        return view
 
     async def disable(self, request: web.Request) -> web.Response:
-        sub = self._find(request)
         body = await json_body(request, required=False)
+        return json_response(
+            await self.disable_for(principal(request), request.match_info["id"], body)
+        )
+
+    async def disable_for(
+        self, who: Principal, sub_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        sub = self.find(who, sub_id)
         reason = body.get("reason")
         if reason is not None and (
             not isinstance(reason, str) or len(reason) > 500 or model.has_control_characters(reason)
@@ -280,11 +315,16 @@ class SubscriptionRoutes:
                     "disabled_at": _iso_now(),
                 },
             )
-        return json_response(self._view(updated))
+        return self.view(updated)
 
     async def test(self, request: web.Request) -> web.Response:
         """Send a sample event of the subscription's first type, to it alone, at once."""
-        sub = self._find(request)
+        return json_response(
+            await self.test_for(principal(request), request.match_info["id"]), status=202
+        )
+
+    async def test_for(self, who: Principal, sub_id: str) -> dict[str, Any]:
+        sub = self.find(who, sub_id)
         if not sub.enabled:
             raise ConflictError(f"subscription {sub.id} is disabled: enable it before testing")
         event_type = self._sample_type(sub)
@@ -306,15 +346,12 @@ class SubscriptionRoutes:
         )
         confirm = await self.p.send(self.p.names.deliveries, sub.id, delivery.to_bytes())
         await confirm
-        return json_response(
-            {
-                "delivery_id": delivery.delivery_id,
-                "event_id": event.id,
-                "event_type": event_type,
-                "status": "queued",
-            },
-            status=202,
-        )
+        return {
+            "delivery_id": delivery.delivery_id,
+            "event_id": event.id,
+            "event_type": event_type,
+            "status": "queued",
+        }
 
     def _sample_type(self, sub: Subscription) -> str:
         first = sub.event_types[0]

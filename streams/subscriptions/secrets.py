@@ -19,6 +19,7 @@ send to.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from streams.config import Settings
 from streams.errors import ConfigError, StreamsError
@@ -58,6 +61,20 @@ class SecretBox:
                     'print(Fernet.generate_key().decode())"'
                 ) from None
         self._fernet = MultiFernet(fernets)
+        self._keys = [base64.urlsafe_b64decode(key.strip().encode()) for key in keys]
+
+    def derive(self, purpose: str) -> MultiFernet:
+        """A Fernet of its own for ``purpose`` (HKDF of each configured key, same order).
+
+        Other features (console sessions) encrypt with keys derived from the
+        one setting every worker shares, but never with the signing-secret key
+        itself: a token of one kind can then never be read as another kind.
+        """
+        derived = []
+        for raw in self._keys:
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+            derived.append(Fernet(base64.urlsafe_b64encode(hkdf.derive(raw))))
+        return MultiFernet(derived)
 
     def encrypt(
         self, secret: str, *, now: float, expires_at: float | None = None
