@@ -15,6 +15,7 @@ import click
 from streams import __version__
 from streams.cli import (
     config,
+    console,
     dlq,
     kafka,
     monitor,
@@ -46,6 +47,7 @@ for command in (
     worker.worker_cmd,
     subscriptions.subscriptions,
     tokens.tokens,
+    console.console,
     bench_cmd,  # benchmarks and fault injection, beside their harness
 ):
     cli.add_command(command)

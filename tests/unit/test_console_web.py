@@ -15,20 +15,27 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner, Result
 from cryptography.fernet import Fernet
 
 from streams.api import register_api
+from streams.cli import cli
 from streams.config import Settings
 from streams.console import security
 from streams.console.sessions import Grant
+from streams.errors import StreamsError
 from streams.kafka.topics import TopicNames
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
+from streams.tools.demo import console_links
 
 ADMIN = "adm_test_0123456789abcdef"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -325,3 +332,111 @@ async def test_event_types_api_lists_the_catalog(app: Any) -> None:
     first = next(r for r in data if r["type"] == pipeline.registry.event_types[0])
     assert first["schema"] == pipeline.registry.schemas[first["type"]]
     assert first["example"] == pipeline.registry.sample(first["type"])
+
+
+# -- sign-in links from the command line and the demo ---------------------------------
+
+
+def cli_run(client: TestClient[Any, Any], token: str, *args: str) -> Result:
+    """``streams <args>`` in-process, calling this app's real API with ``token``."""
+    env = {
+        "STREAMS_API_URL": str(client.make_url("")).rstrip("/"),
+        "STREAMS_API_TOKEN": token,
+        "STREAMS_ADMIN_TOKEN": None,
+    }
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def local_path(client: TestClient[Any, Any], url: str) -> str:
+    """The path of a link the API built on the address it was called at (this server's)."""
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == str(client.make_url("")).rstrip("/"), url
+    assert parts.path.startswith("/console/login/"), url
+    return parts.path
+
+
+async def open_printed_link(client: TestClient[Any, Any], stdout: str) -> None:
+    url = next(line for line in stdout.splitlines() if "/console/login/" in line)
+    await sign_in(client, local_path(client, url.rpartition(" ")[2]))
+
+
+async def test_console_link_prints_a_link_that_signs_in_to_the_tenants_console(app: Any) -> None:
+    client, _ = app
+    result = await asyncio.to_thread(cli_run, client, ADMIN, "console", "link", "--tenant", "acme")
+    assert result.exit_code == 0, result.output
+    first, url = result.stdout.splitlines()
+    assert first.startswith("Sign-in link to the console of tenant acme: it opens once, within 10 ")
+    assert "/console/login/" in url
+    await open_printed_link(client, result.stdout)
+    html = await page(client, "/console/endpoints")
+    assert "Tenant <strong>acme</strong>" in html
+    await page(client, "/console/tenants", status=404)  # a tenant's, not the operator's
+
+
+async def test_console_link_operator_opens_the_operators_console(app: Any) -> None:
+    client, _ = app
+    result = await asyncio.to_thread(cli_run, client, ADMIN, "console", "link", "--operator")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Sign-in link to the operator's console")
+    await open_printed_link(client, result.stdout)
+    assert "Operator" in await page(client, "/console/tenants")
+
+
+async def test_console_link_embed_sets_a_partitioned_cookie_and_says_what_to_allow(
+    app: Any,
+) -> None:
+    client, _ = app
+    token = await tenant_token(client, "acme")
+    result = await asyncio.to_thread(
+        cli_run, client, token, "console", "link", "--tenant", "acme", "--embed", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    answer = orjson.loads(result.stdout)
+    assert (answer["tenant_id"], answer["operator"], answer["embed"]) == ("acme", False, True)
+    resp = await client.get(answer["path"], allow_redirects=False)
+    assert "Partitioned" in resp.headers["Set-Cookie"]
+    shown = await asyncio.to_thread(
+        cli_run, client, token, "console", "link", "--tenant", "acme", "--embed"
+    )
+    assert "STREAMS_CONSOLE_FRAME_ANCESTORS" in shown.stdout
+
+
+async def test_console_link_refusals_are_one_line_and_print_no_link(app: Any) -> None:
+    client, _ = app
+    token = await tenant_token(client, "acme")
+    cases = [
+        ((token, "--operator"), 1, "the operator's link needs the admin token"),
+        ((token, "--tenant", "beta"), 1, "error: "),
+        ((ADMIN, "--tenant", "bad tenant!"), 1, "tenant_id"),
+        (("not-a-token", "--tenant", "acme"), 1, "refused the token"),
+        ((ADMIN,), 2, "give either --tenant ID or --operator"),
+        ((ADMIN, "--operator", "--tenant", "acme"), 2, "give either --tenant ID or --operator"),
+    ]
+    for (who, *args), code, says in cases:
+        result = await asyncio.to_thread(cli_run, client, who, "console", "link", *args)
+        assert result.exit_code == code, (args, result.output)
+        assert says in result.stderr, (args, result.stderr)
+        assert "/console/login/" not in result.output, args
+        assert token not in result.output
+
+
+async def test_the_demo_prints_an_operator_link_and_a_tenant_link_that_open(app: Any) -> None:
+    client, _ = app
+    http = httpx.Client(base_url=str(client.make_url("")), headers=bearer(), timeout=10)
+    with http:
+        lines = await asyncio.to_thread(console_links, http, Path(".streams/demo"))
+    assert lines[0].startswith("console, operator: http://")
+    assert lines[1].startswith("console, tenant demo: http://")
+    assert "STREAMS_STATE_DIR=.streams/demo streams console link --operator" in lines[2]
+    await sign_in(client, local_path(client, lines[0].rpartition(" ")[2]))
+    assert "Operator" in await page(client, "/console/tenants")
+    client.session.cookie_jar.clear()
+    await sign_in(client, local_path(client, lines[1].rpartition(" ")[2]))
+    assert "Tenant <strong>demo</strong>" in await page(client, "/console/endpoints")
+
+
+async def test_the_demo_says_which_link_failed(app: Any) -> None:
+    client, _ = app
+    http = httpx.Client(base_url=str(client.make_url("")), headers=bearer("wrong"), timeout=10)
+    with http, pytest.raises(StreamsError, match=r"console link \(operator\) failed"):
+        await asyncio.to_thread(console_links, http, Path(".streams/demo"))
