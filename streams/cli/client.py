@@ -344,23 +344,6 @@ class ApiClient:
     def revoke_token(self, token_id: str) -> None:
         self._request("DELETE", f"/v1/tokens/{_path_part(token_id)}")
 
-    # -- console ---------------------------------------------------------------
-
-    def console_link(self, *, tenant_id: str | None = None, embed: bool = False) -> dict[str, Any]:
-        """POST /v1/console/sessions: a single-use sign-in link to the web console.
-
-        A tenant's link (``tenant_id``; a tenant token may name only its own), or
-        with the admin token and no ``tenant_id`` the operator's. The answer's
-        ``url`` signs in whoever opens it first, within ``valid_for_s``.
-        """
-        body: dict[str, Any] = {}
-        if tenant_id is not None:
-            body["tenant_id"] = tenant_id
-        if embed:
-            body["embed"] = True
-        result: dict[str, Any] = self._request("POST", "/v1/console/sessions", body=body)
-        return result
-
     # -- statistics ------------------------------------------------------------
 
     def stats(self, *, tenant_id: str | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -380,4 +363,21 @@ class ApiClient:
     def health(self) -> dict[str, Any]:
         """GET /healthz (no token): ``{"status": "ok"|"starting", "subscriptions": n}``."""
         result: dict[str, Any] = self._request("GET", "/healthz", auth=False, ok=(503,))
+        return result
+
+    # -- console ---------------------------------------------------------------
+
+    def console_link(self, *, tenant_id: str | None = None, embed: bool = False) -> dict[str, Any]:
+        """POST /v1/console/sessions: a single-use sign-in link to the web console.
+
+        A tenant's link (``tenant_id``; a tenant token may name only its own), or
+        with the admin token and no ``tenant_id`` the operator's. The answer's
+        ``url`` signs in whoever opens it first, within ``valid_for_s``.
+        """
+        body: dict[str, Any] = {}
+        if tenant_id is not None:
+            body["tenant_id"] = tenant_id
+        if embed:
+            body["embed"] = True
+        result: dict[str, Any] = self._request("POST", "/v1/console/sessions", body=body)
         return result
