@@ -27,6 +27,7 @@ import faust
 import mode
 
 from streams.config import Settings
+from streams.errors import ConfigError
 from streams.faust_consumer import App
 from streams.logs import dict_config, register_secret
 from streams.output import KafkaOutput
@@ -114,6 +115,24 @@ class _Closing(mode.Service):
         await self.output.close()
 
 
+def prepare_state_dir(settings: Settings) -> None:
+    """Create ``STREAMS_STATE_DIR`` and Faust's directory in it, or fail with what to fix.
+
+    Faust does not create its ``datadir``: given one under a state directory that
+    did not exist yet, it logged a ``FileNotFoundError`` traceback at start (in
+    production, where no development key had created the directory first).
+    """
+    datadir = settings.state_dir / "faust"
+    try:
+        datadir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the worker's state directory {datadir} "
+            f"({exc.strerror or exc}): set STREAMS_STATE_DIR (now {settings.state_dir}) "
+            "to a directory this user can create and write"
+        ) from None
+
+
 def faust_settings(settings: Settings) -> dict[str, Any]:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]
     from streams.kafka_security import faust_credentials
@@ -171,6 +190,7 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
         settings.kafka_ssl_key_password,
     ):
         register_secret(secret.reveal())
+    prepare_state_dir(settings)
     app = App(settings.app_id, **faust_settings(settings))
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
