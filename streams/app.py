@@ -26,6 +26,7 @@ from typing import Any
 import faust
 import mode
 
+from streams import kafka_headers
 from streams.config import Settings
 from streams.errors import ConfigError
 from streams.faust_consumer import App
@@ -191,6 +192,8 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     ):
         register_secret(secret.reveal())
     prepare_state_dir(settings)
+    # Every consumer below is aiokafka's: a header name that is not UTF-8 must not stop them.
+    kafka_headers.install()
     app = App(settings.app_id, **faust_settings(settings))
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
