@@ -27,7 +27,9 @@ make the valid path cheaper; a cross-check test holds it to that.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -257,10 +259,72 @@ class SchemaRegistry:
                 f"event is nested deeper than {MAX_NESTING} levels at `{where}`: flatten the data",
                 field=where,
             )
+        if _MAYBE_WIDE_INTEGER.search(raw):
+            found = wide_integer(raw)
+            if found is not None:
+                where, digits = found
+                shown = digits if len(digits) <= 40 else digits[:40] + "..."
+                raise InvalidEventError(
+                    f"event has an integer beyond 64 bits at `{where}` ({shown}): JSON "
+                    "parsers read it as a float and change its value, so it would not reach "
+                    "receivers as sent; send it as a string",
+                    field=where,
+                )
         try:
             return self.validate(obj)
         except DecodeError as exc:  # pragma: no cover - validate() checks types first
             raise InvalidEventError(str(exc)) from None
+
+
+#: 19 digits or more: the shortest integer outside orjson's range, -2**63 .. 2**64-1
+#: (-9223372036854775809), has 19. Only events with such a run of digits (in a
+#: number or a string) pay for the exact check, :func:`wide_integer`.
+_MAYBE_WIDE_INTEGER = re.compile(rb"[0-9]{19}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+class _Wide(str):
+    """An integer literal outside 64 bits, as its digits (see :func:`wide_integer`)."""
+
+
+def _wide_or_small(digits: str) -> Any:
+    # Never int() a long literal: Python refuses to convert more than 4,300 digits.
+    if len(digits.lstrip("-")) > 20 or not _INT_MIN <= int(digits) <= _INT_MAX:
+        return _Wide(digits)
+    return 0
+
+
+def wide_integer(raw: bytes) -> tuple[str, str] | None:
+    """The path and digits of the first integer in ``raw`` outside 64 bits, or None.
+
+    orjson reads such an integer as a float (``12345678901234567890123`` becomes
+    ``1.2345678901234568e+22``) and writes it back that way, so the fan-out
+    would send receivers a different number than the producer wrote; the
+    publisher already refuses them (orjson cannot write them). The standard
+    library's parser keeps every integer literal; only its integers are looked
+    at here (``raw`` is known to be JSON nested at most :data:`MAX_NESTING`).
+    """
+    obj = json.loads(raw, parse_int=_wide_or_small)
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Wide):
+            return (path or "(root)", str(node))
+        if isinstance(node, dict):
+            items: Iterable[tuple[Any, Any]] = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        children = [
+            (
+                child,
+                f"{path}[{key}]" if isinstance(node, list) else (f"{path}.{key}" if path else key),
+            )
+            for key, child in items
+        ]
+        stack.extend(reversed(children))
+    return None
 
 
 #: Envelope fields whose schema pattern allows no line break (see ``validate``).
