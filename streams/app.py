@@ -36,7 +36,7 @@ from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
 from streams.subscriptions.store import CompactedReader
-from streams.topics import TopicNames
+from streams.topics import TopicNames, parked_record_bytes
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,19 @@ class Pipeline:
             )
         return self.topics[name]
 
-    async def send(self, topic: str, key: str | bytes, value: bytes | None) -> Any:
+    async def send(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> Any:
         """Enqueue one record; the returned future resolves when Kafka acknowledges it.
 
         Written by :class:`~streams.output.KafkaOutput` (librdkafka), not Faust's producer.
         """
         k = key.encode() if isinstance(key, str) else key
-        return await self.output.send(topic, k, value)
+        return await self.output.send(topic, k, value, headers)
 
     async def ready(self) -> None:
         """Wait until every state topic has been read up to its end at start."""
@@ -173,7 +179,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_request_timeout": 30.0,
         "producer_acks": -1,
         "producer_linger_ms": 1,
-        "producer_max_request_size": settings.max_record_bytes,
+        "producer_max_request_size": parked_record_bytes(settings),
         "consumer_max_fetch_size": 4 * 1_048_576,
         # `streams worker` logs JSON lines (streams.logs), Faust's own lines included.
         "logging_config": dict_config(settings.log_level),

@@ -242,8 +242,15 @@ class SchemaRegistry:
             raise InvalidEventError(f"`{event_type}` field `{where}`: {error.message}", field=where)
         return EventEnvelope.from_dict(obj)
 
-    def decode(self, raw: bytes, *, max_bytes: int) -> EventEnvelope:
-        """Decode and validate raw event bytes, with the size limit applied first."""
+    def decode(self, raw: bytes | None, *, max_bytes: int) -> EventEnvelope:
+        """Decode and validate raw event bytes, with the size limit applied first.
+
+        ``None`` is a record without a value (a tombstone): not an event either.
+        """
+        if raw is None:
+            raise InvalidEventError(
+                "the record has no value (a tombstone): an event is a JSON object"
+            )
         if len(raw) > max_bytes:
             raise PayloadTooLargeError(
                 f"event is {len(raw)} bytes, over the limit of {max_bytes} "
@@ -386,3 +393,26 @@ def _first_error(validator: Draft202012Validator, instance: Any) -> _SchemaViola
 def record_schema(name: str) -> dict[str, Any]:
     """The JSON Schema of an inter-stage record, e.g. ``record_schema("delivery")``."""
     return _load(schema_root() / "records" / f"{name}.json")
+
+
+@cache
+def _record_validator(name: str) -> _Validator:
+    return _Validator(record_schema(name))
+
+
+def record_error(name: str, obj: Any) -> str | None:
+    """Why ``obj`` is not a valid record of ``schemas/records/<name>.json``, or None.
+
+    For records read from Kafka whose fields reach code that assumes them valid
+    (a subscription's body format, rate, schedule...): checked where they are read.
+    """
+    error = _record_validator(name).first_error(obj)
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"field `{where}`: {bounded_message(error.message)}"
+
+
+def bounded_message(message: str, limit: int = 300) -> str:
+    """A validation message cut to ``limit`` characters (it can quote a whole value)."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -18,6 +18,7 @@ from aiokafka.record.default_records import DefaultRecordBase, _DefaultRecordBat
 from aiokafka.record.memory_records import MemoryRecords
 
 from streams import kafka_headers
+from streams.records import park
 
 TP = TopicPartition("events", 0)
 
@@ -109,3 +110,18 @@ def test_a_compressed_batch_is_read_again_too(escaping: Any, codec: int) -> None
 def test_a_fetch_that_ends_inside_a_batch_stops_before_it(escaping: Any) -> None:
     whole = batch(0, [RawName("x")]) + batch(1, ["y"])
     assert [r.offset for r in read(whole[:-5])] == [0]
+
+
+def test_an_escaped_name_is_parked_printable() -> None:
+    parked = park(
+        b"{}",
+        key=b"k",
+        headers=[("\udcff\udcfex", b"v")],
+        reason="r",
+        topic="events",
+        partition=0,
+        offset=3,
+        parked_at=0.0,
+        limit=10**6,
+    )
+    assert parked.original_headers == [("\\xff\\xfex", b"v")]

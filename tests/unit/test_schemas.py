@@ -269,3 +269,8 @@ def test_wide_integer_names_the_first_in_document_order(
     raw: bytes, found: tuple[str, str] | None
 ) -> None:
     assert wide_integer(raw) == found
+
+
+def test_a_record_without_a_value_is_an_invalid_event_not_a_type_error() -> None:
+    with pytest.raises(InvalidEventError, match="no value"):
+        REGISTRY.decode(None, max_bytes=100)
