@@ -154,8 +154,8 @@ def install() -> None:
     unpack = getattr(records, "_unpack_records", None)
     if records is None or unpack is None or not hasattr(fetcher, "MemoryRecords"):
         raise ConfigError(
-            "this aiokafka version reads fetches differently from 0.14: install the aiokafka "
-            "version pinned in pyproject.toml (streams.kafka_headers cannot apply)"
+            "this aiokafka version reads fetches differently from 0.14, which the worker was "
+            "tested with: install aiokafka 0.14 (streams.kafka_headers cannot apply)"
         )
     if getattr(unpack, "streams_escaping", False):
         return
