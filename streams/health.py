@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streams.records import Attempt, EventEnvelope, Subscription
+from streams.records import MAX_ERROR_READ_CHARS, Attempt, EventEnvelope, Subscription
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
@@ -137,6 +137,44 @@ def ops_event(event_type: str, tenant_id: str, data: dict[str, Any]) -> EventEnv
     )
 
 
+#: The fields of an ``endpoint.health`` record and the JSON types each may have.
+_HEALTH_FIELDS: dict[str, tuple[type, ...]] = {
+    "consecutive": (int,),
+    "failing_since": (int, float, type(None)),
+    "last_error": (str, type(None)),
+    "kinds": (list,),
+    "at": (int, float),
+}
+
+
+def health_record(raw: bytes) -> dict[str, Any] | None:
+    """An ``endpoint.health`` record as :meth:`HealthMonitor.state` reads it, or None when
+    it is not one (the engine's outcome hook reads these: a wrong type would raise there)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    for name, types in _HEALTH_FIELDS.items():
+        field_value = value.get(name)
+        if (
+            (name in ("consecutive", "at") and field_value is None)
+            or (field_value is not None and not isinstance(field_value, types))
+            or isinstance(field_value, bool)
+        ):
+            return None
+    kinds = value.get("kinds") or []
+    if (
+        value["consecutive"] < 0
+        or len(kinds) > 16
+        or not all(isinstance(k, str) and len(k) <= 32 for k in kinds)
+        or len(value.get("last_error") or "") > MAX_ERROR_READ_CHARS
+    ):
+        return None
+    return value
+
+
 class HealthMonitor:
     """Keeps failure state per subscription and acts on the verdicts."""
 
@@ -154,23 +192,21 @@ class HealthMonitor:
             CompactedReader(settings, pipeline.names.health, self._apply, name="health")
         )
 
-    def _apply(self, sub_id: str, raw: bytes | None) -> None:
+    def _apply(self, sub_id: str, raw: bytes | None) -> str | None:
         if raw is None:
             # A reset read back late must not erase a newer local failure run.
             current = self.table.get(sub_id)
             if current is not None and time.time() - float(current.get("at", 0)) > 60:
                 self.table.pop(sub_id, None)
-            return
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return
+            return None
+        value = health_record(raw)
+        if value is None:
+            return "not an endpoint health record"
         # Read-back of this worker's own writes lags behind them: keep the newer.
         current = self.table.get(sub_id)
-        if isinstance(value, dict) and (
-            current is None or float(value.get("at", 0)) >= float(current.get("at", 0))
-        ):
+        if current is None or value["at"] >= float(current.get("at", 0)):
             self.table[sub_id] = value
+        return None
 
     def state(self, sub_id: str) -> FailureState:
         raw = self.table.get(sub_id)

@@ -205,15 +205,19 @@ class ConsoleLedger:
         return key.startswith((LINK_PREFIX, SESSION_PREFIX))
 
     def wrap(
-        self, apply: Callable[[str, bytes | None], None]
-    ) -> Callable[[str, bytes | None], None]:
-        """``apply`` of the tokens reader, with the ledger's keys routed here."""
+        self, apply: Callable[[str, bytes | None], str | None]
+    ) -> Callable[[str, bytes | None], str | None]:
+        """``apply`` of the tokens reader, with the ledger's keys routed here.
 
-        def both(key: str, raw: bytes | None) -> None:
+        Like every state reader's ``apply``, the result is why a record was unusable
+        (logged and counted by the reader), or None.
+        """
+
+        def both(key: str, raw: bytes | None) -> str | None:
             if self.owns(key):
                 self.apply(key, raw)
-            else:
-                apply(key, raw)
+                return None
+            return apply(key, raw)
 
         return both
 

@@ -3,7 +3,9 @@
 Agents (``deliveries`` and every retry tier) hand each record to
 :meth:`DeliveryEngine.handle` together with its ack ticket. The engine:
 
-1. decodes it (an undecodable record is parked on ``events.invalid``);
+1. decodes it: a record that is not a delivery (no value, not JSON, a field of
+   the wrong type or out of bounds, too large for its follow-ups to fit) is
+   parked on ``events.invalid`` with the reason (:mod:`streams.deadletter.parking`);
 2. looks up the subscription: deleted → dead letter ``subscription_deleted``,
    disabled → dead letter ``subscription_disabled`` (parked, replayable);
 3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`);
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from streams.deadletter.parking import park_record
 from streams.delivery import chat
 from streams.delivery.breaker import TRIPPING, Breaker
 from streams.delivery.lanes import Dispatcher
@@ -40,9 +43,17 @@ from streams.delivery.request import PreparedRequest, build_request
 from streams.errors import DecodeError, SigningError
 from streams.health import ops_event
 from streams.kafka.commits import OrderedAcks, Ticket
-from streams.kafka.topics import retry_tiers
+from streams.kafka.topics import parked_record_bytes, retry_tiers
 from streams.ops.logs import log_ids
-from streams.records import Attempt, DeadLetter, Delivery, InvalidEvent, Subscription
+from streams.records import (
+    MAX_ERROR_CHARS,
+    RECORD_FRAMING,
+    Attempt,
+    DeadLetter,
+    Delivery,
+    Subscription,
+    bounded,
+)
 from streams.retry.schedule import (
     deferral_delay,
     next_retry,
@@ -63,6 +74,41 @@ RETRY_AFTER_MIN_S = 1.0
 RETRY_AFTER_MAX_S = 24 * 3600.0
 #: Characters of the response body kept in the attempt log.
 SNIPPET_CHARS = 4096
+
+
+#: Bytes a delivery record must leave below the record limit for what its follow-ups
+#: add: re-encoding writes every optional field (their names and longest number forms
+#: add under 700 bytes); the error text they carry is shortened to fit (:func:`fitted`).
+#: The fan-out leaves far more (``streams.fanout.agent.RECORD_HEADROOM``), so only a
+#: record written by another producer can come this close.
+FOLLOW_UP_ROOM = 2048
+
+
+def unacceptable(raw: bytes | None, max_record_bytes: int) -> str | None:
+    """Why a delivery record cannot be handled before it is decoded, or None."""
+    if raw is None:
+        return "the record has no value (a tombstone): a delivery record is a JSON object"
+    if len(raw) > max_record_bytes - FOLLOW_UP_ROOM:
+        return (
+            f"delivery record of {len(raw)} bytes, over the {max_record_bytes - FOLLOW_UP_ROOM} "
+            f"bytes a delivery may have: its retry or dead letter could exceed the "
+            f"{max_record_bytes}-byte record limit"
+        )
+    return None
+
+
+def fitted(make: Callable[[str | None], bytes], error: str | None, limit: int) -> bytes:
+    """``make(error)``, with ``error`` shortened until the record is at most ``limit`` bytes.
+
+    Every character cut removes at least one byte, so each round cuts the excess
+    and the loop ends within ``len(error)`` rounds (in practice one).
+    """
+    data = make(error)
+    while len(data) > limit and error:
+        keep = len(error) - (len(data) - limit) - 1
+        error = error[: max(0, keep - 1)] + "\u2026" if keep > 1 else None
+        data = make(error)
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,25 +174,18 @@ class DeliveryEngine:
 
     # -- entry point from the agents ---------------------------------------------
 
-    async def handle(self, raw: bytes, message: Any, ticket: Ticket, acks: OrderedAcks) -> None:
-        try:
-            delivery = Delivery.from_bytes(raw)
-        except DecodeError as exc:
-            invalid = InvalidEvent.of(
-                raw,
-                str(exc),
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            log.error(
-                "undecodable delivery at %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
-            fut = await self.p.send(self.p.names.events_invalid, b"", invalid.to_bytes())
+    async def handle(
+        self, raw: bytes | None, message: Any, ticket: Ticket, acks: OrderedAcks
+    ) -> None:
+        reason = unacceptable(raw, self.p.settings.max_record_bytes)
+        if reason is None:
+            assert raw is not None
+            try:
+                delivery = Delivery.from_bytes(raw)
+            except DecodeError as exc:
+                reason = f"not a delivery record: {exc}"
+        if reason is not None:
+            fut = await park_record(self.p, message, raw, reason, stat="invalid.deliveries")
             acks.finish_when(ticket, fut)
             return
         follower = delivery.held_by is not None
@@ -386,6 +425,8 @@ class DeliveryEngine:
             if isinstance(outcome, Delivered)
             else (result.detail or getattr(outcome, "reason", None))
         )
+        if error is not None:
+            error = bounded(error, MAX_ERROR_CHARS)
         futures: list[Any] = []
         label = "delivered"
         if isinstance(outcome, Retry):
@@ -414,9 +455,12 @@ class DeliveryEngine:
                 retry = delivery.next_attempt(due_at=now + delay, status=result.status, error=error)
                 if retry.first_attempt_at is None:
                     retry = dataclasses.replace(retry, first_attempt_at=started)
-                futures.append(
-                    await self.p.send(self.p.names.retry(tier), sub.id, retry.to_bytes())
+                value = fitted(
+                    lambda e: dataclasses.replace(retry, last_error=e).to_bytes(),
+                    error,
+                    self._room(self.p.settings.max_record_bytes, sub.id),
                 )
+                futures.append(await self.p.send(self.p.names.retry(tier), sub.id, value))
                 if sub.ordering == "ordered":
                     await self._hold_queue(sub.id, delivery.delivery_id)
         if sub.ordering == "ordered" and label != "retry":
@@ -473,6 +517,10 @@ class DeliveryEngine:
             self.holds.resolved(sub_id, head)
             await self._flush_waiting(sub_id)
 
+    def _room(self, limit: int, key: str) -> int:
+        """Bytes a record's value may take under a topic's ``limit`` with this key."""
+        return limit - len(key.encode("utf-8")) - RECORD_FRAMING
+
     async def _dead_letter(
         self, delivery: Delivery, reason: str, status: int | None, error: str | None
     ) -> Any:
@@ -486,6 +534,11 @@ class DeliveryEngine:
             last_status=status if status is not None else delivery.last_status,
             last_error=error if error is not None else delivery.last_error,
         )
+        value = fitted(
+            lambda e: dataclasses.replace(letter, last_error=e).to_bytes(),
+            letter.last_error,
+            self._room(parked_record_bytes(self.p.settings), delivery.subscription_id),
+        )
         self.p.stats[f"dlq.{reason}"] += 1
         log.log(
             logging.WARNING if reason in ("exhausted", "not_retryable", "gone") else logging.INFO,
@@ -494,7 +547,7 @@ class DeliveryEngine:
             letter.attempts,
             extra=log_ids(delivery),
         )
-        return await self.p.send(self.p.names.dlq, delivery.subscription_id, letter.to_bytes())
+        return await self.p.send(self.p.names.dlq, delivery.subscription_id, value)
 
     async def _exhausted(
         self, delivery: Delivery, status: int | None, error: str | None

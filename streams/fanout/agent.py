@@ -5,9 +5,10 @@ Reads ``events`` (keyed by tenant), validates every envelope against
 and produces one :class:`~streams.records.Delivery` per match to
 ``deliveries``, keyed by subscription id. A matching subscription that is
 disabled gets no delivery; its delivery is parked in ``deliveries.dlq`` with
-reason ``subscription_disabled``, so re-enabling can replay it. An invalid event (not JSON, failing
-its schemas, unknown type, oversized) goes to ``events.invalid`` with the
-reason and its raw bytes; the agent never stops on one.
+reason ``subscription_disabled``, so re-enabling can replay it. Any other
+record (not JSON, failing its schemas, unknown type, oversized, an integer
+beyond 64 bits, no value at all) is parked on ``events.invalid`` with the
+reason (:mod:`streams.deadletter.parking`); the agent never stops on one.
 
 The event's offset is acked only after every record it caused is
 acknowledged by Kafka, in offset order (see :mod:`streams.kafka.commits`).
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import mode
 
+from streams.deadletter.parking import park_record
 from streams.errors import InvalidEventError
 from streams.fanout.bodies import render_body
 from streams.kafka.commits import OrderedAcks
@@ -29,7 +31,6 @@ from streams.records import (
     DeadLetter,
     Delivery,
     EventEnvelope,
-    InvalidEvent,
     Subscription,
     delivery_id_for,
 )
@@ -87,24 +88,19 @@ RECORD_HEADROOM = 16_384
 
 
 async def _park_invalid(
-    pipeline: Pipeline, key: bytes | None, raw: bytes, message: Any, reason: str, field: str = ""
+    pipeline: Pipeline,
+    key: bytes | None,
+    raw: bytes | None,
+    message: Any,
+    reason: str,
+    field: str = "",
 ) -> Any:
-    invalid = InvalidEvent.of(
-        raw,
-        reason,
-        field=field,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
-    log.warning(
-        "invalid event at %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-    )
-    pipeline.stats["invalid"] += 1
-    return await pipeline.send(pipeline.names.events_invalid, key or b"", invalid.to_bytes())
+    return await park_record(pipeline, message, raw, reason, key=key, field=field)
 
 
-async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message: Any) -> list[Any]:
+async def fan_out_one(
+    pipeline: Pipeline, key: bytes | None, raw: bytes | None, message: Any
+) -> list[Any]:
     """Produce what one event causes; return the broker-acknowledgement futures.
 
     Nothing an event contains stops the agent: an event that fails its checks,

@@ -84,7 +84,12 @@ class KafkaOutput:
     def __init__(self, settings: Settings) -> None:
         from confluent_kafka import Producer
 
+        from streams.kafka.topics import parked_record_bytes
+
         config = producer_config(settings)
+        # What the worker writes includes parked records and dead letters, which may
+        # be larger than any record it reads (streams.kafka.topics.parked_record_bytes).
+        config["message.max.bytes"] = parked_record_bytes(settings)
         self.linger_ms = settings.kafka_linger_ms
         config["linger.ms"] = self.linger_ms
         config["message.timeout.ms"] = DELIVERY_TIMEOUT_MS
@@ -100,7 +105,13 @@ class KafkaOutput:
 
     # -- sending ----------------------------------------------------------------------
 
-    async def send(self, topic: str, key: bytes, value: bytes | None) -> asyncio.Future[Any]:
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> asyncio.Future[Any]:
         """Enqueue one record; the future resolves to (partition, offset) once acknowledged."""
         if self._closed:
             raise OutputError("the worker's Kafka producer is closed (the worker is stopping)")
@@ -112,7 +123,16 @@ class KafkaOutput:
         deadline = 0.0
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=report)
+                if headers:
+                    self._producer.produce(
+                        topic,
+                        value,
+                        key,
+                        headers=headers,  # type: ignore[arg-type]  # the stub's list type is wider
+                        on_delivery=report,
+                    )
+                else:
+                    self._producer.produce(topic, value, key, on_delivery=report)
                 break
             except BufferError:
                 # librdkafka's local queue is full: the broker is slow or away. Wait.
