@@ -270,6 +270,9 @@ class Subscription(Record):
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 1
+    # {"key", "request"} digests of the Idempotency-Key it was created with (see
+    # streams.subscriptions.idempotency); None: created without one.
+    idempotency: dict[str, str] | None = None
 
     _kind: ClassVar[str] = "subscription"
     _required: ClassVar[dict[str, str]] = {

@@ -21,6 +21,7 @@ from streams.errors import (
     ConflictError,
     DestinationRefusedError,
     InvalidRequestError,
+    KafkaUnavailableError,
     NotFoundError,
     SigningError,
 )
@@ -31,7 +32,7 @@ from streams.records import EventEnvelope, Subscription
 from streams.retry.schedule import parse_duration
 from streams.signing import generate_secret, validate_secret
 from streams.signing.standard import public_key
-from streams.subscriptions import model
+from streams.subscriptions import idempotency, model
 from streams.subscriptions import secrets as secret_store
 
 if TYPE_CHECKING:
@@ -43,11 +44,19 @@ log = logging.getLogger(__name__)
 APPLY_TIMEOUT_S = 10.0
 #: How long the create/update check may spend resolving the URL's host.
 RESOLVE_TIMEOUT_S = 3.0
+#: How long a write asks Kafka whether it answers before writing anything.
+KAFKA_CHECK_TIMEOUT_S = 2.0
+#: How long a write waits for Kafka's acknowledgement before answering 503. The
+#: CLI gives up after 10 s; without this bound the record could be written after
+#: the answer said nothing, and a created subscription's secret never shown.
+CONFIRM_TIMEOUT_S = 5.0
 
 
 class SubscriptionRoutes:
     def __init__(self, pipeline: Pipeline) -> None:
         self.p = pipeline
+        #: Creates in progress per (tenant, Idempotency-Key), and how many wait on each.
+        self._creating: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     def register(self, router: web.UrlDispatcher) -> None:
         base = "/v1/subscriptions"
@@ -101,14 +110,30 @@ class SubscriptionRoutes:
         await (await self.p.send(self.p.names.ops, sub.tenant_id, event.to_bytes()))
 
     async def _save(self, sub: Subscription) -> None:
-        confirm = await self.p.send(self.p.names.subscriptions, sub.id, sub.to_bytes())
-        await confirm
+        """Write ``sub`` and wait until this worker has read it back.
+
+        Asks Kafka first, and answers 503 having written nothing when it does not
+        answer: a record queued for an absent broker would be written whenever it came
+        back, after the caller had been told the request failed.
+        """
+        topic = self.p.names.subscriptions
+        await self.p.output.check_reachable(topic, KAFKA_CHECK_TIMEOUT_S)
+        confirm = await self.p.send(topic, sub.id, sub.to_bytes())
+        try:
+            await asyncio.wait_for(asyncio.shield(confirm), CONFIRM_TIMEOUT_S)
+        except TimeoutError:
+            raise KafkaUnavailableError(
+                f"Kafka has not confirmed the write of {sub.id} within {CONFIRM_TIMEOUT_S:g}s; "
+                "it may still be applied: GET /v1/subscriptions shows whether it was (a create "
+                "retried with the same Idempotency-Key answers what it made)"
+            ) from None
         if not await self.p.subscriptions.wait_until(sub.id, sub.version, APPLY_TIMEOUT_S):
             log.warning("subscription %s written but not yet read back", sub.id)
 
     # -- handlers -------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
+        """Create; with an ``Idempotency-Key`` header, a repeat answers the first's result."""
         body = await json_body(request)
         who = principal(request)
         tenant = scope(who, body.get("tenant_id"))
@@ -116,14 +141,59 @@ class SubscriptionRoutes:
             raise InvalidRequestError(
                 "`tenant_id`: required with the admin token", field="tenant_id"
             )
+        key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+        if key is None:
+            return await self._create(body, tenant, stamp=None)
+        slot = (tenant, key)
+        lock, users = self._creating.get(slot, (asyncio.Lock(), 0))
+        self._creating[slot] = (lock, users + 1)
+        try:
+            async with lock:  # the same key twice on this worker: one creates, one replays
+                earlier = idempotency.created_with(
+                    self.p.subscriptions.all(tenant_id=tenant), tenant, key, now=time.time()
+                )
+                if earlier is not None:
+                    return self._created_before(earlier, body)
+                return await self._create(body, tenant, stamp=idempotency.stamp(tenant, key, body))
+        finally:
+            lock, users = self._creating[slot]
+            if users <= 1:
+                del self._creating[slot]
+            else:
+                self._creating[slot] = (lock, users - 1)
+
+    async def _create(
+        self, body: dict[str, Any], tenant: str, *, stamp: dict[str, str] | None
+    ) -> web.Response:
         sub, secret = model.build_subscription(
             body, tenant_id=tenant, settings=self.p.settings, box=self.p.box, now=time.time()
         )
+        if stamp is not None:
+            sub = dataclasses.replace(sub, idempotency=stamp)
         await self._check_resolution(sub.url)
         await self._save(sub)
         view = self._view(sub)
         view["signing_secret"] = secret  # shown once, here and on rotation
         return json_response(view, status=201)
+
+    def _created_before(self, sub: Subscription, body: dict[str, Any]) -> web.Response:
+        """The answer a create with this key gave: the subscription and its secret."""
+        idempotency.check_same_request(sub, body)
+        secret: str | None = None
+        if sub.secrets:
+            stored = idempotency.creation_secret(sub, now=time.time())
+            if stored is None:
+                raise ConflictError(
+                    f"this {idempotency.HEADER} created {sub.id}, whose signing secret has "
+                    "been rotated since: the secret it was created with is no longer valid "
+                    "(rotate-secret shows a new one)"
+                )
+            secret = self.p.box.decrypt(stored)
+        view = self._view(sub)
+        view["signing_secret"] = secret
+        response = json_response(view, status=201)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
 
     async def list(self, request: web.Request) -> web.Response:
         who = principal(request)
@@ -164,6 +234,7 @@ class SubscriptionRoutes:
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self._find(request)
+        await self.p.output.check_reachable(self.p.names.subscriptions, KAFKA_CHECK_TIMEOUT_S)
         confirm = await self.p.send(self.p.names.subscriptions, sub.id, None)
         await confirm
         await self.p.subscriptions.wait_until(sub.id, None, APPLY_TIMEOUT_S)

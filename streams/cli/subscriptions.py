@@ -185,6 +185,16 @@ def _subscription_options(*, create: bool) -> Callable[[F], F]:
         ]
         if create:
             opts.append(click.option("--disabled", is_flag=True, help="Create it disabled."))
+            opts.append(
+                click.option(
+                    "--idempotency-key",
+                    default=None,
+                    metavar="KEY",
+                    help="Repeat a create whose answer was lost: the same key answers the "
+                    "subscription it made, and its secret (default: a new key, reused on "
+                    "this command's own retries).",
+                )
+            )
         opts.append(_json_option)
         for opt in reversed(opts):
             fn = opt(fn)
@@ -316,6 +326,7 @@ def sub_create(
     timeout: str | None,
     body_format: str | None,
     disabled: bool,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """Create a subscription; its signing secret is printed once."""
@@ -343,7 +354,7 @@ def sub_create(
     if disabled:
         body["enabled"] = False
     with _client() as client:
-        created = client.create_subscription(body)
+        created = client.create_subscription(body, idempotency_key=idempotency_key)
     if as_json:
         print_json(created)
         return
