@@ -29,7 +29,7 @@ from streams.fanout.agent import deliveries_for
 from streams.fanout.matching import TypeMatcher
 from streams.health import ops_event
 from streams.records import EventEnvelope, Subscription
-from streams.retry.schedule import parse_duration
+from streams.retry.schedule import parse_seconds
 from streams.signing import generate_secret, validate_secret
 from streams.signing.standard import public_key
 from streams.subscriptions import idempotency, model
@@ -174,7 +174,17 @@ class SubscriptionRoutes:
         await self._save(sub)
         view = self._view(sub)
         view["signing_secret"] = secret  # shown once, here and on rotation
+        self._warn(view, sub.event_types)
         return json_response(view, status=201)
+
+    def _warn(self, view: dict[str, Any], patterns: list[str]) -> None:
+        """``warnings``: patterns that match no known event type (typos, mostly)."""
+        registry = self.p.registry
+        found = model.event_type_warnings(
+            patterns, domain=registry.event_types, operational=registry.operational_types
+        )
+        if found:
+            view["warnings"] = found
 
     def _created_before(self, sub: Subscription, body: dict[str, Any]) -> web.Response:
         """The answer a create with this key gave: the subscription and its secret."""
@@ -191,6 +201,7 @@ class SubscriptionRoutes:
             secret = self.p.box.decrypt(stored)
         view = self._view(sub)
         view["signing_secret"] = secret
+        self._warn(view, sub.event_types)
         response = json_response(view, status=201)
         response.headers["Idempotent-Replayed"] = "true"
         return response
@@ -230,7 +241,10 @@ class SubscriptionRoutes:
         if updated.url != current.url:
             await self._check_resolution(updated.url)
         await self._save(updated)
-        return json_response(self._view(updated))
+        view = self._view(updated)
+        if "event_types" in body:
+            self._warn(view, updated.event_types)
+        return json_response(view)
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self._find(request)
@@ -250,10 +264,11 @@ class SubscriptionRoutes:
                 f"`{field}`: unknown field; allowed: grace, secret", field=field
             )
         try:
-            grace = parse_duration(str(body.get("grace", "24h")))
+            grace = parse_seconds(body.get("grace", "24h"))  # "24h", "0s", or seconds: 3600
         except Exception:
             raise InvalidRequestError(
-                '`grace`: a duration such as "24h" or "0s"', field="grace"
+                '`grace`: a duration such as "24h" or "0s", or a number of seconds',
+                field="grace",
             ) from None
         if grace > 7 * 86400:
             raise InvalidRequestError("`grace`: at most 7d", field="grace")
@@ -309,8 +324,11 @@ class SubscriptionRoutes:
                 counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
                 view["parked"] = {
                     "count": counted.matched - counted.skipped,
-                    "replay": 'POST this path again with {"replay_parked": true}, or '
-                    "POST /v1/dlq/replay with subscription_id and reason=subscription_disabled",
+                    # Not "enable again with replay_parked": it is enabled now, so a second
+                    # enable finds nothing parked.
+                    "replay": f'POST /v1/dlq/replay with {{"subscription_id": "{sub.id}", '
+                    '"reason": "subscription_disabled"}, or `streams dlq replay --subscription '
+                    f"{sub.id} --reason subscription_disabled`",
                 }
             await self._ops(
                 "endpoint.enabled",

@@ -360,9 +360,12 @@ class ApiClient:
         )
         return result
 
-    def enable(self, sub_id: str) -> dict[str, Any]:
+    def enable(self, sub_id: str, *, replay_parked: bool = False) -> dict[str, Any]:
+        """POST .../enable. ``parked`` in the answer: what was parked while it was disabled
+        (and, with ``replay_parked``, what was replayed)."""
+        body = {"replay_parked": True} if replay_parked else {}
         result: dict[str, Any] = self._request(
-            "POST", f"/v1/subscriptions/{_path_part(sub_id)}/enable", body={}
+            "POST", f"/v1/subscriptions/{_path_part(sub_id)}/enable", body=body
         )
         return result
 

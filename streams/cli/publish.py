@@ -32,6 +32,9 @@ def publish_cmd(
         raise InvalidEventError("--data must be a JSON object (the event's `data`)")
     settings = settings_from_env()
     with EventPublisher(settings) as publisher:
+        # A missing events topic is said in a fraction of a second, with the command
+        # that creates it; the send itself would wait 30 s and say "Message timed out".
+        publisher.connect()
         published = publisher.publish(
             event_type,
             tenant,

@@ -403,3 +403,74 @@ def test_the_request_digest_ignores_key_order_and_never_hashes_a_secret() -> Non
 )
 def test_parse_key_accepts_visible_ascii(header: str | None, expected: str | None) -> None:
     assert idempotency.parse_key(header) == expected
+
+
+# -- item 20: warnings for patterns that match nothing; one duration form everywhere --------
+
+
+async def test_create_and_update_warn_of_a_pattern_that_matches_no_known_type(
+    api: tuple[TestClient[Any, Any], Pipeline],
+) -> None:
+    client, _ = api
+    typo = {**BODY, "event_types": ["prospect.creatd", "alert.*"]}
+    created = await client.post("/v1/subscriptions", json=typo, headers=auth())
+    assert created.status == 201  # accepted: a type may be added later
+    (warning,) = (await created.json())["warnings"]
+    assert warning.startswith("`prospect.creatd` matches no known event type")
+    assert "did you mean prospect.added?" in warning
+    sub_id = (await created.json())["id"]
+    fine = await client.patch(
+        f"/v1/subscriptions/{sub_id}", json={"event_types": ["endpoint.*"]}, headers=auth()
+    )
+    assert "warnings" not in await fine.json()
+    again = await client.patch(
+        f"/v1/subscriptions/{sub_id}", json={"event_types": ["invoice.paid"]}, headers=auth()
+    )
+    assert (await again.json())["warnings"][0].startswith("`invoice.paid`")
+    plain = await client.post("/v1/subscriptions", json=BODY, headers=auth())
+    assert "warnings" not in await plain.json()
+
+
+@pytest.mark.parametrize("grace", ["10", 10, "10s", 2.5])
+async def test_rotate_secret_takes_every_duration_form(
+    api: tuple[TestClient[Any, Any], Pipeline], grace: Any
+) -> None:
+    client, _ = api
+    created = await (await client.post("/v1/subscriptions", json=BODY, headers=auth())).json()
+    resp = await client.post(
+        f"/v1/subscriptions/{created['id']}/rotate-secret", json={"grace": grace}, headers=auth()
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["secret"]["previous_valid_until"] is not None
+
+
+@pytest.mark.parametrize("grace", ["ten", -1, True, "nan", [1]])
+async def test_rotate_secret_refuses_what_is_not_a_duration(
+    api: tuple[TestClient[Any, Any], Pipeline], grace: Any
+) -> None:
+    client, _ = api
+    created = await (await client.post("/v1/subscriptions", json=BODY, headers=auth())).json()
+    resp = await client.post(
+        f"/v1/subscriptions/{created['id']}/rotate-secret", json={"grace": grace}, headers=auth()
+    )
+    assert resp.status == 422
+    assert (await resp.json())["error"]["field"] == "grace"
+
+
+async def test_the_enable_hint_names_what_still_works_after_enabling(
+    api: tuple[TestClient[Any, Any], Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enabling again finds nothing parked (it is enabled now): the hint says so no more."""
+    from streams.deadletter import replay as dlq
+
+    monkeypatch.setattr(dlq, "replay", lambda *a, **k: dlq.ReplaySummary(replay_id="r1", matched=2))
+    client, _ = api
+    created = await (await client.post("/v1/subscriptions", json=BODY, headers=auth())).json()
+    path = f"/v1/subscriptions/{created['id']}"
+    assert (await client.post(path + "/disable", json={}, headers=auth())).status == 200
+    parked = (await (await client.post(path + "/enable", json={}, headers=auth())).json())["parked"]
+    assert parked["count"] == 2
+    assert "POST this path again" not in parked["replay"]
+    assert f"--subscription {created['id']} --reason subscription_disabled" in parked["replay"]
+    again = await (await client.post(path + "/enable", json={}, headers=auth())).json()
+    assert "parked" not in again

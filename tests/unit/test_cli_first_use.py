@@ -94,3 +94,72 @@ def test_a_refused_connection_is_not_retried() -> None:
         client.create_subscription({"url": "x"}, retry_wait_s=5.0)
     assert time.monotonic() - started < 4.0
     assert "--idempotency-key" not in str(caught.value)
+
+
+# -- item 18: `enable` says what was parked and how to send it ------------------------------
+
+PARKED = {
+    "count": 3,
+    "replay": 'POST /v1/dlq/replay with {"subscription_id": "sub_1", ...}',
+}
+
+
+def test_enable_prints_the_parked_count_and_the_replay_command(
+    api: FakeApi, state_dir: Path
+) -> None:
+    api.answer("POST", "/v1/subscriptions/sub_1/enable", 200, {**view(), "parked": PARKED})
+    result = run(api.url, "subscriptions", "enable", "sub_1", state_dir=state_dir)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "enabled sub_1",
+        "3 deliveries were parked in the DLQ while it was disabled",
+        "send them: streams dlq replay --subscription sub_1 --reason subscription_disabled",
+    ]
+    assert api.seen[0].body == {}
+
+
+def test_enable_replay_parked_asks_for_it_and_prints_what_was_replayed(
+    api: FakeApi, state_dir: Path
+) -> None:
+    replayed = {"count": 1, "replayed": 1, "replay_id": "rpl_1"}
+    api.answer("POST", "/v1/subscriptions/sub_1/enable", 200, {**view(), "parked": replayed})
+    result = run(
+        api.url, "subscriptions", "enable", "sub_1", "--replay-parked", state_dir=state_dir
+    )
+    assert result.exit_code == 0, result.output
+    assert api.seen[0].body == {"replay_parked": True}
+    assert "1 delivery was parked in the DLQ while it was disabled" in result.output
+    assert "replayed 1 (replay rpl_1)" in result.output
+
+
+def test_enable_of_an_enabled_subscription_prints_no_parked_line(
+    api: FakeApi, state_dir: Path
+) -> None:
+    api.answer("POST", "/v1/subscriptions/sub_1/enable", 200, view())
+    result = run(api.url, "subscriptions", "enable", "sub_1", state_dir=state_dir)
+    assert result.output == "enabled sub_1\n"
+
+
+# -- item 20: the API's warnings reach the user ----------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_create_prints_the_apis_warnings_on_stderr(
+    api: FakeApi, state_dir: Path, as_json: bool
+) -> None:
+    warning = "`prospect.creatd` matches no known event type; did you mean prospect.added?"
+    answer = {**view(), "signing_secret": SIGNING_SECRET, "warnings": [warning]}
+    api.answer("POST", "/v1/subscriptions", 201, answer)
+    args = [*CREATE, "--event-type", "prospect.creatd", *(["--json"] if as_json else [])]
+    result = run(api.url, *args, state_dir=state_dir)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {warning}" in result.stderr
+    assert "warning:" not in result.stdout  # --json stays parseable
+
+
+def test_update_prints_the_apis_warnings_on_stderr(api: FakeApi, state_dir: Path) -> None:
+    api.answer("PATCH", "/v1/subscriptions/sub_1", 200, {**view(), "warnings": ["`x.y` w"]})
+    result = run(
+        api.url, "subscriptions", "update", "sub_1", "--event-type", "x.y", state_dir=state_dir
+    )
+    assert "warning: `x.y` w" in result.stderr
