@@ -360,3 +360,43 @@ def test_the_demos_own_hint_reaches_its_api_whatever_the_users_settings(
     assert dev_token_path(watching) == demo.state_dir / "dev-admin-token"
     assert watching.api_url == f"http://127.0.0.1:{demo.api_port}"
     assert watching.topic_prefix == demo.topic_prefix
+
+
+# -- a request aiohttp cannot parse is one warning line, not a traceback --------------------
+
+
+def test_an_unparsable_request_is_logged_as_one_warning_line() -> None:
+    import logging
+
+    from aiohttp.http_exceptions import ContentEncodingError
+
+    from streams.ops.logs import ClientFaultFilter, JsonFormatter
+
+    try:
+        raise ContentEncodingError("Can not decode content-encoding: brotli (br)")
+    except ContentEncodingError:
+        import sys
+
+        record = logging.LogRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+            ("127.0.0.1",), sys.exc_info(),
+        )  # fmt: skip
+    assert ClientFaultFilter().filter(record)
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["level"] == "WARNING"
+    assert "exc" not in line
+    assert line["message"] == (
+        "Error handling request from 127.0.0.1: Can not decode content-encoding: brotli (br) "
+        "(answered 400)"
+    )
+    # Our own errors keep their traceback.
+    try:
+        raise ValueError("ours")
+    except ValueError:
+        import sys
+
+        ours = logging.LogRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "boom", None, sys.exc_info()
+        )
+    ClientFaultFilter().filter(ours)
+    assert "exc" in orjson.loads(JsonFormatter().format(ours))
