@@ -169,3 +169,63 @@ def test_enable_prints_what_was_parked_and_a_plain_http_refusal_names_no_tls(
     assert enabled.returncode == 0, enabled.stderr
     assert "1 delivery was parked in the DLQ while it was disabled" in enabled.stdout
     assert f"streams dlq replay --subscription {sub['id']}" in enabled.stdout
+
+
+def test_create_with_the_broker_stopped_answers_503_and_writes_nothing_later(
+    tmp_path: Path,
+) -> None:
+    """The issue's case: the broker stops; `subscriptions create` used to time out and
+    yet create the subscription when the broker came back, its secret never shown."""
+    import shutil
+
+    from streams.kafka.local import LocalKafka
+    from streams.kafka.topics import create_topics
+    from tests.integration.harness import WorkerProcess, free_port, start_private_broker
+
+    if os.environ.get("CI") != "true" and not (shutil.which("java") and shutil.which("mvn")):
+        pytest.skip("Java/Maven are missing to start a private broker")
+    state = tmp_path / "broker"
+
+    def make(base: int) -> LocalKafka:
+        own = {"STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{base}", "STREAMS_STATE_DIR": str(state)}
+        return LocalKafka(Settings.from_env(own))
+
+    broker = start_private_broker(make, 2)
+    worker = None
+    try:
+        settings = Settings.from_env(
+            {
+                "STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker.port}",
+                "STREAMS_TOPIC_PREFIX": "stop.",
+                "STREAMS_PARTITIONS": "1",
+                "STREAMS_STATE_DIR": str(tmp_path / "worker"),
+                "STREAMS_ENV": "development",
+                "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.1/32",
+                "STREAMS_API_PORT": str(free_port()),
+                "STREAMS_APP_ID": f"stop-{uuid.uuid4().hex[:8]}",
+                "STREAMS_RETRY_SCHEDULE": "1s",
+            }
+        )
+        create_topics(settings)
+        worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+        args = [
+            "subscriptions", "create", "--tenant", "t", "--url", "http://127.0.0.1:9/in",
+            "--event-type", "prospect.added",
+        ]  # fmt: skip
+        assert cli(settings, worker.base_url, *args).returncode == 0
+        broker.stop()
+        started = time.monotonic()
+        refused = cli(settings, worker.base_url, *args)
+        assert time.monotonic() - started < 30  # three tries of about 2 s, 1 s and 2 s apart
+        assert refused.returncode == 1
+        assert "503" in refused.stderr
+        assert "--idempotency-key" in refused.stderr
+        broker.start()
+        time.sleep(8)  # time enough for a queued record to reach the broker
+        token = (settings.state_dir / "dev-admin-token").read_text().strip()
+        listed = Api(worker.base_url, token).call("GET", "/v1/subscriptions").json()
+        assert listed["total"] == 1, listed
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
