@@ -15,13 +15,13 @@ from aiohttp import web
 
 from streams.api.auth import scope, visible
 from streams.api.http import json_body, json_response, parse_flag, principal
+from streams.api.writes import write
 from streams.deadletter import replay as dlq
 from streams.destinations import resolve_and_check
 from streams.errors import (
     ConflictError,
     DestinationRefusedError,
     InvalidRequestError,
-    KafkaUnavailableError,
     NotFoundError,
     SigningError,
 )
@@ -44,12 +44,6 @@ log = logging.getLogger(__name__)
 APPLY_TIMEOUT_S = 10.0
 #: How long the create/update check may spend resolving the URL's host.
 RESOLVE_TIMEOUT_S = 3.0
-#: How long a write asks Kafka whether it answers before writing anything.
-KAFKA_CHECK_TIMEOUT_S = 2.0
-#: How long a write waits for Kafka's acknowledgement before answering 503. The
-#: CLI gives up after 10 s; without this bound the record could be written after
-#: the answer said nothing, and a created subscription's secret never shown.
-CONFIRM_TIMEOUT_S = 5.0
 
 
 class SubscriptionRoutes:
@@ -116,17 +110,14 @@ class SubscriptionRoutes:
         answer: a record queued for an absent broker would be written whenever it came
         back, after the caller had been told the request failed.
         """
-        topic = self.p.names.subscriptions
-        await self.p.output.check_reachable(topic, KAFKA_CHECK_TIMEOUT_S)
-        confirm = await self.p.send(topic, sub.id, sub.to_bytes())
-        try:
-            await asyncio.wait_for(asyncio.shield(confirm), CONFIRM_TIMEOUT_S)
-        except TimeoutError:
-            raise KafkaUnavailableError(
-                f"Kafka has not confirmed the write of {sub.id} within {CONFIRM_TIMEOUT_S:g}s; "
-                "it may still be applied: GET /v1/subscriptions shows whether it was (a create "
-                "retried with the same Idempotency-Key answers what it made)"
-            ) from None
+        await write(
+            self.p,
+            self.p.names.subscriptions,
+            sub.id,
+            sub.to_bytes(),
+            check_with="GET /v1/subscriptions shows whether it was (a create retried with the "
+            "same Idempotency-Key answers what it made)",
+        )
         if not await self.p.subscriptions.wait_until(sub.id, sub.version, APPLY_TIMEOUT_S):
             log.warning("subscription %s written but not yet read back", sub.id)
 
@@ -248,9 +239,7 @@ class SubscriptionRoutes:
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self._find(request)
-        await self.p.output.check_reachable(self.p.names.subscriptions, KAFKA_CHECK_TIMEOUT_S)
-        confirm = await self.p.send(self.p.names.subscriptions, sub.id, None)
-        await confirm
+        await write(self.p, self.p.names.subscriptions, sub.id, None, check_with="GET it to see")
         await self.p.subscriptions.wait_until(sub.id, None, APPLY_TIMEOUT_S)
         return web.Response(status=204)
 

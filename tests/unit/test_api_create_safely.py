@@ -342,6 +342,7 @@ async def test_writes_while_kafka_does_not_answer_are_a_503_and_write_nothing(
         ("POST", sub + "/rotate-secret", {}),
         ("POST", sub + "/disable", {}),
         ("DELETE", sub, None),
+        ("POST", "/v1/tokens", {"tenant_id": "acme"}),
     ]:
         resp = await client.request(method, path, json=body, headers=auth())
         assert resp.status == 503, (method, path, await resp.text())
@@ -352,9 +353,9 @@ async def test_writes_while_kafka_does_not_answer_are_a_503_and_write_nothing(
 async def test_a_write_kafka_does_not_confirm_in_time_is_a_503_saying_it_may_land(
     api: tuple[TestClient[Any, Any], Pipeline], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streams.api import subscriptions as routes
+    from streams.api import writes
 
-    monkeypatch.setattr(routes, "CONFIRM_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(writes, "CONFIRM_TIMEOUT_S", 0.2)
     client, pipeline = api
     pipeline.confirms = False
     key = {"Idempotency-Key": "k-slow"}
