@@ -339,12 +339,20 @@ class Settings:
         return [(f.metadata["env"], f.metadata["default"], f.metadata["help"]) for f in fields(cls)]
 
     def public_view(self) -> dict[str, str]:
-        """Every setting as text, secrets masked: safe to print or log."""
+        """Every setting as text, secrets masked: safe to print or log.
+
+        Durations are written as they are set (``7d``, ``1h30m``), not as seconds
+        (``604800.0``): every duration field is a float named ``*_s``.
+        """
+        from streams.retry.schedule import format_duration
+
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Secret):
                 out[f.metadata["env"]] = "(set)" if value else "(unset)"
+            elif f.name.endswith("_s") and isinstance(value, float):
+                out[f.metadata["env"]] = format_duration(value)
             elif isinstance(value, tuple):
                 out[f.metadata["env"]] = ",".join(str(v) for v in value)
             else:

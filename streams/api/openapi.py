@@ -63,20 +63,26 @@ _CREATE = {
         },
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
         "retry_schedule": {
-            "description": "`default`, `none` (one attempt), or durations such as `5s,5m,30m`.",
+            "description": (
+                "`default`, `none` (one attempt), or durations such as `5s,5m,30m` (a bare "
+                "number is seconds); `none` by default with `signing: prospektr`."
+            ),
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
         },
         "ordering": {"enum": ["unordered", "ordered"], "default": "unordered"},
         "rate_limit": {"type": ["number", "null"], "description": "Requests per second."},
         "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16},
         "timeout": {
-            "description": "Whole-request timeout, at most 30s.",
+            "description": "Whole-request timeout, at most 30s: `10s`, or seconds (`10`).",
             "oneOf": [{"type": "string"}, {"type": "number"}],
         },
         "body_format": {
             "enum": ["envelope", "keyed", "slack", "discord", "telegram"],
             "default": "envelope",
-            "description": "slack/discord/telegram: a chat message rendered from the event.",
+            "description": (
+                "slack/discord/telegram: a chat message rendered from the event; "
+                "`keyed` by default with `signing: prospektr`."
+            ),
         },
         "chat_id": {
             "type": ["string", "integer", "null"],
@@ -131,7 +137,37 @@ _VIEW = {
                 "message": {"type": "string"},
             },
         },
+        "warnings": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": (
+                "Create and update: event-type patterns that match no known event type "
+                "(accepted; most often a typo), with the nearest known names."
+            ),
+        },
+        "parked": {
+            "type": "object",
+            "description": (
+                "Enable of a disabled subscription: `count` of deliveries parked while it "
+                "was disabled, and `replay` (how to send them) or, with `replay_parked`, "
+                "`replayed` and `replay_id`."
+            ),
+        },
     },
+}
+
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": (
+        "A new key (a UUID) per subscription to create. Repeating the request with the "
+        "same key within 24 h answers the subscription it created and its secret "
+        "(header `Idempotent-Replayed: true`) instead of creating another; the same key "
+        "with a different request is a 422. Kept on the subscription record, so every "
+        "worker answers it."
+    ),
 }
 
 
@@ -185,6 +221,10 @@ def _op(
                 "description": "OK",
                 **({"content": {"application/json": {"schema": schema}}} if schema else {}),
             },
+            "400": {
+                "description": "The body could not be read as sent (e.g. corrupt gzip)",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
             "401": {
                 "description": "Missing or unknown token",
                 "content": {"application/json": {"schema": _ERROR}},
@@ -195,6 +235,13 @@ def _op(
             },
             "422": {
                 "description": "A bad field, named in `error.field`",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "503": {
+                "description": (
+                    "Kafka did not answer (a write then writes nothing) or did not confirm in "
+                    "5 s (it may still land: repeat a create with its Idempotency-Key)"
+                ),
                 "content": {"application/json": {"schema": _ERROR}},
             },
         },
@@ -246,6 +293,7 @@ def openapi_document() -> dict[str, Any]:
                     body=_CREATE,
                     ok=201,
                     schema=_VIEW,
+                    params=[_IDEMPOTENCY_KEY],
                 ),
                 "get": _op(
                     "List subscriptions",
@@ -273,7 +321,13 @@ def openapi_document() -> dict[str, Any]:
                     "Rotate the signing secret; the old one stays valid for `grace` (default 24h)",
                     body={
                         "type": "object",
-                        "properties": {"secret": {"type": "string"}, "grace": {"type": "string"}},
+                        "properties": {
+                            "secret": {"type": "string"},
+                            "grace": {
+                                "oneOf": [{"type": "string"}, {"type": "number"}],
+                                "description": "`24h`, `0s`, or seconds (`3600`); at most 7d",
+                            },
+                        },
                     },
                     schema=_VIEW,
                     params=_ID,

@@ -150,6 +150,32 @@ class KafkaOutput:
         self.sent += 1
         return future
 
+    async def check_reachable(self, topic: str, timeout_s: float) -> None:
+        """Raise :class:`KafkaUnavailableError` unless a broker answers for ``topic`` in time.
+
+        For writes a caller must not leave behind half-done: librdkafka queues a record
+        while the broker is away and writes it whenever it comes back (up to
+        :data:`DELIVERY_TIMEOUT_MS`), long after the caller was told it failed. One
+        metadata request to the same producer asks first (a few ms when it answers).
+        """
+        from streams.errors import KafkaUnavailableError
+
+        def ask() -> Any:
+            return self._producer.list_topics(topic, timeout=timeout_s)
+
+        try:
+            metadata = await asyncio.to_thread(ask)
+        except Exception as exc:  # KafkaException: no broker answered in time
+            raise KafkaUnavailableError(
+                f"Kafka did not answer within {timeout_s:g}s ({exc}); nothing was written"
+            ) from None
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise KafkaUnavailableError(
+                f"Kafka does not serve the topic {topic} "
+                f"({found.error if found is not None else 'not listed'}); nothing was written"
+            )
+
     # -- confirmations ------------------------------------------------------------------
 
     def _report(self, future: asyncio.Future[Any], err: Any, msg: Any) -> None:

@@ -58,6 +58,7 @@ class Pipeline(SimpleNamespace):
         return future
 
     is_ready = True
+    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
 
 
 async def _no_dns(host: str, port: int, **_: Any) -> list[Any]:
