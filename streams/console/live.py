@@ -7,11 +7,13 @@ nobody watches.
 
 A sample is :class:`streams.monitor.Monitor`'s (Kafka end offsets and the
 consumer groups' commits: rates, lag per stage, retry-tier depths, DLQ depth)
-with the delivery figures computed here from this worker's attempt log
-instead of over HTTP. The charts of the last hour come from the attempt log
-(attempts and success rate per minute, there from the first sample) and
-from the samples kept since the view was first opened (events in per
-second).
+with the delivery figures of this worker's attempt log instead of over HTTP.
+Those come from :class:`~streams.console.figures.LiveFigures`: each sample
+folds in only the attempts logged since the previous one (the log counts
+what it ever added), never a copy of the whole log. The charts of the last
+hour come from its minute buckets (attempts and success rate per minute,
+there from the first sample) and from the samples kept since the view was
+first opened (events in per second).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from streams.api.stats import failing, window_stats
 from streams.console import charts
+from streams.console.figures import LiveFigures
 from streams.monitor import FAILING_ROWS, Monitor, api_view
 from streams.records import Attempt
 
@@ -83,12 +85,6 @@ class LiveSnapshot:
         return asdict(self)
 
 
-def minute_series(attempts: Sequence[Attempt], now: float) -> list[charts.Bucket]:
-    return charts.bucketize(
-        ((a.at, a.outcome == "delivered") for a in attempts), now=now, span_s=HOUR_S, count=60
-    )
-
-
 class LiveView:
     def __init__(self, pipeline: Pipeline, attempt_log: AttemptLog) -> None:
         self.p = pipeline
@@ -98,6 +94,8 @@ class LiveView:
         self._last: LiveSnapshot | None = None
         self._taking: asyncio.Task[LiveSnapshot] | None = None
         self._events: deque[tuple[float, float | None]] = deque(maxlen=KEPT_SAMPLES)
+        self.figures = LiveFigures()
+        self._seen = 0  # the log's ``appended`` when it was last folded in
         self.samples_taken = 0
 
     async def current(self) -> LiveSnapshot:
@@ -109,7 +107,10 @@ class LiveView:
         return await asyncio.shield(self._taking)
 
     async def _take(self) -> LiveSnapshot:
-        rows = self.log.rows() if self.log.enabled else []  # copied on the loop
+        rows: list[tuple[Any, ...]] = []
+        if self.log.enabled:  # only what arrived since the last sample, copied on the loop
+            rows = self.log.newest(self.log.appended - self._seen)
+            self._seen = self.log.appended
         engine = self.p.extras.get("engine")
         breakers = getattr(engine, "breakers", {}) if engine is not None else {}
         open_breakers = sum(1 for b in list(breakers.values()) if not b.closed)
@@ -124,13 +125,13 @@ class LiveView:
         return snap
 
     def _sample(self, rows: Sequence[tuple[Any, ...]], now: float) -> LiveSnapshot:
-        hour = tail(rows, now - HOUR_S)
-        recent = [a for a in hour if a.at > now - 300]
+        figures = self.figures
+        figures.fold(rows, now)
         stats = {
             "tenant_id": None,
-            "windows": {"5m": window_stats(recent, now=now, seconds=300)},
+            "windows": {"5m": figures.window(now, 300)},
             "failing_window": "1h",
-            "failing": failing(hour, now=now, seconds=HOUR_S, limit=FAILING_ROWS),
+            "failing": figures.failing(now, HOUR_S, FAILING_ROWS),
         }
         self._stats = stats
         if self._monitor is None:
@@ -157,7 +158,7 @@ class LiveView:
         snap.chart_events = charts.line_chart(
             series, width=360, height=60, label=f"Events in per second, {len(series)} samples"
         )
-        minutes = minute_series(hour, now)
+        minutes = figures.series(now, 60)
         total = sum(b.attempts for b in minutes)
         snap.chart_attempts = charts.bar_chart(
             minutes, width=360, height=60, label=f"Attempts per minute, last hour: {total}"

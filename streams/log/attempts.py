@@ -24,6 +24,7 @@ in a latency run, during which the worker delivers nothing; docs/benchmarks.md,
 
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 from collections import deque
@@ -96,6 +97,8 @@ class AttemptLog:
         # Oldest first; and by delivery id, each delivery's rows in arrival order.
         self._order: deque[Row] = deque()
         self._by_delivery: dict[str, tuple[Row, ...]] = {}
+        #: Rows ever added: a reader that remembers it takes only what came since (newest).
+        self.appended = 0
 
     @property
     def enabled(self) -> bool:
@@ -130,6 +133,7 @@ class AttemptLog:
 
     def _add_row(self, row: Row) -> None:
         self._order.append(row)
+        self.appended += 1
         by_delivery = self._by_delivery
         key = row[_DELIVERY_ID]
         before = by_delivery.get(key)
@@ -150,6 +154,17 @@ class AttemptLog:
     def rows(self) -> list[Row]:
         """Every attempt in memory as a row, oldest first (a copy: safe to read in a thread)."""
         return list(self._order)
+
+    def newest(self, count: int) -> list[Row]:
+        """The newest ``count`` rows in memory (all of them when fewer), oldest first.
+
+        Costs ``count``, not the window: with :attr:`appended`, a reader folds in
+        only the rows added since it last looked (the console's live view).
+        """
+        count = min(count, len(self._order))
+        out = list(itertools.islice(reversed(self._order), count))
+        out.reverse()
+        return out
 
     def snapshot(self) -> list[Attempt]:
         """Every attempt in memory, oldest first."""
