@@ -24,9 +24,11 @@ def test_the_fill_spreads_attempts_over_the_hour_before_now_across_the_endpoints
 
 
 def test_the_viewers_cost_is_the_difference_of_the_differences() -> None:
-    # Worker 0 used 0.01 more than worker 1 without viewers, 0.035 more with them.
-    assert viewer_cost(0.11, 0.10, 0.14, 0.105) == pytest.approx(0.025)
-    assert viewer_cost(0.1, 0.1, 0.1, 0.1) == 0.0
+    # Worker 0 used 0.01 / 0.02 more than worker 1 without viewers, 0.04 more with them.
+    cost, noise = viewer_cost(0.01, 0.04, 0.02)
+    assert cost == pytest.approx(0.025)
+    assert noise == pytest.approx(0.005)
+    assert viewer_cost(-0.01, -0.01, -0.01) == (0.0, 0.0)
 
 
 def test_console_live_runs_exactly_two_workers_at_a_rate() -> None:

@@ -4,16 +4,18 @@ The live page polls ``/console/live?fragment=1`` every 2 s (``static/console.js`
 the next poll 2 s after each answer). This scenario runs two workers of one
 pipeline under the same steady delivery load, with the attempt log first
 filled with an hour of attempts (``log_fill``, spread over the last hour), then
-measures both workers' CPU over two consecutive windows of ``duration_s``:
+measures both workers' CPU over three consecutive windows of ``duration_s``:
 
 - window A: nobody watches;
 - window B: ``viewers`` pollers, each its own signed-in session, poll worker 0
-  as open browsers would; worker 1 serves none.
+  as open browsers would; worker 1 serves none;
+- window C: nobody watches again.
 
 Worker 1 is worker 0's control in the same window (same load, same machine,
-same moment); window A measures how the two differ without viewers (their
-share of the partitions). The viewers' cost is the difference of the
-differences (:func:`viewer_cost`), reported with both windows' raw numbers.
+same moment); windows A and C measure how the two differ without viewers
+(their share of the partitions), before and after. The viewers' cost is the
+difference of the differences (:func:`viewer_cost`), reported with every
+window's raw numbers; how far A and C disagree is the measurement's noise.
 The pollers run in the harness, so their own CPU is not counted as the worker's.
 """
 
@@ -83,10 +85,16 @@ def synthetic_hour(
     return out
 
 
-def viewer_cost(watched_a: float, control_a: float, watched_b: float, control_b: float) -> float:
-    """Cores the viewers cost: how much more the watched worker used than its control in
-    window B (viewers), minus how much more it used in window A (none)."""
-    return (watched_b - control_b) - (watched_a - control_a)
+def viewer_cost(before: float, during: float, after: float) -> tuple[float, float]:
+    """Cores the viewers cost, and the noise of that figure.
+
+    Each argument is how many more cores the watched worker used than its control
+    in a window: ``during`` the viewers, and without them ``before`` and ``after``.
+    The cost is ``during`` minus the mean of the two others; the noise is how far
+    those two disagree (half their difference).
+    """
+    baseline = (before + after) / 2
+    return during - baseline, abs(before - after) / 2
 
 
 def fill_attempts(stack: Stack, attempts: list[Attempt]) -> float:
@@ -229,7 +237,7 @@ def console_live(bench: Bench) -> Outcome:
     bench.say(f"the workers' logs hold {held} attempts")
 
     rate = p.rates[0]
-    seconds = SETTLE_S + 2 * p.duration_s + 5
+    seconds = SETTLE_S + 3 * p.duration_s + 5
     plan = event_plan(max(1, int(rate / p.fanout * seconds)), sorted(stack.by_tenant), "live")
     watch = stack.watch()
     watch.only(e for e, _t in plan)
@@ -255,6 +263,8 @@ def console_live(bench: Bench) -> Outcome:
         watched = _window(bench, stack, p.duration_s)
         for v in viewers:
             v.join(15)
+        bench.say(f"window C: {p.duration_s:g}s, nobody watching")
+        after = _window(bench, stack, p.duration_s)
     finally:
         feeder.stop()
         feeder.join(60)
@@ -267,14 +277,13 @@ def console_live(bench: Bench) -> Outcome:
 
     latencies = [x for v in viewers for x in v.latencies]
     errors = [e for v in viewers for e in v.errors]
-    cost = viewer_cost(
-        quiet["watched_cores"], quiet["control_cores"],
-        watched["watched_cores"], watched["control_cores"],
-    )  # fmt: skip
+    windows = (("A", 0, quiet), ("B", p.viewers, watched), ("C", 0, after))
+    diffs = [w["watched_cores"] - w["control_cores"] for _n, _c, w in windows]
+    cost, noise = viewer_cost(*diffs)
     polls = summary(latencies, scale=1000)
     out.tables.append(
         {
-            "title": f"Worker CPU over two {p.duration_s:g} s windows of one run, "
+            "title": f"Worker CPU over three {p.duration_s:g} s windows of one run, "
             f"{rate:g} deliveries/s throughout",
             "columns": [
                 "window",
@@ -293,7 +302,7 @@ def console_live(bench: Bench) -> Outcome:
                     round(w["watched_cores"] - w["control_cores"], 4),
                     w.get("others_cores"),
                 ]
-                for name, count, w in (("A", 0, quiet), ("B", p.viewers, watched))
+                for name, count, w in windows
             ],
         }
     )
@@ -309,6 +318,7 @@ def console_live(bench: Bench) -> Outcome:
             "poll_ms_p99": polls.get("p99"),
             "viewer_cost_cores": round(cost, 4),
             "viewer_cost_percent_of_a_core": rounded(cost * 100, 2),
+            "noise_percent_of_a_core (A vs C)": rounded(noise * 100, 2),
         }
     )
     if errors:
@@ -316,14 +326,15 @@ def console_live(bench: Bench) -> Outcome:
     out.target(
         f"{p.viewers} live views polling every {POLL_INTERVAL_S:g} s cost the worker "
         f"< {TARGET_CORES * 100:g}% of a core",
-        f"{cost * 100:.2f}% of a core (polls p50 {_n(polls.get('p50'), ' ms')}, "
+        f"{cost * 100:.2f}% ± {noise * 100:.2f}% of a core (polls p50 "
+        f"{_n(polls.get('p50'), ' ms')}, "
         f"p99 {_n(polls.get('p99'), ' ms')})",
         cost < TARGET_CORES,
     )
     out.ok = not errors and check.get("lost_pairs", 1) == 0
     out.notes.append(
-        "Viewer cost = (worker 0 - worker 1 in window B) - (worker 0 - worker 1 in window A): "
-        "worker 1 is the control in the same window; window A measures how the two differ "
-        "without viewers."
+        "Viewer cost = (worker 0 - worker 1 in window B) - the mean of the same difference in "
+        "windows A and C: worker 1 is the control in the same window; A and C measure how "
+        "the two differ without viewers, and ± is half their disagreement."
     )
     return out
