@@ -323,3 +323,8 @@ async def test_each_live_sample_folds_in_only_the_attempts_logged_since_the_last
     assert second.attempts_5m == 5  # the first three are not counted twice
     assert asked == [3, 2]
     assert "Attempts per minute, last hour: 5" in second.chart_attempts
+
+
+def test_server_timing_is_the_servers_milliseconds() -> None:
+    assert security.server_timing(0.01234) == "app;dur=12.3"
+    assert security.server_timing(-1.0) == "app;dur=0.0"  # a clock step backwards

@@ -188,6 +188,7 @@ async def test_every_console_response_carries_the_strict_csp(app: Any) -> None:
         assert "frame-ancestors 'none'" in csp, path
         assert "unsafe-inline" not in csp
         assert resp.headers["X-Frame-Options"] == "DENY"
+        assert re.fullmatch(r"app;dur=\d+\.\d", resp.headers["Server-Timing"]), path
     signed_out = await client.get("/console/live", cookies={security.SESSION_COOKIE: "x"})
     assert "Content-Security-Policy" in signed_out.headers
 
