@@ -32,6 +32,8 @@ from streams.kafka.topics import Connectivity, unreachable
 
 #: A scan gives up when every broker has been down and nothing was read for this long.
 BROKER_GONE_S = 10.0
+#: How long an offsets request is retried while Kafka answers with a passing error.
+ANSWER_WITHIN_S = 10.0
 
 
 class Stopped(StreamsError):
@@ -98,14 +100,36 @@ def _consumer(settings: Settings, link: Connectivity) -> Any:
 def _answered(
     settings: Settings, link: Connectivity, call: Callable[..., Any], *args: Any, **kw: Any
 ) -> Any:
-    """``call(*args, **kw)`` (an offsets request), its KafkaException made a clear error."""
-    try:
-        return call(*args, **kw)
-    except Exception as exc:
-        if type(exc).__name__ != "KafkaException":
-            raise
-        why = link.detail if link.detail is not None else exc
-        raise unreachable(settings, 10, _text(why)) from exc
+    """``call(*args, **kw)`` (an offsets request), retried while Kafka says to (a partition
+    whose leader is moving, a topic created a moment ago), at most :data:`ANSWER_WITHIN_S`;
+    then its KafkaException as one clear error."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + ANSWER_WITHIN_S
+    while True:
+        try:
+            return call(*args, **kw)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            gone = link.fatal is not None or code in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
+            if gone and link.fatal is not None:
+                raise unreachable(settings, ANSWER_WITHIN_S, _text(link.detail or exc)) from exc
+            retriable = (
+                gone
+                or (isinstance(err, KafkaError) and err.retriable())
+                or code
+                in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                )
+            )
+            if not retriable or time.monotonic() >= deadline:
+                if gone:
+                    raise unreachable(settings, ANSWER_WITHIN_S, _text(exc)) from exc
+                raise StreamsError(f"Kafka did not answer a read: {_text(exc)}") from exc
+            time.sleep(0.2)
 
 
 def _text(err: Any) -> Exception:
