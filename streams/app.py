@@ -55,19 +55,6 @@ class _Readers(mode.Service):
             await reader.stop()
 
 
-class _Closing(mode.Service):
-    """Closes the HTTP sender's connections and flushes the Kafka output when the app stops."""
-
-    def __init__(self, sender: Any, output: KafkaOutput) -> None:
-        super().__init__()
-        self.sender = sender
-        self.output = output
-
-    async def on_stop(self) -> None:
-        await self.sender.close()
-        await self.output.close()
-
-
 def faust_settings(settings: Settings) -> dict[str, Any]:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]
     from streams.kafka.security import faust_credentials
@@ -159,7 +146,9 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     register_delivery(pipeline, engine)
     register_retry_tiers(pipeline, engine)
     register_metrics(pipeline, engine)
-    app.service(_Closing(sender, pipeline.output))  # type: ignore[arg-type]
+    # Once every stage has stopped: flush and close the output (what still comes, from
+    # requests in flight, stays un-acked: re-read after the restart), then the connections.
+    app.closers += [pipeline.output.close, sender.close]
 
     app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
     return pipeline

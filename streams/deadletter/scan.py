@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.config import Settings
-from streams.errors import NotFoundError, StreamsError
+from streams.errors import NotFoundError, StreamsError, UnavailableError
 from streams.kafka.topics import Connectivity, unreachable
 
 #: A scan gives up when every broker has been down and nothing was read for this long.
@@ -36,11 +36,16 @@ BROKER_GONE_S = 10.0
 ANSWER_WITHIN_S = 10.0
 
 
-class Stopped(StreamsError):
-    """A read or a replay was asked to stop (:class:`Stop`); ``reason`` says why."""
+class Stopped(UnavailableError):
+    """A read or a replay was asked to stop (:class:`Stop`); ``reason`` says why. The API
+    answers 503: the worker is stopping."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"stopped: {reason}")
+        super().__init__(
+            "this worker is stopping: ask another one, or again once it has restarted"
+            if reason == "interrupted"
+            else f"stopped: {reason}"
+        )
         self.reason = reason
 
 

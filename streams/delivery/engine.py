@@ -41,6 +41,7 @@ from streams.delivery.request import PreparedRequest, build_request
 from streams.errors import DecodeError, SigningError
 from streams.health import ops_event
 from streams.kafka.commits import OrderedAcks, Ticket
+from streams.kafka.output import OutputClosed
 from streams.kafka.topics import retry_tiers
 from streams.ops.logs import log_ids
 from streams.records import Attempt, DeadLetter, Delivery, InvalidEvent, Subscription
@@ -114,7 +115,7 @@ class DeliveryEngine:
         self.tiers = retry_tiers(pipeline.settings)
         self.default_schedule = parse_schedule(pipeline.settings.retry_schedule)
         self.reserved = reserved_headers()
-        self.dispatcher = Dispatcher(self._attempt, on_error=self._job_failed)
+        self.dispatcher = Dispatcher(self._run_job, on_error=self._job_failed)
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
@@ -577,6 +578,14 @@ class DeliveryEngine:
             },
         )
         return [await self.p.send(self.p.names.ops, delivery.tenant_id, event.to_bytes())]
+
+    async def _run_job(self, job: Job) -> None:
+        """A lane's job: one attempt. Once the worker is stopping, the output refuses its
+        follow-ups: the record stays un-acked and is read again after the restart."""
+        try:
+            await self._attempt(job)
+        except OutputClosed as exc:
+            job.acks.fail(exc)
 
     def _job_failed(self, job: Job, exc: BaseException) -> None:
         log.error("delivery attempt failed: %r", exc, extra=log_ids(job.delivery))

@@ -129,3 +129,54 @@ def test_sigterm_interrupts_a_slow_replay_promptly_and_it_resumes_where_it_stopp
     sent = replayed_records(own_settings, replay_id, expected=LETTERS)
     assert len(sent) == LETTERS
     assert set(sent.values()) == {1}  # none twice across the interruption
+
+
+def test_sigterm_under_delivery_load_exits_cleanly_and_promptly(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    """Requests in flight, retries due in the tiers, a DLQ listing and a replay at SIGTERM.
+
+    The worker's Kafka output used to be closed by a service Faust stops before the
+    agents and the retry tiers: what they still wrote was refused, the tier consumer
+    crashed, and the worker exited with status 1 after logging CRITICAL: 3 runs of 3
+    of this test before the fix.
+    """
+    from tests.integration.harness import ReceiverProcess
+    from tests.integration.test_delivery import ALERT
+
+    create_topics(own_settings)
+    park(own_settings, LETTERS, sub_id="sub_gone")
+    receiver = ReceiverProcess(tmp_path / "receiver.log").start()
+    worker = WorkerProcess(own_settings, tmp_path / "worker.log")
+    try:
+        worker.start()
+        token = (own_settings.state_dir / "dev-admin-token").read_text().strip()
+        admin = Api(worker.base_url, token)
+        behaviours: list[dict[str, Any]] = [{"latency_ms": 300}, {"status": 500}, {}]
+        for n in range(6):
+            admin.create(tenant_id="load", url=receiver.url(f"e{n}"), event_types=["*"])
+            receiver.configure(f"e{n}", **behaviours[n % len(behaviours)])
+        from streams.publish import EventPublisher
+
+        with EventPublisher(own_settings) as publisher:
+            publisher.publish_many(
+                [publisher.build("alert.fired", "load", ALERT) for _ in range(300)]
+            )
+        wait_for(lambda: receiver.http.get("/_stats").json()["total"] >= 100, 60, "deliveries")
+        body = {"subscription_id": "sub_gone", "reason": "exhausted", "rate": 0.5}
+        assert admin.call("POST", "/v1/dlq/replay", body).status_code == 202
+        assert worker.proc is not None
+        signalled = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            code = worker.proc.wait(SHUTDOWN_BOUND_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker was still running {SHUTDOWN_BOUND_S:g}s after SIGTERM")
+        assert time.monotonic() - signalled < SHUTDOWN_BOUND_S
+        log = (tmp_path / "worker.log").read_text(errors="replace")
+        assert code == 0, worker.tail()
+        assert '"level":"CRITICAL"' not in log
+        assert "Crashed reason" not in log
+    finally:
+        worker.kill()
+        receiver.stop()
