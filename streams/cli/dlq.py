@@ -172,7 +172,7 @@ def dlq_replay(
         _cancel(cancel_id, as_json)
         return
     from streams.deadletter.replay import replay
-    from streams.deadletter.scan import Stop
+    from streams.deadletter.scan import Stop, Stopped
 
     settings = settings_from_env()
     if resume_id is not None:
@@ -189,32 +189,36 @@ def dlq_replay(
         summary, flt = None, _dlq_filter(*filters)
     stop = Stop()
     with _stopped_by_signals(stop) as signalled:
-        with _Bar("counting") as counting:
-            counted = replay(
-                settings,
-                flt,
-                dry_run=True,
-                force=force,
-                replay_id=resume_id,
-                resume=resume_id is not None,
-                scan_progress=counting.update,
-                stop=stop,
-            )
-        if dry_run:
-            _print_summary(counted, as_json, dry_run=True)
-            return
-        with _Bar("replaying") as sending:
-            summary = replay(
-                settings,
-                flt,
-                force=force,
-                rate=rate,
-                summary=summary,
-                resume=resume_id is not None,
-                counted=counted,
-                progress=sending.update,
-                stop=stop,
-            )
+        try:
+            with _Bar("counting") as counting:
+                counted = replay(
+                    settings,
+                    flt,
+                    dry_run=True,
+                    force=force,
+                    replay_id=resume_id,
+                    resume=resume_id is not None,
+                    scan_progress=counting.update,
+                    stop=stop,
+                )
+            if dry_run:
+                _print_summary(counted, as_json, dry_run=True)
+                return
+            with _Bar("replaying") as sending:
+                summary = replay(
+                    settings,
+                    flt,
+                    force=force,
+                    rate=rate,
+                    summary=summary,
+                    resume=resume_id is not None,
+                    counted=counted,
+                    progress=sending.update,
+                    stop=stop,
+                )
+        except Stopped:  # before the first letter: while counting, or reading what was sent
+            click.echo("interrupted before the first letter: nothing was sent", err=True)
+            sys.exit(128 + (signalled[0] if signalled else signal.SIGINT))
     _print_summary(summary, as_json, dry_run=False)
     if summary.status == "failed":
         sys.exit(1)
