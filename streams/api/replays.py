@@ -20,6 +20,7 @@ process (a replay at ``rate: 0.01`` kept it alive for minutes).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -299,15 +300,15 @@ class ReplayRoutes:
 
     async def status_for(self, who: Principal, replay_id: str) -> dict[str, Any]:
         found = await self.lookup(who, replay_id)
-        view = found.as_dict()
         if replay_id not in self.runs and found.lost(time.time()):
-            view["status"] = "interrupted"
-            view["message"] = (
-                "its worker stopped without recording where (last heard at "
-                f"{dlq.iso_time(found.updated_at)}): {found.replayed} of {found.to_send} sent by "
-                f"then; resume it with POST /v1/dlq/replays/{replay_id}/resume"
+            found = dataclasses.replace(
+                found,
+                status="interrupted",
+                stopped_at=found.position,
+                error="its worker stopped without recording where; last heard at "
+                + dlq.iso_time(found.updated_at),
             )
-        return view
+        return found.as_dict()
 
     def replay_for(self, who: Principal, replay_id: str) -> dict[str, Any]:
         """This worker's replay (the console's progress): NotFoundError if not here or not

@@ -183,11 +183,12 @@ class ReplaySummary:
 
     def message(self) -> str:
         """One line a person can act on: where it is, or where it stopped and how to resume."""
-        sent = (
-            f"{self.replayed} of {self.to_send}"
-            if self.to_send is not None
-            else (f"{self.replayed}")
-        )
+        sent = f"{self.replayed}" + (f" of {self.to_send}" if self.to_send is not None else "")
+        if self.dry_run:
+            return (
+                f"dry run: {self.matched} match, {self.to_send} would be sent, "
+                f"{self.skipped} were replayed before"
+            )
         if self.status == "running":
             return f"running: {sent} sent"
         if self.status == "finished":

@@ -264,3 +264,37 @@ def test_every_route_of_the_replays_is_in_the_openapi_document() -> None:
     assert "409" in paths["/v1/dlq/replays/{id}"]["delete"]["responses"]
     assert set(paths["/v1/dlq/replays/{id}/resume"]) == {"post"}
     assert "post" in paths["/v1/dlq/replay"]
+
+
+def test_a_dry_run_says_what_it_would_send() -> None:
+    s = dlq.ReplaySummary(replay_id="r", dry_run=True, matched=9, skipped=2, to_send=7)
+    assert s.message() == "dry run: 9 match, 7 would be sent, 2 were replayed before"
+
+
+async def test_a_replay_whose_worker_died_shows_as_interrupted_and_can_be_resumed(
+    api: Any, fake: FakeReplays, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = api
+    acme, other = await tenant_token(client, "acme"), await tenant_token(client, "other")
+    silent = dlq.ReplaySummary(
+        replay_id="rpl_00000000000000aa",
+        status="running",
+        replayed=4,
+        to_send=10,
+        position="1:7",
+        tenant_id="acme",
+        request={"filters": {"tenant_id": "acme"}, "force": False, "rate": None},
+        updated_at=time.time() - dlq.LOST_AFTER_S - 5,  # SIGKILLed: no last word
+    )
+    monkeypatch.setattr(replays_module.dlq, "load_summary", lambda *a, **kw: silent)
+    path = f"/v1/dlq/replays/{silent.replay_id}"
+    await error_of(await client.get(path, headers=auth(other)), 404)
+    view = await (await client.get(path, headers=auth(acme))).json()
+    assert (view["status"], view["stopped_at"]) == ("interrupted", "1:7")
+    assert view["message"].startswith("interrupted at 1:7 (partition:offset), 4 of 10 sent")
+    assert "its worker stopped without recording where" in view["message"]
+    resumed = await client.post(f"{path}/resume", headers=auth(acme))
+    assert resumed.status == 202, await resumed.text()
+    assert fake.calls[-1]["resume"] is True
+    assert fake.calls[-1]["filter"] == dlq.DlqFilter(tenant_id="acme")
+    await delivery_routes(client).replays.stop_all(timeout_s=5)
