@@ -182,7 +182,8 @@ class ReplayRoutes:
             raise ConflictError(
                 f"replay {replay_id} is {found.status}"
                 + (
-                    " (on another worker, or it stopped lately)"
+                    " on another worker (were that worker to die, it would show as "
+                    f"interrupted {dlq.LOST_AFTER_S:g} s after its last summary)"
                     if found.status == "running"
                     else ""
                 )
