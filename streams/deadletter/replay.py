@@ -281,7 +281,8 @@ def replay(
     ``stop`` ends it between two letters: the summary says where (status
     ``cancelled`` or ``interrupted``). Every send is confirmed by Kafka, or the
     summary says ``failed`` with how many were not. Raises only before it
-    starts (Kafka unreachable, a stop before the first letter of a dry run).
+    sends anything: Kafka unreachable, or :class:`~streams.deadletter.scan.Stopped`
+    while it counts (a dry run) or reads what was replayed before.
     """
     result = summary or ReplaySummary(replay_id=replay_id or new_replay_id())
     result.dry_run = dry_run
