@@ -421,6 +421,13 @@ class ApiClient:
         result: dict[str, Any] = self._request("GET", "/healthz", auth=False, ok=(503,))
         return result
 
+    # -- dead-letter replays ---------------------------------------------------
+
+    def cancel_replay(self, replay_id: str) -> dict[str, Any]:
+        """DELETE /v1/dlq/replays/{id}: the summary, stopped (200) or stopping (202)."""
+        result: dict[str, Any] = self._request("DELETE", f"/v1/dlq/replays/{_path_part(replay_id)}")
+        return result
+
     # -- console ---------------------------------------------------------------
 
     def console_link(self, *, tenant_id: str | None = None, embed: bool = False) -> dict[str, Any]:
