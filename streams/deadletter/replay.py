@@ -30,6 +30,7 @@ from streams.health import ops_event
 from streams.kafka.output import producer_config
 from streams.kafka.topics import TopicNames
 from streams.records import DeadLetter, Delivery
+from streams.tenants import PLATFORM_TENANT
 
 REASONS = ("exhausted", "not_retryable", "subscription_disabled", "subscription_deleted", "gone")
 
@@ -157,7 +158,7 @@ def replay(
     producer = None if dry_run else Producer(producer_config(settings))
     failures: list[str] = []
     bucket = TokenBucket(rate, max(1.0, rate), time.monotonic()) if rate else None
-    ops_tenant = flt.tenant_id or "_platform"
+    ops_tenant = flt.tenant_id or PLATFORM_TENANT
 
     def confirm(err: Any, msg: Any) -> None:
         if err is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from streams.errors import DecodeError
 from streams.fanout.matching import TypeMatcher
 from streams.records import Subscription
+from streams.tenants import is_reserved
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,13 @@ class SubscriptionIndex:
         """Subscriptions of ``tenant_id`` whose event types match, in id order.
 
         Enabled ones only, unless ``include_disabled`` (the fan-out parks
-        deliveries of disabled subscriptions rather than dropping them).
+        deliveries of disabled subscriptions rather than dropping them). None for a
+        tenant id the platform reserves (:mod:`streams.tenants`): a subscription made
+        under one before it was reserved stays listed, so the admin can delete it,
+        but is sent nothing (``_platform`` would receive every tenant's replay events).
         """
+        if is_reserved(tenant_id):
+            return []
         tenant = self._by_tenant.get(tenant_id)
         if not tenant:
             return []
