@@ -31,6 +31,7 @@ from streams.records import EventEnvelope, Subscription
 from streams.retry.schedule import parse_duration
 from streams.signing import generate_secret, validate_secret
 from streams.signing.standard import public_key
+from streams.subscriptions import headers as header_rules
 from streams.subscriptions import model
 from streams.subscriptions import secrets as secret_store
 
@@ -101,6 +102,8 @@ class SubscriptionRoutes:
         await (await self.p.send(self.p.names.ops, sub.tenant_id, event.to_bytes()))
 
     async def _save(self, sub: Subscription) -> None:
+        # A record from before header values were encrypted is written encrypted now.
+        sub = header_rules.migrate(sub, self.p.box)
         confirm = await self.p.send(self.p.names.subscriptions, sub.id, sub.to_bytes())
         await confirm
         if not await self.p.subscriptions.wait_until(sub.id, sub.version, APPLY_TIMEOUT_S):
@@ -156,7 +159,9 @@ class SubscriptionRoutes:
     async def update(self, request: web.Request) -> web.Response:
         current = self._find(request)
         body = await json_body(request)
-        updated = model.apply_update(current, body, settings=self.p.settings, now=time.time())
+        updated = model.apply_update(
+            current, body, settings=self.p.settings, now=time.time(), box=self.p.box
+        )
         if updated.url != current.url:
             await self._check_resolution(updated.url)
         await self._save(updated)

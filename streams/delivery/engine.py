@@ -36,7 +36,7 @@ from streams.delivery.lanes import Dispatcher
 from streams.delivery.ordering import Holds
 from streams.delivery.outcome import Delivered, ErrorKind, GiveUp, Retry, classify
 from streams.delivery.request import PreparedRequest, build_request
-from streams.errors import DecodeError, SigningError
+from streams.errors import DecodeError, SigningError, StreamsError
 from streams.health import ops_event
 from streams.kafka.commits import OrderedAcks, Ticket
 from streams.kafka.topics import retry_tiers
@@ -50,6 +50,7 @@ from streams.retry.schedule import (
     tier_for_delay,
 )
 from streams.subscriptions import secrets as secret_store
+from streams.subscriptions.headers import reveal as reveal_headers
 from streams.subscriptions.model import reserved_headers
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class DeliveryEngine:
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
+        self._headers: dict[tuple[str, int], dict[str, str]] = {}
         settings = pipeline.settings
         self.breaker_failures = settings.breaker_failures
         self.breaker_open_s = settings.breaker_open_s
@@ -281,6 +283,18 @@ class DeliveryEngine:
             self._secrets[key] = cached
         return tuple(clear for clear, expires in cached if expires is None or expires > now)
 
+    def _headers_now(self, sub: Subscription) -> dict[str, str]:
+        """The custom headers to send, secret values decrypted once per subscription version."""
+        if not sub.secret_headers:
+            return sub.headers  # the common case: nothing encrypted (or a pre-encryption record)
+        key = (sub.id, sub.version)
+        cached = self._headers.get(key)
+        if cached is None:
+            if len(self._headers) > 100_000:
+                self._headers.clear()
+            cached = self._headers[key] = reveal_headers(sub, self.p.box)
+        return cached
+
     async def _attempt(self, job: Job) -> None:
         delivery, sub = job.delivery, job.sub
         # The subscription may have changed while this waited in its lane.
@@ -318,9 +332,14 @@ class DeliveryEngine:
                 timestamp=int(now),
                 user_agent=self.p.settings.user_agent,
                 reserved=self.reserved,
+                custom_headers=self._headers_now(sub),
             )
         except SigningError as exc:
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=f"signing: {exc}")
+        except StreamsError as exc:
+            # A secret or header value the configured keys cannot decrypt: an attempt that
+            # failed with the reason (retried, then parked), not a stopped worker.
+            result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=str(exc))
         else:
             result = await self.sender.send(request, timeout_s=timeout)
         # Always recorded, so a probe that could not even be signed releases the breaker.

@@ -3,13 +3,13 @@
 Pure functions: a request body (already JSON-decoded) becomes a
 :class:`~streams.records.Subscription` or an
 :class:`~streams.errors.InvalidRequestError` naming the field at fault, and a
-stored subscription becomes a public view that never contains a secret.
+stored subscription becomes a public view that never contains a secret (custom
+headers: :mod:`streams.subscriptions.headers`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,11 +25,10 @@ from streams.fanout.matching import PatternError, validate_pattern
 from streams.records import Subscription
 from streams.retry.schedule import parse_duration, parse_schedule, tiers_for
 from streams.signing import PROFILES, get_profile, validate_secret
+from streams.subscriptions import headers as header_rules
 from streams.subscriptions import secrets as secret_store
 
 MAX_EVENT_TYPES = 50
-MAX_HEADERS = 20
-MAX_HEADER_VALUE = 1024
 MAX_DESCRIPTION = 500
 MAX_IN_FLIGHT = 256
 MAX_RATE = 10_000.0
@@ -56,8 +55,6 @@ ALWAYS_RESERVED = frozenset(
         "tracestate",
     }
 )
-# Used with fullmatch: `$` alone also matches before a trailing newline.
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")  # RFC 9110 §5.6.2
 
 CREATE_FIELDS = frozenset(
     {
@@ -161,32 +158,9 @@ def _event_types(value: Any) -> list[str]:
     return out
 
 
-def _headers(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise _bad("headers", "an object of header name to string value")
-    if len(value) > MAX_HEADERS:
-        raise _bad("headers", f"at most {MAX_HEADERS} headers")
-    reserved = reserved_headers()
-    out: dict[str, str] = {}
-    for name, val in value.items():
-        field = f"headers.{name}"
-        if not _TOKEN.fullmatch(name):
-            raise _bad(field, "not a valid header name (RFC 9110 token)")
-        lower = name.lower()
-        if lower in reserved or lower.startswith("webhook-"):
-            raise _bad(
-                field, "reserved: signature, framing and identity headers cannot be overridden"
-            )
-        if not isinstance(val, str):
-            raise _bad(field, "must be a string")
-        if len(val) > MAX_HEADER_VALUE or any(
-            (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in val
-        ):
-            raise _bad(field, f"at most {MAX_HEADER_VALUE} characters, no control characters")
-        if lower in {k.lower() for k in out}:
-            raise _bad(field, "given twice (header names are case-insensitive)")
-        out[name] = val
-    return out
+def _headers(value: Any) -> list[header_rules.Header]:
+    """Each header with its value and whether it is secret (sealed by the callers)."""
+    return header_rules.parse(value, reserved=reserved_headers())
 
 
 def _retry_schedule(value: Any) -> list[float] | None:
@@ -309,6 +283,8 @@ def build_subscription(
             raise _bad(required, "required")
     fields: dict[str, Any] = {}
     _apply(fields, body, settings)
+    # Secret header values are encrypted like the signing secret; never kept in clear.
+    fields["headers"], fields["secret_headers"] = header_rules.seal(fields.get("headers", []), box)
     profile = fields.get("signing", "standard")
     secret = _secret_for(profile, body)
     enabled = body.get("enabled", True)
@@ -329,14 +305,24 @@ def build_subscription(
 
 
 def apply_update(
-    current: Subscription, body: Mapping[str, Any], *, settings: Settings, now: float
+    current: Subscription,
+    body: Mapping[str, Any],
+    *,
+    settings: Settings,
+    now: float,
+    box: secret_store.SecretBox | None = None,
 ) -> Subscription:
-    """Validate a PATCH and return the updated record (secrets are not changed here)."""
+    """Validate a PATCH and return the updated record (signing secrets are not changed
+    here). ``box`` encrypts secret header values; a body with ``headers`` needs it."""
     if not isinstance(body, Mapping):
         raise InvalidRequestError("the request body must be a JSON object")
     _check_unknown(body, UPDATE_FIELDS)
     fields: dict[str, Any] = {}
     _apply(fields, body, settings)
+    if "headers" in fields:
+        if box is None:
+            raise ValueError("apply_update: `headers` given without a SecretBox to seal them")
+        fields["headers"], fields["secret_headers"] = header_rules.seal(fields["headers"], box)
     if "signing" in fields and fields["signing"] != current.signing:
         raise _bad("signing", "cannot change the signing profile: create a new subscription")
     return dataclasses.replace(current, **fields, updated_at=now, version=current.version + 1)
@@ -378,7 +364,8 @@ def public_view(
             "set": bool(valid),
             "previous_valid_until": _iso(max(rotating)) if rotating else None,
         },
-        "headers": dict(sub.headers),
+        "headers": header_rules.view(sub),  # secret values masked
+        "secret_headers": header_rules.secret_names(sub),
         "retry_schedule": "default"
         if sub.retry_schedule is None
         else ("none" if list(sub.retry_schedule) == [0] else list(sub.retry_schedule)),
