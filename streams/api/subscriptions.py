@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from streams.errors import (
     DestinationRefusedError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     SigningError,
 )
 from streams.fanout.agent import deliveries_for
@@ -49,6 +51,8 @@ RESOLVE_TIMEOUT_S = 3.0
 class SubscriptionRoutes:
     def __init__(self, pipeline: Pipeline) -> None:
         self.p = pipeline
+        # Creates under way per tenant (written, not yet read back): counted in its quota.
+        self._creating: Counter[str] = Counter()
 
     def register(self, router: web.UrlDispatcher) -> None:
         base = "/v1/subscriptions"
@@ -78,6 +82,23 @@ class SubscriptionRoutes:
                 if clear.startswith("whsk_"):
                     keys.append(public_key(clear))
         return model.public_view(sub, now=time.time(), public_keys=keys)
+
+    def _check_quota(self, tenant: str) -> None:
+        """Refuse a tenant's subscription beyond ``STREAMS_TENANT_MAX_SUBSCRIPTIONS``.
+
+        Counted in this worker's replica plus its creates under way; creates for one
+        tenant on several workers at the same moment can each let one through.
+        """
+        limit = self.p.settings.tenant_max_subscriptions
+        have = self.p.subscriptions.count(tenant) + self._creating[tenant]
+        if limit and have >= limit:
+            raise QuotaExceededError(
+                f"tenant {tenant} has {have} subscriptions, the most "
+                f"STREAMS_TENANT_MAX_SUBSCRIPTIONS={limit} allows: delete one it no longer "
+                "needs (a subscription can match several event types or a pattern), or ask "
+                "the operator to raise STREAMS_TENANT_MAX_SUBSCRIPTIONS",
+                setting="STREAMS_TENANT_MAX_SUBSCRIPTIONS",
+            )
 
     async def _check_resolution(self, url: str) -> None:
         """Refuse a name that resolves to a refused address now (checked again per connection)."""
@@ -123,7 +144,14 @@ class SubscriptionRoutes:
             body, tenant_id=tenant, settings=self.p.settings, box=self.p.box, now=time.time()
         )
         await self._check_resolution(sub.url)
-        await self._save(sub)
+        self._check_quota(sub.tenant_id)  # counts the creates under way: no await before
+        self._creating[sub.tenant_id] += 1
+        try:
+            await self._save(sub)
+        finally:
+            self._creating[sub.tenant_id] -= 1
+            if not self._creating[sub.tenant_id]:
+                del self._creating[sub.tenant_id]
         view = self._view(sub)
         view["signing_secret"] = secret  # shown once, here and on rotation
         return json_response(view, status=201)

@@ -6,8 +6,11 @@ Agents (``deliveries`` and every retry tier) hand each record to
 1. decodes it (an undecodable record is parked on ``events.invalid``);
 2. looks up the subscription: deleted → dead letter ``subscription_deleted``,
    disabled → dead letter ``subscription_disabled`` (parked, replayable);
-3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`);
-   a full lane defers it to the first retry tier without an attempt; while
+3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`),
+   where it waits for its tenant's turn and share of the worker's requests
+   (``STREAMS_TENANT_MAX_IN_FLIGHT``); a full lane, or a tenant already holding
+   its share of waiting work, defers it to the first retry tier without an
+   attempt; while
    the endpoint's circuit breaker is open (:mod:`streams.delivery.breaker`)
    it is skipped at once: an attempt that sent nothing, scheduled like a failure;
 4. in the lane: signs with the secrets valid *now*, sends, classifies
@@ -61,6 +64,10 @@ log = logging.getLogger(__name__)
 #: Bounds on a receiver's Retry-After (RFC 9110 §10.2.3), in seconds.
 RETRY_AFTER_MIN_S = 1.0
 RETRY_AFTER_MAX_S = 24 * 3600.0
+#: Webhook requests in flight on one worker, shared between tenants in turn: the
+#: transport's connection limit (``transport.MAX_CONNECTIONS``, checked equal by a
+#: test), so requests beyond it wait their turn in the lanes, not in aiohttp's queue.
+MAX_IN_FLIGHT = 1024
 #: Characters of the response body kept in the attempt log.
 SNIPPET_CHARS = 4096
 
@@ -110,7 +117,12 @@ class DeliveryEngine:
         self.tiers = retry_tiers(pipeline.settings)
         self.default_schedule = parse_schedule(pipeline.settings.retry_schedule)
         self.reserved = reserved_headers()
-        self.dispatcher = Dispatcher(self._attempt, on_error=self._job_failed)
+        self.dispatcher = Dispatcher(
+            self._attempt,
+            on_error=self._job_failed,
+            tenant_limit=pipeline.settings.tenant_max_in_flight or None,  # 0: off
+            capacity=MAX_IN_FLIGHT,
+        )
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
@@ -178,15 +190,23 @@ class DeliveryEngine:
             # The endpoint is down: skip now rather than queue behind its lane.
             await self._attempt(job)
             return
-        submitted = self.dispatcher.submit(
-            sub.id,
-            job,
-            max_in_flight=1 if ordered else sub.max_in_flight,
-            rate=sub.rate_limit,
-            # An ordered lane never sheds load (that would reorder): it back-pressures,
-            # as every lane does when there is no retry tier to defer to.
-            queue_cap=10**9 if ordered or not self.tiers else None,
-        )
+        # An ordered lane never sheds load (that would reorder): it back-pressures,
+        # as every lane does when there is no retry tier to defer to.
+        may_shed = not ordered and bool(self.tiers)
+        if may_shed and self.dispatcher.tenant_full(sub.tenant_id):
+            # The tenant already holds its share of waiting work (its burst must not
+            # take the worker's window from other tenants): deferred like a full lane's.
+            self.p.stats["deferred.tenant"] += 1
+            submitted = False
+        else:
+            submitted = self.dispatcher.submit(
+                sub.id,
+                job,
+                max_in_flight=1 if ordered else sub.max_in_flight,
+                rate=sub.rate_limit,
+                queue_cap=None if may_shed else 10**9,
+                tenant=sub.tenant_id,
+            )
         if not submitted:
             # The endpoint is backed up: park this one in a tier, no attempt made, and
             # wait longer each time it finds the lane full again (deferral_delay).

@@ -33,7 +33,8 @@ Read when Prometheus scrapes (no cost in between):
 ``streams_fanout_deliveries_total``              deliveries the fan-out produced
 ``streams_fanout_parked_total``                  deliveries parked for disabled subscriptions
 ``streams_invalid_events_total``                 events parked on ``events.invalid``
-``streams_deliveries_deferred_total``            deliveries deferred (endpoint lane full)
+``streams_deliveries_deferred_total``            deliveries deferred (lane or tenant share full)
+``streams_tenant_deferred_total``                of them, because their tenant's share was full
 ``streams_dead_letters_total{reason}``           dead letters written, by reason
 ``streams_auto_disabled_total``                  subscriptions disabled automatically
 ``streams_breaker_opened_total``                 endpoint circuit breakers opened
@@ -131,7 +132,13 @@ STAT_COUNTERS = {
     "invalid": ("streams_invalid_events", "Events parked on events.invalid by the fan-out."),
     "deferred": (
         "streams_deliveries_deferred",
-        "Deliveries deferred to the first retry tier without an attempt (endpoint lane full).",
+        "Deliveries deferred to the first retry tier without an attempt (endpoint lane full, "
+        "or their tenant's share of waiting work full).",
+    ),
+    "deferred.tenant": (
+        "streams_tenant_deferred",
+        "Of the deferred deliveries, those deferred because their tenant already held its "
+        "share of waiting work (STREAMS_TENANT_MAX_IN_FLIGHT).",
     ),
     "auto_disabled": ("streams_auto_disabled", "Subscriptions disabled automatically."),
     "breaker.opened": (

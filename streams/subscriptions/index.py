@@ -142,6 +142,10 @@ class SubscriptionIndex:
             if state is None or entry.sub.state == state:
                 yield entry.sub
 
+    def count(self, tenant_id: str) -> int:
+        """How many subscriptions ``tenant_id`` has, in any state (its quota's measure)."""
+        return len(self._by_tenant.get(tenant_id, ()))
+
     def counts_by_state(self) -> dict[str, int]:
         out = {"enabled": 0, "disabled": 0}
         for entry in self._by_id.values():
