@@ -174,11 +174,11 @@ class Settings:
     )
     tenant_max_in_flight: int = _env(
         "STREAMS_TENANT_MAX_IN_FLIGHT",
-        "128",
-        "Webhook requests of one tenant in flight at once on each worker. Its further "
-        "deliveries wait their turn, taken round robin with the other tenants', and beyond "
-        "about a second of its work are deferred to the first retry tier like a full lane's. "
-        "0: no per-tenant limit or turns (each subscription's lane alone, as before).",
+        "64",
+        "Webhook requests of one tenant in flight at once on each worker (4 subscriptions at "
+        "the default max_in_flight). Its further deliveries wait their turn, taken round robin "
+        "with the other tenants', and beyond 1,250 waiting are deferred to the first retry tier "
+        "like a full lane's. 0: no per-tenant limit or turns (each subscription's lane alone).",
     )
     attempt_log_memory: int = _env(
         "STREAMS_ATTEMPT_LOG_MEMORY",

@@ -68,6 +68,12 @@ RETRY_AFTER_MAX_S = 24 * 3600.0
 #: transport's connection limit (``transport.MAX_CONNECTIONS``, checked equal by a
 #: test), so requests beyond it wait their turn in the lanes, not in aiohttp's queue.
 MAX_IN_FLIGHT = 1024
+#: Deliveries one tenant may hold waiting in its lanes, beyond which its deliveries
+#: are deferred: a quarter of an agent's window of unfinished records
+#: (``agent.MAX_PENDING``, checked by a test), so a flooding tenant leaves at least
+#: three quarters of it to the others. Waiting in memory costs nothing but that share;
+#: each deferral costs a record written and read again, so the bound is not smaller.
+TENANT_QUEUE = 1250
 #: Characters of the response body kept in the attempt log.
 SNIPPET_CHARS = 4096
 
@@ -122,6 +128,7 @@ class DeliveryEngine:
             on_error=self._job_failed,
             tenant_limit=pipeline.settings.tenant_max_in_flight or None,  # 0: off
             capacity=MAX_IN_FLIGHT,
+            tenant_queue=TENANT_QUEUE,
         )
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}

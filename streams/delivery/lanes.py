@@ -26,10 +26,9 @@ them in the HTTP client's queue (0.9 s became 12.8 s). So each tenant gets a
 :class:`TenantShare`:
 
 - at most ``tenant_limit`` of its jobs in flight on the worker;
-- a bound on its jobs waiting in all its lanes together
-  (:func:`tenant_queue_limit`, about a second of its work at that limit):
-  :meth:`Dispatcher.tenant_full` says when it is reached, and the caller
-  defers the job like a full lane's;
+- a bound on its jobs waiting in all its lanes together (``tenant_queue``, a
+  quarter of the agents' window of unfinished records): :meth:`Dispatcher.tenant_full`
+  says when it is reached, and the caller defers the job like a full lane's;
 - a turn: lanes ready to start a job wait in their tenant's ring, tenants with
   a ready lane and room under their limit wait in the worker's ring, and each
   turn starts one job (round robin between tenants, and between a tenant's
@@ -98,25 +97,6 @@ def queue_limit(
     return int(min(QUEUE_MAX, max(floor, per_second * QUEUE_SECONDS)))
 
 
-#: The most jobs one tenant may hold waiting in all its lanes together.
-TENANT_QUEUE_MAX = 1024
-
-
-def tenant_queue_limit(tenant_limit: int, service_s: float | None = None) -> int:
-    """How many jobs one tenant may hold waiting in all its lanes together.
-
-    About :data:`QUEUE_SECONDS` of its work at its in-flight limit and its recent
-    mean job time (``service_s``; None before one ends), at least twice the limit
-    and at most :data:`TENANT_QUEUE_MAX`, so that one tenant's burst holds a bounded
-    part of the worker's window of unfinished records (the agents' ``MAX_PENDING``).
-    """
-    floor = max(8, 2 * tenant_limit)
-    if service_s is None:
-        return min(TENANT_QUEUE_MAX, floor)
-    per_second = tenant_limit / max(service_s, 1e-4)
-    return int(min(TENANT_QUEUE_MAX, max(floor, per_second * QUEUE_SECONDS)))
-
-
 @dataclass
 class Lane:
     key: str
@@ -156,7 +136,8 @@ class Dispatcher:
 
     ``tenant_limit``: jobs of one tenant in flight at once (None: no per-tenant
     scheduling); ``capacity``: jobs in flight on the worker, shared between
-    tenants in turn (only with ``tenant_limit``; None: no bound).
+    tenants in turn (only with ``tenant_limit``; None: no bound); ``tenant_queue``:
+    jobs one tenant may hold waiting (:meth:`tenant_full`; at least twice its limit).
     """
 
     def __init__(
@@ -167,6 +148,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         tenant_limit: int | None = None,
         capacity: int | None = None,
+        tenant_queue: int = 1250,
     ) -> None:
         if tenant_limit is not None and tenant_limit < 1:
             raise ValueError("tenant_limit must be at least 1 (or None: no per-tenant limit)")
@@ -175,10 +157,10 @@ class Dispatcher:
         self._clock = clock
         self.tenant_limit = tenant_limit
         self.capacity = capacity
+        self.tenant_queue = max(tenant_queue, 2 * (tenant_limit or 0))
         self.lanes: dict[str, Lane] = {}
         # Mean job time per key; outlives idle lanes (a burst's lane is dropped after it).
         self.service_s: dict[str, float] = {}
-        self.tenant_service_s: dict[str, float] = {}
         self.tenants: dict[str, TenantShare] = {}
         self._ring: deque[TenantShare] = deque()
         self.running = 0
@@ -234,16 +216,12 @@ class Dispatcher:
         return True
 
     def tenant_full(self, tenant: str) -> bool:
-        """True when ``tenant`` already holds as many waiting jobs as it may
-        (:func:`tenant_queue_limit`); always False without per-tenant scheduling."""
+        """True when ``tenant`` already holds ``tenant_queue`` waiting jobs; always False
+        without per-tenant scheduling."""
         if self.tenant_limit is None:
             return False
         share = self.tenants.get(tenant)
-        if share is None:
-            return False
-        return share.queued >= tenant_queue_limit(
-            self.tenant_limit, self.tenant_service_s.get(tenant)
-        )
+        return share is not None and share.queued >= self.tenant_queue
 
     def take_queued(self, key: str) -> list[Any]:
         """Remove and return the jobs waiting (not in flight) in lane ``key``, in order."""
@@ -374,14 +352,14 @@ class Dispatcher:
             service = max(service, self._clock() - oldest)
         return queue_limit(lane.limit, service, rate)
 
-    def _observe(self, means: dict[str, float], key: str, seconds: float) -> None:
-        known = means.get(key)
+    def _observe(self, key: str, seconds: float) -> None:
+        known = self.service_s.get(key)
         if known is None:
-            if len(means) >= 100_000:
-                means.clear()  # bounded; lanes relearn within a few jobs
-            means[key] = seconds
+            if len(self.service_s) >= 100_000:
+                self.service_s.clear()  # bounded; lanes relearn within a few jobs
+            self.service_s[key] = seconds
         else:
-            means[key] = known + SERVICE_WEIGHT * (seconds - known)
+            self.service_s[key] = known + SERVICE_WEIGHT * (seconds - known)
 
     def _wake(self, lane: Lane) -> None:
         lane.wakeup = None
@@ -405,8 +383,7 @@ class Dispatcher:
             self._on_error(job, exc)
         finally:
             del lane.started[serial]
-            took = self._clock() - started
-            self._observe(self.service_s, lane.key, took)
+            self._observe(lane.key, self._clock() - started)
             lane.in_flight -= 1
             self.running -= 1
             if self.tenant_limit is None:
@@ -414,7 +391,6 @@ class Dispatcher:
             else:
                 share = self._share(lane.tenant)
                 share.in_flight -= 1
-                self._observe(self.tenant_service_s, lane.tenant, took)
                 self._make_ready(lane)
                 self._enlist(share)
                 self._dispatch()

@@ -28,10 +28,11 @@ from cryptography.fernet import Fernet
 
 from streams.api import register_api
 from streams.config import Settings
+from streams.delivery import agent as agent_module
 from streams.delivery import engine as engine_module
 from streams.delivery import transport
 from streams.delivery.engine import DeliveryEngine
-from streams.delivery.lanes import TENANT_QUEUE_MAX, Dispatcher, tenant_queue_limit
+from streams.delivery.lanes import Dispatcher
 from streams.errors import ConfigError
 from streams.kafka.commits import OrderedAcks
 from streams.kafka.topics import TopicNames
@@ -165,29 +166,17 @@ async def test_a_tenants_subscriptions_take_its_slots_in_turn() -> None:
     assert g.started == ["t/s1-0", "t/s1-1", "t/s2-0", "t/s1-2", "t/s2-1", "t/s2-2"]
 
 
-@pytest.mark.parametrize(
-    ("limit", "service_s", "expected"),
-    [
-        (128, None, 256),  # nothing known yet: twice the limit
-        (2, None, 8),  # and at least 8
-        (128, 0.5, 256),  # 256/s: a second of work is the floor
-        (128, 0.1, 1024),  # 1,280/s: capped
-        (16, 0.05, 320),  # 320/s: a second of work
-        (1000, None, TENANT_QUEUE_MAX),  # never more than the cap
-        (16, 0.0, TENANT_QUEUE_MAX),  # a zero duration does not divide by zero
-    ],
-)
-def test_a_tenant_may_hold_about_a_second_of_its_work_waiting(
-    limit: int, service_s: float | None, expected: int
-) -> None:
-    assert TENANT_QUEUE_MAX == 1024
-    assert tenant_queue_limit(limit, service_s) == expected
+def test_a_tenant_may_hold_a_quarter_of_the_agents_window_waiting() -> None:
+    assert engine_module.TENANT_QUEUE == agent_module.MAX_PENDING // 4
+    assert Dispatcher(_run, on_error=_ignore, tenant_limit=4, tenant_queue=100).tenant_queue == 100
+    # Never less than twice the tenant's limit: a full share in flight and one waiting.
+    assert Dispatcher(_run, on_error=_ignore, tenant_limit=64, tenant_queue=10).tenant_queue == 128
 
 
 async def test_tenant_full_says_when_one_tenants_waiting_work_reaches_its_bound() -> None:
-    d = Dispatcher(_run, on_error=_ignore, tenant_limit=4)
+    d = Dispatcher(_run, on_error=_ignore, tenant_limit=4, tenant_queue=20)
     g = Gates()
-    bound = tenant_queue_limit(4)
+    bound = 20
     assert not d.tenant_full("acme")
     for n in range(4 + bound):
         assert not d.tenant_full("acme")
@@ -277,6 +266,7 @@ async def flood_engine(
     p = FakePipeline(settings=settings, subscriptions=subs)
     sender = Hanging()
     eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=Clock())  # type: ignore[arg-type]
+    eng.dispatcher.tenant_queue = max(20, 2 * limit)  # a small share, to fill in a test
     return p, sender, eng
 
 
@@ -285,7 +275,7 @@ async def test_a_flooding_tenants_excess_is_deferred_and_the_quiet_tenant_is_sen
     subs["q"] = subscription("q", "quiet")
     p, sender, eng = await flood_engine(4, subs)
     acks = OrderedAcks(max_pending=5000, on_fatal=lambda exc: None)
-    bound = tenant_queue_limit(4)
+    bound = eng.dispatcher.tenant_queue
     flood = 4 + bound + 30
     for n in range(flood):
         message = Message(offset=n)
@@ -313,7 +303,7 @@ async def test_an_ordered_subscription_is_never_deferred_for_its_tenant() -> Non
     subs["o"] = subscription("o", "flood", ordering="ordered")
     p, sender, eng = await flood_engine(2, subs)
     acks = OrderedAcks(max_pending=5000, on_fatal=lambda exc: None)
-    bound = tenant_queue_limit(2)
+    bound = eng.dispatcher.tenant_queue
     for n in range(2 + bound):
         message = Message(offset=n)
         await eng.handle(
@@ -341,7 +331,7 @@ async def test_a_tenant_limit_of_zero_is_the_old_dispatcher() -> None:
 
 def test_both_quotas_have_defaults_and_one_setting_each() -> None:
     s = Settings.from_env({})
-    assert (s.tenant_max_subscriptions, s.tenant_max_in_flight) == (100, 128)
+    assert (s.tenant_max_subscriptions, s.tenant_max_in_flight) == (100, 64)
     s = Settings.from_env(
         {"STREAMS_TENANT_MAX_SUBSCRIPTIONS": "0", "STREAMS_TENANT_MAX_IN_FLIGHT": "0"}
     )
