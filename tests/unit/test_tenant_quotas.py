@@ -429,3 +429,29 @@ async def test_a_quota_of_zero_is_no_limit(tmp_path: Path) -> None:
     async with api_with(tmp_path, "0") as client:
         answers = await asyncio.gather(*(create(client, "acme") for _ in range(12)))
         assert [r.status for r in answers] == [201] * 12
+
+
+# -- the benchmark's scenario ------------------------------------------------------------------
+
+
+def test_the_neighbours_scenario_refuses_a_run_with_no_quiet_event_or_no_burst() -> None:
+    from streams.tools.bench.config import BenchConfigError, resolve
+
+    full = resolve("neighbours")
+    assert (full.subscriptions, full.events, full.rounds) == (400, 20, 2)  # issue 17's flood
+    with pytest.raises(BenchConfigError, match="publishes no event of the quiet tenant"):
+        resolve("neighbours", overrides={"rate": "0.01", "duration": 10})
+    with pytest.raises(BenchConfigError, match="ends before the first flood burst"):
+        resolve("neighbours", overrides={"duration": 2})
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [([], None), ([3.0], 3.0), ([5.0, 1.0], 3.0), ([9.0, 1.0, 4.0], 4.0)],
+)
+def test_the_rounds_are_summarised_by_their_median(
+    values: list[float], expected: float | None
+) -> None:
+    from streams.tools.bench.scenarios import _median
+
+    assert _median(values) == expected
