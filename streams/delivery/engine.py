@@ -365,7 +365,8 @@ class DeliveryEngine:
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=f"signing: {exc}")
         except StreamsError as exc:
             # A secret or header value the configured keys cannot decrypt: an attempt that
-            # failed with the reason (retried, then parked), not a stopped worker.
+            # failed with the reason (parked as not_retryable, replayable once the key is
+            # back), not a stopped worker.
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=str(exc))
         else:
             result = await self.sender.send(request, timeout_s=timeout)
