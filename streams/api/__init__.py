@@ -14,11 +14,13 @@ from aiohttp import web
 
 from streams.api.auth import TokenIndex, resolve_admin_token
 from streams.api.deliveries import DeliveryRoutes
+from streams.api.events import EventTypeRoutes
 from streams.api.http import json_response, make_middleware
 from streams.api.openapi import openapi_document
 from streams.api.stats import StatsRoutes
 from streams.api.subscriptions import SubscriptionRoutes
 from streams.api.tokens import TokenRoutes
+from streams.console.sessions import ConsoleLedger
 from streams.log.attempts import AttemptLog
 from streams.subscriptions.store import CompactedReader
 
@@ -35,8 +37,11 @@ def register_api(pipeline: Pipeline) -> None:
     admin_token, generated = resolve_admin_token(pipeline.settings)
     pipeline.extras["admin_token_generated"] = generated
     tokens = TokenIndex()
+    ledger = ConsoleLedger()  # the console's opened links and logouts share the topic
     pipeline.readers.append(
-        CompactedReader(pipeline.settings, pipeline.names.tokens, tokens.apply, name="tokens")
+        CompactedReader(
+            pipeline.settings, pipeline.names.tokens, ledger.wrap(tokens.apply), name="tokens"
+        )
     )
     web_app: web.Application = pipeline.app.web.web_app  # type: ignore[attr-defined]
     web_app.middlewares.append(make_middleware(admin_token, tokens))
@@ -75,7 +80,21 @@ def register_api(pipeline: Pipeline) -> None:
                 batch_wait_ms=ATTEMPT_LOG_BATCH_WAIT_MS,
             )
         )
-    SubscriptionRoutes(pipeline).register(router)
-    DeliveryRoutes(pipeline, attempt_log).register(router)
+    subscriptions = SubscriptionRoutes(pipeline)
+    subscriptions.register(router)
+    deliveries = DeliveryRoutes(pipeline, attempt_log)
+    deliveries.register(router)
     TokenRoutes(pipeline, tokens).register(router)
     StatsRoutes(pipeline, attempt_log).register(router)
+    EventTypeRoutes(pipeline.registry).register(router)
+    from streams.console.app import register_console  # the console builds on the routes above
+
+    pipeline.extras["console"] = register_console(
+        pipeline,
+        router=router,
+        ledger=ledger,
+        admin_token=admin_token,
+        subscriptions=subscriptions,
+        deliveries=deliveries,
+        attempt_log=attempt_log,
+    )

@@ -89,18 +89,23 @@ class TokenIndex:
     def __init__(self) -> None:
         self._by_id: dict[str, dict[str, Any]] = {}
 
-    def apply(self, token_id: str, raw: bytes | None) -> None:
-        self._by_id.pop(token_id, None)
+    def apply(self, token_id: str, raw: bytes | None) -> str | None:
+        """Apply one record of the tokens topic; returns why it was unusable, or None."""
         if raw is None:
-            return
+            self._by_id.pop(token_id, None)
+            return None
         try:
             record = orjson.loads(raw)
-            if not isinstance(record, dict) or not {"tenant_id", "sha256"} <= record.keys():
-                raise DecodeError("token record without tenant_id/sha256", raw)
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("tenant_id"), str)
+                or not isinstance(record.get("sha256"), str)
+                or not isinstance(record.get("created_at", 0), int | float)
+            ):
+                raise DecodeError("token record without tenant_id/sha256 strings", raw)
         except (orjson.JSONDecodeError, DecodeError):
-            return  # a bad record grants nothing
-        if not isinstance(record["tenant_id"], str):
-            return
+            self._by_id.pop(token_id, None)  # as the latest record of its key: no token
+            return "not a token record (tenant_id and sha256 strings): it grants nothing"
         if is_reserved(record["tenant_id"]):
             # Made before the platform reserved its names (streams.tenants): kept, so the
             # admin can list and revoke it, but :func:`authenticate` refuses it.
@@ -112,6 +117,7 @@ class TokenIndex:
                 token_id,
             )
         self._by_id[token_id] = record
+        return None
 
     def get(self, token_id: str) -> dict[str, Any] | None:
         return self._by_id.get(token_id)

@@ -1,17 +1,22 @@
-"""Routes of ``/v1/deliveries`` (the delivery log) and ``/v1/dlq`` (dead letters)."""
+"""Routes of ``/v1/deliveries`` (the delivery log) and ``/v1/dlq`` (dead letters).
+
+Each handler reads the HTTP request and calls a method that takes the
+:class:`~streams.api.auth.Principal` (``page_for``, ``history_for``,
+``dlq_replay_for``, ...); the web console calls the same methods."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from streams.api.auth import scope, visible
+from streams.api.auth import Principal, scope, visible
 from streams.api.http import json_body, json_response, parse_flag, principal
 from streams.deadletter import replay as dlq
 from streams.deadletter.scan import read_at
@@ -93,14 +98,17 @@ class DeliveryRoutes:
     # -- the delivery log -------------------------------------------------------
 
     async def list_deliveries(self, request: web.Request) -> web.Response:
-        q = request.query
+        return json_response(await self.page_for(principal(request), request.query))
+
+    async def page_for(self, who: Principal, q: Mapping[str, str]) -> dict[str, Any]:
+        """A page of the delivery log, newest first, as ``GET /v1/deliveries`` answers it."""
         status = q.get("status")
         if status is not None and status not in STATUS_WORDS and not status.isdigit():
             raise InvalidRequestError(
                 "`status`: delivered, failed, retrying, or an HTTP status such as 503",
                 field="status",
             )
-        tenant = scope(principal(request), q.get("tenant_id"))
+        tenant = scope(who, q.get("tenant_id"))
         query = DeliveryQuery(
             tenant_id=tenant,
             subscription_id=q.get("subscription_id"),
@@ -114,27 +122,32 @@ class DeliveryRoutes:
         window = self.log.rows()  # copied on the loop; scanned in a thread (up to ~1 s)
         rows = await asyncio.to_thread(lambda: list(self.log.deliveries(query, window)))
         body: dict[str, Any] = {"data": rows}
-        if principal(request).admin:
+        if who.admin:
             body["window_attempts"] = len(window)  # every tenant's: the platform's view only
-        return json_response(body)
+        return body
 
-    def _history(self, request: web.Request) -> list[Attempt]:
-        delivery_id = request.match_info["id"]
+    def history_for(self, who: Principal, delivery_id: str) -> list[Attempt]:
+        """A delivery's attempts, when ``who`` may see it; NotFoundError otherwise."""
         self.log.require()
         history = self.log.attempts(delivery_id)
-        if not history or not visible(principal(request), history[-1].tenant_id):
+        if not history or not visible(who, history[-1].tenant_id):
             raise NotFoundError(f"no delivery {delivery_id} in the delivery log")
         return history
 
     async def show(self, request: web.Request) -> web.Response:
-        history = self._history(request)
+        history = self.history_for(principal(request), request.match_info["id"])
         view = summary(history)
         view["attempts"] = [attempt_view(a) for a in history]
         return json_response(view)
 
     async def redeliver(self, request: web.Request) -> web.Response:
         """Send a past delivery again, read back from Kafka by offset (no second copy)."""
-        history = self._history(request)
+        return json_response(
+            await self.redeliver_for(principal(request), request.match_info["id"]), status=202
+        )
+
+    async def redeliver_for(self, who: Principal, delivery_id: str) -> dict[str, Any]:
+        history = self.history_for(who, delivery_id)
         source = next((a for a in reversed(history) if a.source_offset >= 0), None)
         if source is None:
             raise ConflictError(
@@ -158,15 +171,12 @@ class DeliveryRoutes:
             raise ConflictError("the stored delivery record is unreadable") from None
         again = dlq.redelivery(original)
         await (await self.p.send(self.p.names.deliveries, again.subscription_id, again.to_bytes()))
-        return json_response(
-            {"delivery_id": again.delivery_id, "replay_id": again.replay_id, "status": "queued"},
-            status=202,
-        )
+        return {"delivery_id": again.delivery_id, "replay_id": again.replay_id, "status": "queued"}
 
     # -- dead letters -------------------------------------------------------------
 
-    def _filter(self, request: web.Request, source: Any) -> dlq.DlqFilter:
-        tenant = scope(principal(request), text_field(source, "tenant_id"))
+    def _filter(self, who: Principal, source: Any) -> dlq.DlqFilter:
+        tenant = scope(who, text_field(source, "tenant_id"))
         return dlq.DlqFilter(
             subscription_id=text_field(source, "subscription_id"),
             tenant_id=tenant,
@@ -177,8 +187,12 @@ class DeliveryRoutes:
         )
 
     async def dlq_list(self, request: web.Request) -> web.Response:
-        flt = self._filter(request, request.query)
-        limit = parse_limit(request.query.get("limit"))
+        return json_response({"data": await self.dlq_list_for(principal(request), request.query)})
+
+    async def dlq_list_for(self, who: Principal, q: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Dead letters matching the filters in ``q`` that ``who`` may see."""
+        flt = self._filter(who, q)
+        limit = parse_limit(q.get("limit"))
 
         def collect() -> list[dict[str, Any]]:
             out = []
@@ -188,10 +202,15 @@ class DeliveryRoutes:
                     break
             return out
 
-        return json_response({"data": await asyncio.to_thread(collect)})
+        return await asyncio.to_thread(collect)
 
     async def dlq_replay(self, request: web.Request) -> web.Response:
         body = await json_body(request, required=False)
+        view = await self.dlq_replay_for(principal(request), body)
+        return json_response(view, status=200 if view["status"] == "dry_run" else 202)
+
+    async def dlq_replay_for(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """A dry run's counts (status ``dry_run``), or a replay started (status ``running``)."""
         allowed = {
             "subscription_id",
             "tenant_id",
@@ -210,7 +229,7 @@ class DeliveryRoutes:
                 f"`{field}`: unknown field; allowed: {', '.join(sorted(allowed))}", field=field
             )
         flt = self._filter(
-            request,
+            who,
             {
                 k: (str(v) if k in ("since", "until") and isinstance(v, (int, float)) else v)
                 for k, v in body.items()
@@ -236,7 +255,7 @@ class DeliveryRoutes:
             )
         counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
         if dry_run:
-            return json_response({**counted.as_dict(), "status": "dry_run"})
+            return {**counted.as_dict(), "status": "dry_run"}
         summary_ = dlq.ReplaySummary(replay_id=dlq.new_replay_id(), started_at=time.time())
         self._keep(summary_, flt.tenant_id)
 
@@ -258,10 +277,7 @@ class DeliveryRoutes:
         task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return json_response(
-            {"replay_id": summary_.replay_id, "matched": counted.matched, "status": "running"},
-            status=202,
-        )
+        return {"replay_id": summary_.replay_id, "matched": counted.matched, "status": "running"}
 
     def _keep(self, summary_: dlq.ReplaySummary, tenant_id: str | None) -> None:
         """Remember a replay's summary and whose it is; forget the oldest finished ones."""
@@ -273,11 +289,20 @@ class DeliveryRoutes:
             self._replay_tenants.pop(key, None)
 
     async def replay_status(self, request: web.Request) -> web.Response:
-        replay_id = request.match_info["id"]
-        found = self.replays.get(replay_id)
+        return json_response(self.replay_for(principal(request), request.match_info["id"]))
+
+    def _may_see_replay(self, who: Principal, replay_id: str) -> bool:
         tenant = self._replay_tenants.get(replay_id)
-        who = principal(request)
         # A platform-wide replay (no tenant) is the admin's alone.
-        if found is None or not (who.admin or (tenant is not None and visible(who, tenant))):
+        return who.admin or (tenant is not None and visible(who, tenant))
+
+    def replay_for(self, who: Principal, replay_id: str) -> dict[str, Any]:
+        found = self.replays.get(replay_id)
+        if found is None or not self._may_see_replay(who, replay_id):
             raise NotFoundError("no replay with that id on this worker")
-        return json_response(found.as_dict())
+        return {**found.as_dict(), "tenant_id": self._replay_tenants.get(replay_id)}
+
+    def replays_visible(self, who: Principal) -> list[dict[str, Any]]:
+        """The replays this worker ran that ``who`` may see, newest first (the history)."""
+        mine = [self.replay_for(who, k) for k in self.replays if self._may_see_replay(who, k)]
+        return sorted(mine, key=lambda r: -float(r["started_at"]))

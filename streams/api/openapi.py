@@ -38,7 +38,10 @@ _CREATE = {
             "type": "string",
             "description": (
                 "https (http only in development); no credentials; must not resolve to "
-                "private/loopback/metadata addresses unless allowlisted."
+                "private/loopback/metadata addresses unless allowlisted. A Slack, Discord or "
+                "Telegram URL carries its own credential: it is stored encrypted and shown "
+                "masked; without `body_format` / `signing` it gets that service's format and "
+                "signing `none` (see `detected` in the response)."
             ),
         },
         "description": {"type": "string", "maxLength": 500},
@@ -48,8 +51,9 @@ _CREATE = {
             "description": "Exact types or patterns: `prospect.*`, `*`.",
         },
         "signing": {
-            "enum": ["standard", "prowlo", "prospektr", "stripe", "github"],
+            "enum": ["standard", "prowlo", "prospektr", "stripe", "github", "none"],
             "default": "standard",
+            "description": "`none`: unsigned, no secret (chat services verify no signature).",
         },
         "secret": {
             "type": ["string", "null"],
@@ -97,17 +101,31 @@ _CREATE = {
             ],
         },
         "retry_schedule": {
-            "description": "`default`, `none` (one attempt), or durations such as `5s,5m,30m`.",
+            "description": (
+                "`default`, `none` (one attempt), or durations such as `5s,5m,30m` (a bare "
+                "number is seconds); `none` by default with `signing: prospektr`."
+            ),
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
         },
         "ordering": {"enum": ["unordered", "ordered"], "default": "unordered"},
         "rate_limit": {"type": ["number", "null"], "description": "Requests per second."},
         "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16},
         "timeout": {
-            "description": "Whole-request timeout, at most 30s.",
+            "description": "Whole-request timeout, at most 30s: `10s`, or seconds (`10`).",
             "oneOf": [{"type": "string"}, {"type": "number"}],
         },
-        "body_format": {"enum": ["envelope", "keyed"], "default": "envelope"},
+        "body_format": {
+            "enum": ["envelope", "keyed", "slack", "discord", "telegram"],
+            "default": "envelope",
+            "description": (
+                "slack/discord/telegram: a chat message rendered from the event; "
+                "`keyed` by default with `signing: prospektr`."
+            ),
+        },
+        "chat_id": {
+            "type": ["string", "integer", "null"],
+            "description": "Telegram only (required there): numeric chat id or @channelusername.",
+        },
         "enabled": {"type": "boolean", "default": True},
     },
 }
@@ -121,7 +139,8 @@ _VIEW = {
     "properties": {
         "id": {"type": "string"},
         "tenant_id": {"type": "string"},
-        "url": {"type": "string"},
+        "url": {"type": "string", "description": "Masked (`***`) when it carries a credential."},
+        "url_masked": {"type": "boolean"},
         "event_types": {"type": "array", "items": {"type": "string"}},
         "signing": {"type": "string"},
         "secret": {
@@ -152,7 +171,51 @@ _VIEW = {
         },
         "state": {"enum": ["enabled", "disabled"]},
         "disabled_reason": {"type": ["string", "null"]},
+        "body_format": {"type": "string"},
+        "chat_id": {"type": ["string", "null"]},
+        "detected": {
+            "type": "object",
+            "description": (
+                "Only in the create response, for a Slack, Discord or Telegram URL: the "
+                "service, what was chosen for it (`applied`), and a sentence saying so."
+            ),
+            "properties": {
+                "service": {"enum": ["slack", "discord", "telegram"]},
+                "applied": {"type": "object", "additionalProperties": {"type": "string"}},
+                "message": {"type": "string"},
+            },
+        },
+        "warnings": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": (
+                "Create and update: event-type patterns that match no known event type "
+                "(accepted; most often a typo), with the nearest known names."
+            ),
+        },
+        "parked": {
+            "type": "object",
+            "description": (
+                "Enable of a disabled subscription: `count` of deliveries parked while it "
+                "was disabled, and `replay` (how to send them) or, with `replay_parked`, "
+                "`replayed` and `replay_id`."
+            ),
+        },
     },
+}
+
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": (
+        "A new key (a UUID) per subscription to create. Repeating the request with the "
+        "same key within 24 h answers the subscription it created and its secret "
+        "(header `Idempotent-Replayed: true`) instead of creating another; the same key "
+        "with a different request is a 422. Kept on the subscription record, so every "
+        "worker answers it."
+    ),
 }
 
 
@@ -206,6 +269,10 @@ def _op(
                 "description": "OK",
                 **({"content": {"application/json": {"schema": schema}}} if schema else {}),
             },
+            "400": {
+                "description": "The body could not be read as sent (e.g. corrupt gzip)",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
             "401": {
                 "description": "Missing or unknown token",
                 "content": {"application/json": {"schema": _ERROR}},
@@ -216,6 +283,13 @@ def _op(
             },
             "422": {
                 "description": "A bad field, named in `error.field`",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "503": {
+                "description": (
+                    "Kafka did not answer (a write then writes nothing) or did not confirm in "
+                    "5 s (it may still land: repeat a create with its Idempotency-Key)"
+                ),
                 "content": {"application/json": {"schema": _ERROR}},
             },
         },
@@ -267,6 +341,7 @@ def openapi_document() -> dict[str, Any]:
                     body=_CREATE,
                     ok=201,
                     schema=_VIEW,
+                    params=[_IDEMPOTENCY_KEY],
                 ),
                 "get": _op(
                     "List subscriptions",
@@ -294,7 +369,13 @@ def openapi_document() -> dict[str, Any]:
                     "Rotate the signing secret; the old one stays valid for `grace` (default 24h)",
                     body={
                         "type": "object",
-                        "properties": {"secret": {"type": "string"}, "grace": {"type": "string"}},
+                        "properties": {
+                            "secret": {"type": "string"},
+                            "grace": {
+                                "oneOf": [{"type": "string"}, {"type": "number"}],
+                                "description": "`24h`, `0s`, or seconds (`3600`); at most 7d",
+                            },
+                        },
                     },
                     schema=_VIEW,
                     params=_ID,

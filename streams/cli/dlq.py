@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import F, fail_cleanly, print_json, settings_from_env
+from streams.cli.common import F, _iso, _table, fail_cleanly, print_json, settings_from_env
 
 
 def _dlq_filter(
@@ -99,12 +99,39 @@ def dlq_list(
     if not rows:
         click.echo("no dead letters match")
         return
-    for row in rows:
-        click.echo(
-            f"{row['position']:>10}  {row['reason']:<22} {row['subscription_id']}  "
-            f"{row['event_type']}  attempts={row['attempts']}  "
-            f"last={row['last_status'] or row['last_error']}"
-        )
+    _table(LIST_HEADERS, [list_row(row) for row in rows])
+
+
+#: The columns of ``dlq list`` (``--json`` has every field of ``letter_view``).
+LIST_HEADERS = (
+    "PARKED AT",
+    "POSITION",
+    "REASON",
+    "SUBSCRIPTION",
+    "EVENT TYPE",
+    "ATTEMPTS",
+    "LAST ANSWER",
+)
+
+
+LAST_WIDTH = 80
+
+
+def list_row(row: dict[str, Any]) -> list[str]:
+    """One dead letter as the cells of :data:`LIST_HEADERS`."""
+    status, error = row.get("last_status"), row.get("last_error")
+    last = f"HTTP {status}" if status is not None else (error or "")
+    if len(last) > LAST_WIDTH:  # a whole error would stretch every row (--json has it all)
+        last = last[: LAST_WIDTH - 3] + "..."
+    return [
+        _iso(row.get("dead_lettered_at")),
+        str(row.get("position", "")),
+        str(row.get("reason", "")),
+        str(row.get("subscription_id") or ""),
+        str(row.get("event_type") or ""),
+        str(row.get("attempts", "")),
+        str(last),
+    ]
 
 
 def _finite(value: float | None, option: str) -> float | None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from streams.cli.common import fail_cleanly, settings_from_env
+from streams.cli.common import Duration, fail_cleanly, settings_from_env
 
 
 @click.command("monitor")
@@ -14,10 +14,10 @@ from streams.cli.common import fail_cleanly, settings_from_env
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per refresh).")
 @click.option(
     "--interval",
-    type=click.FloatRange(0.2, 60),
+    type=Duration(0.2, 60),
     default=1.0,
     show_default=True,
-    help="Seconds between refreshes (and between the two samples of --once).",
+    help="Time between refreshes, e.g. 2s or 2 (and between the two samples of --once).",
 )
 @click.option(
     "--count",

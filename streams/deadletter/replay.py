@@ -14,6 +14,7 @@ unless ``force`` is given.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,8 @@ from streams.kafka.output import producer_config
 from streams.kafka.topics import TopicNames
 from streams.records import DeadLetter, Delivery
 from streams.tenants import PLATFORM_TENANT
+
+log = logging.getLogger(__name__)
 
 REASONS = ("exhausted", "not_retryable", "subscription_disabled", "subscription_deleted", "gone")
 
@@ -96,7 +99,15 @@ def find(
             continue
         try:
             letter = DeadLetter.from_bytes(found.value)
-        except DecodeError:
+            letter.parked()  # a letter whose delivery cannot be replayed is not one
+        except DecodeError as exc:
+            log.warning(
+                "dead letter at %s[%d]@%d skipped: %s",
+                names.dlq,
+                found.partition,
+                found.offset,
+                exc,
+            )
             continue
         if flt.matches(letter):
             yield found, letter
@@ -108,7 +119,10 @@ def replayed_positions(settings: Settings) -> set[str]:
     for found in scan(settings, names.dlq_replayed):
         if found.key is None:
             continue
-        position = found.key.decode()
+        try:
+            position = found.key.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # not one of ours (positions are "partition:offset")
         if found.value is None:
             done.discard(position)
         else:

@@ -3,7 +3,9 @@
 Agents (``deliveries`` and every retry tier) hand each record to
 :meth:`DeliveryEngine.handle` together with its ack ticket. The engine:
 
-1. decodes it (an undecodable record is parked on ``events.invalid``);
+1. decodes it: a record that is not a delivery (no value, not JSON, a field of
+   the wrong type or out of bounds, too large for its follow-ups to fit) is
+   parked on ``events.invalid`` with the reason (:mod:`streams.deadletter.parking`);
 2. looks up the subscription: deleted → dead letter ``subscription_deleted``,
    disabled → dead letter ``subscription_disabled`` (parked, replayable);
 3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`),
@@ -34,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from streams.deadletter.parking import park_record
+from streams.delivery import chat
 from streams.delivery.breaker import TRIPPING, Breaker
 from streams.delivery.lanes import Dispatcher
 from streams.delivery.ordering import Holds
@@ -42,9 +46,17 @@ from streams.delivery.request import PreparedRequest, build_request
 from streams.errors import DecodeError, SigningError, StreamsError
 from streams.health import ops_event
 from streams.kafka.commits import OrderedAcks, Ticket
-from streams.kafka.topics import retry_tiers
+from streams.kafka.topics import parked_record_bytes, retry_tiers
 from streams.ops.logs import log_ids
-from streams.records import Attempt, DeadLetter, Delivery, InvalidEvent, Subscription
+from streams.records import (
+    MAX_ERROR_CHARS,
+    RECORD_FRAMING,
+    Attempt,
+    DeadLetter,
+    Delivery,
+    Subscription,
+    bounded,
+)
 from streams.retry.schedule import (
     deferral_delay,
     next_retry,
@@ -78,6 +90,41 @@ TENANT_QUEUE = 1250
 SNIPPET_CHARS = 4096
 
 
+#: Bytes a delivery record must leave below the record limit for what its follow-ups
+#: add: re-encoding writes every optional field (their names and longest number forms
+#: add under 700 bytes); the error text they carry is shortened to fit (:func:`fitted`).
+#: The fan-out leaves far more (``streams.fanout.agent.RECORD_HEADROOM``), so only a
+#: record written by another producer can come this close.
+FOLLOW_UP_ROOM = 2048
+
+
+def unacceptable(raw: bytes | None, max_record_bytes: int) -> str | None:
+    """Why a delivery record cannot be handled before it is decoded, or None."""
+    if raw is None:
+        return "the record has no value (a tombstone): a delivery record is a JSON object"
+    if len(raw) > max_record_bytes - FOLLOW_UP_ROOM:
+        return (
+            f"delivery record of {len(raw)} bytes, over the {max_record_bytes - FOLLOW_UP_ROOM} "
+            f"bytes a delivery may have: its retry or dead letter could exceed the "
+            f"{max_record_bytes}-byte record limit"
+        )
+    return None
+
+
+def fitted(make: Callable[[str | None], bytes], error: str | None, limit: int) -> bytes:
+    """``make(error)``, with ``error`` shortened until the record is at most ``limit`` bytes.
+
+    Every character cut removes at least one byte, so each round cuts the excess
+    and the loop ends within ``len(error)`` rounds (in practice one).
+    """
+    data = make(error)
+    while len(data) > limit and error:
+        keep = len(error) - (len(data) - limit) - 1
+        error = error[: max(0, keep - 1)] + "\u2026" if keep > 1 else None
+        data = make(error)
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     """What one HTTP attempt produced. ``detail`` never contains secrets."""
@@ -88,6 +135,7 @@ class SendResult:
     detail: str | None = None
     duration_ms: float = 0.0
     retry_after: str | None = None
+    gone: str | None = None  # the endpoint no longer exists: why (streams.delivery.chat)
 
 
 class Sender(Protocol):
@@ -147,25 +195,18 @@ class DeliveryEngine:
 
     # -- entry point from the agents ---------------------------------------------
 
-    async def handle(self, raw: bytes, message: Any, ticket: Ticket, acks: OrderedAcks) -> None:
-        try:
-            delivery = Delivery.from_bytes(raw)
-        except DecodeError as exc:
-            invalid = InvalidEvent.of(
-                raw,
-                str(exc),
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            log.error(
-                "undecodable delivery at %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
-            fut = await self.p.send(self.p.names.events_invalid, b"", invalid.to_bytes())
+    async def handle(
+        self, raw: bytes | None, message: Any, ticket: Ticket, acks: OrderedAcks
+    ) -> None:
+        reason = unacceptable(raw, self.p.settings.max_record_bytes)
+        if reason is None:
+            assert raw is not None
+            try:
+                delivery = Delivery.from_bytes(raw)
+            except DecodeError as exc:
+                reason = f"not a delivery record: {exc}"
+        if reason is not None:
+            fut = await park_record(self.p, message, raw, reason, stat="invalid.deliveries")
             acks.finish_when(ticket, fut)
             return
         follower = delivery.held_by is not None
@@ -360,6 +401,9 @@ class DeliveryEngine:
                 user_agent=self.p.settings.user_agent,
                 reserved=self.reserved,
                 custom_headers=self._headers_now(sub),
+                url=None
+                if sub.url_secret is None
+                else secret_store.destination_url(self.p.box, sub),
             )
         except SigningError as exc:
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=f"signing: {exc}")
@@ -369,7 +413,9 @@ class DeliveryEngine:
             # back), not a stopped worker.
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=str(exc))
         else:
-            result = await self.sender.send(request, timeout_s=timeout)
+            result = chat.interpret(
+                sub.body_format, await self.sender.send(request, timeout_s=timeout)
+            )
         # Always recorded, so a probe that could not even be signed releases the breaker.
         self._breaker_record(sub.id, result, probe=decision == "probe", delivery=delivery)
         futures = await self._follow_up(delivery, sub, result, started=now, source=job.source)
@@ -420,12 +466,14 @@ class DeliveryEngine:
         retry_after = parse_retry_after(
             result.retry_after, now, minimum=RETRY_AFTER_MIN_S, maximum=RETRY_AFTER_MAX_S
         )
-        outcome = classify(result.status, result.error, retry_after)
+        outcome = classify(result.status, result.error, retry_after, gone=result.gone)
         error = (
             None
             if isinstance(outcome, Delivered)
             else (result.detail or getattr(outcome, "reason", None))
         )
+        if error is not None:
+            error = bounded(error, MAX_ERROR_CHARS)
         futures: list[Any] = []
         label = "delivered"
         if isinstance(outcome, Retry):
@@ -454,9 +502,12 @@ class DeliveryEngine:
                 retry = delivery.next_attempt(due_at=now + delay, status=result.status, error=error)
                 if retry.first_attempt_at is None:
                     retry = dataclasses.replace(retry, first_attempt_at=started)
-                futures.append(
-                    await self.p.send(self.p.names.retry(tier), sub.id, retry.to_bytes())
+                value = fitted(
+                    lambda e: dataclasses.replace(retry, last_error=e).to_bytes(),
+                    error,
+                    self._room(self.p.settings.max_record_bytes, sub.id),
                 )
+                futures.append(await self.p.send(self.p.names.retry(tier), sub.id, value))
                 if sub.ordering == "ordered":
                     await self._hold_queue(sub.id, delivery.delivery_id)
         if sub.ordering == "ordered" and label != "retry":
@@ -483,6 +534,7 @@ class DeliveryEngine:
             source_partition=source[1],
             source_offset=source[2],
             sent=sent,
+            gone=isinstance(outcome, GiveUp) and outcome.disable,
         )
         futures.append(
             await self.p.send(self.p.names.attempts, delivery.delivery_id, attempt.to_bytes())
@@ -512,6 +564,10 @@ class DeliveryEngine:
             self.holds.resolved(sub_id, head)
             await self._flush_waiting(sub_id)
 
+    def _room(self, limit: int, key: str) -> int:
+        """Bytes a record's value may take under a topic's ``limit`` with this key."""
+        return limit - len(key.encode("utf-8")) - RECORD_FRAMING
+
     async def _dead_letter(
         self, delivery: Delivery, reason: str, status: int | None, error: str | None
     ) -> Any:
@@ -525,6 +581,11 @@ class DeliveryEngine:
             last_status=status if status is not None else delivery.last_status,
             last_error=error if error is not None else delivery.last_error,
         )
+        value = fitted(
+            lambda e: dataclasses.replace(letter, last_error=e).to_bytes(),
+            letter.last_error,
+            self._room(parked_record_bytes(self.p.settings), delivery.subscription_id),
+        )
         self.p.stats[f"dlq.{reason}"] += 1
         log.log(
             logging.WARNING if reason in ("exhausted", "not_retryable", "gone") else logging.INFO,
@@ -533,7 +594,7 @@ class DeliveryEngine:
             letter.attempts,
             extra=log_ids(delivery),
         )
-        return await self.p.send(self.p.names.dlq, delivery.subscription_id, letter.to_bytes())
+        return await self.p.send(self.p.names.dlq, delivery.subscription_id, value)
 
     async def _exhausted(
         self, delivery: Delivery, status: int | None, error: str | None

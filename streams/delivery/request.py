@@ -41,11 +41,14 @@ def build_request(
     user_agent: str,
     reserved: frozenset[str],
     custom_headers: Mapping[str, str] | None = None,
+    url: str | None = None,
 ) -> PreparedRequest:
     """Everything to send for this attempt. ``timestamp`` is stamped fresh per attempt.
 
     ``custom_headers``: the subscription's headers with secret values decrypted
     (:func:`streams.subscriptions.headers.reveal`); None sends ``sub.headers`` as stored.
+    ``url`` is the clear destination when the subscription's own ``url`` is the masked
+    form of a URL that carries a credential (:func:`streams.subscriptions.secrets.destination_url`).
     """
     body = delivery.body_bytes
     profile = get_profile(sub.signing)
@@ -73,4 +76,4 @@ def build_request(
             )
         )
     )
-    return PreparedRequest(url=sub.url, headers=headers, body=body)
+    return PreparedRequest(url=sub.url if url is None else url, headers=headers, body=body)

@@ -85,6 +85,19 @@ def retry_tiers(
     return tiers_for([parse_schedule(settings.retry_schedule), *extra_schedules])
 
 
+#: Room a parked record (``events.invalid``) or a dead letter (``deliveries.dlq``)
+#: has beyond the largest record the pipeline reads: a parked copy adds its reason
+#: and source in headers to the original's bytes, a dead letter wraps a delivery
+#: record in its own fields (the last error among them).
+PARKED_HEADROOM = 65_536
+
+
+def parked_record_bytes(settings: Settings) -> int:
+    """The record limit of ``events.invalid`` and ``deliveries.dlq``, and of the worker's
+    producer: any record the pipeline reads, parked with its reason, fits."""
+    return settings.max_record_bytes + PARKED_HEADROOM
+
+
 def _ms(seconds: float) -> str:
     return str(int(seconds * 1000))
 
@@ -96,9 +109,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     data = {"retention.ms": _ms(settings.retention_s), "cleanup.policy": "delete"}
     log = {"retention.ms": _ms(settings.log_retention_s), "cleanup.policy": "delete"}
     max_message = str(settings.max_record_bytes)
+    max_parked = str(parked_record_bytes(settings))
     specs = [
         TopicSpec(names.events, p, {**data, "max.message.bytes": max_message}),
-        TopicSpec(names.events_invalid, p, {**data, "max.message.bytes": max_message}),
+        TopicSpec(names.events_invalid, p, {**data, "max.message.bytes": max_parked}),
         TopicSpec(
             names.subscriptions,
             p,
@@ -111,7 +125,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.tokens, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(names.health, p, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(names.deliveries, p, {**data, "max.message.bytes": max_message}),
-        TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_message}),
+        TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_parked}),
         TopicSpec(
             names.dlq_replayed,
             p,
@@ -176,10 +190,13 @@ def missing_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
-    """Create every missing topic; existing ones are left as they are.
+    """Create every missing topic; existing ones are left as they are, except that a
+    ``max.message.bytes`` below the one this version needs is raised to it.
 
-    Returns topic → ``created`` or ``exists``. Idempotent: running it twice
-    creates nothing the second time.
+    Returns topic → ``created``, ``exists`` or ``raised`` (its record limit was
+    raised: ``events.invalid`` and ``deliveries.dlq`` of a cluster set up by a
+    version that parked less). Idempotent: running it twice changes nothing
+    the second time.
     """
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -209,7 +226,77 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
             else:
                 raise StreamsError(f"could not create topic {name}: {exc}") from exc
     _wait_visible(admin, [n for n, r in result.items() if r == "created"], timeout_s)
+    existing = {s.name: s for s in specs if result.get(s.name) == "exists"}
+    for name in _raise_limits(admin, existing, timeout_s):
+        result[name] = "raised"
     return result
+
+
+def _raise_limits(admin: Any, specs: dict[str, TopicSpec], timeout_s: float) -> list[str]:
+    """Raise ``max.message.bytes`` of existing topics whose limit is below their spec's.
+
+    Without it, a parked record that fits the limit this version creates topics
+    with would be refused by a topic created earlier with a smaller one, and
+    stop the worker. Topics with a larger limit are left as they are.
+    """
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+    )
+
+    key = "max.message.bytes"
+    wanted = {n: int(s.config[key]) for n, s in specs.items() if key in s.config}
+    if not wanted:
+        return []
+
+    def below(names: list[str]) -> list[str]:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+        out = []
+        for resource, future in admin.describe_configs(
+            resources, request_timeout=timeout_s
+        ).items():
+            entry = future.result(timeout=timeout_s).get(key)
+            if entry is not None and int(entry.value) < wanted[resource.name]:
+                out.append(resource.name)
+        return sorted(out)
+
+    low = below(sorted(wanted))
+    if not low:
+        return []
+    changes = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(key, str(wanted[name]), incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        for name in low
+    ]
+    for resource, future in admin.incremental_alter_configs(
+        changes, request_timeout=timeout_s
+    ).items():
+        try:
+            future.result(timeout=timeout_s)
+        except Exception as exc:
+            raise StreamsError(
+                f"could not raise {key} of topic {resource.name} to {wanted[resource.name]}: "
+                f"{exc}; raise it with your Kafka tools"
+            ) from exc
+    # As for new topics (_wait_visible): the broker answering may apply it a moment later.
+    deadline = time.monotonic() + timeout_s
+    pending = low
+    while pending:
+        pending = below(pending)
+        if pending and time.monotonic() > deadline:
+            raise StreamsError(
+                f"{key} of {pending[0]} not yet raised after {timeout_s:g}s: check the "
+                "broker's health and run again"
+            )
+        if pending:
+            time.sleep(0.1)
+    return low
 
 
 def _wait_visible(admin: Any, names: list[str], timeout_s: float) -> None:

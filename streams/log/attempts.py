@@ -113,16 +113,17 @@ class AttemptLog:
     def __len__(self) -> int:
         return len(self._order)
 
-    def apply(self, key: str, raw: bytes | None) -> None:
+    def apply(self, key: str, raw: bytes | None) -> str | None:
+        """Keep one record of the attempts topic; returns why it was unusable, or None."""
         if raw is None:
-            return
+            return None
         try:
             # Straight to the row: building an Attempt only to take it apart costs 2x.
             row = Attempt.row_from_bytes(raw)
         except DecodeError as exc:
-            log.error("undecodable attempt record skipped: %s", exc)
-            return
+            return f"undecodable attempt record: {exc}"
         self._add_row(row)
+        return None
 
     def add(self, attempt: Attempt) -> None:
         self._add_row(_as_row(attempt))
