@@ -384,6 +384,8 @@ def run(
                 out.write(orjson.dumps(snap.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
             else:
                 out.write("\n".join(render(snap)) + "\n")
+                if snap.kafka_error:  # the view cuts lines to 80 columns: the whole of it here
+                    print(f"error: {snap.kafka_error}", file=sys.stderr)
             return 1 if snap.kafka_error else 0
         return _loop(monitor, out, as_json=as_json, interval=interval, count=count)
     finally:

@@ -261,6 +261,7 @@ def _op(
     ok: int = 200,
     schema: Any = None,
     params: list[dict[str, Any]] | None = None,
+    also: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -294,6 +295,11 @@ def _op(
             },
         },
     }
+    for status, description in (also or {}).items():
+        op["responses"][str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": schema if status < 400 else _ERROR}},
+        }
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:
@@ -312,6 +318,57 @@ def _q(name: str, description: str) -> dict[str, Any]:
 
 
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+_REPLAY_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "subscription_id": {"type": "string"},
+        "tenant_id": {"type": "string", "description": "admin only"},
+        "event_type": {"type": "string"},
+        "reason": {
+            "enum": [
+                "exhausted",
+                "not_retryable",
+                "subscription_disabled",
+                "subscription_deleted",
+                "gone",
+            ]
+        },
+        "since": {"type": ["string", "number"], "description": "RFC 3339 or unix seconds"},
+        "until": {"type": ["string", "number"], "description": "RFC 3339 or unix seconds"},
+        "force": {"type": "boolean", "description": "send letters replayed before again"},
+        "rate": {"type": "number", "minimum": 0.01, "description": "letters per second at most"},
+        "dry_run": {"type": "boolean", "description": "only count (answers 200)"},
+    },
+}
+
+_REPLAY = {
+    "type": "object",
+    "description": "A replay's summary. `matched`, `replayed` and `skipped` grow letter by "
+    "letter; `total` (the count made before it started) is where they end. Cancelled, "
+    "interrupted (the worker stopped) and failed replays say where in `stopped_at` and "
+    "`message`, and can be resumed.",
+    "properties": {
+        "replay_id": {"type": "string"},
+        "status": {"enum": ["running", "finished", "failed", "cancelled", "interrupted"]},
+        "message": {"type": "string", "description": "where it is or stopped, in a sentence"},
+        "matched": {"type": "integer", "description": "letters gone through so far"},
+        "replayed": {"type": "integer", "description": "sent by this replay (resumes too)"},
+        "skipped": {"type": "integer", "description": "replayed before (force sends them)"},
+        "total": {"type": ["integer", "null"], "description": "letters matching at the start"},
+        "to_send": {"type": ["integer", "null"], "description": "of those, not replayed before"},
+        "position": {"type": ["string", "null"], "description": "last letter, partition:offset"},
+        "stopped_at": {"type": ["string", "null"], "description": "position where it stopped"},
+        "tenant_id": {"type": ["string", "null"], "description": "null: every tenant's"},
+        "request": {"type": "object", "description": "filters, force, rate (for resume)"},
+        "resumes": {"type": "integer"},
+        "error": {"type": ["string", "null"]},
+        "started_at": {"type": "number"},
+        "finished_at": {"type": ["number", "null"]},
+        "updated_at": {"type": "number"},
+    },
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -462,17 +519,45 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/dlq/replay": {
                 "post": _op(
-                    "Replay matching dead letters (filters, force, rate, dry_run in the body)",
-                    body={"type": "object"},
+                    "Replay matching dead letters in a thread of this worker (answers 202 "
+                    "with `replay_id`, `total`), or count them (`dry_run`: 200). A worker runs "
+                    "STREAMS_REPLAY_SLOTS replays at once; a tenant STREAMS_REPLAYS_PER_TENANT "
+                    "of them, and tenants leave one slot for the admin",
+                    body=_REPLAY_REQUEST,
                     ok=202,
                     schema={"type": "object"},
+                    also={
+                        200: "The dry run's counts",
+                        409: "No replay slot free for this caller (the message says which limit)",
+                    },
                 )
             },
             "/v1/dlq/replays/{id}": {
                 "get": _op(
-                    "Progress of a replay started on this worker",
-                    schema={"type": "object"},
+                    "A replay's progress or how it ended (this worker's live, else the last "
+                    "summary any worker wrote)",
+                    schema=_REPLAY,
                     params=_ID,
+                ),
+                "delete": _op(
+                    "Cancel a running replay: it stops between two letters and records where "
+                    "(200 once stopped, 202 while stopping). Tenant-scoped like GET",
+                    schema=_REPLAY,
+                    params=_ID,
+                    also={
+                        202: "Stopping: GET it again for where it stopped",
+                        409: "Not running, or running on another worker",
+                    },
+                ),
+            },
+            "/v1/dlq/replays/{id}/resume": {
+                "post": _op(
+                    "Run a cancelled, interrupted or failed replay again under the same id, "
+                    "with its filters: what it sent before is not sent again (with force too)",
+                    ok=202,
+                    schema=_REPLAY,
+                    params=_ID,
+                    also={409: "Running, finished, or no replay slot free"},
                 )
             },
             "/v1/tokens/{id}": {"delete": _op("Revoke a tenant token (admin)", ok=204, params=_ID)},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from streams.api.auth import Principal, scope, visible
 from streams.api.http import json_body, json_response, parse_flag, principal
+from streams.api.replays import stopping
 from streams.api.writes import write
 from streams.deadletter import replay as dlq
 from streams.destinations import resolve_and_check
@@ -382,15 +384,22 @@ class SubscriptionRoutes:
                 reason="subscription_disabled",
                 since=(sub.disabled_at - 60) if sub.disabled_at else None,
             )
+            stop = stopping(self.p)  # a stopping worker ends the scan and the replay at once
             if replay_parked:
-                done = await asyncio.to_thread(dlq.replay, self.p.settings, flt)
+                done = await asyncio.to_thread(
+                    functools.partial(dlq.replay, self.p.settings, flt, stop=stop)
+                )
                 view["parked"] = {
                     "count": done.matched,
                     "replayed": done.replayed,
                     "replay_id": done.replay_id,
                 }
+                if done.status != "finished":
+                    view["parked"] |= {"status": done.status, "message": done.message()}
             else:
-                counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
+                counted = await asyncio.to_thread(
+                    functools.partial(dlq.replay, self.p.settings, flt, dry_run=True, stop=stop)
+                )
                 view["parked"] = {
                     "count": counted.matched - counted.skipped,
                     # Not "enable again with replay_parked": it is enabled now, so a second

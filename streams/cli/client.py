@@ -420,3 +420,10 @@ class ApiClient:
         """GET /healthz (no token): ``{"status": "ok"|"starting", "subscriptions": n}``."""
         result: dict[str, Any] = self._request("GET", "/healthz", auth=False, ok=(503,))
         return result
+
+    # -- dead-letter replays ---------------------------------------------------
+
+    def cancel_replay(self, replay_id: str) -> dict[str, Any]:
+        """DELETE /v1/dlq/replays/{id}: the summary, stopped (200) or stopping (202)."""
+        result: dict[str, Any] = self._request("DELETE", f"/v1/dlq/replays/{_path_part(replay_id)}")
+        return result

@@ -29,7 +29,14 @@ from streams.cli.common import Duration, fail_cleanly, settings_from_env
 @fail_cleanly
 def monitor_cmd(once: bool, as_json: bool, interval: float, count: int, no_api: bool) -> None:
     """Watch the pipeline: throughput, lag per stage, DLQ depth, the endpoints failing most."""
+    import logging
+
     from streams.monitor import run
+
+    # aiokafka logs every refused connection on stderr, over the view; the view says it once.
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addHandler(logging.NullHandler())
+    aiokafka_log.propagate = False
 
     status = run(
         settings_from_env(),

@@ -78,6 +78,14 @@ class OutputError(StreamsError):
     """Kafka did not take or did not acknowledge a record."""
 
 
+class OutputClosed(OutputError):
+    """A record offered after :meth:`KafkaOutput.close`: the worker is stopping.
+
+    Its input stays un-acked and is read again after the restart, as a stop
+    means (:meth:`streams.kafka.commits.OrderedAcks.fail`); not a fault.
+    """
+
+
 class KafkaOutput:
     """An idempotent confluent-kafka producer whose confirmations are asyncio futures."""
 
@@ -114,7 +122,7 @@ class KafkaOutput:
     ) -> asyncio.Future[Any]:
         """Enqueue one record; the future resolves to (partition, offset) once acknowledged."""
         if self._closed:
-            raise OutputError("the worker's Kafka producer is closed (the worker is stopping)")
+            raise OutputClosed("the worker's Kafka producer is closed (the worker is stopping)")
         if self._thread is None:
             self._start(asyncio.get_running_loop())
         assert self._loop is not None
