@@ -399,6 +399,11 @@ def openapi_document() -> dict[str, Any]:
                     ok=201,
                     schema=_VIEW,
                     params=[_IDEMPOTENCY_KEY],
+                    also={
+                        409: "`quota_exceeded`: the tenant has STREAMS_TENANT_MAX_SUBSCRIPTIONS "
+                        "subscriptions; `conflict`: the Idempotency-Key's subscription had "
+                        "its secret rotated since"
+                    },
                 ),
                 "get": _op(
                     "List subscriptions",

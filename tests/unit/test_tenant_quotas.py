@@ -457,3 +457,10 @@ def test_the_rounds_are_summarised_by_their_median(
     from streams.tools.bench.scenarios import _median
 
     assert _median(values) == expected
+
+
+async def test_openapi_documents_the_quota_answer_of_a_create(api: TestClient[Any, Any]) -> None:
+    resp = await api.get("/openapi.json")
+    assert resp.status == 200
+    create = (await resp.json())["paths"]["/v1/subscriptions"]["post"]
+    assert "quota_exceeded" in create["responses"]["409"]["description"]
