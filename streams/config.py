@@ -179,6 +179,13 @@ class Settings:
         "fewer, larger produce requests (less broker and worker CPU per record) and that much "
         "more latency on each hop through Kafka.",
     )
+    lane_wait_ms: int = _env(
+        "STREAMS_LANE_WAIT_MS",
+        "500",
+        "How long a delivery waits for room in its endpoint's full lane while that endpoint "
+        "answers fast (0-5000 ms) before it is deferred to the first retry tier. The wait "
+        "holds the agent (back-pressure on Kafka); 0 defers at once.",
+    )
     attempt_log_window_s: float = _env(
         "STREAMS_ATTEMPT_LOG_WINDOW",
         "7d",
@@ -542,6 +549,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "attempt_log_memory": _non_negative_int,
     "attempt_log_window_s": _duration,
     "kafka_linger_ms": _int_between(0, 1000),
+    "lane_wait_ms": _int_between(0, 5000),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,

@@ -158,6 +158,7 @@ class DeliveryEngine:
         self.default_schedule = parse_schedule(pipeline.settings.retry_schedule)
         self.reserved = reserved_headers()
         self.dispatcher = Dispatcher(self._attempt, on_error=self._job_failed)
+        self.lane_wait_s = pipeline.settings.lane_wait_ms / 1000.0
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
@@ -226,6 +227,16 @@ class DeliveryEngine:
             # as every lane does when there is no retry tier to defer to.
             queue_cap=10**9 if ordered or not self.tiers else None,
         )
+        if not submitted and self.lane_wait_s > 0:
+            # A burst for an endpoint that answers fast: wait for room (back-pressure)
+            # rather than add a tier's delay to it (streams.delivery.lanes).
+            submitted = await self.dispatcher.submit_or_wait(
+                sub.id,
+                job,
+                max_in_flight=sub.max_in_flight,
+                rate=sub.rate_limit,
+                wait_s=self.lane_wait_s,
+            )
         if not submitted:
             # The endpoint is backed up: park this one in a tier, no attempt made, and
             # wait longer each time it finds the lane full again (deferral_delay).

@@ -18,6 +18,15 @@ twice the in-flight limit deferred 8% of the deliveries of a healthy run
 and a batch holds bursts for one subscription that a fast endpoint drains in
 milliseconds, but each deferral costs a tier round trip and at least the
 first tier's delay.
+
+A full lane of an endpoint that answers fast is a burst, not a backed-up
+endpoint: :meth:`Dispatcher.submit_or_wait` lets the caller wait (bounded) for
+room there instead, which holds the agent and so back-pressures its Kafka
+fetches. Deferring such a burst cost each deferred delivery seconds of latency
+(the first tier's delay) and a tier round trip of records, measured in
+`streams bench paced` (docs/benchmarks.md). A lane whose endpoint is slow,
+by its mean job time or by its oldest job in flight, is never waited on, so a
+dead endpoint still cannot hold the others back.
 """
 
 from __future__ import annotations
@@ -60,6 +69,8 @@ QUEUE_SECONDS = 1.0
 QUEUE_MAX = 1024
 #: Weight of the newest job in a lane's running mean of job time.
 SERVICE_WEIGHT = 0.2
+#: A full lane is waited on only while its endpoint's jobs take at most this long.
+WAIT_SERVICE_MAX_S = 0.25
 
 
 def queue_limit(
@@ -90,6 +101,8 @@ class Lane:
     # Start times of the jobs in flight, oldest first (dicts keep insertion order).
     started: dict[int, float] = field(default_factory=dict)
     serial: int = 0
+    # Resolved when a job of this lane ends (a caller waiting for room, at most one per agent).
+    room: asyncio.Future[None] | None = None
 
     @property
     def idle(self) -> bool:
@@ -154,6 +167,35 @@ class Dispatcher:
         self._pump(lane)
         return True
 
+    async def submit_or_wait(
+        self, key: str, job: Any, *, max_in_flight: int, rate: float | None, wait_s: float
+    ) -> bool:
+        """:meth:`submit`, or wait up to ``wait_s`` for room in a full lane of a fast endpoint.
+
+        False (nothing queued) when the lane stays full that long, or as soon as its
+        endpoint is slow (:data:`WAIT_SERVICE_MAX_S`): the caller then defers as before.
+        """
+        deadline = self._clock() + wait_s
+        while not self.submit(key, job, max_in_flight=max_in_flight, rate=rate):
+            lane = self.lanes[key]  # submit made it, and a full lane is not idle
+            remaining = deadline - self._clock()
+            if remaining <= 0 or not self._fast(lane):
+                return False
+            if lane.room is None or lane.room.done():
+                lane.room = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(lane.room), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def _fast(self, lane: Lane) -> bool:
+        """Whether the lane's endpoint answers within :data:`WAIT_SERVICE_MAX_S`."""
+        service = self.service_s.get(lane.key, 0.0)
+        if lane.started:
+            service = max(service, self._clock() - lane.started[next(iter(lane.started))])
+        return service <= WAIT_SERVICE_MAX_S
+
     def take_queued(self, key: str) -> list[Any]:
         """Remove and return the jobs waiting (not in flight) in lane ``key``, in order."""
         lane = self.lanes.get(key)
@@ -216,5 +258,9 @@ class Dispatcher:
             self._observe(lane.key, self._clock() - started)
             lane.in_flight -= 1
             self._pump(lane)
+            if lane.room is not None:
+                if not lane.room.done():
+                    lane.room.set_result(None)
+                lane.room = None
             if lane.idle:
                 self.lanes.pop(lane.key, None)
