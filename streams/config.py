@@ -179,6 +179,21 @@ class Settings:
         "fewer, larger produce requests (less broker and worker CPU per record) and that much "
         "more latency on each hop through Kafka.",
     )
+    kafka_fetch_max_wait_ms: int = _env(
+        "STREAMS_KAFKA_FETCH_MAX_WAIT_MS",
+        "100",
+        "How long the broker may hold a fetch of the worker's stage consumer open while it "
+        "has less than STREAMS_KAFKA_FETCH_MIN_BYTES to return (1-1500 ms). It bounds the "
+        "added latency per stage, and is how often an idle worker asks.",
+    )
+    kafka_fetch_min_bytes: int = _env(
+        "STREAMS_KAFKA_FETCH_MIN_BYTES",
+        "1",
+        "Bytes the broker gathers before it answers a fetch of the worker's stage consumer "
+        "(1 B-1 MiB). 1 answers as soon as anything arrives (lowest latency, one fetch per "
+        "few records at a paced load); more means fewer, fuller fetches, each up to "
+        "STREAMS_KAFKA_FETCH_MAX_WAIT_MS later.",
+    )
     lane_wait_ms: int = _env(
         "STREAMS_LANE_WAIT_MS",
         "500",
@@ -550,6 +565,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "attempt_log_window_s": _duration,
     "kafka_linger_ms": _int_between(0, 1000),
     "lane_wait_ms": _int_between(0, 5000),
+    "kafka_fetch_max_wait_ms": _int_between(1, 1500),
+    "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,
