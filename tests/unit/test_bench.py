@@ -455,3 +455,16 @@ def test_a_paced_fanout_1_row_is_one_tenant_with_one_endpoint() -> None:
     assert len(plan) == 120
     assert len({t for t, _e in plan}) == 12
     assert len({e for _t, e in plan}) == 120
+
+
+def test_the_fanout_steps_microbenchmark_times_every_step_at_each_fanout() -> None:
+    from streams.tools.bench.fanout_steps import measure
+
+    got = measure(5, fanouts=(1, 3))
+    assert set(got["by_fanout"]) == {1, 3}
+    steps = got["by_fanout"][3]["us_per_event"]
+    assert set(steps) == {"decode_validate", "match", "render", "encode_records"}
+    assert all(v > 0 for v in steps.values())
+    assert got["by_fanout"][3]["us_per_delivery"] == pytest.approx(
+        got["by_fanout"][3]["us_per_event_total"] / 3, abs=0.1
+    )
