@@ -227,9 +227,11 @@ class DeliveryEngine:
             # as every lane does when there is no retry tier to defer to.
             queue_cap=10**9 if ordered or not self.tiers else None,
         )
-        if not submitted and self.lane_wait_s > 0:
+        if not submitted and self.lane_wait_s > 0 and sub.rate_limit is None:
             # A burst for an endpoint that answers fast: wait for room (back-pressure)
-            # rather than add a tier's delay to it (streams.delivery.lanes).
+            # rather than add a tier's delay to it (streams.delivery.lanes). Never for a
+            # rate-limited lane: it drains at its rate, and waiting would pace the agent
+            # (every other subscription it reads) to one endpoint's limit.
             submitted = await self.dispatcher.submit_or_wait(
                 sub.id,
                 job,
