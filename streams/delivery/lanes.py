@@ -26,7 +26,8 @@ fetches. Deferring such a burst cost each deferred delivery seconds of latency
 (the first tier's delay) and a tier round trip of records, measured in
 `streams bench paced` (docs/benchmarks.md). A lane whose endpoint is slow,
 by its mean job time or by its oldest job in flight, is never waited on, so a
-dead endpoint still cannot hold the others back.
+dead endpoint still cannot hold the others back; and all waits together are
+held to a tenth of the time, so neither can a fast endpoint with a long backlog.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ QUEUE_MAX = 1024
 SERVICE_WEIGHT = 0.2
 #: A full lane is waited on only while its endpoint's jobs take at most this long.
 WAIT_SERVICE_MAX_S = 0.25
+#: The share of time callers may spend waiting for room, over all lanes: a fast
+#: endpoint at its in-flight limit with a long backlog would otherwise hold the
+#: agent, and every other endpoint it reads, at that endpoint's pace.
+WAIT_SHARE = 0.1
 
 
 def queue_limit(
@@ -126,6 +131,9 @@ class Dispatcher:
         # Mean job time per key; outlives idle lanes (a burst's lane is dropped after it).
         self.service_s: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Seconds of waiting for room callers may still spend (refilled at WAIT_SHARE).
+        self._wait_budget: float | None = None
+        self._wait_stamp = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -174,20 +182,38 @@ class Dispatcher:
 
         False (nothing queued) when the lane stays full that long, or as soon as its
         endpoint is slow (:data:`WAIT_SERVICE_MAX_S`): the caller then defers as before.
+        All waits together take at most :data:`WAIT_SHARE` of the time (after a first
+        ``wait_s``), so a backlog for one fast endpoint cannot pace everyone else.
         """
-        deadline = self._clock() + wait_s
-        while not self.submit(key, job, max_in_flight=max_in_flight, rate=rate):
-            lane = self.lanes[key]  # submit made it, and a full lane is not idle
-            remaining = deadline - self._clock()
-            if remaining <= 0 or not self._fast(lane):
-                return False
-            if lane.room is None or lane.room.done():
-                lane.room = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(lane.room), remaining)
-            except TimeoutError:
-                return False
-        return True
+        started = self._clock()
+        deadline = started + min(wait_s, self._refill_wait_budget(started, wait_s))
+        try:
+            while not self.submit(key, job, max_in_flight=max_in_flight, rate=rate):
+                lane = self.lanes[key]  # submit made it, and a full lane is not idle
+                remaining = deadline - self._clock()
+                if remaining <= 0 or not self._fast(lane):
+                    return False
+                if lane.room is None or lane.room.done():
+                    lane.room = asyncio.get_running_loop().create_future()
+                try:
+                    await asyncio.wait_for(asyncio.shield(lane.room), remaining)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            if self._wait_budget is not None:
+                self._wait_budget -= self._clock() - started
+
+    def _refill_wait_budget(self, now: float, burst: float) -> float:
+        """Seconds of waiting left: ``WAIT_SHARE`` of the time since, at most ``burst``."""
+        if self._wait_budget is None:
+            self._wait_budget = burst
+        else:
+            self._wait_budget = min(
+                burst, self._wait_budget + (now - self._wait_stamp) * WAIT_SHARE
+            )
+        self._wait_stamp = now
+        return self._wait_budget
 
     def _fast(self, lane: Lane) -> bool:
         """Whether the lane's endpoint answers within :data:`WAIT_SERVICE_MAX_S`."""

@@ -450,3 +450,34 @@ async def test_a_full_lane_of_a_slow_endpoint_is_not_waited_on() -> None:
     assert waiting.result() is False
     gate.set()
     await _settle(dispatcher)
+
+
+async def test_waiting_for_room_takes_at_most_a_tenth_of_the_time_after_the_first_wait() -> None:
+    now = [0.0]
+    dispatcher = Dispatcher(_run, on_error=Errors(), clock=lambda: now[0])
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    _fill(dispatcher, "sub", held, max_in_flight=1)
+    await asyncio.sleep(0)
+
+    async def refused_at_once(wait_s: float) -> bool:
+        # The fake clock stands still while the caller waits: spend the budget by hand.
+        task = asyncio.create_task(
+            dispatcher.submit_or_wait("sub", held, max_in_flight=1, rate=None, wait_s=wait_s)
+        )
+        await asyncio.sleep(0)
+        return task.done() and task.result() is False
+
+    assert lanes.WAIT_SHARE == 0.1
+    assert dispatcher._refill_wait_budget(now[0], 0.5) == 0.5  # the first wait: all of it
+    dispatcher._wait_budget = 0.0  # ...spent
+    assert await refused_at_once(0.5)  # nothing left: refused at once, the caller defers
+    now[0] += 1.0  # a second later a tenth of it is back
+    assert dispatcher._refill_wait_budget(now[0], 0.5) == pytest.approx(0.1)
+    now[0] += 100.0  # and never more than one wait's worth
+    assert dispatcher._refill_wait_budget(now[0], 0.5) == 0.5
+    gate.set()
+    await _settle(dispatcher)
