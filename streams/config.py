@@ -179,6 +179,14 @@ class Settings:
         "fewer, larger produce requests (less broker and worker CPU per record) and that much "
         "more latency on each hop through Kafka.",
     )
+    kafka_attempts_linger_ms: int = _env(
+        "STREAMS_KAFKA_ATTEMPTS_LINGER_MS",
+        "100",
+        "How long the producer of attempt records (the delivery log) waits to fill a batch "
+        "(0-1000 ms). Nothing waits for them but the offset commit, so they may batch longer "
+        "than deliveries; a value equal to STREAMS_KAFKA_LINGER_MS writes them through the "
+        "one producer of everything else.",
+    )
     kafka_fetch_max_wait_ms: int = _env(
         "STREAMS_KAFKA_FETCH_MAX_WAIT_MS",
         "100",
@@ -564,6 +572,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "attempt_log_memory": _non_negative_int,
     "attempt_log_window_s": _duration,
     "kafka_linger_ms": _int_between(0, 1000),
+    "kafka_attempts_linger_ms": _int_between(0, 1000),
     "lane_wait_ms": _int_between(0, 5000),
     "kafka_fetch_max_wait_ms": _int_between(1, 1500),
     "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
