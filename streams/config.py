@@ -181,11 +181,11 @@ class Settings:
     )
     kafka_attempts_linger_ms: int = _env(
         "STREAMS_KAFKA_ATTEMPTS_LINGER_MS",
-        "100",
-        "How long the producer of attempt records (the delivery log) waits to fill a batch "
-        "(0-1000 ms). Nothing waits for them but the offset commit, so they may batch longer "
-        "than deliveries; a value equal to STREAMS_KAFKA_LINGER_MS writes them through the "
-        "one producer of everything else.",
+        "-1",
+        "How long a producer of its own for attempt records (the delivery log) waits to fill "
+        "a batch (0-1000 ms): nothing waits for them but the offset commit, so they may batch "
+        "longer than deliveries (fewer broker requests; measured in docs/benchmarks.md). -1, "
+        "or the value of STREAMS_KAFKA_LINGER_MS: one producer writes everything.",
     )
     kafka_fetch_max_wait_ms: int = _env(
         "STREAMS_KAFKA_FETCH_MAX_WAIT_MS",
@@ -428,6 +428,11 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _linger_or_same(raw: str) -> int:
+    """-1 (the main producer's linger: one producer) or 0-1000 ms."""
+    return -1 if raw.strip() == "-1" else _int_between(0, 1000)(raw)
+
+
 def _port(raw: str) -> int:
     value = _positive_int(raw)
     if value > 65535:
@@ -572,7 +577,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "attempt_log_memory": _non_negative_int,
     "attempt_log_window_s": _duration,
     "kafka_linger_ms": _int_between(0, 1000),
-    "kafka_attempts_linger_ms": _int_between(0, 1000),
+    "kafka_attempts_linger_ms": _linger_or_same,
     "lane_wait_ms": _int_between(0, 5000),
     "kafka_fetch_max_wait_ms": _int_between(1, 1500),
     "kafka_fetch_min_bytes": _int_between(1, 1_048_576),

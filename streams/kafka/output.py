@@ -20,14 +20,17 @@ after each poll the whole batch is handed to the loop with one
 ``call_soon_threadsafe``, so a busy worker pays one loop wake-up per batch,
 not per record.
 
-Two producers when their lingers differ: attempt records (the delivery log)
-are off the latency path (nothing waits for them but the offset commit, made
-once a second), so they go through a producer of their own that lingers
-``STREAMS_KAFKA_ATTEMPTS_LINGER_MS``. librdkafka sends one produce request per
-partition batch, so at a paced load a short linger means one request per few
-records for every partition of every topic written: measured with `ss` at
-1,000 deliveries/s, each worker's producer sent about 285 requests/s of 2-3
-records (docs/benchmarks.md, issue 22).
+Optionally two producers: attempt records (the delivery log) are off the
+latency path (nothing waits for them but the offset commit, made once a
+second), so with ``STREAMS_KAFKA_ATTEMPTS_LINGER_MS`` set they go through a
+producer of their own that lingers that long. librdkafka sends one produce
+request per partition batch, so at a paced load a short linger means one
+request per few records for every partition written: measured with `ss` at
+1,000 deliveries/s, each worker's producer sent 217-279 requests/s of 2-3
+records. With attempts lingering 100 ms the broker's requests fell by 5-28%
+and its CPU per delivery by 11%, but the workers' rose by about as much (a
+second producer's threads), so it is off by default (docs/benchmarks.md,
+issue 22).
 
 Partitioning is ``murmur2_random`` (:func:`producer_config`),
 the Java client's and aiokafka's hash, so a key lands on the same partition
@@ -109,7 +112,7 @@ class KafkaOutput:
         # topic -> the index of the producer that writes it, when not the main one (0).
         self._routes: dict[str, int] = {}
         self.attempts_linger_ms = settings.kafka_attempts_linger_ms
-        if self.attempts_linger_ms != self.linger_ms:
+        if self.attempts_linger_ms not in (-1, self.linger_ms):
             slow = Producer(
                 {
                     **config,

@@ -115,3 +115,14 @@ def test_equal_lingers_write_everything_through_one_producer(settings: Settings)
         return count
 
     assert asyncio.run(run()) == 1
+
+
+def test_by_default_one_producer_writes_everything(settings: Settings) -> None:
+    async def run() -> int:
+        output = KafkaOutput(settings)
+        count = len(output._producers)
+        await output.close()
+        return count
+
+    assert settings.kafka_attempts_linger_ms == -1
+    assert asyncio.run(run()) == 1

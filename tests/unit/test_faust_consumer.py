@@ -211,3 +211,11 @@ async def test_finish_raises_for_a_coroutine_yielding_a_non_future() -> None:
     first = c.send(None)
     with pytest.raises(RuntimeError, match="not a future"):
         await finish(c, first)
+
+
+def test_the_attempts_linger_is_minus_one_or_a_linger() -> None:
+    assert Settings.from_env({}).kafka_attempts_linger_ms == -1
+    assert Settings.from_env({"STREAMS_KAFKA_ATTEMPTS_LINGER_MS": "100"}).kafka_attempts_linger_ms
+    for bad in ("-2", "1001", "soon"):
+        with pytest.raises(Exception, match="STREAMS_KAFKA_ATTEMPTS_LINGER_MS"):
+            Settings.from_env({"STREAMS_KAFKA_ATTEMPTS_LINGER_MS": bad})
