@@ -204,7 +204,7 @@ class Settings:
     )
     lane_wait_ms: int = _env(
         "STREAMS_LANE_WAIT_MS",
-        "500",
+        "0",
         "How long a delivery waits for room in its endpoint's full lane while that endpoint "
         "answers fast (0-5000 ms) before it is deferred to the first retry tier. The wait "
         "holds the agent (back-pressure on Kafka); 0 defers at once.",

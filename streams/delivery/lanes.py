@@ -20,11 +20,13 @@ milliseconds, but each deferral costs a tier round trip and at least the
 first tier's delay.
 
 A full lane of an endpoint that answers fast is a burst, not a backed-up
-endpoint: :meth:`Dispatcher.submit_or_wait` lets the caller wait (bounded) for
-room there instead, which holds the agent and so back-pressures its Kafka
-fetches. Deferring such a burst cost each deferred delivery seconds of latency
-(the first tier's delay) and a tier round trip of records, measured in
-`streams bench paced` (docs/benchmarks.md). A lane whose endpoint is slow,
+endpoint: with ``STREAMS_LANE_WAIT_MS`` set, :meth:`Dispatcher.submit_or_wait`
+lets the caller wait (bounded) for room there instead, which holds the agent
+and so back-pressures its Kafka fetches. Deferring such a burst costs each
+deferred delivery at least the first tier's delay and a tier round trip of
+records (12% of the deliveries of one `streams bench paced` run on a
+saturated machine); the interleaved pairs so far did not show the wait
+helping, so it is off by default (docs/benchmarks.md, issue 22). A lane whose endpoint is slow,
 by its mean job time or by its oldest job in flight, is never waited on, so a
 dead endpoint still cannot hold the others back; and all waits together are
 held to a tenth of the time, so neither can a fast endpoint with a long backlog.
