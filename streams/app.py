@@ -57,19 +57,6 @@ class _Readers(mode.Service):
             await reader.stop()
 
 
-class _Closing(mode.Service):
-    """Closes the HTTP sender's connections and flushes the Kafka output when the app stops."""
-
-    def __init__(self, sender: Any, output: KafkaOutput) -> None:
-        super().__init__()
-        self.sender = sender
-        self.output = output
-
-    async def on_stop(self) -> None:
-        await self.sender.close()
-        await self.output.close()
-
-
 def prepare_state_dir(settings: Settings) -> None:
     """Create ``STREAMS_STATE_DIR`` and Faust's directory in it, or fail with what to fix.
 
@@ -185,7 +172,9 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     register_delivery(pipeline, engine)
     register_retry_tiers(pipeline, engine)
     register_metrics(pipeline, engine)
-    app.service(_Closing(sender, pipeline.output))  # type: ignore[arg-type]
+    # Once every stage has stopped: flush and close the output (what still comes, from
+    # requests in flight, stays un-acked: re-read after the restart), then the connections.
+    app.closers += [pipeline.output.close, sender.close]
 
     app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
     return pipeline

@@ -144,6 +144,17 @@ class Settings:
         "Retention of the delivery log (attempts), the dead-letter topic and ops: "
         "replay and redeliver reach back this far.",
     )
+    replay_slots: int = _env(
+        "STREAMS_REPLAY_SLOTS",
+        "4",
+        "DLQ replays one worker runs at once (2-64), each in a thread of its own; tenants' "
+        "replays may take all but one, which is kept for the admin.",
+    )
+    replays_per_tenant: int = _env(
+        "STREAMS_REPLAYS_PER_TENANT",
+        "1",
+        "Replays one tenant may run at once on one worker (less than STREAMS_REPLAY_SLOTS).",
+    )
     max_payload_bytes: int = _env(
         "STREAMS_MAX_PAYLOAD_BYTES",
         "262144",
@@ -313,6 +324,11 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.replays_per_tenant >= self.replay_slots:
+            raise ConfigError(
+                f"STREAMS_REPLAYS_PER_TENANT={self.replays_per_tenant} must be less than "
+                f"STREAMS_REPLAY_SLOTS={self.replay_slots}: one slot is kept for the admin"
+            )
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ConfigError(
                 "a client certificate needs both STREAMS_KAFKA_SSL_CERTFILE and "
@@ -369,12 +385,20 @@ class Settings:
         return [(f.metadata["env"], f.metadata["default"], f.metadata["help"]) for f in fields(cls)]
 
     def public_view(self) -> dict[str, str]:
-        """Every setting as text, secrets masked: safe to print or log."""
+        """Every setting as text, secrets masked: safe to print or log.
+
+        Durations are written as they are set (``7d``, ``1h30m``), not as seconds
+        (``604800.0``): every duration field is a float named ``*_s``.
+        """
+        from streams.retry.schedule import format_duration
+
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Secret):
                 out[f.metadata["env"]] = "(set)" if value else "(unset)"
+            elif f.name.endswith("_s") and isinstance(value, float):
+                out[f.metadata["env"]] = format_duration(value)
             elif isinstance(value, tuple):
                 out[f.metadata["env"]] = ",".join(str(v) for v in value)
             else:
@@ -571,6 +595,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "replication_factor": _positive_int,
     "retention_s": _duration,
     "log_retention_s": _duration,
+    "replay_slots": _int_between(2, 64),
+    "replays_per_tenant": _int_between(1, 63),
     "max_payload_bytes": _positive_int,
     "retry_schedule": _schedule,
     "disable_after_failures": _positive_int,

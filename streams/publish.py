@@ -202,10 +202,10 @@ class EventPublisher:
             raise unreachable(self._settings, timeout_s, exc) from exc
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
+            reason = topic.error.str() if topic is not None and topic.error else "not listed"
             raise KafkaUnavailableError(
-                f"the events topic {self._topic} is not available "
-                f"({topic.error if topic is not None else 'not listed'}): "
-                "create the topics with `streams topics create`"
+                f"the events topic {self._topic} is not available ({reason}): create the "
+                "topics with `streams topics create` (same STREAMS_TOPIC_PREFIX)"
             )
 
     def flush(self, timeout_s: float = 30.0) -> None:

@@ -473,6 +473,9 @@ class Subscription(Record):
     # A URL that carries a credential (a Telegram bot token) is stored encrypted here
     # (EncryptedSecret dict) and ``url`` holds it masked: see streams.subscriptions.services.
     url_secret: dict[str, Any] | None = None
+    # {"key", "request"} digests of the Idempotency-Key it was created with (see
+    # streams.subscriptions.idempotency); None: created without one.
+    idempotency: dict[str, str] | None = None
 
     _kind: ClassVar[str] = "subscription"
     _required: ClassVar[dict[str, str]] = {

@@ -84,6 +84,8 @@ def register_api(pipeline: Pipeline) -> None:
     subscriptions.register(router)
     deliveries = DeliveryRoutes(pipeline, attempt_log)
     deliveries.register(router)
+    # Before the server waits for requests in progress: their Kafka reads end at once.
+    web_app.on_shutdown.append(deliveries.on_shutdown)
     TokenRoutes(pipeline, tokens).register(router)
     StatsRoutes(pipeline, attempt_log).register(router)
     EventTypeRoutes(pipeline.registry).register(router)

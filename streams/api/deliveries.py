@@ -2,22 +2,26 @@
 
 Each handler reads the HTTP request and calls a method that takes the
 :class:`~streams.api.auth.Principal` (``page_for``, ``history_for``,
-``dlq_replay_for``, ...); the web console calls the same methods."""
+``dlq_replay_for``, ...); the web console calls the same methods. Replays
+themselves (slots, cancel, resume, shutdown) are :mod:`streams.api.replays`.
+
+Every Kafka read these routes run in a thread takes the worker's stop signal
+(``pipeline.extras["stopping"]``, set at shutdown): it ends within half a
+second of it, so a request in progress never holds a stopping worker."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from streams.api.auth import Principal, scope, visible
-from streams.api.http import json_body, json_response, parse_flag, principal
+from streams.api.http import json_body, json_response, principal
+from streams.api.replays import ReplayRoutes, stopping
 from streams.deadletter import replay as dlq
 from streams.deadletter.scan import read_at
 from streams.errors import ConflictError, DecodeError, InvalidRequestError, NotFoundError
@@ -32,12 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Unix seconds accepted as a time: 1970 to the end of year 9999.
 MAX_UNIX_S = 253_402_300_799.0
-#: Replays that may run at once in one worker, each in a thread of its own.
-MAX_RUNNING_REPLAYS = 4
-#: Finished replays whose summaries are kept for ``GET /v1/dlq/replays/{id}``.
-KEPT_REPLAYS = 1000
-#: Slowest replay rate accepted (the CLI's bound too): one letter per 100 s.
-MIN_REPLAY_RATE = 0.01
 
 
 def parse_time(value: str | None, field: str) -> float | None:
@@ -80,12 +78,8 @@ class DeliveryRoutes:
     def __init__(self, pipeline: Pipeline, log_index: AttemptLog) -> None:
         self.p = pipeline
         self.log = log_index
-        self.replays: dict[str, dlq.ReplaySummary] = {}
-        self._replay_tenants: dict[str, str | None] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._replay_threads = ThreadPoolExecutor(
-            max_workers=MAX_RUNNING_REPLAYS, thread_name_prefix="dlq-replay"
-        )
+        self.stopping = stopping(pipeline)
+        self.replays = ReplayRoutes(pipeline.settings, self.stopping, self._filter)
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v1/deliveries", self.list_deliveries)
@@ -94,6 +88,13 @@ class DeliveryRoutes:
         router.add_get("/v1/dlq", self.dlq_list)
         router.add_post("/v1/dlq/replay", self.dlq_replay)
         router.add_get("/v1/dlq/replays/{id}", self.replay_status)
+        router.add_delete("/v1/dlq/replays/{id}", self.replay_cancel)
+        router.add_post("/v1/dlq/replays/{id}/resume", self.replay_resume)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """The worker is stopping: end reads in threads, interrupt replays (bounded)."""
+        self.stopping.set("interrupted")
+        await self.replays.stop_all()
 
     # -- the delivery log -------------------------------------------------------
 
@@ -164,6 +165,7 @@ class DeliveryRoutes:
             source.source_topic,
             source.source_partition,
             source.source_offset,
+            stop=self.stopping,
         )
         try:
             original = Delivery.from_bytes(found.value or b"")
@@ -196,7 +198,7 @@ class DeliveryRoutes:
 
         def collect() -> list[dict[str, Any]]:
             out = []
-            for found, letter in dlq.find(self.p.settings, flt):
+            for found, letter in dlq.find(self.p.settings, flt, stop=self.stopping):
                 out.append(dlq.letter_view(found, letter))
                 if len(out) >= limit:
                     break
@@ -211,98 +213,25 @@ class DeliveryRoutes:
 
     async def dlq_replay_for(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """A dry run's counts (status ``dry_run``), or a replay started (status ``running``)."""
-        allowed = {
-            "subscription_id",
-            "tenant_id",
-            "event_type",
-            "reason",
-            "since",
-            "until",
-            "force",
-            "rate",
-            "dry_run",
-        }
-        unknown = set(body) - allowed
-        if unknown:
-            field = sorted(unknown)[0]
-            raise InvalidRequestError(
-                f"`{field}`: unknown field; allowed: {', '.join(sorted(allowed))}", field=field
-            )
-        flt = self._filter(
-            who,
-            {
-                k: (str(v) if k in ("since", "until") and isinstance(v, (int, float)) else v)
-                for k, v in body.items()
-            },
-        )
-        rate = body.get("rate")
-        if rate is not None and (
-            not isinstance(rate, (int, float))
-            or isinstance(rate, bool)
-            or not MIN_REPLAY_RATE <= rate < float("inf")
-        ):
-            raise InvalidRequestError(
-                f"`rate`: replays per second, a number of at least {MIN_REPLAY_RATE:g}",
-                field="rate",
-            )
-        force = parse_flag(body, "force")
-        dry_run = parse_flag(body, "dry_run")
-        running = sum(1 for r in self.replays.values() if r.status == "running")
-        if not dry_run and running >= MAX_RUNNING_REPLAYS:
-            raise ConflictError(
-                f"{running} replays are running on this worker (at most {MAX_RUNNING_REPLAYS}): "
-                "wait for one to finish (GET /v1/dlq/replays/{id}), or narrow this one's filter"
-            )
-        counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
-        if dry_run:
-            return {**counted.as_dict(), "status": "dry_run"}
-        summary_ = dlq.ReplaySummary(replay_id=dlq.new_replay_id(), started_at=time.time())
-        self._keep(summary_, flt.tenant_id)
-
-        async def run() -> None:
-            try:
-                # A thread of its own: a slow replay never takes the default pool's
-                # threads, which the stats and dead-letter listing need.
-                await asyncio.get_running_loop().run_in_executor(
-                    self._replay_threads,
-                    lambda: dlq.replay(
-                        self.p.settings, flt, force=force, rate=rate, summary=summary_
-                    ),
-                )
-            except Exception as exc:
-                summary_.status = "failed"
-                summary_.error = str(exc)
-                log.error("replay %s failed: %s", summary_.replay_id, exc)
-
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return {"replay_id": summary_.replay_id, "matched": counted.matched, "status": "running"}
-
-    def _keep(self, summary_: dlq.ReplaySummary, tenant_id: str | None) -> None:
-        """Remember a replay's summary and whose it is; forget the oldest finished ones."""
-        self.replays[summary_.replay_id] = summary_
-        self._replay_tenants[summary_.replay_id] = tenant_id
-        finished = [k for k, r in self.replays.items() if r.status != "running"]
-        for key in finished[: max(0, len(finished) - KEPT_REPLAYS)]:
-            del self.replays[key]
-            self._replay_tenants.pop(key, None)
+        return await self.replays.start_for(who, body)
 
     async def replay_status(self, request: web.Request) -> web.Response:
-        return json_response(self.replay_for(principal(request), request.match_info["id"]))
+        found = await self.replays.status_for(principal(request), request.match_info["id"])
+        return json_response(found)
 
-    def _may_see_replay(self, who: Principal, replay_id: str) -> bool:
-        tenant = self._replay_tenants.get(replay_id)
-        # A platform-wide replay (no tenant) is the admin's alone.
-        return who.admin or (tenant is not None and visible(who, tenant))
+    async def replay_cancel(self, request: web.Request) -> web.Response:
+        """Cancel: 200 with the summary once it stopped, 202 while it is stopping."""
+        view, stopped = await self.replays.cancel_for(principal(request), request.match_info["id"])
+        return json_response(view, status=200 if stopped else 202)
+
+    async def replay_resume(self, request: web.Request) -> web.Response:
+        view = await self.replays.resume_for(principal(request), request.match_info["id"])
+        return json_response(view, status=202)
 
     def replay_for(self, who: Principal, replay_id: str) -> dict[str, Any]:
-        found = self.replays.get(replay_id)
-        if found is None or not self._may_see_replay(who, replay_id):
-            raise NotFoundError("no replay with that id on this worker")
-        return {**found.as_dict(), "tenant_id": self._replay_tenants.get(replay_id)}
+        """A replay of this worker that ``who`` may see (the console's progress)."""
+        return self.replays.replay_for(who, replay_id)
 
     def replays_visible(self, who: Principal) -> list[dict[str, Any]]:
         """The replays this worker ran that ``who`` may see, newest first (the history)."""
-        mine = [self.replay_for(who, k) for k in self.replays if self._may_see_replay(who, k)]
-        return sorted(mine, key=lambda r: -float(r["started_at"]))
+        return self.replays.visible_to(who)

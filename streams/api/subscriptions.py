@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -20,6 +21,8 @@ from aiohttp import web
 
 from streams.api.auth import Principal, scope, visible
 from streams.api.http import json_body, json_response, parse_flag, principal
+from streams.api.replays import stopping
+from streams.api.writes import write
 from streams.deadletter import replay as dlq
 from streams.destinations import resolve_and_check
 from streams.errors import (
@@ -33,10 +36,10 @@ from streams.fanout.agent import deliveries_for
 from streams.fanout.matching import TypeMatcher
 from streams.health import ops_event
 from streams.records import EventEnvelope, Subscription
-from streams.retry.schedule import parse_duration
+from streams.retry.schedule import parse_seconds
 from streams.signing import generate_secret, validate_secret
 from streams.signing.standard import public_key
-from streams.subscriptions import model
+from streams.subscriptions import idempotency, model
 from streams.subscriptions import secrets as secret_store
 
 if TYPE_CHECKING:
@@ -53,6 +56,8 @@ RESOLVE_TIMEOUT_S = 3.0
 class SubscriptionRoutes:
     def __init__(self, pipeline: Pipeline) -> None:
         self.p = pipeline
+        #: Creates in progress per (tenant, Idempotency-Key), and how many wait on each.
+        self._creating: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     def register(self, router: web.UrlDispatcher) -> None:
         base = "/v1/subscriptions"
@@ -115,27 +120,80 @@ class SubscriptionRoutes:
         await (await self.p.send(self.p.names.ops, sub.tenant_id, event.to_bytes()))
 
     async def _save(self, sub: Subscription) -> None:
-        confirm = await self.p.send(self.p.names.subscriptions, sub.id, sub.to_bytes())
-        await confirm
+        """Write ``sub`` and wait until this worker has read it back.
+
+        Asks Kafka first, and answers 503 having written nothing when it does not
+        answer: a record queued for an absent broker would be written whenever it came
+        back, after the caller had been told the request failed.
+        """
+        await write(
+            self.p,
+            self.p.names.subscriptions,
+            sub.id,
+            sub.to_bytes(),
+            check_with="GET /v1/subscriptions shows whether it was (a create retried with the "
+            "same Idempotency-Key answers what it made)",
+        )
         if not await self.p.subscriptions.wait_until(sub.id, sub.version, APPLY_TIMEOUT_S):
             log.warning("subscription %s written but not yet read back", sub.id)
 
     # -- handlers -------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
+        """Create; with an ``Idempotency-Key`` header, a repeat answers the first's result."""
         body = await json_body(request)
-        return json_response(await self.create_for(principal(request), body), status=201)
+        key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+        view, replayed = await self._create_once(principal(request), body, key)
+        response = json_response(view, status=201)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
 
-    async def create_for(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    async def create_for(
+        self, who: Principal, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """Create; the view carries ``signing_secret``, the only time it is shown."""
+        view, _ = await self._create_once(who, body, idempotency_key)
+        return view
+
+    async def _create_once(
+        self, who: Principal, body: dict[str, Any], key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """The created view, and whether it is an earlier create's answer replayed."""
         tenant = scope(who, body.get("tenant_id"))
         if tenant is None:
             raise InvalidRequestError(
                 "`tenant_id`: required with the admin token", field="tenant_id"
             )
+        if key is None:
+            return await self._create(body, tenant, stamp=None), False
+        slot = (tenant, key)
+        lock, users = self._creating.get(slot, (asyncio.Lock(), 0))
+        self._creating[slot] = (lock, users + 1)
+        try:
+            async with lock:  # the same key twice on this worker: one creates, one replays
+                earlier = idempotency.created_with(
+                    self.p.subscriptions.all(tenant_id=tenant), tenant, key, now=time.time()
+                )
+                if earlier is not None:
+                    return self._created_before(earlier, body), True
+                stamp = idempotency.stamp(tenant, key, body)
+                return await self._create(body, tenant, stamp=stamp), False
+        finally:
+            lock, users = self._creating[slot]
+            if users <= 1:
+                del self._creating[slot]
+            else:
+                self._creating[slot] = (lock, users - 1)
+
+    async def _create(
+        self, body: dict[str, Any], tenant: str, *, stamp: dict[str, str] | None
+    ) -> dict[str, Any]:
         sub, secret = model.build_subscription(
             body, tenant_id=tenant, settings=self.p.settings, box=self.p.box, now=time.time()
         )
+        if stamp is not None:
+            sub = dataclasses.replace(sub, idempotency=stamp)
         await self._check_resolution(sub.url)
         await self._save(sub)
         view = self.view(sub)
@@ -143,6 +201,34 @@ class SubscriptionRoutes:
         detected = model.detected_defaults(body)
         if detected is not None:
             view["detected"] = detected
+        self._warn(view, sub.event_types)
+        return view
+
+    def _warn(self, view: dict[str, Any], patterns: list[str]) -> None:
+        """``warnings``: patterns that match no known event type (typos, mostly)."""
+        registry = self.p.registry
+        found = model.event_type_warnings(
+            patterns, domain=registry.event_types, operational=registry.operational_types
+        )
+        if found:
+            view["warnings"] = found
+
+    def _created_before(self, sub: Subscription, body: dict[str, Any]) -> dict[str, Any]:
+        """The answer a create with this key gave: the subscription and its secret."""
+        idempotency.check_same_request(sub, body)
+        secret: str | None = None
+        if sub.secrets:
+            stored = idempotency.creation_secret(sub, now=time.time())
+            if stored is None:
+                raise ConflictError(
+                    f"this {idempotency.HEADER} created {sub.id}, whose signing secret has "
+                    "been rotated since: the secret it was created with is no longer valid "
+                    "(rotate-secret shows a new one)"
+                )
+            secret = self.p.box.decrypt(stored)
+        view = self.view(sub)
+        view["signing_secret"] = secret
+        self._warn(view, sub.event_types)
         return view
 
     async def list(self, request: web.Request) -> web.Response:
@@ -183,12 +269,14 @@ class SubscriptionRoutes:
         if updated.url != current.url:
             await self._check_resolution(updated.url)
         await self._save(updated)
-        return json_response(self.view(updated))
+        view = self.view(updated)
+        if "event_types" in body:
+            self._warn(view, updated.event_types)
+        return json_response(view)
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self._find(request)
-        confirm = await self.p.send(self.p.names.subscriptions, sub.id, None)
-        await confirm
+        await write(self.p, self.p.names.subscriptions, sub.id, None, check_with="GET it to see")
         await self.p.subscriptions.wait_until(sub.id, None, APPLY_TIMEOUT_S)
         return web.Response(status=204)
 
@@ -207,10 +295,11 @@ class SubscriptionRoutes:
                 f"`{field}`: unknown field; allowed: grace, secret", field=field
             )
         try:
-            grace = parse_duration(str(body.get("grace", "24h")))
+            grace = parse_seconds(body.get("grace", "24h"))  # "24h", "0s", or seconds: 3600
         except Exception:
             raise InvalidRequestError(
-                '`grace`: a duration such as "24h" or "0s"', field="grace"
+                '`grace`: a duration such as "24h" or "0s", or a number of seconds',
+                field="grace",
             ) from None
         if grace > 7 * 86400:
             raise InvalidRequestError("`grace`: at most 7d", field="grace")
@@ -264,19 +353,29 @@ class SubscriptionRoutes:
                 reason="subscription_disabled",
                 since=(sub.disabled_at - 60) if sub.disabled_at else None,
             )
+            stop = stopping(self.p)  # a stopping worker ends the scan and the replay at once
             if replay_parked:
-                done = await asyncio.to_thread(dlq.replay, self.p.settings, flt)
+                done = await asyncio.to_thread(
+                    functools.partial(dlq.replay, self.p.settings, flt, stop=stop)
+                )
                 view["parked"] = {
                     "count": done.matched,
                     "replayed": done.replayed,
                     "replay_id": done.replay_id,
                 }
+                if done.status != "finished":
+                    view["parked"] |= {"status": done.status, "message": done.message()}
             else:
-                counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
+                counted = await asyncio.to_thread(
+                    functools.partial(dlq.replay, self.p.settings, flt, dry_run=True, stop=stop)
+                )
                 view["parked"] = {
                     "count": counted.matched - counted.skipped,
-                    "replay": 'POST this path again with {"replay_parked": true}, or '
-                    "POST /v1/dlq/replay with subscription_id and reason=subscription_disabled",
+                    # Not "enable again with replay_parked": it is enabled now, so a second
+                    # enable finds nothing parked.
+                    "replay": f'POST /v1/dlq/replay with {{"subscription_id": "{sub.id}", '
+                    '"reason": "subscription_disabled"}, or `streams dlq replay --subscription '
+                    f"{sub.id} --reason subscription_disabled`",
                 }
             await self._ops(
                 "endpoint.enabled",

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from streams.cli.common import (
+    Duration,
     _client,
     _json_option,
     _print_once,
@@ -78,17 +79,6 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
         seen.add(name.lower())
         out[name] = value.strip()
     return out
-
-
-def _timeout_value(raw: str) -> str | float:
-    """``10s`` stays a duration; a bare number is seconds."""
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return raw.strip()
-    if not math.isfinite(seconds):  # nan would be sent as JSON null: the default timeout
-        raise click.BadParameter(f"{raw!r} is not a duration", param_hint="'--timeout'")
-    return seconds
 
 
 def _subscription_options(*, create: bool) -> Callable[[F], F]:
@@ -175,7 +165,10 @@ def _subscription_options(*, create: bool) -> Callable[[F], F]:
                 help="Concurrent requests (1-256).",
             ),
             click.option(
-                "--timeout", default=None, help="Whole-request timeout, e.g. 10s (at most 30s)."
+                "--timeout",
+                type=Duration(as_text=True),
+                default=None,
+                help="Whole-request timeout, e.g. 10s or 10 (at most 30s).",
             ),
             click.option(
                 "--body-format",
@@ -192,6 +185,16 @@ def _subscription_options(*, create: bool) -> Callable[[F], F]:
         ]
         if create:
             opts.append(click.option("--disabled", is_flag=True, help="Create it disabled."))
+            opts.append(
+                click.option(
+                    "--idempotency-key",
+                    default=None,
+                    metavar="KEY",
+                    help="Repeat a create whose answer was lost: the same key answers the "
+                    "subscription it made, and its secret (default: a new key, reused on "
+                    "this command's own retries).",
+                )
+            )
         opts.append(_json_option)
         for opt in reversed(opts):
             fn = opt(fn)
@@ -236,7 +239,7 @@ def _common_body(
     if max_in_flight is not None:
         body["max_in_flight"] = max_in_flight
     if timeout is not None:
-        body["timeout"] = _timeout_value(timeout)
+        body["timeout"] = timeout
     if body_format is not None:
         body["body_format"] = body_format
     if chat_id is not None:
@@ -255,6 +258,13 @@ def _schedule(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(f"{v:g}s" if isinstance(v, (int, float)) else str(v) for v in value)
     return str(value)
+
+
+def _print_warnings(answer: dict[str, Any]) -> None:
+    """The API's ``warnings`` (an event-type pattern that matches no known type), on
+    stderr: accepted, but most likely a typo the user wants to hear about now."""
+    for warning in answer.get("warnings") or []:
+        click.echo(f"warning: {printable(str(warning))}", err=True)
 
 
 def _print_subscription(sub: dict[str, Any]) -> None:
@@ -328,6 +338,7 @@ def sub_create(
     body_format: str | None,
     chat_id: str | None,
     disabled: bool,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """Create a subscription; its signing secret is printed once."""
@@ -356,7 +367,8 @@ def sub_create(
     if disabled:
         body["enabled"] = False
     with _client() as client:
-        created = client.create_subscription(body)
+        created = client.create_subscription(body, idempotency_key=idempotency_key)
+    _print_warnings(created)
     if as_json:
         print_json(created)
         return
@@ -462,6 +474,7 @@ def sub_update(
         raise click.UsageError("nothing to update: give at least one option (see --help)")
     with _client() as client:
         sub = client.update_subscription(sub_id, body)
+    _print_warnings(sub)
     if as_json:
         print_json(sub)
         return
@@ -483,8 +496,10 @@ def sub_delete(sub_id: str) -> None:
 @click.argument("sub_id", metavar="ID")
 @click.option(
     "--grace",
+    type=Duration(as_text=True),
     default=None,
-    help="How long the previous secret stays valid too (default 24h, at most 7d).",
+    help="How long the previous secret stays valid too, e.g. 24h or 3600 (default 24h, "
+    "at most 7d).",
 )
 @click.option("--secret", default=None, help="Your own new secret (default: generated).")
 @_json_option
@@ -507,16 +522,46 @@ def sub_rotate(sub_id: str, grace: str | None, secret: str | None, as_json: bool
 
 @subscriptions.command("enable")
 @click.argument("sub_id", metavar="ID")
+@click.option(
+    "--replay-parked",
+    is_flag=True,
+    help="Also send the deliveries parked in the DLQ while it was disabled.",
+)
 @_json_option
 @fail_cleanly
-def sub_enable(sub_id: str, as_json: bool) -> None:
-    """Enable a subscription: deliveries resume with new events."""
+def sub_enable(sub_id: str, replay_parked: bool, as_json: bool) -> None:
+    """Enable a subscription: deliveries resume with new events; says what was parked
+    while it was disabled and how to send it."""
     with _client() as client:
-        sub = client.enable(sub_id)
+        sub = client.enable(sub_id, replay_parked=replay_parked)
     if as_json:
         print_json(sub)
-    else:
-        click.echo(f"enabled {sub.get('id', sub_id)}")
+        return
+    shown_id = str(sub.get("id", sub_id))
+    click.echo(f"enabled {printable(shown_id)}")
+    for line in parked_lines(shown_id, sub.get("parked")):
+        click.echo(line)
+
+
+def parked_lines(sub_id: str, parked: Any) -> list[str]:
+    """What ``enable`` answers about the deliveries parked while disabled, for people.
+
+    The API's own hint names HTTP routes; these lines name the commands that do the same.
+    """
+    if not isinstance(parked, dict):
+        return []  # it was not disabled: nothing was parked
+    count = parked.get("count")
+    noun = "delivery was" if count == 1 else "deliveries were"
+    lines = [f"{count} {noun} parked in the DLQ while it was disabled"]
+    if "replayed" in parked:
+        lines.append(f"replayed {parked['replayed']} (replay {parked.get('replay_id')})")
+    elif count:
+        shown = printable(sub_id)
+        # Not `enable --replay-parked` again: it is enabled now, so that would find nothing.
+        lines.append(
+            f"send them: streams dlq replay --subscription {shown} --reason subscription_disabled"
+        )
+    return lines
 
 
 @subscriptions.command("disable")

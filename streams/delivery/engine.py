@@ -11,7 +11,8 @@ Agents (``deliveries`` and every retry tier) hand each record to
 3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`);
    a full lane defers it to the first retry tier without an attempt; while
    the endpoint's circuit breaker is open (:mod:`streams.delivery.breaker`)
-   it is skipped at once: an attempt that sent nothing, scheduled like a failure;
+   it is skipped at once: an attempt that sent nothing, scheduled like a failure
+   (unless it is a replay asked after the breaker opened: that one probes);
 4. in the lane: signs with the secrets valid *now*, sends, classifies
    (:mod:`streams.delivery.outcome`), and produces the follow-ups: the
    attempt record always, plus a retry (next tier) or a dead letter;
@@ -25,6 +26,7 @@ Nothing in this module blocks the agent loop: ``handle`` only submits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from streams.deadletter.parking import park_record
 from streams.delivery import chat
-from streams.delivery.breaker import TRIPPING, Breaker
+from streams.delivery.breaker import TRIPPING, Breaker, Decision
 from streams.delivery.lanes import Dispatcher
 from streams.delivery.ordering import Holds
 from streams.delivery.outcome import Delivered, ErrorKind, GiveUp, Retry, classify
@@ -43,6 +45,7 @@ from streams.delivery.request import PreparedRequest, build_request
 from streams.errors import DecodeError, SigningError
 from streams.health import ops_event
 from streams.kafka.commits import OrderedAcks, Ticket
+from streams.kafka.output import OutputClosed
 from streams.kafka.topics import parked_record_bytes, retry_tiers
 from streams.ops.logs import log_ids
 from streams.records import (
@@ -74,6 +77,8 @@ RETRY_AFTER_MIN_S = 1.0
 RETRY_AFTER_MAX_S = 24 * 3600.0
 #: Characters of the response body kept in the attempt log.
 SNIPPET_CHARS = 4096
+#: A replay waiting for a probe's verdict waits this much past the probe's own timeout.
+VERDICT_SLACK_S = 1.0
 
 
 #: Bytes a delivery record must leave below the record limit for what its follow-ups
@@ -135,6 +140,7 @@ class Job:
     ticket: Ticket
     acks: OrderedAcks
     source: tuple[str, int, int] = ("", -1, -1)  # topic, partition, offset of the record
+    asked_at: float | None = None  # a replay's first attempt: when the operator asked for it
 
 
 #: The result of an attempt the circuit breaker skipped.
@@ -157,7 +163,7 @@ class DeliveryEngine:
         self.tiers = retry_tiers(pipeline.settings)
         self.default_schedule = parse_schedule(pipeline.settings.retry_schedule)
         self.reserved = reserved_headers()
-        self.dispatcher = Dispatcher(self._attempt, on_error=self._job_failed)
+        self.dispatcher = Dispatcher(self._run_job, on_error=self._job_failed)
         self.lane_wait_s = pipeline.settings.lane_wait_ms / 1000.0
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
@@ -168,6 +174,8 @@ class DeliveryEngine:
         self.breaker_max_open_s = max(settings.breaker_max_open_s, settings.breaker_open_s)
         # Only endpoints that are failing have one (closed idle breakers are dropped).
         self.breakers: dict[str, Breaker] = {}
+        # Set when a breaker's probe has its verdict: replays waiting on it (see breaker).
+        self._verdicts: dict[str, asyncio.Event] = {}
         # Hooks for the stages that react to outcomes (auto-disable, metrics).
         self.on_outcome: list[Callable[[Subscription, Attempt], Any]] = []
         # streams.ops.metrics.Metrics when STREAMS_METRICS is on: observe(delivery, attempt).
@@ -195,7 +203,7 @@ class DeliveryEngine:
             delivery = dataclasses.replace(delivery, held_by=None)
         sub = self.p.subscriptions.get(delivery.subscription_id)
         if sub is None or not sub.enabled:
-            self.breakers.pop(delivery.subscription_id, None)
+            self._forget_breaker(delivery.subscription_id)
         if (sub is None or not sub.enabled or sub.ordering != "ordered") and len(self.holds):
             # A hold outlives no change of these: release what it kept (not acked yet).
             await self._release_hold(delivery.subscription_id)
@@ -212,9 +220,20 @@ class DeliveryEngine:
         ordered = sub.ordering == "ordered"
         if ordered and await self._ordered_gate(delivery, sub.id, follower, ticket, acks):
             return
-        job = Job(delivery, sub, ticket, acks, (message.topic, message.partition, message.offset))
+        job = Job(
+            delivery,
+            sub,
+            ticket,
+            acks,
+            (message.topic, message.partition, message.offset),
+            self._asked_at(delivery, message),
+        )
         breaker = self.breakers.get(sub.id)
-        if breaker is not None and breaker.blocks(self.clock()):
+        if (
+            breaker is not None
+            and breaker.blocks(self.clock())
+            and not breaker.predates(job.asked_at)
+        ):
             # The endpoint is down: skip now rather than queue behind its lane.
             await self._attempt(job)
             return
@@ -249,6 +268,41 @@ class DeliveryEngine:
             later = dataclasses.replace(delivery, due_at=self.clock() + delay, deferrals=deferrals)
             fut = await self.p.send(self.p.names.retry(tier), sub.id, later.to_bytes())
             acks.finish_when(ticket, fut)
+
+    def _asked_at(self, delivery: Delivery, message: Any) -> float | None:
+        """When the operator asked for this delivery, if it is a replay's (or a redelivery's)
+        first attempt: its record's Kafka timestamp, the moment the replay wrote it."""
+        if delivery.replay_id is None or delivery.attempt != 1:
+            return None
+        stamp = getattr(message, "timestamp", None)
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and stamp > 0:
+            return float(stamp)
+        return self.clock()
+
+    def _forget_breaker(self, sub_id: str) -> None:
+        """Drop a subscription's breaker (deleted, disabled); release replays waiting on it."""
+        self.breakers.pop(sub_id, None)
+        verdict = self._verdicts.pop(sub_id, None)
+        if verdict is not None:
+            verdict.set()
+
+    async def _after_verdict(
+        self, sub_id: str, asked_at: float | None, request_timeout_s: float
+    ) -> tuple[Decision, Breaker | None]:
+        """A replay found the endpoint's probe out: wait for its verdict (bounded by the
+        probe's timeout), then decide again. A failed probe is news from after the
+        replay was asked, so the delivery is skipped like any other."""
+        breaker = self.breakers.get(sub_id)
+        if breaker is not None and breaker.probe_out:
+            verdict = self._verdicts.setdefault(sub_id, asyncio.Event())
+            wait_s = max(0.0, breaker.probe_until - self.clock()) + VERDICT_SLACK_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(verdict.wait(), wait_s)
+        breaker = self.breakers.get(sub_id)
+        if breaker is None:
+            return "send", None
+        decision = breaker.admit(self.clock(), request_timeout_s, asked_at=asked_at)
+        return ("skip" if decision == "wait" else decision), breaker
 
     def _defer_lock(self, sub_id: str) -> asyncio.Lock:
         lock = self._defer_locks.get(sub_id)
@@ -341,7 +395,7 @@ class DeliveryEngine:
         current = self.p.subscriptions.get(sub.id)
         if current is None or not current.enabled:
             # A breaker outlives neither: re-enabling (after a fix) starts closed.
-            self.breakers.pop(sub.id, None)
+            self._forget_breaker(sub.id)
             reason = "subscription_deleted" if current is None else "subscription_disabled"
             job.acks.finish_when(job.ticket, await self._dead_letter(delivery, reason, None, None))
             return
@@ -349,7 +403,17 @@ class DeliveryEngine:
         now = self.clock()
         timeout = sub.timeout_s or self.p.settings.request_timeout_s
         breaker = self.breakers.get(sub.id)
-        decision = "send" if breaker is None else breaker.admit(now, timeout)
+        decision = "send" if breaker is None else breaker.admit(now, timeout, asked_at=job.asked_at)
+        if decision == "wait":
+            decision, breaker = await self._after_verdict(sub.id, job.asked_at, timeout)
+            now = self.clock()
+        if decision == "probe" and job.asked_at is not None:
+            self.p.stats["breaker.replay_probes"] += 1
+            log.info(
+                "replay sent through an open circuit as its probe: the breaker opened before "
+                "the replay was asked",
+                extra=log_ids(delivery),
+            )
         if decision == "skip":
             assert breaker is not None
             self.p.stats["breaker.skipped"] += 1
@@ -401,7 +465,12 @@ class DeliveryEngine:
                 self.breaker_failures, self.breaker_open_s, self.breaker_max_open_s
             )
         was_open = not breaker.closed
-        if breaker.record(self.clock(), tripping=tripping, probe=probe):
+        opened = breaker.record(self.clock(), tripping=tripping, probe=probe)
+        if probe or breaker.closed:
+            verdict = self._verdicts.pop(sub_id, None)
+            if verdict is not None:
+                verdict.set()  # replays waiting on this probe decide again
+        if opened:
             self.p.stats["breaker.opened"] += 1
             log.warning(
                 "endpoint circuit opened for %.0f s after %s (%s); deliveries are skipped "
@@ -583,6 +652,14 @@ class DeliveryEngine:
             },
         )
         return [await self.p.send(self.p.names.ops, delivery.tenant_id, event.to_bytes())]
+
+    async def _run_job(self, job: Job) -> None:
+        """A lane's job: one attempt. Once the worker is stopping, the output refuses its
+        follow-ups: the record stays un-acked and is read again after the restart."""
+        try:
+            await self._attempt(job)
+        except OutputClosed as exc:
+            job.acks.fail(exc)
 
     def _job_failed(self, job: Job, exc: BaseException) -> None:
         log.error("delivery attempt failed: %r", exc, extra=log_ids(job.delivery))

@@ -281,6 +281,13 @@ def _describe(exc: BaseException) -> str:
     return redact(text)[:300]
 
 
+def _describe_connect(exc: aiohttp.ClientConnectorError) -> str:
+    """A failed connection without aiohttp's ``ssl:default``: its text names the session's
+    TLS setting even for a plain-http URL, where no TLS was ever involved."""
+    reason = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
+    return _describe(ValueError(f"cannot connect to {exc.host}:{exc.port} [{reason}]"))
+
+
 def _refusal_in(exc: BaseException) -> DestinationRefusedError | None:
     seen = 0
     current: BaseException | None = exc
@@ -303,12 +310,14 @@ def classify_exception(exc: BaseException, timeout_s: float) -> tuple[ErrorKind,
         return ErrorKind.READ_TIMEOUT, "read timeout"
     if isinstance(exc, TimeoutError):
         return ErrorKind.TOTAL_TIMEOUT, f"no complete answer within {timeout_s:g}s"
-    if isinstance(exc, (aiohttp.ClientConnectorDNSError, socket.gaierror)):
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ErrorKind.DNS_ERROR, f"DNS lookup failed: {_describe_connect(exc)}"
+    if isinstance(exc, socket.gaierror):
         return ErrorKind.DNS_ERROR, f"DNS lookup failed: {_describe(exc)}"
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
         return ErrorKind.TLS_ERROR, f"TLS: {_describe(exc)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ErrorKind.CONNECT_ERROR, f"connection refused: {_describe(exc)}"
+        return ErrorKind.CONNECT_ERROR, f"connection refused: {_describe_connect(exc)}"
     if isinstance(
         exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionError)
     ):

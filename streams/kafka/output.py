@@ -90,6 +90,14 @@ class OutputError(StreamsError):
     """Kafka did not take or did not acknowledge a record."""
 
 
+class OutputClosed(OutputError):
+    """A record offered after :meth:`KafkaOutput.close`: the worker is stopping.
+
+    Its input stays un-acked and is read again after the restart, as a stop
+    means (:meth:`streams.kafka.commits.OrderedAcks.fail`); not a fault.
+    """
+
+
 class KafkaOutput:
     """An idempotent confluent-kafka producer whose confirmations are asyncio futures."""
 
@@ -146,7 +154,7 @@ class KafkaOutput:
     ) -> asyncio.Future[Any]:
         """Enqueue one record; the future resolves to (partition, offset) once acknowledged."""
         if self._closed:
-            raise OutputError("the worker's Kafka producer is closed (the worker is stopping)")
+            raise OutputClosed("the worker's Kafka producer is closed (the worker is stopping)")
         if self._thread is None:
             self._start(asyncio.get_running_loop())
         assert self._loop is not None
@@ -183,6 +191,32 @@ class KafkaOutput:
                 return future
         self.sent += 1
         return future
+
+    async def check_reachable(self, topic: str, timeout_s: float) -> None:
+        """Raise :class:`KafkaUnavailableError` unless a broker answers for ``topic`` in time.
+
+        For writes a caller must not leave behind half-done: librdkafka queues a record
+        while the broker is away and writes it whenever it comes back (up to
+        :data:`DELIVERY_TIMEOUT_MS`), long after the caller was told it failed. One
+        metadata request to the same producer asks first (a few ms when it answers).
+        """
+        from streams.errors import KafkaUnavailableError
+
+        def ask() -> Any:
+            return self._producer.list_topics(topic, timeout=timeout_s)
+
+        try:
+            metadata = await asyncio.to_thread(ask)
+        except Exception as exc:  # KafkaException: no broker answered in time
+            raise KafkaUnavailableError(
+                f"Kafka did not answer within {timeout_s:g}s ({exc}); nothing was written"
+            ) from None
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise KafkaUnavailableError(
+                f"Kafka does not serve the topic {topic} "
+                f"({found.error if found is not None else 'not listed'}); nothing was written"
+            )
 
     # -- confirmations ------------------------------------------------------------------
 

@@ -66,6 +66,11 @@ class TopicNames:
         return self._n("deliveries.dlq.replayed")
 
     @property
+    def dlq_replays(self) -> str:
+        """One summary per replay (key: replay id): where it stands or where it stopped."""
+        return self._n("deliveries.dlq.replays")
+
+    @property
     def attempts(self) -> str:
         return self._n("attempts")
 
@@ -131,6 +136,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             p,
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
         ),
+        # The latest summary of each replay, kept as long as the DLQ it replays from.
+        TopicSpec(
+            names.dlq_replays,
+            p,
+            {**log, "cleanup.policy": "compact,delete", "min.compaction.lag.ms": "0"},
+        ),
         TopicSpec(names.attempts, p, log),
         TopicSpec(names.ops, p, log),
     ]
@@ -162,13 +173,9 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
     """Raise :class:`KafkaUnavailableError` unless a broker answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
-    # librdkafka logs every failed connection; the one error raised here is enough.
-    config: dict[str, object] = {**admin_config(settings), "logger": _QUIET}
-    admin = AdminClient(config)  # type: ignore[arg-type]
-    try:
-        admin.list_topics(timeout=timeout_s)
-    except Exception as exc:  # KafkaException: transport failure, timeout
-        raise unreachable(settings, timeout_s, exc) from exc
+    link = Connectivity()
+    admin = AdminClient({**admin_config(settings), **link.config()})
+    link.metadata(admin, settings, timeout_s=timeout_s)
 
 
 def unreachable(settings: Settings, timeout_s: float, exc: BaseException) -> KafkaUnavailableError:
@@ -178,6 +185,68 @@ def unreachable(settings: Settings, timeout_s: float, exc: BaseException) -> Kaf
         f"({exc}): start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP "
         "(and STREAMS_KAFKA_SECURITY_PROTOCOL / STREAMS_KAFKA_SASL_* if it needs TLS or SASL)"
     )
+
+
+class Connectivity:
+    """librdkafka's client-wide errors, kept off the terminal and remembered.
+
+    librdkafka prints every failed connection attempt on stderr: against a
+    stopped broker, ``streams dlq list`` printed some 200 such lines before its
+    traceback. A client built with :meth:`config` logs to a silent logger
+    instead, and remembers the errors after which no answer can come (every
+    bootstrap broker refused or unreachable, authentication refused), so that
+    :meth:`metadata` gives up at once with one error that says what to check,
+    rather than at the end of its timeout.
+    """
+
+    def __init__(self) -> None:
+        self.fatal: Any = None  # the KafkaError that means no broker will answer
+        self.detail: Any = None  # the latest transport or authentication error (the why)
+
+    def config(self) -> dict[str, Any]:
+        """What to add to a confluent-kafka client's configuration."""
+        return {"logger": _QUIET, "error_cb": self._on_error}
+
+    def _on_error(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        code = err.code()
+        if code in (KafkaError._TRANSPORT, KafkaError._AUTHENTICATION, KafkaError._SSL):
+            self.detail = err
+        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION):
+            self.fatal = err
+
+    def check(self, client: Any, settings: Settings, started: float) -> None:
+        """Raise when the client has reported that no broker can answer (serves callbacks)."""
+        client.poll(0)
+        if self.fatal is not None:
+            why = self.detail if self.detail is not None else self.fatal
+            raise unreachable(settings, round(time.monotonic() - started, 1), _Why(why))
+
+    def metadata(
+        self, client: Any, settings: Settings, *, topic: str | None = None, timeout_s: float = 10.0
+    ) -> Any:
+        """``client.list_topics(topic)``, or :class:`KafkaUnavailableError` as soon as it is
+        clear that no broker will answer (at the latest after ``timeout_s``)."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return client.list_topics(topic, timeout=max(0.05, min(0.5, remaining)))
+            except Exception as exc:  # KafkaException: transport failure, timeout
+                self.check(client, settings, started)
+                if time.monotonic() >= deadline:
+                    why = self.detail if self.detail is not None else exc
+                    raise unreachable(settings, timeout_s, _Why(why)) from exc
+
+
+class _Why(Exception):
+    """A KafkaError shown by its text alone (its repr is a wall of fields)."""
+
+    def __init__(self, err: Any) -> None:
+        inner = err.args[0] if isinstance(err, Exception) and err.args else err
+        super().__init__(inner.str() if hasattr(inner, "str") else str(err))
 
 
 def missing_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:

@@ -119,18 +119,45 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class ClientFaultFilter(logging.Filter):
+    """One WARNING line, no traceback, for a request aiohttp could not parse.
+
+    aiohttp logs such a request (a ``Content-Encoding`` it has no decoder for, such as
+    ``br`` without Brotli installed; a malformed header) as an ERROR with a traceback,
+    after answering it 400 itself: any client could fill the worker's log with
+    tracebacks at will, and none of them is a fault of ours.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiohttp.server" or not record.exc_info:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1]
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {exc.message} (answered {exc.code})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+        return True
+
+
 def dict_config(level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` document: JSON lines on stderr at ``level``."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
+        "filters": {"client_fault": {"()": ClientFaultFilter}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stderr",
                 "level": level,
+                "filters": ["client_fault"],
             }
         },
         "root": {"level": level, "handlers": ["default"]},

@@ -21,10 +21,10 @@ import httpx
 from streams.config import Settings
 from streams.destinations import check_url
 from streams.errors import DestinationRefusedError, InvalidRequestError, SigningError
-from streams.fanout.matching import PatternError, validate_pattern
+from streams.fanout.matching import PatternError, unmatched_patterns, validate_pattern
 from streams.ops.logs import redact
 from streams.records import Subscription
-from streams.retry.schedule import parse_duration, parse_schedule, tiers_for
+from streams.retry.schedule import parse_schedule, parse_seconds, tiers_for
 from streams.signing import PROFILES, get_profile, validate_secret
 from streams.subscriptions import secrets as secret_store
 from streams.subscriptions.services import (
@@ -236,7 +236,7 @@ def _retry_schedule(value: Any) -> list[float] | None:
     if not isinstance(value, str):
         raise _bad("retry_schedule", '"default", "none", or durations such as "5s,5m,30m"')
     try:
-        return list(parse_schedule(value))
+        return list(parse_schedule(value, bare_seconds=True))
     except Exception as exc:
         raise _bad("retry_schedule", str(exc)) from None
 
@@ -245,7 +245,7 @@ def _timeout(value: Any) -> float | None:
     if value is None:
         return None
     try:
-        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+        seconds = parse_seconds(value)
     except Exception:
         raise _bad("timeout", 'a duration such as "10s" or a number of seconds') from None
     if isinstance(value, bool) or not 0 < seconds <= MAX_TIMEOUT_S:
@@ -410,6 +410,10 @@ def build_subscription(
         fields.update(detected["applied"])
     _apply(fields, body, settings)
     profile = fields.get("signing", "standard")
+    if profile == "prospektr":
+        # Prospektr's document: the keyed body and a single attempt (the README's table).
+        fields.setdefault("body_format", "keyed")
+        fields.setdefault("retry_schedule", [0.0])
     secret = _secret_for(profile, body)
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -429,6 +433,32 @@ def build_subscription(
     protected: dict[str, Any] = {"url": record.url}
     _protect_url(protected, box, now)
     return dataclasses.replace(record, **protected), secret
+
+
+def event_type_warnings(
+    patterns: list[str], *, domain: list[str], operational: list[str]
+) -> list[str]:
+    """One warning per pattern that matches no known event type, with the nearest names.
+
+    Operational types count only for patterns that name their family (``endpoint.*``;
+    ``*`` does not reach them, see ``streams.subscriptions.index.ops_patterns``).
+    """
+    import difflib
+
+    misses = unmatched_patterns(patterns, domain)
+    family = [p for p in misses if not p.startswith("*")]
+    reach_ops = set(family) - set(unmatched_patterns(family, operational))
+    warnings = []
+    for pattern in misses:
+        if pattern in reach_ops:
+            continue
+        near = difflib.get_close_matches(pattern, [*domain, *operational], n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        warnings.append(
+            f"`{pattern}` matches no known event type, so it receives nothing until one is "
+            f"added (known: {', '.join(domain)}; operational: {', '.join(operational)}){hint}"
+        )
+    return warnings
 
 
 def apply_update(

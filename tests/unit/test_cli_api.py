@@ -819,14 +819,15 @@ def test_non_finite_numbers_are_refused_not_sent_as_null(value: str) -> None:
     # orjson writes nan as null: the API read "no rate limit" and "the default timeout".
     import click
 
-    from streams.cli.subscriptions import _RateLimit, _timeout_value
+    from streams.cli.common import Duration
+    from streams.cli.subscriptions import _RateLimit
 
     with pytest.raises(click.BadParameter):
         _RateLimit().convert(value, None, None)
     with pytest.raises(click.BadParameter):
-        _timeout_value(value)
+        Duration(as_text=True).convert(value, None, None)
     assert _RateLimit().convert("2.5", None, None) == 2.5
-    assert _timeout_value("10s") == "10s"
+    assert Duration(as_text=True).convert("10s", None, None) == "10s"
 
 
 def test_control_characters_in_stored_values_are_printed_escaped() -> None:

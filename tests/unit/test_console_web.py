@@ -47,6 +47,7 @@ class Pipeline(SimpleNamespace):
         return future
 
     is_ready = True
+    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
 
 
 @pytest.fixture

@@ -79,12 +79,13 @@ function pollReplay(block) {
     const r = await fetch(block.dataset.replay, { credentials: "same-origin" });
     if (r.ok) {
       const s = await r.json();
-      const done = s.replayed + s.skipped;
-      bar.max = Math.max(1, s.matched);
-      bar.value = done;
+      // `total` is the count made before the replay began: the bar moves letter by letter.
+      const done = s.matched;
+      const total = Math.max(1, s.total || 0, s.matched);
+      bar.max = total;
+      bar.value = s.status === "finished" ? total : done;
       bar.textContent = done;
-      text(status, s.status + ": " + done + " of " + s.matched +
-        (s.error ? " · " + s.error : ""));
+      text(status, s.status === "running" ? s.status + ": " + done + " of " + total : s.message);
       if (s.status !== "running") { block.dataset.finished = "true"; return; }
     }
     setTimeout(tick, 500);
