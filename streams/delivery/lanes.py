@@ -26,10 +26,11 @@ and so back-pressures its Kafka fetches. Deferring such a burst costs each
 deferred delivery at least the first tier's delay and a tier round trip of
 records (12% of the deliveries of one `streams bench paced` run on a
 saturated machine); the interleaved pairs so far did not show the wait
-helping, so it is off by default (docs/benchmarks.md, issue 22). A lane whose endpoint is slow,
-by its mean job time or by its oldest job in flight, is never waited on, so a
-dead endpoint still cannot hold the others back; and all waits together are
-held to a tenth of the time, so neither can a fast endpoint with a long backlog.
+helping, so it is off by default (docs/benchmarks.md, issue 22). A lane whose
+endpoint is slow, by its mean job time or by its oldest job in flight, is
+never waited on, so a dead endpoint still cannot hold the others back; and all
+waits together are held to a tenth of the time, so neither can a fast endpoint
+with a long backlog.
 """
 
 from __future__ import annotations

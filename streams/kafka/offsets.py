@@ -194,6 +194,7 @@ class OffsetReader:
         try:
             return self._loop.run_until_complete(work)
         except Exception as exc:
+            self._layout = None  # a topic deleted meanwhile, say: read the layout again
             self._loop.run_until_complete(self._stop_clients())
             what = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
             raise KafkaUnavailableError(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from streams.config import Settings
 from streams.kafka.offsets import LAYOUT_TTL_S, OffsetReader
 
@@ -50,6 +52,29 @@ def test_the_layout_is_reused_until_it_is_a_minute_old() -> None:
         assert admin.described == 1
         now[0] += 1
         assert len(reader.read(["t"])) == 3
+        assert admin.described == 2
+    finally:
+        reader._admin = reader._consumer = None
+        reader.close()
+
+
+class FailingConsumer(FakeConsumer):
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        raise RuntimeError("unknown topic or partition")
+
+
+def test_a_failed_read_forgets_the_layout() -> None:
+    from streams.errors import KafkaUnavailableError
+
+    reader = OffsetReader(Settings.from_env({}), clock=lambda: 0.0)
+    admin = FakeAdmin()
+    reader._admin, reader._consumer = admin, FailingConsumer()
+    try:
+        with pytest.raises(KafkaUnavailableError):
+            reader.read(["t"])
+        # The clients were dropped with the layout; the next read starts both anew.
+        reader._admin, reader._consumer = admin, FakeConsumer()
+        assert len(reader.read(["t"])) == 2
         assert admin.described == 2
     finally:
         reader._admin = reader._consumer = None
