@@ -721,14 +721,19 @@ def paced(bench: Bench) -> Outcome:
         # From the raw CPU seconds: the meter's cores are rounded to 0.01, the target's size.
         per_worker = idle.used.get("workers", 0.0) / idle_cpu["wall_s"] / max(1, len(stack.pids))
         broker_idle = idle.used.get("broker")
-        out.metrics["idle_cores_per_worker"] = round(per_worker, 4)
+        out.metrics["idle_pct_of_a_core_per_worker"] = round(per_worker * 100, 2)
         out.metrics["idle_cores_broker"] = (
             None if broker_idle is None else round(broker_idle / idle_cpu["wall_s"], 4)
         )
         out.extra["idle_cpu"] = idle_cpu
         out.target(
             f"idle worker < {IDLE_WORKER_TARGET_CORES:.0%} of a core ({p.idle_s:g} s, no traffic)",
-            f"{per_worker * 100:.2f}% per worker; broker {_n(idle_cpu.get('broker_cores'))} cores",
+            f"{per_worker * 100:.2f}% of a core per worker; broker "
+            + (
+                "unknown"
+                if broker_idle is None
+                else f"{broker_idle / idle_cpu['wall_s']:.3f} cores"
+            ),
             per_worker < IDLE_WORKER_TARGET_CORES,
         )
         rows.append(
