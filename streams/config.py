@@ -176,6 +176,21 @@ class Settings:
         "5d",
         "A subscription failing continuously for longer than this is disabled automatically.",
     )
+    tenant_max_subscriptions: int = _env(
+        "STREAMS_TENANT_MAX_SUBSCRIPTIONS",
+        "100",
+        "Subscriptions one tenant may have (enabled or not); the API refuses one more with "
+        "409 `quota_exceeded`. It also bounds how many deliveries one event can make. "
+        "0: no limit.",
+    )
+    tenant_max_in_flight: int = _env(
+        "STREAMS_TENANT_MAX_IN_FLIGHT",
+        "64",
+        "Webhook requests of one tenant in flight at once on each worker (4 subscriptions at "
+        "the default max_in_flight). Its further deliveries wait their turn, taken round robin "
+        "with the other tenants', and beyond 1,250 waiting are deferred to the first retry tier "
+        "like a full lane's. 0: no per-tenant limit or turns (each subscription's lane alone).",
+    )
     attempt_log_memory: int = _env(
         "STREAMS_ATTEMPT_LOG_MEMORY",
         "200000",
@@ -600,6 +615,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_payload_bytes": _positive_int,
     "retry_schedule": _schedule,
     "disable_after_failures": _positive_int,
+    "tenant_max_subscriptions": _non_negative_int,
+    "tenant_max_in_flight": _non_negative_int,
     "attempt_log_memory": _non_negative_int,
     "attempt_log_window_s": _duration,
     "kafka_linger_ms": _int_between(0, 1000),

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from streams.records import MAX_ERROR_READ_CHARS, Attempt, EventEnvelope, Subscription
+from streams.subscriptions.headers import migrate as migrate_headers
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ class HealthMonitor:
         if reason is not None and current is not None and current.enabled:
             now = time.time()
             disabled = replace(
-                current,
+                migrate_headers(current, self.p.box),
                 state="disabled",
                 disabled_reason=reason,
                 disabled_at=now,

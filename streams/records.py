@@ -455,7 +455,11 @@ class Subscription(Record):
     description: str = ""
     signing: str = "standard"
     secrets: list[dict[str, Any]] = field(default_factory=list)  # EncryptedSecret dicts
-    headers: dict[str, str] = field(default_factory=dict)
+    # Custom headers (streams.subscriptions.headers): clear values of those marked not
+    # secret, and Fernet ciphertexts of the secret ones. None: a record written before
+    # values were encrypted, whose `headers` are all secret. Neither is in the repr.
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    secret_headers: dict[str, str] | None = field(default=None, repr=False)
     retry_schedule: list[float] | None = None  # None: the configured default; [0]: none
     ordering: Literal["unordered", "ordered"] = "unordered"
     rate_limit: float | None = None  # requests per second; None: unlimited

@@ -21,6 +21,7 @@ from streams.errors import (
     DestinationRefusedError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     StreamsError,
     UnavailableError,
 )
@@ -136,6 +137,8 @@ def make_middleware(admin_token: str, tokens: TokenIndex) -> Any:
             return error_response(422, "invalid_request", str(exc), exc.field)
         except NotFoundError as exc:
             return error_response(404, "not_found", str(exc))
+        except QuotaExceededError as exc:
+            return error_response(409, "quota_exceeded", str(exc))
         except ConflictError as exc:
             return error_response(409, "conflict", str(exc))
         except UnavailableError as exc:

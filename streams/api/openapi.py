@@ -61,7 +61,45 @@ _CREATE = {
                 "Your own secret; generated when omitted; null = unsigned (prospektr only)."
             ),
         },
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "headers": {
+            "description": (
+                "Sent with every delivery. A bare string value is secret (encrypted at rest, "
+                'shown masked); `{"value": ..., "secret": false}`, or the list form with '
+                '`"secret": false`, stores and shows it in clear. On update, replaces them all.'
+            ),
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": {
+                        "oneOf": [
+                            {"type": "string"},
+                            {
+                                "type": "object",
+                                "required": ["value"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "value": {"type": "string"},
+                                    "secret": {"type": "boolean", "default": True},
+                                },
+                            },
+                        ]
+                    },
+                },
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "value"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "value": {"type": "string"},
+                            "secret": {"type": "boolean", "default": True},
+                        },
+                    },
+                },
+            ],
+        },
         "retry_schedule": {
             "description": (
                 "`default`, `none` (one attempt), or durations such as `5s,5m,30m` (a bare "
@@ -120,6 +158,16 @@ _VIEW = {
             "type": "array",
             "items": {"type": "string"},
             "description": "whpk_ keys for v1a (ed25519) subscriptions.",
+        },
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Custom headers; the value of a secret one is `********`.",
+        },
+        "secret_headers": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The names of the custom headers whose values are secret.",
         },
         "state": {"enum": ["enabled", "disabled"]},
         "disabled_reason": {"type": ["string", "null"]},
@@ -351,6 +399,11 @@ def openapi_document() -> dict[str, Any]:
                     ok=201,
                     schema=_VIEW,
                     params=[_IDEMPOTENCY_KEY],
+                    also={
+                        409: "`quota_exceeded`: the tenant has STREAMS_TENANT_MAX_SUBSCRIPTIONS "
+                        "subscriptions; `conflict`: the Idempotency-Key's subscription had "
+                        "its secret rotated since"
+                    },
                 ),
                 "get": _op(
                     "List subscriptions",

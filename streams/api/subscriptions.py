@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from streams.errors import (
     DestinationRefusedError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     SigningError,
 )
 from streams.fanout.agent import deliveries_for
@@ -39,6 +41,7 @@ from streams.records import EventEnvelope, Subscription
 from streams.retry.schedule import parse_seconds
 from streams.signing import generate_secret, validate_secret
 from streams.signing.standard import public_key
+from streams.subscriptions import headers as header_rules
 from streams.subscriptions import idempotency, model
 from streams.subscriptions import secrets as secret_store
 
@@ -58,6 +61,8 @@ class SubscriptionRoutes:
         self.p = pipeline
         #: Creates in progress per (tenant, Idempotency-Key), and how many wait on each.
         self._creating: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        #: Creates under way per tenant (written, not yet read back): counted in its quota.
+        self._pending: Counter[str] = Counter()
 
     def register(self, router: web.UrlDispatcher) -> None:
         base = "/v1/subscriptions"
@@ -97,6 +102,23 @@ class SubscriptionRoutes:
                     keys.append(public_key(clear))
         return model.public_view(sub, now=time.time(), public_keys=keys)
 
+    def _check_quota(self, tenant: str) -> None:
+        """Refuse a tenant's subscription beyond ``STREAMS_TENANT_MAX_SUBSCRIPTIONS``.
+
+        Counted in this worker's replica plus its creates under way; creates for one
+        tenant on several workers at the same moment can each let one through.
+        """
+        limit = self.p.settings.tenant_max_subscriptions
+        have = self.p.subscriptions.count(tenant) + self._pending[tenant]
+        if limit and have >= limit:
+            raise QuotaExceededError(
+                f"tenant {tenant} has {have} subscriptions, the most "
+                f"STREAMS_TENANT_MAX_SUBSCRIPTIONS={limit} allows: delete one it no longer "
+                "needs (a subscription can match several event types or a pattern), or ask "
+                "the operator to raise STREAMS_TENANT_MAX_SUBSCRIPTIONS",
+                setting="STREAMS_TENANT_MAX_SUBSCRIPTIONS",
+            )
+
     async def _check_resolution(self, url: str) -> None:
         """Refuse a name that resolves to a refused address now (checked again per connection)."""
         from urllib.parse import urlsplit
@@ -124,8 +146,10 @@ class SubscriptionRoutes:
 
         Asks Kafka first, and answers 503 having written nothing when it does not
         answer: a record queued for an absent broker would be written whenever it came
-        back, after the caller had been told the request failed.
+        back, after the caller had been told the request failed. A record from before
+        header values were encrypted is written encrypted now.
         """
+        sub = header_rules.migrate(sub, self.p.box)
         await write(
             self.p,
             self.p.names.subscriptions,
@@ -195,7 +219,14 @@ class SubscriptionRoutes:
         if stamp is not None:
             sub = dataclasses.replace(sub, idempotency=stamp)
         await self._check_resolution(sub.url)
-        await self._save(sub)
+        self._check_quota(sub.tenant_id)  # counts the creates under way: no await before
+        self._pending[sub.tenant_id] += 1
+        try:
+            await self._save(sub)
+        finally:
+            self._pending[sub.tenant_id] -= 1
+            if not self._pending[sub.tenant_id]:
+                del self._pending[sub.tenant_id]
         view = self.view(sub)
         view["signing_secret"] = secret  # shown once, here and on rotation
         detected = model.detected_defaults(body)

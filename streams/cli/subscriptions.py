@@ -81,6 +81,32 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _header_list(secret: Sequence[str], public: Sequence[str]) -> Any:
+    """``--header`` (secret) and ``--public-header`` options as the API's ``headers``.
+
+    Secret ones only: the object form every server version reads (a bare value is
+    secret). With a public one: the list form, each header saying whether it is secret.
+    """
+    both = _parse_headers([*secret, *public])  # a name given twice, in either, is refused
+    if not public:
+        return both
+    public_names = {name.lower() for name in _parse_headers(public)}
+    return [
+        {"name": name, "value": value, "secret": name.lower() not in public_names}
+        for name, value in both.items()
+    ]
+
+
+def _shown_headers(sub: dict[str, Any]) -> str:
+    """``Name: value`` of each header; a secret one is masked by the API and says so."""
+    secret = set(sub.get("secret_headers") or [])
+    shown = [
+        f"{name}: {value}" + (" (secret)" if name in secret else "")
+        for name, value in (sub.get("headers") or {}).items()
+    ]
+    return ", ".join(shown) or "(none)"
+
+
 def _subscription_options(*, create: bool) -> Callable[[F], F]:
     """The options of ``create`` and ``update`` (on update every one is optional)."""
 
@@ -130,8 +156,17 @@ def _subscription_options(*, create: bool) -> Callable[[F], F]:
                 "headers",
                 multiple=True,
                 metavar="'NAME: VALUE'",
-                help="A header to send with every delivery; repeat for more"
-                + ("." if create else "; replaces them all."),
+                help="A header to send with every delivery, its value secret (encrypted at "
+                "rest, shown masked); repeat for more"
+                + ("." if create else "; with --public-header, replaces them all."),
+            ),
+            click.option(
+                "--public-header",
+                "public_headers",
+                multiple=True,
+                metavar="'NAME: VALUE'",
+                help="A header whose value is not secret (stored and shown in clear); "
+                "repeat for more.",
             ),
         ]
         if not create:
@@ -216,6 +251,7 @@ def _common_body(
     max_in_flight: int | None,
     timeout: str | None,
     body_format: str | None,
+    public_headers: Sequence[str] = (),
     chat_id: str | None = None,
 ) -> dict[str, Any]:
     """The request fields of the options given (API field names); absent ones are left out."""
@@ -228,8 +264,8 @@ def _common_body(
         body["description"] = description
     if signing is not None:
         body["signing"] = signing
-    if headers:
-        body["headers"] = _parse_headers(headers)
+    if headers or public_headers:
+        body["headers"] = _header_list(headers, public_headers)
     if retry_schedule is not None:
         body["retry_schedule"] = retry_schedule.strip()
     if ordering is not None:
@@ -291,8 +327,7 @@ def _print_subscription(sub: dict[str, Any]) -> None:
     ]
     for key in sub.get("public_keys") or []:
         lines.append(("public key", key))
-    headers = sub.get("headers") or {}
-    lines.append(("headers", ", ".join(f"{k}: {v}" for k, v in headers.items()) or "(none)"))
+    lines.append(("headers", _shown_headers(sub)))
     rate = sub.get("rate_limit")
     timeout = sub.get("timeout")
     lines += [
@@ -330,6 +365,7 @@ def sub_create(
     secret: str | None,
     no_secret: bool,
     headers: tuple[str, ...],
+    public_headers: tuple[str, ...],
     retry_schedule: str | None,
     ordering: str | None,
     rate_limit: float | _Unlimited | None,
@@ -350,6 +386,7 @@ def sub_create(
         description=description,
         signing=signing,
         headers=headers,
+        public_headers=public_headers,
         retry_schedule=retry_schedule,
         ordering=ordering,
         rate_limit=rate_limit,
@@ -441,6 +478,7 @@ def sub_update(
     description: str | None,
     signing: str | None,
     headers: tuple[str, ...],
+    public_headers: tuple[str, ...],
     clear_headers: bool,
     retry_schedule: str | None,
     ordering: str | None,
@@ -452,14 +490,15 @@ def sub_update(
     as_json: bool,
 ) -> None:
     """Change the options given; the others stay. Secrets: rotate-secret; state: enable/disable."""
-    if headers and clear_headers:
-        raise click.UsageError("--header and --clear-headers exclude each other")
+    if (headers or public_headers) and clear_headers:
+        raise click.UsageError("--header/--public-header and --clear-headers exclude each other")
     body = _common_body(
         url=url,
         event_types=event_types,
         description=description,
         signing=signing,
         headers=headers,
+        public_headers=public_headers,
         retry_schedule=retry_schedule,
         ordering=ordering,
         rate_limit=rate_limit,

@@ -50,12 +50,14 @@ from streams.errors import (
     DestinationRefusedError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
     StreamsError,
     UnavailableError,
 )
 from streams.log.attempts import attempt_view, summary
 from streams.records import Attempt, Delivery
 from streams.signing import PROFILES
+from streams.subscriptions import headers as header_rules
 from streams.subscriptions import secrets as secret_store
 from streams.subscriptions.model import reserved_headers
 
@@ -378,6 +380,11 @@ class ConsolePages:
             context = self._form_context(request, values)
             context["error"] = {"field": exc.field, "message": str(exc)}
             return self.render(request, "endpoint_new.html", context, status=422)
+        except QuotaExceededError as exc:
+            # The tenant's subscription quota (create_for checks it, as for the API).
+            context = self._form_context(request, values)
+            context["error"] = {"field": None, "message": str(exc)}
+            return self.render(request, "endpoint_new.html", context, status=409)
         shown = tenant if self.who(request).admin else None
         resp = web.HTTPSeeOther(self.with_tenant(f"/console/endpoints/{created['id']}", shown))
         self._show_once(request, resp, created["id"], created.get("signing_secret"))
@@ -579,6 +586,8 @@ class ConsolePages:
                 timestamp=int(source.at),
                 user_agent=self.p.settings.user_agent,
                 reserved=reserved_headers(),
+                # Secret header values masked, as everywhere they are shown.
+                custom_headers=header_rules.view(sub),
             )
         except (StreamsError, DecodeError, OSError) as exc:
             return None, f"The request could not be read back from Kafka: {exc}"

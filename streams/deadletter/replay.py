@@ -46,6 +46,7 @@ from streams.health import ops_event
 from streams.kafka.output import producer_config
 from streams.kafka.topics import Connectivity, TopicNames
 from streams.records import DeadLetter, Delivery
+from streams.tenants import PLATFORM_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,7 @@ class _Run:
         self.names = TopicNames(settings.topic_prefix)
         self.failures: list[str] = []
         self.bucket = TokenBucket(rate, max(1.0, rate), time.monotonic()) if rate else None
-        self.ops_tenant = flt.tenant_id or "_platform"
+        self.ops_tenant = flt.tenant_id or PLATFORM_TENANT
         self.last_beat = 0.0
         self.producer = Producer({**producer_config(settings), **Connectivity().config()})
 

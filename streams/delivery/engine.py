@@ -8,8 +8,11 @@ Agents (``deliveries`` and every retry tier) hand each record to
    parked on ``events.invalid`` with the reason (:mod:`streams.deadletter.parking`);
 2. looks up the subscription: deleted → dead letter ``subscription_deleted``,
    disabled → dead letter ``subscription_disabled`` (parked, replayable);
-3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`);
-   a full lane defers it to the first retry tier without an attempt; while
+3. submits it to the subscription's lane (:mod:`streams.delivery.lanes`),
+   where it waits for its tenant's turn and share of the worker's requests
+   (``STREAMS_TENANT_MAX_IN_FLIGHT``); a full lane, or a tenant already holding
+   its share of waiting work, defers it to the first retry tier without an
+   attempt; while
    the endpoint's circuit breaker is open (:mod:`streams.delivery.breaker`)
    it is skipped at once: an attempt that sent nothing, scheduled like a failure
    (unless it is a replay asked after the breaker opened: that one probes);
@@ -42,7 +45,7 @@ from streams.delivery.lanes import Dispatcher
 from streams.delivery.ordering import Holds
 from streams.delivery.outcome import Delivered, ErrorKind, GiveUp, Retry, classify
 from streams.delivery.request import PreparedRequest, build_request
-from streams.errors import DecodeError, SigningError
+from streams.errors import DecodeError, SigningError, StreamsError
 from streams.health import ops_event
 from streams.kafka.commits import OrderedAcks, Ticket
 from streams.kafka.output import OutputClosed
@@ -65,6 +68,7 @@ from streams.retry.schedule import (
     tier_for_delay,
 )
 from streams.subscriptions import secrets as secret_store
+from streams.subscriptions.headers import reveal as reveal_headers
 from streams.subscriptions.model import reserved_headers
 
 if TYPE_CHECKING:
@@ -75,6 +79,16 @@ log = logging.getLogger(__name__)
 #: Bounds on a receiver's Retry-After (RFC 9110 §10.2.3), in seconds.
 RETRY_AFTER_MIN_S = 1.0
 RETRY_AFTER_MAX_S = 24 * 3600.0
+#: Webhook requests in flight on one worker, shared between tenants in turn: the
+#: transport's connection limit (``transport.MAX_CONNECTIONS``, checked equal by a
+#: test), so requests beyond it wait their turn in the lanes, not in aiohttp's queue.
+MAX_IN_FLIGHT = 1024
+#: Deliveries one tenant may hold waiting in its lanes, beyond which its deliveries
+#: are deferred: a quarter of an agent's window of unfinished records
+#: (``agent.MAX_PENDING``, checked by a test), so a flooding tenant leaves at least
+#: three quarters of it to the others. Waiting in memory costs nothing but that share;
+#: each deferral costs a record written and read again, so the bound is not smaller.
+TENANT_QUEUE = 1250
 #: Characters of the response body kept in the attempt log.
 SNIPPET_CHARS = 4096
 #: A replay waiting for a probe's verdict waits this much past the probe's own timeout.
@@ -163,11 +177,18 @@ class DeliveryEngine:
         self.tiers = retry_tiers(pipeline.settings)
         self.default_schedule = parse_schedule(pipeline.settings.retry_schedule)
         self.reserved = reserved_headers()
-        self.dispatcher = Dispatcher(self._run_job, on_error=self._job_failed)
+        self.dispatcher = Dispatcher(
+            self._run_job,
+            on_error=self._job_failed,
+            tenant_limit=pipeline.settings.tenant_max_in_flight or None,  # 0: off
+            capacity=MAX_IN_FLIGHT,
+            tenant_queue=TENANT_QUEUE,
+        )
         self.lane_wait_s = pipeline.settings.lane_wait_ms / 1000.0
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
+        self._headers: dict[tuple[str, int], dict[str, str]] = {}
         settings = pipeline.settings
         self.breaker_failures = settings.breaker_failures
         self.breaker_open_s = settings.breaker_open_s
@@ -237,27 +258,36 @@ class DeliveryEngine:
             # The endpoint is down: skip now rather than queue behind its lane.
             await self._attempt(job)
             return
-        submitted = self.dispatcher.submit(
-            sub.id,
-            job,
-            max_in_flight=1 if ordered else sub.max_in_flight,
-            rate=sub.rate_limit,
-            # An ordered lane never sheds load (that would reorder): it back-pressures,
-            # as every lane does when there is no retry tier to defer to.
-            queue_cap=10**9 if ordered or not self.tiers else None,
-        )
-        if not submitted and self.lane_wait_s > 0 and sub.rate_limit is None:
-            # A burst for an endpoint that answers fast: wait for room (back-pressure)
-            # rather than add a tier's delay to it (streams.delivery.lanes). Never for a
-            # rate-limited lane: it drains at its rate, and waiting would pace the agent
-            # (every other subscription it reads) to one endpoint's limit.
-            submitted = await self.dispatcher.submit_or_wait(
+        # An ordered lane never sheds load (that would reorder): it back-pressures,
+        # as every lane does when there is no retry tier to defer to.
+        may_shed = not ordered and bool(self.tiers)
+        if may_shed and self.dispatcher.tenant_full(sub.tenant_id):
+            # The tenant already holds its share of waiting work (its burst must not
+            # take the worker's window from other tenants): deferred like a full lane's.
+            self.p.stats["deferred.tenant"] += 1
+            submitted = False
+        else:
+            submitted = self.dispatcher.submit(
                 sub.id,
                 job,
-                max_in_flight=sub.max_in_flight,
+                max_in_flight=1 if ordered else sub.max_in_flight,
                 rate=sub.rate_limit,
-                wait_s=self.lane_wait_s,
+                queue_cap=None if may_shed else 10**9,
+                tenant=sub.tenant_id,
             )
+            if not submitted and may_shed and self.lane_wait_s > 0 and sub.rate_limit is None:
+                # A burst for an endpoint that answers fast: wait for room (back-pressure)
+                # rather than add a tier's delay to it (streams.delivery.lanes). Never for
+                # a rate-limited lane: it drains at its rate, and waiting would pace the
+                # agent (every other subscription it reads) to one endpoint's limit.
+                submitted = await self.dispatcher.submit_or_wait(
+                    sub.id,
+                    job,
+                    max_in_flight=sub.max_in_flight,
+                    rate=None,
+                    wait_s=self.lane_wait_s,
+                    tenant=sub.tenant_id,
+                )
         if not submitted:
             # The endpoint is backed up: park this one in a tier, no attempt made, and
             # wait longer each time it finds the lane full again (deferral_delay).
@@ -389,6 +419,18 @@ class DeliveryEngine:
             self._secrets[key] = cached
         return tuple(clear for clear, expires in cached if expires is None or expires > now)
 
+    def _headers_now(self, sub: Subscription) -> dict[str, str]:
+        """The custom headers to send, secret values decrypted once per subscription version."""
+        if not sub.secret_headers:
+            return sub.headers  # the common case: nothing encrypted (or a pre-encryption record)
+        key = (sub.id, sub.version)
+        cached = self._headers.get(key)
+        if cached is None:
+            if len(self._headers) > 100_000:
+                self._headers.clear()
+            cached = self._headers[key] = reveal_headers(sub, self.p.box)
+        return cached
+
     async def _attempt(self, job: Job) -> None:
         delivery, sub = job.delivery, job.sub
         # The subscription may have changed while this waited in its lane.
@@ -436,12 +478,18 @@ class DeliveryEngine:
                 timestamp=int(now),
                 user_agent=self.p.settings.user_agent,
                 reserved=self.reserved,
+                custom_headers=self._headers_now(sub),
                 url=None
                 if sub.url_secret is None
                 else secret_store.destination_url(self.p.box, sub),
             )
         except SigningError as exc:
             result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=f"signing: {exc}")
+        except StreamsError as exc:
+            # A secret or header value the configured keys cannot decrypt: an attempt that
+            # failed with the reason (parked as not_retryable, replayable once the key is
+            # back), not a stopped worker.
+            result = SendResult(status=None, error=ErrorKind.INVALID_URL, detail=str(exc))
         else:
             result = chat.interpret(
                 sub.body_format, await self.sender.send(request, timeout_s=timeout)

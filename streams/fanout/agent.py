@@ -34,6 +34,7 @@ from streams.records import (
     Subscription,
     delivery_id_for,
 )
+from streams.tenants import RESERVED_REASON, is_reserved
 
 if TYPE_CHECKING:
     from streams.pipeline import Pipeline
@@ -114,6 +115,14 @@ async def fan_out_one(
     except InvalidEventError as exc:
         return [await _park_invalid(pipeline, key, raw, message, str(exc), exc.field)]
     operational = message.topic == names.ops
+    if is_reserved(event.tenant_id):
+        if not operational:
+            # A raw producer's event under the platform's own name (streams.tenants).
+            reason = f"envelope field `tenant_id`: `{event.tenant_id}`: {RESERVED_REASON}"
+            return [await _park_invalid(pipeline, key, raw, message, reason, "tenant_id")]
+        # The platform's own operational event (a replay across tenants): no tenant's.
+        pipeline.stats["events"] += 1
+        return []
     matched = pipeline.subscriptions.matching(
         event.tenant_id, event.type, operational=operational, include_disabled=True
     )

@@ -35,7 +35,8 @@ Read when Prometheus scrapes (no cost in between):
 ``streams_invalid_events_total``                 events parked on ``events.invalid``
 ``streams_invalid_deliveries_total``             delivery records parked on ``events.invalid``
 ``streams_skipped_state_records_total{reader}``  state/log records skipped as unusable
-``streams_deliveries_deferred_total``            deliveries deferred (endpoint lane full)
+``streams_deliveries_deferred_total``            deliveries deferred (lane or tenant share full)
+``streams_tenant_deferred_total``                of them, because their tenant's share was full
 ``streams_dead_letters_total{reason}``           dead letters written, by reason
 ``streams_auto_disabled_total``                  subscriptions disabled automatically
 ``streams_breaker_opened_total``                 endpoint circuit breakers opened
@@ -137,7 +138,13 @@ STAT_COUNTERS = {
     ),
     "deferred": (
         "streams_deliveries_deferred",
-        "Deliveries deferred to the first retry tier without an attempt (endpoint lane full).",
+        "Deliveries deferred to the first retry tier without an attempt (endpoint lane full, "
+        "or their tenant's share of waiting work full).",
+    ),
+    "deferred.tenant": (
+        "streams_tenant_deferred",
+        "Of the deferred deliveries, those deferred because their tenant already held its "
+        "share of waiting work (STREAMS_TENANT_MAX_IN_FLIGHT).",
     ),
     "auto_disabled": ("streams_auto_disabled", "Subscriptions disabled automatically."),
     "breaker.opened": (

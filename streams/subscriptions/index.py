@@ -23,6 +23,7 @@ from streams.errors import DecodeError
 from streams.fanout.matching import PatternError, TypeMatcher
 from streams.records import MAX_ID_CHARS, Subscription
 from streams.schemas import record_error
+from streams.tenants import is_reserved
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,13 @@ class SubscriptionIndex:
         """Subscriptions of ``tenant_id`` whose event types match, in id order.
 
         Enabled ones only, unless ``include_disabled`` (the fan-out parks
-        deliveries of disabled subscriptions rather than dropping them).
+        deliveries of disabled subscriptions rather than dropping them). None for a
+        tenant id the platform reserves (:mod:`streams.tenants`): a subscription made
+        under one before it was reserved stays listed, so the admin can delete it,
+        but is sent nothing (``_platform`` would receive every tenant's replay events).
         """
+        if is_reserved(tenant_id):
+            return []
         tenant = self._by_tenant.get(tenant_id)
         if not tenant:
             return []
@@ -170,6 +176,10 @@ class SubscriptionIndex:
         for entry in sorted(source, key=lambda e: e.sub.created_at):
             if state is None or entry.sub.state == state:
                 yield entry.sub
+
+    def count(self, tenant_id: str) -> int:
+        """How many subscriptions ``tenant_id`` has, in any state (its quota's measure)."""
+        return len(self._by_tenant.get(tenant_id, ()))
 
     def counts_by_state(self) -> dict[str, int]:
         out = {"enabled": 0, "disabled": 0}

@@ -1,5 +1,8 @@
 """Signing secrets: encryption at rest, generation, rotation with a grace period.
 
+The same box encrypts the values of secret custom headers
+(:mod:`streams.subscriptions.headers`).
+
 Secrets travel in the ``subscriptions`` topic only as Fernet ciphertexts
 (AES-128-CBC + HMAC-SHA256, from ``cryptography``). The key is
 ``STREAMS_SECRETS_KEY``; several keys separated by commas rotate the key
@@ -89,6 +92,21 @@ class SecretBox:
             raise StreamsError(
                 "a stored signing secret cannot be decrypted: STREAMS_SECRETS_KEY does not "
                 "hold the key it was encrypted with (keep old keys listed after the new one)"
+            ) from None
+
+    def encrypt_text(self, value: str) -> str:
+        """A Fernet token of ``value`` (a secret custom header value, say)."""
+        return self._fernet.encrypt(value.encode()).decode("ascii")
+
+    def decrypt_text(self, token: str, *, what: str) -> str:
+        """The clear text of :meth:`encrypt_text`; ``what`` names it in the error, which
+        never holds the value."""
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except (InvalidToken, ValueError, TypeError):
+            raise StreamsError(
+                f"{what} cannot be decrypted: STREAMS_SECRETS_KEY does not hold the key it "
+                "was encrypted with (keep old keys listed after the new one)"
             ) from None
 
     @classmethod

@@ -335,6 +335,44 @@ def test_update_can_clear_every_custom_header(api: FakeApi, state_dir: Path) -> 
     assert only(api).body == {"headers": {}}
 
 
+def test_a_public_header_is_sent_in_the_list_form_marked_not_secret(
+    api: FakeApi, state_dir: Path
+) -> None:
+    shown = view(
+        headers={"X-Team": "growth", "X-Api-Key": "********"}, secret_headers=["X-Api-Key"]
+    )
+    api.answer("PATCH", "/v1/subscriptions/sub_1", 200, shown)
+    result = run(
+        api.url,
+        "subscriptions", "update", "sub_1",
+        "--header", "X-Api-Key: k-123", "--public-header", "X-Team: growth",
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert only(api).body == {
+        "headers": [
+            {"name": "X-Api-Key", "value": "k-123", "secret": True},
+            {"name": "X-Team", "value": "growth", "secret": False},
+        ]
+    }
+    # Shown as the API masked it, each secret one saying so.
+    assert "headers:        X-Team: growth, X-Api-Key: ******** (secret)" in result.stdout
+    assert "k-123" not in result.stdout
+
+
+def test_a_header_given_as_secret_and_public_is_a_usage_error(
+    api: FakeApi, state_dir: Path
+) -> None:
+    result = run(
+        api.url,
+        "subscriptions", "update", "sub_1",
+        "--header", "X-A: 1", "--public-header", "x-a: 1",
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert api.seen == []
+
+
 def test_update_with_no_option_is_a_usage_error_that_sends_nothing(
     api: FakeApi, state_dir: Path
 ) -> None:

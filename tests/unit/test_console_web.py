@@ -8,6 +8,7 @@ console's ledger the way the topic readers do in a worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -23,9 +25,11 @@ from cryptography.fernet import Fernet
 
 from streams.api import register_api
 from streams.config import Settings
-from streams.console import security
+from streams.console import pages, security
 from streams.console.sessions import Grant
+from streams.deadletter.scan import Located
 from streams.kafka.topics import TopicNames
+from streams.records import Attempt, Delivery
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
@@ -326,3 +330,91 @@ async def test_event_types_api_lists_the_catalog(app: Any) -> None:
     first = next(r for r in data if r["type"] == pipeline.registry.event_types[0])
     assert first["schema"] == pipeline.registry.schemas[first["type"]]
     assert first["example"] == pipeline.registry.sample(first["type"])
+
+
+# -- the console goes through the same header and quota rules as the API ---------------
+
+HEADER_VALUE = "k-console-secret-123"
+
+
+async def test_headers_added_in_the_console_are_sealed_and_shown_masked(app: Any) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf, headers=f"X-Api-Key: {HEADER_VALUE}")
+    assert resp.status == 303, await resp.text()
+    [sub] = pipeline.subscriptions.all(tenant_id="acme")
+    assert sub.headers == {}
+    assert list(sub.secret_headers or {}) == ["X-Api-Key"]
+    assert HEADER_VALUE.encode() not in sub.to_bytes()
+    html = await page(client, resp.headers["Location"])
+    assert HEADER_VALUE not in html
+    assert "X-Api-Key: ********" in html
+    assert "(secret)" in html
+
+
+async def test_a_pre_encryption_record_is_shown_masked_in_the_console(app: Any) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf)
+    [sub] = pipeline.subscriptions.all(tenant_id="acme")
+    old = orjson.loads(sub.to_bytes())
+    del old["secret_headers"]  # as written before values were encrypted: clear, all secret
+    old["headers"] = {"X-Api-Key": HEADER_VALUE}
+    pipeline.subscriptions.apply(sub.id, orjson.dumps(old))
+    html = await page(client, resp.headers["Location"])
+    assert HEADER_VALUE not in html
+    assert "X-Api-Key: ********" in html
+
+
+async def test_the_request_sent_shows_secret_header_values_masked(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    await add_endpoint(client, csrf, headers=f"X-Api-Key: {HEADER_VALUE}")
+    [sub] = pipeline.subscriptions.all(tenant_id="acme")
+    delivery = Delivery(
+        delivery_id="dlv_1",
+        event_id="evt_1",
+        event_type="prospect.added",
+        tenant_id="acme",
+        subscription_id=sub.id,
+        body="{}",
+    )
+    record = Located(0, 5, 0, None, delivery.to_bytes())
+    monkeypatch.setattr(pages, "read_at", lambda *_: record)
+    attempt = Attempt(
+        delivery_id="dlv_1",
+        event_id="evt_1",
+        event_type="prospect.added",
+        tenant_id="acme",
+        subscription_id=sub.id,
+        attempt=1,
+        at=time.time(),
+        duration_ms=1.0,
+        outcome="delivered",
+        source_topic="deliveries",
+        source_partition=0,
+        source_offset=5,
+    )
+    sent, _ = await pipeline.extras["console"]._request_sent([attempt])
+    assert sent is not None
+    assert sent["headers"]["X-Api-Key"] == "********"
+    assert HEADER_VALUE not in str(sent)
+
+
+async def test_the_subscription_quota_applies_to_creates_in_the_console(app: Any) -> None:
+    client, pipeline = app
+    pipeline.settings = dataclasses.replace(pipeline.settings, tenant_max_subscriptions=1)
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    assert (await add_endpoint(client, csrf)).status == 303
+    resp = await add_endpoint(client, csrf, description="second")
+    html = await resp.text()
+    assert resp.status == 409, html[:2000]
+    assert "STREAMS_TENANT_MAX_SUBSCRIPTIONS=1" in html
+    assert 'value="second"' in html  # the form keeps what was typed
+    assert len(list(pipeline.subscriptions.all(tenant_id="acme"))) == 1

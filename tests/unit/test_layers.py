@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "streams.errors",
             "streams.records",
             "streams.schemas",
+            "streams.tenants",
             # Pure rules that config validates settings with, and that topics and every
             # stage read: they import only errors, so they sit with the vocabulary.
             "streams.destinations",

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from cryptography.fernet import Fernet
 
 from streams.api.auth import TokenIndex
 from streams.config import Settings
@@ -55,6 +56,7 @@ from streams.records import (
 from streams.retry.agent import TierConsumer
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
+from streams.subscriptions.secrets import SecretBox
 from streams.subscriptions.store import CompactedReader
 
 SETTINGS = Settings.from_env({"STREAMS_TOPIC_PREFIX": "p.", "STREAMS_RETRY_SCHEDULE": "1s,1m"})
@@ -203,6 +205,8 @@ class Pipeline:
         self.extras: dict[str, Any] = {}
         self.readers: list[CompactedReader] = []
         self.sent: list[Sent] = []
+        # An automatic disable re-writes a pre-encryption record's headers sealed.
+        self.box = SecretBox([Fernet.generate_key().decode()])
 
     async def send(self, topic: str, key: Any, value: bytes | None, headers: Any = None) -> Any:
         key = key.encode() if isinstance(key, str) else key
