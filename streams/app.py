@@ -137,6 +137,8 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     # Every consumer below is aiokafka's: a header name that is not UTF-8 must not stop them.
     kafka_headers.install()
     app = App(settings.app_id, **faust_settings(settings))
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    app.fetch_min_bytes = settings.kafka_fetch_min_bytes
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
     pipeline = Pipeline(

@@ -205,6 +205,36 @@ class Settings:
         "fewer, larger produce requests (less broker and worker CPU per record) and that much "
         "more latency on each hop through Kafka.",
     )
+    kafka_attempts_linger_ms: int = _env(
+        "STREAMS_KAFKA_ATTEMPTS_LINGER_MS",
+        "-1",
+        "How long a producer of its own for attempt records (the delivery log) waits to fill "
+        "a batch (0-1000 ms): nothing waits for them but the offset commit, so they may batch "
+        "longer than deliveries (fewer broker requests; measured in docs/benchmarks.md). -1, "
+        "or the value of STREAMS_KAFKA_LINGER_MS: one producer writes everything.",
+    )
+    kafka_fetch_max_wait_ms: int = _env(
+        "STREAMS_KAFKA_FETCH_MAX_WAIT_MS",
+        "100",
+        "How long the broker may hold a fetch of the worker's stage consumer open while it "
+        "has less than STREAMS_KAFKA_FETCH_MIN_BYTES to return (1-1500 ms). It bounds the "
+        "added latency per stage, and is how often an idle worker asks.",
+    )
+    kafka_fetch_min_bytes: int = _env(
+        "STREAMS_KAFKA_FETCH_MIN_BYTES",
+        "1",
+        "Bytes the broker gathers before it answers a fetch of the worker's stage consumer "
+        "(1 B-1 MiB). 1 answers as soon as anything arrives (lowest latency, one fetch per "
+        "few records at a paced load); more means fewer, fuller fetches, each up to "
+        "STREAMS_KAFKA_FETCH_MAX_WAIT_MS later.",
+    )
+    lane_wait_ms: int = _env(
+        "STREAMS_LANE_WAIT_MS",
+        "0",
+        "How long a delivery waits for room in its endpoint's full lane while that endpoint "
+        "answers fast (0-5000 ms) before it is deferred to the first retry tier. The wait "
+        "holds the agent (back-pressure on Kafka); 0 defers at once.",
+    )
     attempt_log_window_s: float = _env(
         "STREAMS_ATTEMPT_LOG_WINDOW",
         "7d",
@@ -437,6 +467,11 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _linger_or_same(raw: str) -> int:
+    """-1 (the main producer's linger: one producer) or 0-1000 ms."""
+    return -1 if raw.strip() == "-1" else _int_between(0, 1000)(raw)
+
+
 def _port(raw: str) -> int:
     value = _positive_int(raw)
     if value > 65535:
@@ -585,6 +620,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "attempt_log_memory": _non_negative_int,
     "attempt_log_window_s": _duration,
     "kafka_linger_ms": _int_between(0, 1000),
+    "kafka_attempts_linger_ms": _linger_or_same,
+    "lane_wait_ms": _int_between(0, 5000),
+    "kafka_fetch_max_wait_ms": _int_between(1, 1500),
+    "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,

@@ -184,6 +184,7 @@ class DeliveryEngine:
             capacity=MAX_IN_FLIGHT,
             tenant_queue=TENANT_QUEUE,
         )
+        self.lane_wait_s = pipeline.settings.lane_wait_ms / 1000.0
         self.holds = Holds()
         self._defer_locks: dict[str, asyncio.Lock] = {}
         self._secrets: dict[tuple[str, int], tuple[tuple[str, float | None], ...]] = {}
@@ -274,6 +275,19 @@ class DeliveryEngine:
                 queue_cap=None if may_shed else 10**9,
                 tenant=sub.tenant_id,
             )
+            if not submitted and may_shed and self.lane_wait_s > 0 and sub.rate_limit is None:
+                # A burst for an endpoint that answers fast: wait for room (back-pressure)
+                # rather than add a tier's delay to it (streams.delivery.lanes). Never for
+                # a rate-limited lane: it drains at its rate, and waiting would pace the
+                # agent (every other subscription it reads) to one endpoint's limit.
+                submitted = await self.dispatcher.submit_or_wait(
+                    sub.id,
+                    job,
+                    max_in_flight=sub.max_in_flight,
+                    rate=None,
+                    wait_s=self.lane_wait_s,
+                    tenant=sub.tenant_id,
+                )
         if not submitted:
             # The endpoint is backed up: park this one in a tier, no attempt made, and
             # wait longer each time it finds the lane full again (deferral_delay).

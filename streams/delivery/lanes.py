@@ -19,6 +19,19 @@ and a batch holds bursts for one subscription that a fast endpoint drains in
 milliseconds, but each deferral costs a tier round trip and at least the
 first tier's delay.
 
+A full lane of an endpoint that answers fast is a burst, not a backed-up
+endpoint: with ``STREAMS_LANE_WAIT_MS`` set, :meth:`Dispatcher.submit_or_wait`
+lets the caller wait (bounded) for room there instead, which holds the agent
+and so back-pressures its Kafka fetches. Deferring such a burst costs each
+deferred delivery at least the first tier's delay and a tier round trip of
+records (12% of the deliveries of one `streams bench paced` run on a
+saturated machine); the interleaved pairs so far did not show the wait
+helping, so it is off by default (docs/benchmarks.md, issue 22). A lane whose
+endpoint is slow, by its mean job time or by its oldest job in flight, is
+never waited on, so a dead endpoint still cannot hold the others back; and all
+waits together are held to a tenth of the time, so neither can a fast endpoint
+with a long backlog.
+
 Tenants (per-tenant scheduling, ``STREAMS_TENANT_MAX_IN_FLIGHT`` above 0).
 Lanes isolate endpoints, not tenants: one tenant's 400 subscriptions to ``*``
 turned 20 events into 8,000 jobs, and another tenant's delivery waited behind
@@ -78,6 +91,12 @@ QUEUE_SECONDS = 1.0
 QUEUE_MAX = 1024
 #: Weight of the newest job in a lane's running mean of job time.
 SERVICE_WEIGHT = 0.2
+#: A full lane is waited on only while its endpoint's jobs take at most this long.
+WAIT_SERVICE_MAX_S = 0.25
+#: The share of time callers may spend waiting for room, over all lanes: a fast
+#: endpoint at its in-flight limit with a long backlog would otherwise hold the
+#: agent, and every other endpoint it reads, at that endpoint's pace.
+WAIT_SHARE = 0.1
 
 
 def queue_limit(
@@ -110,6 +129,8 @@ class Lane:
     serial: int = 0
     tenant: str = ""
     waiting: bool = False  # in its tenant's ring of ready lanes (per-tenant scheduling)
+    # Resolved when a job of this lane ends (a caller waiting for room, at most one per agent).
+    room: asyncio.Future[None] | None = None
 
     @property
     def idle(self) -> bool:
@@ -165,6 +186,9 @@ class Dispatcher:
         self._ring: deque[TenantShare] = deque()
         self.running = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Seconds of waiting for room callers may still spend (refilled at WAIT_SHARE).
+        self._wait_budget: float | None = None
+        self._wait_stamp = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -222,6 +246,60 @@ class Dispatcher:
             return False
         share = self.tenants.get(tenant)
         return share is not None and share.queued >= self.tenant_queue
+
+    async def submit_or_wait(
+        self,
+        key: str,
+        job: Any,
+        *,
+        max_in_flight: int,
+        rate: float | None,
+        wait_s: float,
+        tenant: str = "",
+    ) -> bool:
+        """:meth:`submit`, or wait up to ``wait_s`` for room in a full lane of a fast endpoint.
+
+        False (nothing queued) when the lane stays full that long, or as soon as its
+        endpoint is slow (:data:`WAIT_SERVICE_MAX_S`): the caller then defers as before.
+        All waits together take at most :data:`WAIT_SHARE` of the time (after a first
+        ``wait_s``), so a backlog for one fast endpoint cannot pace everyone else.
+        """
+        started = self._clock()
+        deadline = started + min(wait_s, self._refill_wait_budget(started, wait_s))
+        try:
+            while not self.submit(key, job, max_in_flight=max_in_flight, rate=rate, tenant=tenant):
+                lane = self.lanes[key]  # submit made it, and a full lane is not idle
+                remaining = deadline - self._clock()
+                if remaining <= 0 or not self._fast(lane):
+                    return False
+                if lane.room is None or lane.room.done():
+                    lane.room = asyncio.get_running_loop().create_future()
+                try:
+                    await asyncio.wait_for(asyncio.shield(lane.room), remaining)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            if self._wait_budget is not None:
+                self._wait_budget -= self._clock() - started
+
+    def _refill_wait_budget(self, now: float, burst: float) -> float:
+        """Seconds of waiting left: ``WAIT_SHARE`` of the time since, at most ``burst``."""
+        if self._wait_budget is None:
+            self._wait_budget = burst
+        else:
+            self._wait_budget = min(
+                burst, self._wait_budget + (now - self._wait_stamp) * WAIT_SHARE
+            )
+        self._wait_stamp = now
+        return self._wait_budget
+
+    def _fast(self, lane: Lane) -> bool:
+        """Whether the lane's endpoint answers within :data:`WAIT_SERVICE_MAX_S`."""
+        service = self.service_s.get(lane.key, 0.0)
+        if lane.started:
+            service = max(service, self._clock() - lane.started[next(iter(lane.started))])
+        return service <= WAIT_SERVICE_MAX_S
 
     def take_queued(self, key: str) -> list[Any]:
         """Remove and return the jobs waiting (not in flight) in lane ``key``, in order."""
@@ -395,5 +473,9 @@ class Dispatcher:
                 self._enlist(share)
                 self._dispatch()
                 self._forget(share)
+            if lane.room is not None:
+                if not lane.room.done():
+                    lane.room.set_result(None)
+                lane.room = None
             if lane.idle and not lane.waiting and self.lanes.get(lane.key) is lane:
                 self.lanes.pop(lane.key, None)

@@ -72,7 +72,7 @@ def _n(value: float | None, unit: str = "") -> str:
 
 
 def setup(bench: Bench, *, private_broker: bool = False, receivers: int | None = None) -> None:
-    bench.start_broker(private=private_broker)
+    bench.start_broker(private=private_broker or bench.params.private_broker)
     bench.start_receivers(receivers or bench.params.receivers)
 
 
@@ -361,15 +361,37 @@ def throughput(bench: Bench) -> Outcome:
     out.cpu = run.cpu
     out.extra["timeline_per_s"] = run.timeline
     steady = run.metrics["deliveries_per_s_steady"]
-    out.target(
-        ">= 3,000 deliveries/s sustained end to end",
-        _n(steady, " deliveries/s"),
-        steady is not None and steady >= 3000,
-    )
+    if bench.scenario.name == "throughput":
+        out.target(
+            ">= 3,000 deliveries/s sustained end to end",
+            _n(steady, " deliveries/s"),
+            steady is not None and steady >= 3000,
+        )
+    else:
+        out.target("deliveries/s, as fast as it goes", _n(steady, " deliveries/s"), None)
+    cpu_target(out, run.metrics, FULL_SPEED_CPU_TARGETS.get(p.fanout), f"fan-out {p.fanout}")
     if out.ceiling and out.ceiling.get("rps") and steady:
         out.metrics["receiver_ceiling_headroom_x"] = round(out.ceiling["rps"] / steady, 1)
     finish_checks(out, run)
     return out
+
+
+#: Issue 22's targets of CPU per delivery (workers + broker, us) at full speed, by fan-out.
+FULL_SPEED_CPU_TARGETS = {10: 340.0, 1: 1100.0}
+
+
+def cpu_target(out: Outcome, metrics: dict[str, Any], limit: float | None, label: str) -> None:
+    """The pipeline's CPU per delivery (workers + broker) as a target line, when it is known."""
+    pipeline = metrics.get("cpu_us_per_delivery_pipeline")
+    measured = (
+        f"{_n(pipeline, ' us')} (workers {_n(metrics.get('cpu_us_per_delivery_workers'))}, "
+        f"broker {_n(metrics.get('cpu_us_per_delivery_broker'))}; receivers apart: "
+        f"{_n(metrics.get('cpu_us_per_delivery_receivers'))})"
+        if pipeline is not None
+        else "- (the broker's process is unknown: run with --private-broker)"
+    )
+    text = f"{label}: pipeline CPU per delivery" + (f" <= {limit:,.0f} us" if limit else "")
+    out.target(text, measured, None if limit is None or pipeline is None else pipeline <= limit)
 
 
 def scale(bench: Bench) -> Outcome:
@@ -651,6 +673,169 @@ def latency(bench: Bench) -> Outcome:
     out.notes.append(
         "Latency is the receiver's receive time minus the time the harness handed the event's "
         "batch to EventPublisher.publish_many (same clock), for the first successful attempt."
+    )
+    return out
+
+
+#: Issue 22's targets of the paced rows: (deliveries/s, fan-out) -> (us per delivery,
+#: p50 ms, p99 ms); None where the issue sets none.
+PACED_TARGETS: dict[tuple[float, int], tuple[float, float | None, float]] = {
+    (1000.0, 10): (400.0, 10.0, 25.0),
+    (500.0, 1): (1100.0, None, 25.0),
+}
+#: Issue 22: an idle worker costs under 1% of a core.
+IDLE_WORKER_TARGET_CORES = 0.01
+
+
+def paced_plan(fanout: int, tenants: int) -> list[tuple[str, str]]:
+    """(tenant, endpoint) of a paced row: fan-out 1 is one tenant with one endpoint (the
+    Prospektr case); otherwise ``tenants`` tenants with ``fanout`` endpoints each."""
+    count = 1 if fanout == 1 else tenants
+    return [
+        (f"f{fanout}t{t:03d}", f"f{fanout}.t{t:03d}.s{k:03d}")
+        for t in range(count)
+        for k in range(fanout)
+    ]
+
+
+def paced(bench: Bench) -> Outcome:
+    """Idle cost, then each (rate, fan-out) row for ``duration_s``: latency and CPU by role."""
+    p = bench.params
+    out = Outcome()
+    setup(bench)
+    out.ceiling = measure_ceiling(bench)
+    stack = bench.stack("main", workers=p.workers)
+    stack.start()
+    tenants_of: dict[int, list[str]] = {}
+    for fanout in sorted({f for _r, f in p.rows}):
+        plan = paced_plan(fanout, p.tenants)
+        stack.create_subscriptions(plan)
+        tenants_of[fanout] = sorted({t for t, _e in plan})
+    warm_up(bench, stack)
+    rows: list[list[Any]] = []
+    if p.idle_s > 0:
+        bench.say(f"measuring the idle cost for {p.idle_s:g}s (no traffic)")
+        idle = CpuMeter(roles_of(bench, stack))
+        idle.begin()
+        time.sleep(p.idle_s)
+        idle_cpu = idle.end()
+        # From the raw CPU seconds: the meter's cores are rounded to 0.01, the target's size.
+        per_worker = idle.used.get("workers", 0.0) / idle_cpu["wall_s"] / max(1, len(stack.pids))
+        broker_idle = idle.used.get("broker")
+        out.metrics["idle_pct_of_a_core_per_worker"] = round(per_worker * 100, 2)
+        out.metrics["idle_cores_broker"] = (
+            None if broker_idle is None else round(broker_idle / idle_cpu["wall_s"], 4)
+        )
+        out.extra["idle_cpu"] = idle_cpu
+        out.target(
+            f"idle worker < {IDLE_WORKER_TARGET_CORES:.0%} of a core ({p.idle_s:g} s, no traffic)",
+            f"{per_worker * 100:.2f}% of a core per worker; broker "
+            + (
+                "unknown"
+                if broker_idle is None
+                else f"{broker_idle / idle_cpu['wall_s']:.3f} cores"
+            ),
+            per_worker < IDLE_WORKER_TARGET_CORES,
+        )
+        rows.append(
+            [
+                "idle",
+                "-",
+                None,
+                0,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                idle_cpu.get("workers_cores"),
+                idle_cpu.get("broker_cores"),
+                idle_cpu.get("machine_cores"),
+                0,
+            ]
+        )
+    all_ok = True
+    for i, (r, fanout) in enumerate(p.rows):
+        events = max(1, int(r * p.duration_s / fanout))
+        plan = event_plan(events, tenants_of[fanout], f"p{i}")
+        label = f"{r:g}/s x {fanout}"
+        run = run_load(bench, stack, plan, events_per_s=r / fanout, label=f" {label}")
+        lat = summary(run.latencies, scale=1000)
+        m = run.metrics
+        rows.append(
+            [
+                f"{r:,.0f}/s",
+                fanout,
+                m["deliveries_per_s_steady"],
+                lat.get("count"),
+                lat.get("p50"),
+                lat.get("p99"),
+                lat.get("max"),
+                m.get("cpu_us_per_delivery_pipeline"),
+                m.get("cpu_us_per_delivery_workers"),
+                m.get("cpu_us_per_delivery_broker"),
+                m.get("cpu_us_per_delivery_receivers"),
+                run.cpu.get("workers_cores"),
+                run.cpu.get("broker_cores"),
+                run.cpu.get("machine_cores"),
+                run.check["lost_pairs"],
+            ]
+        )
+        key = f"{r:g}x{fanout}"
+        out.extra[f"latency_ms_{key}"] = lat
+        out.extra[f"cpu_{key}"] = run.cpu
+        out.extra[f"metrics_{key}"] = m
+        out.metrics[f"{key}_p50_ms"] = lat.get("p50")
+        out.metrics[f"{key}_p99_ms"] = lat.get("p99")
+        out.metrics[f"{key}_cpu_us_per_delivery_pipeline"] = m.get("cpu_us_per_delivery_pipeline")
+        limits = PACED_TARGETS.get((r, fanout))
+        cpu_target(out, m, limits[0] if limits else None, label)
+        p50_max = limits[1] if limits else None
+        p99_max = limits[2] if limits else None
+        out.target(
+            f"{label}: latency"
+            + (f" p50 <= {p50_max:g} ms," if p50_max else "")
+            + (f" p99 <= {p99_max:g} ms" if p99_max else ""),
+            f"p50 {_n(lat.get('p50'), ' ms')}, p99 {_n(lat.get('p99'), ' ms')}",
+            None
+            if limits is None or lat.get("p99") is None
+            else (p50_max is None or lat["p50"] <= p50_max) and lat["p99"] <= p99_max,
+        )
+        all_ok = all_ok and checks_ok(run.check)
+        out.checks = run.check
+        out.cpu = out.cpu or run.cpu
+    out.tables.append(
+        {
+            "title": f"Paced rows ({p.duration_s:g} s each, {len(stack.workers)} workers; "
+            "latency from the hand-over to the publisher to the receipt; CPU per delivery "
+            "in us, the pipeline being workers + broker)",
+            "columns": [
+                "load",
+                "fan-out",
+                "achieved/s",
+                "deliveries",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "pipeline us",
+                "workers us",
+                "broker us",
+                "receivers us",
+                "worker cores",
+                "broker cores",
+                "machine cores",
+                "lost",
+            ],
+            "rows": rows,
+        }
+    )
+    out.tables.append(counters_table([worker_counters(stack, "main")]))
+    out.ok = all_ok
+    out.notes.append(
+        "Receiver: the harness's Python receiver (`streams.receiver.Receiver`, which verifies "
+        "every signature), on the same 2 cores; its CPU is reported apart, not in the pipeline's."
     )
     return out
 
@@ -1448,6 +1633,8 @@ def console_live(bench: Bench) -> Outcome:
 
 RUNNERS: dict[str, Callable[[Bench], Outcome]] = {
     "throughput": throughput,
+    "fanout-1": throughput,
+    "paced": paced,
     "latency": latency,
     "slow": slow,
     "noisy": noisy,
