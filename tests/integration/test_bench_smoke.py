@@ -132,5 +132,6 @@ def test_console_live_smoke_measures_both_workers_in_every_window(
     (table,) = results["tables"]
     assert [row[:2] for row in table["rows"]] == [["A", 0], ["B", 2], ["C", 0]]
     assert all(row[2] > 0 and row[3] > 0 for row in table["rows"])  # both workers measured
+    assert "viewer_cost_percent_of_a_core" in metrics
     assert any("window B" in line for line in said)
     _assert_clean(results, kafka_bootstrap)

@@ -288,18 +288,18 @@ def console_live(bench: Bench) -> Outcome:
             "columns": [
                 "window",
                 "viewers of worker 0",
-                "worker 0 cores",
-                "worker 1 cores",
-                "difference",
-                "others' cores (machine)",
+                "worker 0, % of a core",
+                "worker 1, % of a core",
+                "difference, points",
+                "others' use of the machine, cores",
             ],
             "rows": [
                 [
                     name,
                     count,
-                    w["watched_cores"],
-                    w["control_cores"],
-                    round(w["watched_cores"] - w["control_cores"], 4),
+                    round(w["watched_cores"] * 100, 2),
+                    round(w["control_cores"] * 100, 2),
+                    round((w["watched_cores"] - w["control_cores"]) * 100, 2),
                     w.get("others_cores"),
                 ]
                 for name, count, w in windows
@@ -316,7 +316,6 @@ def console_live(bench: Bench) -> Outcome:
             "poll_errors": len(errors),
             "poll_ms_p50": polls.get("p50"),
             "poll_ms_p99": polls.get("p99"),
-            "viewer_cost_cores": round(cost, 4),
             "viewer_cost_percent_of_a_core": rounded(cost * 100, 2),
             "noise_percent_of_a_core (A vs C)": rounded(noise * 100, 2),
         }
