@@ -5,84 +5,38 @@ processes started the same way share the partitions through Kafka's consumer
 group; each keeps its own replica of the subscriptions (see
 :mod:`streams.subscriptions.store`).
 
-:class:`Pipeline` is what the stages share: settings, topic names, the
-subscription index and its reader, the schema registry, the secret box. The
-stages themselves live in their own modules and are registered here:
+:class:`~streams.pipeline.Pipeline` is what the stages share: settings, topic
+names, the subscription index and its reader, the schema registry, the secret
+box. The stages themselves live in their own modules and are registered here:
 
 - :mod:`streams.fanout.agent`     events joined with subscriptions -> deliveries
 - :mod:`streams.delivery.agent`   deliveries -> signed HTTP POSTs, attempts, retries, DLQ
 - :mod:`streams.retry.agent`      retry tiers: wait until due, then the same engine
-- :mod:`streams.api`              the management API on Faust's web server
+- :mod:`streams.ops.metrics`      ``/metrics`` and the offsets sampler
+
+The management API (:mod:`streams.api`) is a face: ``streams worker`` registers
+it on the built app, so nothing here imports it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
-import faust
 import mode
 
 from streams.config import Settings
-from streams.faust_consumer import App
-from streams.logs import dict_config, register_secret
-from streams.output import KafkaOutput
+from streams.kafka.faust_consumer import App
+from streams.kafka.output import KafkaOutput
+from streams.kafka.topics import TopicNames
+from streams.ops.logs import dict_config, register_secret
+from streams.pipeline import Pipeline
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
 from streams.subscriptions.store import CompactedReader
-from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Pipeline:
-    """Everything the stages of one worker share."""
-
-    settings: Settings
-    app: faust.App
-    names: TopicNames
-    registry: SchemaRegistry
-    box: SecretBox
-    subscriptions: SubscriptionIndex
-    output: KafkaOutput
-    readers: list[CompactedReader] = field(default_factory=list)
-    topics: dict[str, Any] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
-    stats: Counter[str] = field(default_factory=Counter)
-
-    def topic(self, name: str) -> Any:
-        """A raw-bytes Faust topic (created by `streams topics create`, never declared)."""
-        if name not in self.topics:
-            self.topics[name] = self.app.topic(
-                name,
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-                internal=False,
-            )
-        return self.topics[name]
-
-    async def send(self, topic: str, key: str | bytes, value: bytes | None) -> Any:
-        """Enqueue one record; the returned future resolves when Kafka acknowledges it.
-
-        Written by :class:`~streams.output.KafkaOutput` (librdkafka), not Faust's producer.
-        """
-        k = key.encode() if isinstance(key, str) else key
-        return await self.output.send(topic, k, value)
-
-    async def ready(self) -> None:
-        """Wait until every state topic has been read up to its end at start."""
-        await asyncio.gather(*(r.ready.wait() for r in self.readers if r.gates_readiness))
-
-    @property
-    def is_ready(self) -> bool:
-        return all(r.ready.is_set() for r in self.readers if r.gates_readiness)
 
 
 class _Readers(mode.Service):
@@ -116,7 +70,7 @@ class _Closing(mode.Service):
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip()]
-    from streams.kafka_security import faust_credentials
+    from streams.kafka.security import faust_credentials
 
     return {
         "broker": brokers,
@@ -155,7 +109,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_linger_ms": 1,
         "producer_max_request_size": settings.max_record_bytes,
         "consumer_max_fetch_size": 4 * 1_048_576,
-        # `streams worker` logs JSON lines (streams.logs), Faust's own lines included.
+        # `streams worker` logs JSON lines (streams.ops.logs), Faust's own lines included.
         "logging_config": dict_config(settings.log_level),
         "loghandlers": [],
     }
@@ -187,13 +141,12 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
         CompactedReader(settings, names.subscriptions, index.apply, name="subscriptions")
     )
 
-    from streams.api import register_api
     from streams.delivery.agent import register_delivery
     from streams.delivery.engine import DeliveryEngine
     from streams.delivery.transport import HttpSender
     from streams.fanout.agent import register_fanout
     from streams.health import HealthMonitor
-    from streams.metrics import register_metrics
+    from streams.ops.metrics import register_metrics
     from streams.retry.agent import register_retry_tiers
 
     sender = HttpSender(settings)
@@ -205,7 +158,6 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     register_fanout(pipeline)
     register_delivery(pipeline, engine)
     register_retry_tiers(pipeline, engine)
-    register_api(pipeline)
     register_metrics(pipeline, engine)
     app.service(_Closing(sender, pipeline.output))  # type: ignore[arg-type]
 

@@ -21,7 +21,7 @@ from streams.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: What STREAMS_KAFKA_SECURITY_PROTOCOL and STREAMS_KAFKA_SASL_MECHANISM accept
-#: (translated for each client library by :mod:`streams.kafka_security`).
+#: (translated for each client library by :mod:`streams.kafka.security`).
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 T = TypeVar("T")

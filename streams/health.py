@@ -34,7 +34,7 @@ from streams.records import Attempt, EventEnvelope, Subscription
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ A terminal view refreshed every ``--interval`` seconds (``top``-like; Ctrl-C
 quits), or one snapshot with ``--once`` (``--json`` for scripts). It works
 against whatever cluster the configuration points at:
 
-- **Kafka, directly** (confluent-kafka, :mod:`streams.offsets`): rates from the
+- **Kafka, directly** (confluent-kafka, :mod:`streams.kafka.offsets`): rates from the
   growth of end offsets between two samples (events in, deliveries fanned out,
   attempts out), the workers' lag on every stage they read (events, ops,
   deliveries, each retry tier), the dead-letter topic's depth and the number
   of invalid events retained (lag against the commits of Faust's group,
-  ``STREAMS_APP_ID``, and of the retry tiers' group; see :mod:`streams.offsets`).
+  ``STREAMS_APP_ID``, and of the retry tiers' group; see :mod:`streams.kafka.offsets`).
   Needs nothing but ``STREAMS_KAFKA_BOOTSTRAP``,
   ``STREAMS_TOPIC_PREFIX``, ``STREAMS_APP_ID`` and ``STREAMS_RETRY_SCHEDULE``.
 - **The management API**, when it answers (``STREAMS_API_URL``, a token as for
@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from streams.config import Settings
-from streams.offsets import (
+from streams.kafka.offsets import (
     OffsetReader,
     PartitionOffsets,
     consumer_groups,
@@ -44,7 +44,7 @@ from streams.offsets import (
     stages,
     sum_by_topic,
 )
-from streams.topics import TopicNames
+from streams.kafka.topics import TopicNames
 
 #: Seconds the monitor waits for the API before showing the Kafka part alone.
 API_TIMEOUT_S = 1.5
@@ -151,7 +151,7 @@ class Monitor:
         if self._fetch_stats is not None:
             return self._fetch_stats()
         if self._client is None:
-            from streams.client import ApiClient
+            from streams.cli.client import ApiClient
 
             self._client = ApiClient.from_settings(self.settings, timeout=API_TIMEOUT_S)
         result: dict[str, Any] = self._client.stats(limit=FAILING_ROWS)

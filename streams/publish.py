@@ -28,9 +28,10 @@ import orjson
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError, PublishError
+from streams.kafka.output import producer_config
+from streams.kafka.topics import TopicNames, check_reachable, unreachable
 from streams.records import EventEnvelope
 from streams.schemas import SchemaRegistry
-from streams.topics import TopicNames, check_reachable, unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +50,6 @@ def new_event_id() -> str:
 
 def utc_now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """The durable producer settings every confluent-kafka producer of ours uses."""
-    from streams.kafka_security import librdkafka_config
-
-    return {
-        **librdkafka_config(settings),
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "enable.idempotence": True,  # implies acks=all, retries, max.in.flight <= 5
-        "acks": "all",
-        # Java/aiokafka-compatible key hashing: Faust tables are co-partitioned by it.
-        "partitioner": "murmur2_random",
-        "linger.ms": 5,
-        # A send that cannot be confirmed within this time fails loudly.
-        "message.timeout.ms": 30_000,
-        "message.max.bytes": settings.max_record_bytes,
-    }
 
 
 class EventPublisher:

@@ -19,11 +19,11 @@ from streams.api.openapi import openapi_document
 from streams.api.stats import StatsRoutes
 from streams.api.subscriptions import SubscriptionRoutes
 from streams.api.tokens import TokenRoutes
-from streams.attempts import AttemptLog
+from streams.log.attempts import AttemptLog
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from aiohttp import web
 
 from streams.api.auth import scope, visible
 from streams.api.http import json_body, json_response, parse_flag, principal
-from streams.attempts import STATUS_WORDS, AttemptLog, DeliveryQuery, attempt_view, summary
 from streams.deadletter import replay as dlq
 from streams.deadletter.scan import read_at
 from streams.errors import ConflictError, DecodeError, InvalidRequestError, NotFoundError
+from streams.log.attempts import STATUS_WORDS, AttemptLog, DeliveryQuery, attempt_view, summary
 from streams.records import Attempt, Delivery
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Delivery statistics over recent windows: ``/v1/stats`` and ``/v1/subscriptions/{id}/stats``.
 
-Computed from the worker's in-memory attempt log (:mod:`streams.attempts`,
+Computed from the worker's in-memory attempt log (:mod:`streams.log.attempts`,
 which follows the ``attempts`` topic, so it covers every worker's attempts)
 over the last 5 minutes, hour and day:
 
@@ -36,14 +36,14 @@ from aiohttp import web
 
 from streams.api.auth import scope, visible
 from streams.api.http import json_response, principal
-from streams.attempts import materialize
 from streams.delivery.outcome import status_class
 from streams.errors import InvalidRequestError, NotFoundError
+from streams.log.attempts import materialize
 from streams.records import Attempt
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
-    from streams.attempts import AttemptLog
+    from streams.log.attempts import AttemptLog
+    from streams.pipeline import Pipeline
 
 #: The windows every answer reports: name -> seconds.
 WINDOWS: tuple[tuple[str, float], ...] = (("5m", 300.0), ("1h", 3600.0), ("24h", 86400.0))

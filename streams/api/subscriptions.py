@@ -35,7 +35,7 @@ from streams.subscriptions import model
 from streams.subscriptions import secrets as secret_store
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

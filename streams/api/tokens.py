@@ -13,7 +13,7 @@ from streams.errors import AuthError, InvalidRequestError, NotFoundError
 from streams.subscriptions.model import check_tenant
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 
 class TokenRoutes:

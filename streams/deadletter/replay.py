@@ -27,9 +27,9 @@ from streams.deadletter.scan import Located, scan
 from streams.delivery.lanes import TokenBucket
 from streams.errors import DecodeError, InvalidRequestError, PublishError
 from streams.health import ops_event
-from streams.publish import producer_config
+from streams.kafka.output import producer_config
+from streams.kafka.topics import TopicNames
 from streams.records import DeadLetter, Delivery
-from streams.topics import TopicNames
 
 REASONS = ("exhausted", "not_retryable", "subscription_disabled", "subscription_deleted", "gone")
 

@@ -31,7 +31,7 @@ class Located:
 def _consumer(settings: Settings) -> Any:
     from confluent_kafka import Consumer
 
-    from streams.kafka_security import librdkafka_config
+    from streams.kafka.security import librdkafka_config
 
     return Consumer(
         {

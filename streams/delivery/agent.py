@@ -1,6 +1,6 @@
 """The delivery agent: reads ``deliveries`` and hands each record to the engine.
 
-Manual acks under a crashing supervisor (see :mod:`streams.commits`): the
+Manual acks under a crashing supervisor (see :mod:`streams.kafka.commits`): the
 loop only tracks and submits, the engine acks once the attempt's follow-ups
 are acknowledged by Kafka.
 """
@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import mode
 
-from streams.commits import OrderedAcks
+from streams.kafka.commits import OrderedAcks
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
     from streams.delivery.engine import DeliveryEngine
+    from streams.pipeline import Pipeline
 
 #: Records being worked on (not yet done), per agent: bounds requests and memory.
 MAX_PENDING = 5000
-#: Records read but not yet acked, done or not, per agent (see streams.commits).
+#: Records read but not yet acked, done or not, per agent (see streams.kafka.commits).
 MAX_UNACKED = 50_000
 
 

@@ -14,7 +14,7 @@ Agents (``deliveries`` and every retry tier) hand each record to
    (:mod:`streams.delivery.outcome`), and produces the follow-ups: the
    attempt record always, plus a retry (next tier) or a dead letter;
 5. acks the record only after Kafka acknowledged every follow-up
-   (:mod:`streams.commits`). A follow-up Kafka refuses stops the worker with
+   (:mod:`streams.kafka.commits`). A follow-up Kafka refuses stops the worker with
    the record un-acked.
 
 Nothing in this module blocks the agent loop: ``handle`` only submits.
@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from streams.commits import OrderedAcks, Ticket
 from streams.delivery.breaker import TRIPPING, Breaker
 from streams.delivery.lanes import Dispatcher
 from streams.delivery.ordering import Holds
@@ -39,7 +38,9 @@ from streams.delivery.outcome import Delivered, ErrorKind, GiveUp, Retry, classi
 from streams.delivery.request import PreparedRequest, build_request
 from streams.errors import DecodeError, SigningError
 from streams.health import ops_event
-from streams.logs import log_ids
+from streams.kafka.commits import OrderedAcks, Ticket
+from streams.kafka.topics import retry_tiers
+from streams.ops.logs import log_ids
 from streams.records import Attempt, DeadLetter, Delivery, InvalidEvent, Subscription
 from streams.retry.schedule import (
     deferral_delay,
@@ -50,10 +51,9 @@ from streams.retry.schedule import (
 )
 from streams.subscriptions import secrets as secret_store
 from streams.subscriptions.model import reserved_headers
-from streams.topics import retry_tiers
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class DeliveryEngine:
         self.breakers: dict[str, Breaker] = {}
         # Hooks for the stages that react to outcomes (auto-disable, metrics).
         self.on_outcome: list[Callable[[Subscription, Attempt], Any]] = []
-        # streams.metrics.Metrics when STREAMS_METRICS is on: observe(delivery, attempt).
+        # streams.ops.metrics.Metrics when STREAMS_METRICS is on: observe(delivery, attempt).
         self.metrics: Any = None
 
     # -- entry point from the agents ---------------------------------------------

@@ -10,7 +10,7 @@ its schemas, unknown type, oversized) goes to ``events.invalid`` with the
 reason and its raw bytes; the agent never stops on one.
 
 The event's offset is acked only after every record it caused is
-acknowledged by Kafka, in offset order (see :mod:`streams.commits`).
+acknowledged by Kafka, in offset order (see :mod:`streams.kafka.commits`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import mode
 
-from streams.commits import OrderedAcks
 from streams.errors import InvalidEventError
 from streams.fanout.bodies import render_body
+from streams.kafka.commits import OrderedAcks
 from streams.records import (
     DeadLetter,
     Delivery,
@@ -35,7 +35,7 @@ from streams.records import (
 )
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ offset 21 and seeking back, the partition resumed at 25). So the tiers are
 read by one plain aiokafka consumer per worker, whose own pause/resume only
 advances the position for records it actually returned, with offsets
 committed by hand in the same order contract as every agent
-(:mod:`streams.commits`): a record's offset is committed only after the
+(:mod:`streams.kafka.commits`): a record's offset is committed only after the
 outputs of its attempt are acknowledged by Kafka.
 
 Partitions follow Faust's assignment of ``deliveries``: when the worker owns
@@ -42,16 +42,16 @@ import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.commits import OrderedAcks
 from streams.delivery.agent import MAX_PENDING, MAX_UNACKED, crash_handler
 from streams.errors import DecodeError
-from streams.kafka_security import aiokafka_kwargs
+from streams.kafka.commits import OrderedAcks
+from streams.kafka.security import aiokafka_kwargs
 from streams.records import Delivery
 from streams.retry.schedule import tier_for_delay
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
     from streams.delivery.engine import DeliveryEngine
+    from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class TierMessage:
 
 
 class TierEvent:
-    """What :class:`~streams.commits.OrderedAcks` acks: marks the offset committable."""
+    """What :class:`~streams.kafka.commits.OrderedAcks` acks: marks the offset committable."""
 
     __slots__ = ("_consumer", "message")
 

@@ -94,7 +94,7 @@ class CompactedReader:
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from streams.kafka_security import aiokafka_kwargs
+        from streams.kafka.security import aiokafka_kwargs
 
         consumer = AIOKafkaConsumer(
             **aiokafka_kwargs(self.settings),

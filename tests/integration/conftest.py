@@ -19,8 +19,8 @@ import pytest
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError
-from streams.localkafka import LocalKafka
-from streams.topics import check_reachable
+from streams.kafka.local import LocalKafka
+from streams.kafka.topics import check_reachable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ def worker_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def worker(worker_settings: Settings) -> Iterator[Any]:
     """A running `streams worker` on this module's topics, stopped after the module."""
-    from streams.topics import create_topics
+    from streams.kafka.topics import create_topics
     from tests.integration.harness import WorkerProcess
 
     create_topics(worker_settings)

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import Settings
 from streams.errors import LocalKafkaError
-from streams.localkafka import LocalKafka
+from streams.kafka.local import LocalKafka
 
 
 def free_port() -> int:

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.bench.cli import run
-from streams.bench.procs import alive
+from streams.tools.bench.cli import run
+from streams.tools.bench.procs import alive
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +86,8 @@ def test_the_processes_of_a_failed_run_are_stopped(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A scenario that raises midway still stops every child by its PID."""
-    from streams.bench import scenarios
-    from streams.bench.load import Bench
+    from streams.tools.bench import scenarios
+    from streams.tools.bench.load import Bench
 
     started: list[int] = []
 
@@ -111,7 +111,7 @@ def test_the_processes_of_a_failed_run_are_stopped(
 def test_the_log_tail_measurement_runs_both_variants(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from streams.bench import logtail
+    from streams.tools.bench import logtail
 
     monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP", kafka_bootstrap)
     logtail.main(["--rate", "200", "--seconds", "2"])

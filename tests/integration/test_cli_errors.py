@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from streams.config import Settings
-from streams.topics import create_topics
+from streams.kafka.topics import create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from streams.config import Settings
+from streams.kafka.topics import check_reachable, create_topics
 from streams.publish import EventPublisher
 from streams.records import Attempt, DeadLetter
-from streams.topics import check_reachable, create_topics
 from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port, read_topic
 
 pytestmark = pytest.mark.integration

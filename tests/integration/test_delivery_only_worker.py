@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from streams.config import Settings
+from streams.kafka.topics import create_topics
 from streams.records import delivery_id_for
-from streams.topics import create_topics
 from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port
 from tests.integration.test_delivery import attempts, publish, subscribe
 

@@ -18,8 +18,8 @@ import pytest
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError
-from streams.localkafka import LocalKafka
-from streams.topics import check_reachable
+from streams.kafka.local import LocalKafka
+from streams.kafka.topics import check_reachable
 from tests.integration.harness import free_port, start_private_broker
 from tests.integration.test_delivery import deliver_three
 

@@ -23,9 +23,9 @@ import pytest
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError
-from streams.localkafka import LocalKafka
-from streams.offsets import OffsetReader, consumer_groups
-from streams.topics import TopicNames, check_reachable
+from streams.kafka.local import LocalKafka
+from streams.kafka.offsets import OffsetReader, consumer_groups
+from streams.kafka.topics import TopicNames, check_reachable
 from tests.certs import Authority
 from tests.integration.harness import free_port, start_private_broker
 from tests.integration.test_delivery import deliver_three

@@ -12,8 +12,8 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError
-from streams.offsets import OffsetReader, PartitionOffsets
-from streams.topics import TopicNames, create_topics
+from streams.kafka.offsets import OffsetReader, PartitionOffsets
+from streams.kafka.topics import TopicNames, create_topics
 
 pytestmark = pytest.mark.integration
 

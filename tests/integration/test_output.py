@@ -8,8 +8,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.config import Settings
-from streams.output import KafkaOutput, OutputError
-from streams.topics import TopicNames, create_topics
+from streams.kafka.output import KafkaOutput, OutputError
+from streams.kafka.topics import TopicNames, create_topics
 
 pytestmark = pytest.mark.integration
 

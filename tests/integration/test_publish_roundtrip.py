@@ -10,9 +10,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import Settings
 from streams.errors import PublishError
+from streams.kafka.topics import TopicNames, create_topics
 from streams.publish import EventPublisher
 from streams.records import EventEnvelope
-from streams.topics import TopicNames, create_topics
 
 pytestmark = pytest.mark.integration
 

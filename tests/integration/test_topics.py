@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streams.config import Settings
-from streams.topics import TopicNames, create_topics, topic_specs
+from streams.kafka.topics import TopicNames, create_topics, topic_specs
 
 pytestmark = pytest.mark.integration
 

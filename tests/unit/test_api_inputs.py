@@ -23,11 +23,11 @@ from streams.api import register_api
 from streams.api.deliveries import DeliveryRoutes
 from streams.config import Settings
 from streams.deadletter.replay import ReplaySummary
+from streams.kafka.topics import TopicNames
 from streams.records import Attempt
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
-from streams.topics import TopicNames
 
 ADMIN = "adm_test_0123456789abcdef"
 

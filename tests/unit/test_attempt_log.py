@@ -7,9 +7,9 @@ import gc
 
 import pytest
 
-from streams.attempts import AttemptLog
 from streams.config import Settings
 from streams.errors import ConfigError, UnavailableError
+from streams.log.attempts import AttemptLog
 from streams.records import Attempt
 
 

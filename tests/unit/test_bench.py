@@ -9,9 +9,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from streams.bench.ceiling import parse_wrk
-from streams.bench.config import SCENARIOS, BenchConfigError, parse_rates, resolve
-from streams.bench.ledger import (
+from streams.cli import cli
+from streams.records import DeadLetter, Delivery, delivery_id_for
+from streams.tools.bench.ceiling import parse_wrk
+from streams.tools.bench.config import SCENARIOS, BenchConfigError, parse_rates, resolve
+from streams.tools.bench.ledger import (
     DlqState,
     DueTimes,
     LedgerState,
@@ -19,10 +21,10 @@ from streams.bench.ledger import (
     check_pairs,
     delivered,
 )
-from streams.bench.procs import check_explicit_broker, free_port
-from streams.bench.report import render_section, update_doc
-from streams.bench.scenarios import summarize_collapsed
-from streams.bench.stats import (
+from streams.tools.bench.procs import check_explicit_broker, free_port
+from streams.tools.bench.report import render_section, update_doc
+from streams.tools.bench.scenarios import summarize_collapsed
+from streams.tools.bench.stats import (
     cpu_per_delivery,
     per_second,
     percentile,
@@ -30,8 +32,6 @@ from streams.bench.stats import (
     steady_rate,
     summary,
 )
-from streams.cli import cli
-from streams.records import DeadLetter, Delivery, delivery_id_for
 
 # -- configuration: bad input fails at once, naming the option --------------------------
 
@@ -376,7 +376,7 @@ def test_updating_the_doc_replaces_only_the_scenarios_section(tmp_path: Path) ->
 
 
 def test_worker_env_takes_valid_free_settings_only() -> None:
-    from streams.bench.config import parse_worker_env
+    from streams.tools.bench.config import parse_worker_env
 
     got = resolve("throughput", overrides={"worker_env": ("STREAMS_ATTEMPT_LOG_MEMORY=0",)})
     assert got.worker_env == (("STREAMS_ATTEMPT_LOG_MEMORY", "0"),)

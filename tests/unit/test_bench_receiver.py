@@ -12,9 +12,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from streams.bench.ceiling import signed_request
-from streams.receiver import Receiver
 from streams.signing import generate_secret
+from streams.tools.bench.ceiling import signed_request
+from streams.tools.receiver import Receiver
 
 
 @asynccontextmanager

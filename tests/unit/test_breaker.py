@@ -11,15 +11,15 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.commits import OrderedAcks
 from streams.config import Settings
 from streams.delivery.breaker import TRIPPING, Breaker
 from streams.delivery.engine import DeliveryEngine, SendResult
 from streams.delivery.outcome import ErrorKind
 from streams.delivery.request import PreparedRequest
 from streams.health import FailureState, HealthMonitor
+from streams.kafka.commits import OrderedAcks
+from streams.kafka.topics import TopicNames
 from streams.records import Attempt, Delivery, Subscription
-from streams.topics import TopicNames
 
 
 def new() -> Breaker:

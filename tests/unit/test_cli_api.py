@@ -22,8 +22,8 @@ from aiohttp import web
 from click.testing import CliRunner, Result
 
 from streams.cli import cli
-from streams.cli_api import ONCE
-from streams.client import ApiClient, ApiError, ApiUnreachableError, resolve_token
+from streams.cli.client import ApiClient, ApiError, ApiUnreachableError, resolve_token
+from streams.cli.common import ONCE
 from streams.config import Secret, Settings
 from streams.errors import (
     AuthError,
@@ -819,7 +819,7 @@ def test_non_finite_numbers_are_refused_not_sent_as_null(value: str) -> None:
     # orjson writes nan as null: the API read "no rate limit" and "the default timeout".
     import click
 
-    from streams.cli_api import _RateLimit, _timeout_value
+    from streams.cli.subscriptions import _RateLimit, _timeout_value
 
     with pytest.raises(click.BadParameter):
         _RateLimit().convert(value, None, None)
@@ -830,8 +830,7 @@ def test_non_finite_numbers_are_refused_not_sent_as_null(value: str) -> None:
 
 
 def test_control_characters_in_stored_values_are_printed_escaped() -> None:
-    import streams.cli  # noqa: F401 - cli_api is imported through it
-    from streams.cli_api import printable
+    from streams.cli.common import printable
 
     assert printable("a\x1b]0;pwned\x07b\tc\x85") == "a\\x1b]0;pwned\\x07b\tc\\x85"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from streams.commits import OrderedAcks, Ticket
+from streams.kafka.commits import OrderedAcks, Ticket
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ def test_grafana_is_provisioned_with_the_prometheus_datasource_and_the_dashboard
 def test_every_metric_the_dashboard_queries_is_one_the_code_exports() -> None:
     import re
 
-    from streams.metrics import Metrics
+    from streams.ops.metrics import Metrics
 
     exported = Metrics(Settings.from_env({})).sample_names()
     exprs = _dashboard_exprs()

@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
-from streams.commits import OrderedAcks
 from streams.delivery.engine import DeliveryEngine, SendResult
 from streams.delivery.lanes import queue_limit
 from streams.delivery.request import PreparedRequest
+from streams.kafka.commits import OrderedAcks
 from streams.records import Delivery
 from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message, Sender, delivery
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from streams.demo import stop_children
+from streams.tools.demo import stop_children
 
 # A child that ignores SIGTERM, as a worker busy stopping would for a while.
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"

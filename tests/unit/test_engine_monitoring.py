@@ -14,10 +14,10 @@ from streams.config import Settings
 from streams.delivery.engine import DeliveryEngine, SendResult
 from streams.delivery.request import build_request
 from streams.fanout.agent import deliveries_for
+from streams.kafka.topics import TopicNames
 from streams.records import Attempt, Delivery, EventEnvelope, Subscription
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.model import reserved_headers
-from streams.topics import TopicNames
 
 SETTINGS = Settings.from_env({"STREAMS_TOPIC_PREFIX": "p.", "STREAMS_RETRY_SCHEDULE": "1s,2s"})
 REGISTRY = SchemaRegistry.load()

@@ -17,9 +17,9 @@ import orjson
 
 from streams.config import Settings
 from streams.fanout.agent import fan_out_one
+from streams.kafka.topics import TopicNames
 from streams.records import Delivery, InvalidEvent, Subscription
 from streams.schemas import MAX_NESTING, SchemaRegistry
-from streams.topics import TopicNames
 
 REGISTRY = SchemaRegistry.load()
 SUBS = [

@@ -1,4 +1,4 @@
-"""The worker's Faust consumer fetches with a short broker wait (streams.faust_consumer)."""
+"""The worker's Faust consumer fetches with a short broker wait (streams.kafka.faust_consumer)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from streams.app import faust_settings
 from streams.config import Settings
-from streams.faust_consumer import FETCH_MAX_WAIT_MS, App, finish
-from streams.output import KafkaOutput
+from streams.kafka.faust_consumer import FETCH_MAX_WAIT_MS, App, finish
+from streams.kafka.output import KafkaOutput
 
 
 def _app(tmp_path: Path) -> App:

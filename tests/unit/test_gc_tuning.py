@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams import gc_tuning
-from streams.gc_tuning import PauseRecorder
+from streams.ops import gc_tuning
+from streams.ops.gc_tuning import PauseRecorder
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from streams.config import Settings
 from streams.errors import ConfigError
-from streams.kafka_security import aiokafka_kwargs, faust_credentials, librdkafka_config
+from streams.kafka.security import aiokafka_kwargs, faust_credentials, librdkafka_config
 
 SASL = {
     "STREAMS_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",

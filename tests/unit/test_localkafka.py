@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from streams.localkafka import new_cluster_id
+from streams.kafka.local import new_cluster_id
 
 
 def test_a_cluster_id_never_starts_with_a_dash() -> None:

@@ -9,7 +9,7 @@ import logging.config
 import orjson
 import pytest
 
-from streams.logs import JsonFormatter, dict_config, log_ids, redact, register_secret
+from streams.ops.logs import JsonFormatter, dict_config, log_ids, redact, register_secret
 from streams.records import Delivery
 
 

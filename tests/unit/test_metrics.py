@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from streams.config import Settings
-from streams.metrics import Metrics, OffsetSampler, attempt_bucket
-from streams.offsets import PartitionOffsets
+from streams.kafka.offsets import PartitionOffsets
+from streams.ops.metrics import Metrics, OffsetSampler, attempt_bucket
 from streams.records import Attempt, Delivery
 
 SETTINGS = Settings.from_env({"STREAMS_TOPIC_PREFIX": "p.", "STREAMS_RETRY_SCHEDULE": "5s,5m"})
@@ -267,7 +267,7 @@ def test_every_label_is_bounded() -> None:
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
-    from streams.metrics import FastHistogram
+    from streams.ops.metrics import FastHistogram
 
     h = FastHistogram((0.1, 1.0, 10.0))
     for value in (0.05, 0.1, 0.5, 1.0, 3.0, 50.0):
@@ -321,7 +321,7 @@ def fake_pipeline(settings: Settings) -> Any:
 async def test_metrics_on_serve_the_registry_and_hook_into_the_engine() -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from streams.metrics import register_metrics
+    from streams.ops.metrics import register_metrics
 
     pipeline = fake_pipeline(SETTINGS)
     engine = SimpleNamespace(metrics=None, dispatcher=SimpleNamespace(in_flight=0), breakers={})
@@ -339,7 +339,7 @@ async def test_metrics_on_serve_the_registry_and_hook_into_the_engine() -> None:
 async def test_metrics_off_record_nothing_and_answer_404() -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from streams.metrics import register_metrics
+    from streams.ops.metrics import register_metrics
 
     settings = Settings.from_env({"STREAMS_METRICS": "off"})
     pipeline = fake_pipeline(settings)

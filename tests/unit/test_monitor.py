@@ -9,8 +9,8 @@ import pytest
 
 from streams.config import Settings
 from streams.errors import StreamsError
+from streams.kafka.offsets import PartitionOffsets
 from streams.monitor import Monitor, Snapshot, StageRow, api_view, human, render, run
-from streams.offsets import PartitionOffsets
 
 #: The default schedule: nine retry tiers, the most stages a view shows.
 SETTINGS = Settings.from_env({"STREAMS_TOPIC_PREFIX": "p.", "STREAMS_APP_ID": "grp"})

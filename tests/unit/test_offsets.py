@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.config import Settings
-from streams.offsets import PartitionOffsets, rate, stages, sum_by_topic
+from streams.kafka.offsets import PartitionOffsets, rate, stages, sum_by_topic
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_stages_are_the_groups_topics_in_pipeline_order() -> None:
 
 
 def test_assemble_takes_the_furthest_commit_of_the_worker_groups() -> None:
-    from streams.offsets import assemble
+    from streams.kafka.offsets import assemble
 
     parts = [("x.events", 0), ("x.events", 1), ("x.retry", 0)]
     lows = {("x.events", 0): 0, ("x.events", 1): 4, ("x.retry", 0): 0}
@@ -80,7 +80,7 @@ def test_assemble_takes_the_furthest_commit_of_the_worker_groups() -> None:
 
 
 def test_assemble_reads_a_missing_or_negative_watermark_as_zero() -> None:
-    from streams.offsets import assemble
+    from streams.kafka.offsets import assemble
 
     got = assemble([("t", 0)], {("t", 0): -1}, {}, [])
     assert got == [PartitionOffsets("t", 0, 0, 0, None)]

@@ -14,8 +14,8 @@ import dataclasses
 import orjson
 import pytest
 
-from streams.commits import OrderedAcks, Ticket
 from streams.delivery.engine import DeliveryEngine, SendResult
+from streams.kafka.commits import OrderedAcks, Ticket
 from tests.unit.test_breaker import SUB, Clock, Event, FakePipeline, Message, Sender, delivery
 
 ORDERED = dataclasses.replace(SUB, ordering="ordered")

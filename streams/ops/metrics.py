@@ -24,7 +24,7 @@ on the event loop's thread, no locks; turned into metric families at scrape):
     retries included, so its upper buckets reach a day and more).
 ``streams_gc_pause_seconds{generation}``
     each collection of Python's cyclic garbage collector, by generation
-    (``0``-``2``): the event loop waits meanwhile (:mod:`streams.gc_tuning`).
+    (``0``-``2``): the event loop waits meanwhile (:mod:`streams.ops.gc_tuning`).
 
 Read when Prometheus scrapes (no cost in between):
 
@@ -42,7 +42,7 @@ Read when Prometheus scrapes (no cost in between):
 ``streams_subscriptions{state}``                 subscriptions by state (this worker's replica)
 
 Sampled every ``SAMPLE_INTERVAL_S`` in a thread (:class:`OffsetSampler`, see
-:mod:`streams.offsets` for the definitions), so the event loop never waits on
+:mod:`streams.kafka.offsets` for the definitions), so the event loop never waits on
 Kafka:
 
 ``streams_consumer_lag{topic,partition}``        the workers' lag on events, ops, deliveries, tiers
@@ -82,14 +82,14 @@ from prometheus_client.exposition import generate_latest
 
 from streams.config import Settings
 from streams.delivery.outcome import status_class
-from streams.gc_tuning import PauseRecorder
-from streams.offsets import OffsetReader, PartitionOffsets, consumer_groups, stages
+from streams.kafka.offsets import OffsetReader, PartitionOffsets, consumer_groups, stages
+from streams.kafka.topics import TopicNames, retry_tiers
+from streams.ops.gc_tuning import PauseRecorder
 from streams.retry.schedule import format_duration
-from streams.topics import TopicNames, retry_tiers
 
 if TYPE_CHECKING:
-    from streams.app import Pipeline
     from streams.delivery.engine import DeliveryEngine
+    from streams.pipeline import Pipeline
     from streams.records import Attempt, Delivery
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from streams.records import DeadLetter, Delivery, delivery_id_for
 Pair = tuple[str, str]  # (event id, endpoint name)
 
 #: librdkafka's own log of the harness's clients (connection refused while a broker restarts).
-QUIET = logging.getLogger("streams.bench.kafka")
+QUIET = logging.getLogger("streams.tools.bench.kafka")
 QUIET.addHandler(logging.NullHandler())
 QUIET.propagate = False
 

@@ -27,7 +27,7 @@ comes first, so it is always bounded. It is a load generator: it refuses
 URLs whose host is not a loopback address unless --allow-non-loopback is given.
 
 Example:
-  taskset -c 1 python benchmarks/http_transports.py --variant aiohttp-raw \
+  taskset -c 1 python -m streams.tools.bench.http_transports --variant aiohttp-raw \
       --concurrency 64 --requests 30000 --seconds 5 --runs 3 \
       --url http://127.0.0.1:18080/
 """
@@ -47,8 +47,10 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from typing import Any
 
 import aiohttp
 import httpx
@@ -76,14 +78,14 @@ TOTAL_TIMEOUT = 10.0
 # --------------------------------------------------------------------------
 
 
-def make_payload(size: int) -> dict:
-    base = {"type": "order.created", "id": "evt_0", "data": {"pad": ""}}
+def make_payload(size: int) -> dict[str, Any]:
+    base: dict[str, Any] = {"type": "order.created", "id": "evt_0", "data": {"pad": ""}}
     pad = max(0, size - len(dumps(base)))
     base["data"]["pad"] = "x" * pad
     return base
 
 
-def signed_message(payload: dict, seq: int) -> tuple[bytes, dict[str, str]]:
+def signed_message(payload: dict[str, Any], seq: int) -> tuple[bytes, dict[str, str]]:
     payload["id"] = f"evt_{seq:012d}"
     body = dumps(payload)
     msg_id = payload["id"]
@@ -108,7 +110,7 @@ def httpx_timeout() -> httpx.Timeout:
     return httpx.Timeout(TOTAL_TIMEOUT, connect=CONNECT_TIMEOUT)
 
 
-def timeout_extension() -> dict:
+def timeout_extension() -> dict[str, Any]:
     return {"timeout": httpx_timeout().as_dict()}
 
 
@@ -187,7 +189,7 @@ class HttpxDefault(Variant):
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def send(self, body, headers):
+    async def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, int]:
         request = self.client.build_request("POST", self.url, content=body, headers=headers)
         response = await self.client.send(request, stream=True)
         return response.status_code, await read_capped_httpx(response, self.max_body)
@@ -212,7 +214,7 @@ class AiohttpTransportDirect(Variant):
     async def close(self) -> None:
         await self.transport.aclose()
 
-    async def send(self, body, headers):
+    async def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, int]:
         request = httpx.Request(
             "POST", self.url, content=body, headers=headers, extensions=timeout_extension()
         )
@@ -229,7 +231,7 @@ class HttpxRequestAiohttpLean(Variant):
     async def close(self) -> None:
         await self.session.close()
 
-    async def send(self, body, headers):
+    async def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, int]:
         request = httpx.Request("POST", self.url, content=body, headers=headers)
         async with self.session.request(
             request.method,
@@ -250,7 +252,7 @@ class HttpxRequestAiohttpLeanCachedUrl(HttpxRequestAiohttpLean):
         self.httpx_url = httpx.URL(self.url)
         self.yarl_url = yarl.URL(str(self.httpx_url))
 
-    async def send(self, body, headers):
+    async def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, int]:
         request = httpx.Request("POST", self.httpx_url, content=body, headers=headers)
         async with self.session.request(
             request.method,
@@ -269,14 +271,14 @@ class AiohttpRaw(Variant):
     async def close(self) -> None:
         await self.session.close()
 
-    async def send(self, body, headers):
+    async def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, int]:
         async with self.session.post(
             self.url, data=body, headers=headers, allow_redirects=False
         ) as response:
             return response.status, await read_capped_aiohttp(response, self.max_body)
 
 
-def make_pyreqwest_client(concurrency: int):
+def make_pyreqwest_client(concurrency: int) -> Any:
     from datetime import timedelta
 
     from pyreqwest.client import ClientBuilder
@@ -319,7 +321,7 @@ class PyreqwestRaw(Variant):
     async def close(self) -> None:
         await self.client.close()
 
-    async def send(self, body, headers):
+    async def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, int]:
         builder = self.client.post(self.url).headers(headers).body_bytes(body)
         async with builder.build_streamed() as response:
             got = 0
@@ -355,7 +357,7 @@ class RunResult:
     concurrency: int
     requests: int
     ok: int
-    errors: dict
+    errors: dict[str, int]
     wall_s: float
     cpu_s: float
     rps: float
@@ -363,7 +365,7 @@ class RunResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
-    statuses: dict = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -384,11 +386,11 @@ async def drive(
     concurrency: int,
     max_requests: int,
     max_seconds: float,
-    payload: dict,
+    payload: dict[str, Any],
 ) -> RunResult:
     latencies: list[float] = []
-    errors: Counter = Counter()
-    statuses: Counter = Counter()
+    errors: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
     issued = 0
     deadline = 0.0
 
@@ -449,8 +451,8 @@ async def one_run(args: argparse.Namespace) -> RunResult:
         await variant.close()
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for dist in ("httpx", "httpcore", "aiohttp", "httpx-aiohttp", "uvloop", "sniffio", "pyreqwest"):
         try:
             out[dist] = metadata.version(dist)
@@ -499,6 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    runner: Callable[[Coroutine[Any, Any, RunResult]], RunResult]
     if args.loop == "uvloop":
         import uvloop
 

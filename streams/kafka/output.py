@@ -4,7 +4,7 @@ Every record a stage produces (deliveries, attempt records, retries, dead
 letters, ops events, subscription writes) goes through
 :meth:`KafkaOutput.send`, which returns an ``asyncio.Future`` that resolves
 when Kafka has acknowledged the record (``acks=all``, idempotent) or fails
-with :class:`OutputError`. The commit contract (:mod:`streams.commits`)
+with :class:`OutputError`. The commit contract (:mod:`streams.kafka.commits`)
 waits on those futures.
 
 Why not Faust's producer (``Topic.send``): profiled under the throughput
@@ -20,7 +20,7 @@ after each poll the whole batch is handed to the loop with one
 ``call_soon_threadsafe``, so a busy worker pays one loop wake-up per batch,
 not per record.
 
-Partitioning is ``murmur2_random`` (:func:`streams.publish.producer_config`),
+Partitioning is ``murmur2_random`` (:func:`producer_config`),
 the Java client's and aiokafka's hash, so a key lands on the same partition
 whichever client wrote it: a subscription's deliveries and retries stay on
 the partition number its worker owns.
@@ -56,6 +56,24 @@ DELIVERY_TIMEOUT_MS = 300_000
 RECONNECT_BACKOFF_MAX_MS = 1_000
 
 
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The durable producer settings every confluent-kafka producer of ours uses."""
+    from streams.kafka.security import librdkafka_config
+
+    return {
+        **librdkafka_config(settings),
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,  # implies acks=all, retries, max.in.flight <= 5
+        "acks": "all",
+        # Java/aiokafka-compatible key hashing: Faust tables are co-partitioned by it.
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        # A send that cannot be confirmed within this time fails loudly.
+        "message.timeout.ms": 30_000,
+        "message.max.bytes": settings.max_record_bytes,
+    }
+
+
 class OutputError(StreamsError):
     """Kafka did not take or did not acknowledge a record."""
 
@@ -65,8 +83,6 @@ class KafkaOutput:
 
     def __init__(self, settings: Settings) -> None:
         from confluent_kafka import Producer
-
-        from streams.publish import producer_config
 
         config = producer_config(settings)
         self.linger_ms = settings.kafka_linger_ms

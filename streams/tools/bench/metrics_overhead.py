@@ -20,8 +20,8 @@ first, so it is always bounded. Reports attempts/s (wall) and CPU microseconds
 per attempt (process time; the less noisy number), medians, and the overhead.
 
 Example:
-  python benchmarks/metrics_overhead.py --sender null --attempts 20000 --runs 5
-  python benchmarks/metrics_overhead.py --sender http --attempts 5000 --runs 5
+  python -m streams.tools.bench.metrics_overhead --sender null --attempts 20000 --runs 5
+  python -m streams.tools.bench.metrics_overhead --sender http --attempts 5000 --runs 5
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 from streams.config import Settings  # noqa: E402
 from streams.delivery.engine import DeliveryEngine, SendResult  # noqa: E402
-from streams.metrics import Metrics  # noqa: E402
+from streams.kafka.topics import TopicNames  # noqa: E402
+from streams.ops.metrics import Metrics  # noqa: E402
 from streams.records import Delivery, Subscription  # noqa: E402
 from streams.subscriptions.secrets import SecretBox  # noqa: E402
-from streams.topics import TopicNames  # noqa: E402
 
 SUBSCRIPTIONS = 64
 WINDOW = 512  # deliveries submitted before waiting for them (8 per subscription lane)
@@ -206,7 +206,9 @@ def observe_cost_us(settings: Settings, n: int = 200_000) -> float:
     calls = [(delivery, a) for a in attempts]
     best = min(
         timeit.repeat(
-            lambda: [metrics.observe(d, a) for d, a in calls], number=n // len(calls), repeat=5
+            lambda: [metrics.observe(d, a) for d, a in calls],  # type: ignore[func-returns-value]
+            number=n // len(calls),
+            repeat=5,
         )
     )
     return best / (n // len(calls) * len(calls)) * 1e6

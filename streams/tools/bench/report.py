@@ -72,7 +72,7 @@ def _memory_gib() -> float | None:
 
 def _git_commit() -> str | None:
     """The checked-out commit and whether the tree differs from it (read-only git)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],

@@ -135,7 +135,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
-    from streams.kafka_security import librdkafka_config
+    from streams.kafka.security import librdkafka_config
 
     return {
         **librdkafka_config(settings),

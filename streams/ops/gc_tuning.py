@@ -28,7 +28,7 @@ state topics are read):
   (a few milliseconds; at most 17 ms in the benchmark runs).
 
 The delivery log keeps its window as plain tuples, which the collector stops
-tracking (:mod:`streams.attempts`). :class:`PauseRecorder` exports every
+tracking (:mod:`streams.log.attempts`). :class:`PauseRecorder` exports every
 collection's pause (``streams_gc_pause_seconds``), so the effect stays visible.
 """
 

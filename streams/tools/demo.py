@@ -89,10 +89,10 @@ def _wait_http(
 
 
 def run_demo(events: int | None, interval_s: float) -> None:
-    from streams.localkafka import LocalKafka
+    from streams.kafka.local import LocalKafka
+    from streams.kafka.topics import create_topics
     from streams.publish import EventPublisher
     from streams.schemas import SchemaRegistry
-    from streams.topics import create_topics
 
     base = Settings.from_env()
     state = base.state_dir / "demo"

@@ -1,6 +1,6 @@
 """Offsets of the pipeline's topics and of its consumer groups: lag and depth.
 
-Both the worker's metrics (:mod:`streams.metrics`) and ``streams monitor``
+Both the worker's metrics (:mod:`streams.ops.metrics`) and ``streams monitor``
 (:mod:`streams.monitor`) read Kafka directly through :class:`OffsetReader`:
 per partition, the low and high watermarks and the offset the worker's
 consumer groups committed (:func:`consumer_groups`: Faust's, named
@@ -35,8 +35,8 @@ from typing import Any
 
 from streams.config import Settings
 from streams.errors import KafkaUnavailableError
+from streams.kafka.topics import TopicNames, retry_tiers
 from streams.retry.schedule import format_duration
-from streams.topics import TopicNames, retry_tiers
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class OffsetReader:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from streams.kafka_security import aiokafka_kwargs
+        from streams.kafka.security import aiokafka_kwargs
 
         common: dict[str, Any] = {
             "bootstrap_servers": self.settings.kafka_bootstrap,

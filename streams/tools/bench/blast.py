@@ -1,6 +1,6 @@
 """A raw aiohttp load generator for the receiver's ceiling when ``wrk`` is missing.
 
-``python -m streams.bench.blast --url http://127.0.0.1:P/hooks/x --seconds 5``
+``python -m streams.tools.bench.blast --url http://127.0.0.1:P/hooks/x --seconds 5``
 POSTs the same signed body with C requests in flight for a bounded time and
 prints one JSON line: requests, rps, p50/p99 latency, non-2xx, errors.
 Loopback URLs only.
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from streams.bench.stats import percentile
+from streams.tools.bench.stats import percentile
 
 
 async def blast(
@@ -59,7 +59,7 @@ async def blast(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m streams.bench.blast")
+    parser = argparse.ArgumentParser(prog="python -m streams.tools.bench.blast")
     parser.add_argument("--url", required=True)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)

@@ -5,7 +5,7 @@ reports a delivery rate measures the receiver first, in the same run, with
 the same request the pipeline sends (a signed ~420-byte envelope that the
 receiver verifies and records). The load comes from ``wrk`` when it is
 installed (C, one thread: it leaves the most CPU to the receiver), else from
-:mod:`streams.bench.blast`, a raw aiohttp client.
+:mod:`streams.tools.bench.blast`, a raw aiohttp client.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from typing import Any
 
 import orjson
 
-from streams.bench.procs import Processes, Receivers
+from streams.tools.bench.procs import Processes, Receivers
 
 ENDPOINT = "_ceiling"
 
 
 def signed_request(secret: str) -> tuple[bytes, dict[str, str]]:
     """A body like the pipeline's and the standard signature headers for it."""
-    from streams.bench.load import EVENT_DATA, EVENT_TYPE
     from streams.signing import SignatureInput, get_profile
+    from streams.tools.bench.load import EVENT_DATA, EVENT_TYPE
 
     body = orjson.dumps(
         {
@@ -124,7 +124,7 @@ def measure(
         argv = [
             sys.executable,
             "-m",
-            "streams.bench.blast",
+            "streams.tools.bench.blast",
             "--url",
             url,
             "--seconds",
@@ -136,7 +136,7 @@ def measure(
             "--headers",
             orjson.dumps(headers).decode(),
         ]
-        tool = f"python -m streams.bench.blast (aiohttp) C={concurrency} {seconds:g}s"
+        tool = f"python -m streams.tools.bench.blast (aiohttp) C={concurrency} {seconds:g}s"
     proc = procs.start("ceiling", argv, log=log)
     try:
         proc.wait(seconds + 60)

@@ -13,11 +13,11 @@ import click
 
 from streams.errors import StreamsError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _scenario_help() -> str:
-    from streams.bench.config import SCENARIOS
+    from streams.tools.bench.config import SCENARIOS
 
     return "\n".join(f"  {name:<19} {sc.summary}" for name, sc in SCENARIOS.items())
 
@@ -186,11 +186,11 @@ def run(
     wait_quiet_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run a scenario; returns its results (also written to ``out_dir`` and ``doc``)."""
-    from streams.bench import report
-    from streams.bench.config import resolve, scenario
-    from streams.bench.load import Bench
-    from streams.bench.procs import check_explicit_broker
-    from streams.bench.scenarios import RUNNERS
+    from streams.tools.bench import report
+    from streams.tools.bench.config import resolve, scenario
+    from streams.tools.bench.load import Bench
+    from streams.tools.bench.procs import check_explicit_broker
+    from streams.tools.bench.scenarios import RUNNERS
 
     sc = scenario(scenario_name)
     params = resolve(scenario_name, smoke=smoke, overrides=overrides)
@@ -261,7 +261,7 @@ def wait_for_quiet(limit_s: float, say: Any, threshold: float = 1.0) -> float:
 
 
 def summary_text(results: dict[str, Any]) -> str:
-    from streams.bench.report import fmt
+    from streams.tools.bench.report import fmt
 
     lines = [f"{results['scenario']}: {'ok' if results.get('ok') else 'FAILED'}"]
     for t in results.get("targets") or []:

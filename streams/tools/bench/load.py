@@ -27,8 +27,10 @@ from typing import Any
 
 import httpx
 
-from streams.bench.config import BenchFailed, Params, Scenario
-from streams.bench.ledger import (
+from streams.config import Settings
+from streams.kafka.topics import TopicNames
+from streams.tools.bench.config import BenchFailed, Params, Scenario
+from streams.tools.bench.ledger import (
     QUIET,
     DlqState,
     DueTimes,
@@ -38,7 +40,7 @@ from streams.bench.ledger import (
     TopicTail,
     check_pairs,
 )
-from streams.bench.procs import (
+from streams.tools.bench.procs import (
     CLK_TCK,
     Broker,
     Processes,
@@ -49,8 +51,6 @@ from streams.bench.procs import (
     free_port,
     rss_mb,
 )
-from streams.config import Settings
-from streams.topics import TopicNames
 
 #: The event every scenario publishes: small, valid, realistic (about 420 bytes as a body).
 EVENT_TYPE = "crawl.run.completed"
@@ -236,7 +236,7 @@ class Stack:
     # -- topics and workers ---------------------------------------------------------
 
     def create_topics(self) -> None:
-        from streams.topics import create_topics
+        from streams.kafka.topics import create_topics
 
         self.dir.mkdir(parents=True, exist_ok=True)
         create_topics(self.settings)
@@ -534,7 +534,7 @@ class Watch:
         self.due = DueTimes()
         self._retry_tails: list[TopicTail] = []
         if retry_tiers:
-            from streams.topics import retry_tiers as tiers_of
+            from streams.kafka.topics import retry_tiers as tiers_of
 
             self._retry_tails = [
                 TopicTail(stack.settings, stack.names.retry(t)) for t in tiers_of(stack.settings)

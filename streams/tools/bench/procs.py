@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from streams.bench.config import BenchConfigError, BenchFailed
 from streams.config import Settings
+from streams.tools.bench.config import BenchConfigError, BenchFailed
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -232,7 +232,7 @@ class Broker:
 
 def answers(bootstrap: str, timeout_s: float) -> bool:
     from streams.errors import KafkaUnavailableError
-    from streams.topics import check_reachable
+    from streams.kafka.topics import check_reachable
 
     settings = Settings.from_env({"STREAMS_KAFKA_BOOTSTRAP": bootstrap})
     try:
@@ -244,7 +244,7 @@ def answers(bootstrap: str, timeout_s: float) -> bool:
 
 def check_explicit_broker(environ: Mapping[str, str] | None = None, timeout_s: float = 5.0) -> None:
     """Fail at once when STREAMS_KAFKA_BOOTSTRAP names a broker that does not answer."""
-    from streams.bench.config import explicit_bootstrap
+    from streams.tools.bench.config import explicit_bootstrap
 
     configured = explicit_bootstrap(environ)
     if configured is not None and not answers(configured, timeout_s):
@@ -256,14 +256,14 @@ def check_explicit_broker(environ: Mapping[str, str] | None = None, timeout_s: f
 
 
 def _local_version() -> str:
-    from streams.localkafka import kafka_version
+    from streams.kafka.local import kafka_version
 
     return kafka_version()
 
 
 def start_private_broker(state_dir: Path, say: Callable[[str], None]) -> Broker:
     """A LocalKafka on two free ports with its data under ``state_dir``."""
-    from streams.localkafka import LocalKafka
+    from streams.kafka.local import LocalKafka
 
     port = free_port_pair()
     settings = Settings.from_env(
@@ -288,7 +288,7 @@ def find_broker(
     run_dir: Path, say: Callable[[str], None], *, private: bool = False, timeout_s: float = 5.0
 ) -> Broker:
     """The user's broker if it answers (or the configured one, which must), else a private one."""
-    from streams.bench.config import explicit_bootstrap
+    from streams.tools.bench.config import explicit_bootstrap
 
     if private:
         return start_private_broker(run_dir / "kafka-state", say)
@@ -308,7 +308,7 @@ def find_broker(
 
 def _default_local(bootstrap: str) -> Any:
     """The LocalKafka of the default state dir, if it serves ``bootstrap`` (read only)."""
-    from streams.localkafka import LocalKafka
+    from streams.kafka.local import LocalKafka
 
     try:
         local = LocalKafka(Settings.from_env({"STREAMS_KAFKA_BOOTSTRAP": bootstrap}))
@@ -451,7 +451,7 @@ class Receivers:
                 [
                     sys.executable,
                     "-m",
-                    "streams.bench.node",
+                    "streams.tools.bench.node",
                     "--port",
                     str(self.port),
                     "--control-port",

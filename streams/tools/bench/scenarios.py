@@ -1,6 +1,6 @@
 """The scenarios: each drives a run and returns its numbers, targets and checks.
 
-A scenario function gets a started :class:`~streams.bench.load.Bench` (not
+A scenario function gets a started :class:`~streams.tools.bench.load.Bench` (not
 yet holding a broker or receivers) and returns an :class:`Outcome`. They
 share :func:`run_load`: publish a plan of events, follow the ledgers and the
 DLQ until every expected pair is resolved, then measure.
@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import orjson
 
-from streams.bench import ceiling
-from streams.bench.config import BenchFailed, Params
-from streams.bench.load import (
+from streams.tools.bench import ceiling
+from streams.tools.bench.config import BenchFailed, Params
+from streams.tools.bench.load import (
     Bench,
     CpuMeter,
     Feeder,
@@ -36,7 +36,14 @@ from streams.bench.load import (
     roles_of,
     tenant_plan,
 )
-from streams.bench.stats import cpu_per_delivery, per_second, rate, rounded, steady_rate, summary
+from streams.tools.bench.stats import (
+    cpu_per_delivery,
+    per_second,
+    rate,
+    rounded,
+    steady_rate,
+    summary,
+)
 
 
 @dataclass

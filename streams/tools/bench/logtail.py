@@ -7,7 +7,7 @@ once with the broker's default fetch (answer as soon as one byte is there) and
 once batched (``batch_wait_ms``), and reports the loop thread's CPU time per
 attempt read. Both variants run in the same invocation, on the same broker::
 
-    python -m streams.bench.logtail [--rate 1000] [--seconds 20]
+    python -m streams.tools.bench.logtail [--rate 1000] [--seconds 20]
 
 The broker is the one at ``STREAMS_KAFKA_BOOTSTRAP`` when it answers, else a
 private local broker started (and stopped) for the run.
@@ -23,12 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.attempts import AttemptLog
-from streams.bench.procs import find_broker
 from streams.config import Settings
+from streams.kafka.topics import TopicNames, create_topics
+from streams.log.attempts import AttemptLog
 from streams.records import Attempt
 from streams.subscriptions.store import CompactedReader
-from streams.topics import TopicNames, create_topics
+from streams.tools.bench.procs import find_broker
 
 #: Seconds a variant may take beyond its producing time before it counts as stuck.
 GRACE_S = 30.0

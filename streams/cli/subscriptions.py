@@ -1,6 +1,7 @@
-"""``streams subscriptions`` and ``streams tokens``: the management API on the command line.
+"""``streams subscriptions``: the management API on the command line (``streams tokens``
+is :mod:`streams.cli.tokens`).
 
-Every command is one call of :class:`~streams.client.ApiClient` against
+Every command is one call of :class:`~streams.cli.client.ApiClient` against
 ``STREAMS_API_URL`` (a running ``streams worker``), authenticated with
 ``STREAMS_API_TOKEN``, else ``STREAMS_ADMIN_TOKEN``, else the development token
 file. ``--json`` prints the API's JSON; without it, text for people. A signing
@@ -11,33 +12,24 @@ printed once, with a line saying it will not be shown again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from streams.cli import fail_cleanly, print_json, settings_from_env
-from streams.client import ApiClient
+from streams.cli.common import (
+    _client,
+    _json_option,
+    _print_once,
+    _table,
+    fail_cleanly,
+    print_json,
+    printable,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 SIGNING_PROFILES = ("standard", "prowlo", "prospektr", "stripe", "github")
-ONCE = "store it now: it will not be shown again"
-
-
-@contextmanager
-def _client() -> Iterator[ApiClient]:
-    with ApiClient.from_settings(settings_from_env()) as client:
-        yield client
-
-
-def _json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(fn)
-
-
-# -- option values -----------------------------------------------------------------
 
 
 class _RateLimit(click.ParamType):
@@ -242,28 +234,6 @@ def _common_body(
     return body
 
 
-# -- human output --------------------------------------------------------------------
-
-
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped (``\\x1b``): values stored before the
-    API refused them must not drive the operator's terminal."""
-    return text.translate(_CONTROLS)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    rows = [[printable(cell) for cell in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    for row in (headers, *rows):
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
-        click.echo("  ".join(cells).rstrip())
-
-
 def _state(sub: dict[str, Any]) -> str:
     state = str(sub.get("state", "?"))
     if state == "disabled" and sub.get("disabled_reason"):
@@ -320,22 +290,6 @@ def _print_subscription(sub: dict[str, Any]) -> None:
     for label, value in lines:
         shown = "" if value is None else printable(str(value))
         click.echo(f"{label + ':':<{width + 1}} {shown}".rstrip())
-
-
-def _print_once(label: str, value: str) -> None:
-    click.echo("")
-    click.echo(f"{label}: {value}")
-    click.echo(f"  ({ONCE})")
-
-
-def _iso(ts: Any) -> str:
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        moment = datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-        return moment.replace("+00:00", "Z")
-    return "" if ts is None else str(ts)
-
-
-# -- streams subscriptions -------------------------------------------------------------
 
 
 @click.group("subscriptions")
@@ -579,70 +533,3 @@ def sub_test(sub_id: str, as_json: bool) -> None:
         f"queued test delivery {queued.get('delivery_id')} of a {queued.get('event_type')} "
         f"event ({queued.get('event_id')}) to {sub_id}"
     )
-
-
-# -- streams tokens --------------------------------------------------------------------
-
-
-@click.group("tokens")
-def tokens() -> None:
-    """Tenant API tokens (admin token only)."""
-
-
-@tokens.command("create")
-@click.option("--tenant", required=True, help="The tenant the token acts for.")
-@click.option("--description", default=None, help="What the token is for.")
-@_json_option
-@fail_cleanly
-def token_create(tenant: str, description: str | None, as_json: bool) -> None:
-    """Create a tenant token; it is printed once."""
-    with _client() as client:
-        created = client.create_token(tenant, description)
-    if as_json:
-        print_json(created)
-        return
-    click.echo(f"created token {created.get('id')} for tenant {created.get('tenant_id')}")
-    _print_once("token", str(created.get("token")))
-
-
-@tokens.command("list")
-@click.option("--tenant", default=None, help="Only this tenant's tokens.")
-@_json_option
-@fail_cleanly
-def token_list(tenant: str | None, as_json: bool) -> None:
-    """List tenant tokens (never the tokens themselves)."""
-    with _client() as client:
-        listing = client.list_tokens(tenant)
-    if as_json:
-        print_json(listing)
-        return
-    records: list[dict[str, Any]] = listing.get("data") or []
-    if not records:
-        click.echo("no tokens")
-        return
-    rows = [
-        [
-            str(r.get("id", "")),
-            str(r.get("tenant_id", "")),
-            _iso(r.get("created_at")),
-            str(r.get("description") or ""),
-        ]
-        for r in records
-    ]
-    _table(["ID", "TENANT", "CREATED", "DESCRIPTION"], rows)
-
-
-@tokens.command("revoke")
-@click.argument("token_id", metavar="ID")
-@fail_cleanly
-def token_revoke(token_id: str) -> None:
-    """Revoke a tenant token at once."""
-    with _client() as client:
-        client.revoke_token(token_id)
-    click.echo(f"revoked {token_id}")
-
-
-def register(group: click.Group) -> None:
-    """Add ``subscriptions`` and ``tokens`` to the main ``streams`` group."""
-    group.add_command(subscriptions)
-    group.add_command(tokens)

@@ -1,6 +1,6 @@
-"""One receiver process of a benchmark: ``python -m streams.bench.node``.
+"""One receiver process of a benchmark: ``python -m streams.tools.bench.node``.
 
-It serves the sample receiver's app (:class:`streams.receiver.Receiver`, the
+It serves the sample receiver's app (:class:`streams.tools.receiver.Receiver`, the
 same code as ``streams receiver``) on a port it may share with other nodes
 (SO_REUSEPORT: the kernel spreads connections over them) and on a control
 port of its own, so the harness can configure each node. It appends every
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from streams.receiver import Receiver
+from streams.tools.receiver import Receiver
 
 
 async def serve(port: int, control_port: int | None, ledger: Path) -> None:
@@ -38,7 +38,7 @@ async def serve(port: int, control_port: int | None, ledger: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m streams.bench.node")
+    parser = argparse.ArgumentParser(prog="python -m streams.tools.bench.node")
     parser.add_argument("--port", type=int, required=True, help="the shared webhook port")
     parser.add_argument("--control-port", type=int, default=None, help="this node's own port")
     parser.add_argument("--ledger", type=Path, required=True, help="JSON-lines ledger file")

@@ -1,0 +1,1 @@
+"""Operating the worker: Prometheus metrics, JSON logs, garbage-collector tuning."""
