@@ -89,7 +89,7 @@ def store_lock(path: Path) -> Iterator[None]:
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
-    from streams.kafka_security import librdkafka_config
+    from streams.kafka.security import librdkafka_config
 
     return {
         **librdkafka_config(settings),
