@@ -13,6 +13,10 @@ box. The stages themselves live in their own modules and are registered here:
 - :mod:`streams.delivery.agent`   deliveries -> signed HTTP POSTs, attempts, retries, DLQ
 - :mod:`streams.retry.agent`      retry tiers: wait until due, then the same engine
 - :mod:`streams.ops.metrics`      ``/metrics`` and the offsets sampler
+- :mod:`streams.log.service`      the delivery log: indexer thread and store (log nodes)
+
+A worker's role (:data:`ROLES`) picks the stages: a log node (``--role log``)
+runs the delivery log and the API alone.
 
 The management API (:mod:`streams.api`) is a face: ``streams worker`` registers
 it on the built app, so nothing here imports it.
@@ -64,7 +68,8 @@ class _Closing(mode.Service):
         self.output = output
 
     async def on_stop(self) -> None:
-        await self.sender.close()
+        if self.sender is not None:
+            await self.sender.close()
         await self.output.close()
 
 
@@ -115,8 +120,18 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> Pipeline:
-    """Build the worker's Faust app with every stage registered."""
+#: What a worker runs: ``all`` (every stage, and the delivery log unless
+#: STREAMS_DELIVERY_LOG=off), ``delivery`` (every stage, no log) or ``log`` (the log
+#: and the API alone: a log node, which delivers nothing).
+ROLES = ("all", "delivery", "log")
+
+
+def build_app(
+    settings: Settings, *, registry: SchemaRegistry | None = None, role: str = "all"
+) -> Pipeline:
+    """Build the worker's Faust app with the stages of ``role`` registered."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     for secret in (
         settings.admin_token,
         settings.api_token,
@@ -140,6 +155,20 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     pipeline.readers.append(
         CompactedReader(settings, names.subscriptions, index.apply, name="subscriptions")
     )
+    from streams.log.service import DeliveryLog, DeliveryLogService
+
+    # Only a log node reads the attempts topic: delivery-only workers never do.
+    delivery_log = DeliveryLog(
+        settings,
+        names.attempts,
+        enabled=role == "log" or (role == "all" and settings.delivery_log),
+    )
+    pipeline.extras["delivery_log"] = delivery_log
+    app.service(DeliveryLogService(delivery_log))  # type: ignore[arg-type]
+    if role == "log":
+        app.service(_Closing(None, pipeline.output))  # type: ignore[arg-type]
+        app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
+        return pipeline
 
     from streams.delivery.agent import register_delivery
     from streams.delivery.engine import DeliveryEngine

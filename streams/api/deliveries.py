@@ -16,7 +16,8 @@ from streams.api.http import json_body, json_response, parse_flag, principal
 from streams.deadletter import replay as dlq
 from streams.deadletter.scan import read_at
 from streams.errors import ConflictError, DecodeError, InvalidRequestError, NotFoundError
-from streams.log.attempts import STATUS_WORDS, AttemptLog, DeliveryQuery, attempt_view, summary
+from streams.log.service import DeliveryLog
+from streams.log.store import Cursor, DeliveryQuery
 from streams.records import Attempt, Delivery
 
 if TYPE_CHECKING:
@@ -71,10 +72,33 @@ def parse_limit(value: str | None, default: int = 100) -> int:
     return limit
 
 
+def attempt_view(a: Attempt) -> dict[str, Any]:
+    """One attempt as the API shows it; ``source`` is where the delivery record it sent
+    is in Kafka (redeliver reads the body back from there)."""
+    return {
+        "attempt": a.attempt,
+        "at": a.at,
+        "duration_ms": a.duration_ms,
+        "outcome": a.outcome,
+        "status": a.status,
+        "response_snippet": a.response_snippet,
+        "error": a.error,
+        "replay_id": a.replay_id,
+        "sent": a.sent,
+        "source": {
+            "topic": a.source_topic,
+            "partition": a.source_partition,
+            "offset": a.source_offset,
+        }
+        if a.source_offset >= 0
+        else None,
+    }
+
+
 class DeliveryRoutes:
-    def __init__(self, pipeline: Pipeline, log_index: AttemptLog) -> None:
+    def __init__(self, pipeline: Pipeline, delivery_log: DeliveryLog) -> None:
         self.p = pipeline
-        self.log = log_index
+        self.log = delivery_log
         self.replays: dict[str, dlq.ReplaySummary] = {}
         self._replay_tenants: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -93,48 +117,44 @@ class DeliveryRoutes:
     # -- the delivery log -------------------------------------------------------
 
     async def list_deliveries(self, request: web.Request) -> web.Response:
+        """A page of deliveries, newest first (by first attempt); ``next_cursor`` asks
+        for the next one and stays valid while attempts arrive."""
         q = request.query
-        status = q.get("status")
-        if status is not None and status not in STATUS_WORDS and not status.isdigit():
-            raise InvalidRequestError(
-                "`status`: delivered, failed, retrying, or an HTTP status such as 503",
-                field="status",
-            )
         tenant = scope(principal(request), q.get("tenant_id"))
         query = DeliveryQuery(
             tenant_id=tenant,
-            subscription_id=q.get("subscription_id"),
-            event_type=q.get("event_type"),
-            status=status,
+            subscription_id=text_field(q, "subscription_id"),
+            event_type=text_field(q, "event_type"),
+            status=text_field(q, "status"),
             since=parse_time(q.get("since"), "since"),
             until=parse_time(q.get("until"), "until"),
             limit=parse_limit(q.get("limit")),
         )
-        self.log.require()
-        window = self.log.rows()  # copied on the loop; scanned in a thread (up to ~1 s)
-        rows = await asyncio.to_thread(lambda: list(self.log.deliveries(query, window)))
-        body: dict[str, Any] = {"data": rows}
-        if principal(request).admin:
-            body["window_attempts"] = len(window)  # every tenant's: the platform's view only
-        return json_response(body)
+        raw_cursor = q.get("cursor")
+        cursor = Cursor.decode(raw_cursor) if raw_cursor else None
+        reader = self.log.reader()
+        page = await asyncio.to_thread(reader.page, query, cursor)
+        return json_response({"data": page.data, "next_cursor": page.next_cursor})
 
-    def _history(self, request: web.Request) -> list[Attempt]:
+    async def _history(self, request: web.Request) -> tuple[dict[str, Any], list[Attempt]]:
         delivery_id = request.match_info["id"]
-        self.log.require()
-        history = self.log.attempts(delivery_id)
-        if not history or not visible(principal(request), history[-1].tenant_id):
+        reader = self.log.reader()
+        found = await asyncio.to_thread(reader.delivery, delivery_id)
+        if found is None or not visible(principal(request), found[0]["tenant_id"]):
             raise NotFoundError(f"no delivery {delivery_id} in the delivery log")
-        return history
+        return found
 
     async def show(self, request: web.Request) -> web.Response:
-        history = self._history(request)
-        view = summary(history)
-        view["attempts"] = [attempt_view(a) for a in history]
-        return json_response(view)
+        view, history = await self._history(request)
+        return json_response({**view, "attempts": [attempt_view(a) for a in history]})
 
     async def redeliver(self, request: web.Request) -> web.Response:
-        """Send a past delivery again, read back from Kafka by offset (no second copy)."""
-        history = self._history(request)
+        """Send a past delivery again, read back from Kafka by offset (no second copy).
+
+        Its attempts are numbered on after the delivery's history (a fourth attempt
+        after three), so the log reads in order and its summary is the new outcome.
+        """
+        _, history = await self._history(request)
         source = next((a for a in reversed(history) if a.source_offset >= 0), None)
         if source is None:
             raise ConflictError(
@@ -156,7 +176,7 @@ class DeliveryRoutes:
             original = Delivery.from_bytes(found.value or b"")
         except DecodeError:
             raise ConflictError("the stored delivery record is unreadable") from None
-        again = dlq.redelivery(original)
+        again = dlq.redelivery(original, max(a.attempt for a in history))
         await (await self.p.send(self.p.names.deliveries, again.subscription_id, again.to_bytes()))
         return json_response(
             {"delivery_id": again.delivery_id, "replay_id": again.replay_id, "status": "queued"},
