@@ -166,6 +166,9 @@ def build_app(
     pipeline.extras["delivery_log"] = delivery_log
     app.service(DeliveryLogService(delivery_log))  # type: ignore[arg-type]
     if role == "log":
+        # No agent, so no consumer group: Faust's web server and services alone (its
+        # consumer would refuse to subscribe to nothing).
+        app.producer_only = True
         app.service(_Closing(None, pipeline.output))  # type: ignore[arg-type]
         app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
         return pipeline

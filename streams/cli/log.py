@@ -26,10 +26,12 @@ def log_rebuild(yes: bool, as_json: bool) -> None:
     store answers as the old one did, for what the topic still holds.
     """
     from streams.kafka.topics import TopicNames
-    from streams.log.indexer import rebuild
+    from streams.log.indexer import rebuild, store_lock
 
     settings = settings_from_env()
     path = settings.log_path
+    with store_lock(path):  # a running log node: say so before asking anything
+        pass
     if not yes and path.exists():
         click.confirm(f"delete {path} and rebuild it from the attempts topic?", abort=True)
     with click.progressbar(

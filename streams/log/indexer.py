@@ -43,8 +43,13 @@ from streams.log.store import LogWriter, StoreFault, WriteResult, store_files
 
 log = logging.getLogger(__name__)
 
-#: The most records written in one transaction, and how long a batch waits to fill.
-BATCH_RECORDS = 5000
+#: The most records written in one transaction, and how long a batch gathers them: a
+#: transaction costs the same whatever its size (the statistics of every subscription
+#: it touches are written once), so a second's worth beats many small ones. The log
+#: lags the topic by about this much.
+BATCH_RECORDS = 20_000
+BATCH_GATHER_S = 2.0
+#: The longest one poll of the consumer waits.
 BATCH_WAIT_S = 0.5
 #: librdkafka's prefetch queue and the largest fetch, the bounds of the consumer's memory.
 QUEUE_KIB = 16 * 1024
@@ -59,6 +64,8 @@ PRUNE_BATCH = 1000
 WATCH_EVERY_S = 5.0
 #: How long to wait for the topic to exist before each new look.
 TOPIC_RETRY_S = 5.0
+#: How long to wait after a Kafka error before a new consumer starts.
+KAFKA_RETRY_S = 2.0
 
 
 class StoreLocked(StreamsError):
@@ -188,11 +195,21 @@ class LogIndexer:
 
     def _main(self) -> None:
         cpu0 = time.thread_time()
+        from confluent_kafka import KafkaException
+
         try:
             with store_lock(self.path):
                 writer = LogWriter(self.path, self.topic)
                 try:
-                    self._run(writer)
+                    # Kafka's errors pass (a leader moving, a broker restarting): start a
+                    # new consumer at the stored positions. The store's do not.
+                    while not self._stop.is_set():
+                        try:
+                            self._run(writer)
+                        except KafkaException as exc:
+                            self.waiting = f"Kafka: {exc}; retrying in {KAFKA_RETRY_S:g}s"
+                            log.warning("log indexer: %s", self.waiting)
+                            self._stop.wait(KAFKA_RETRY_S)
                 finally:
                     writer.close()
         except (StoreFault, StoreLocked) as exc:
@@ -230,14 +247,7 @@ class LogIndexer:
             next_watch = 0.0
             cpu0 = time.thread_time()
             while not self._stop.is_set():
-                batch = consumer.consume(BATCH_RECORDS, BATCH_WAIT_S)
-                records = []
-                for msg in batch:
-                    err = msg.error()
-                    if err is None:
-                        records.append((msg.partition(), msg.offset(), msg.value()))
-                    else:
-                        log.warning("log indexer: %s", err)
+                batch, records = self._gather(consumer)
                 if records:
                     self.stats.add(writer.write(records))
                 self.stats.positions = writer.positions()
@@ -257,6 +267,28 @@ class LogIndexer:
                 self.stats.busy_s = time.thread_time() - cpu0
         finally:
             consumer.close()
+
+    def _gather(self, consumer: Any) -> tuple[bool, list[tuple[int, int, bytes | None]]]:
+        """Records for one transaction: up to BATCH_RECORDS, gathered for at most
+        BATCH_GATHER_S from the first; and whether the topic had anything at all."""
+        records: list[tuple[int, int, bytes | None]] = []
+        seen = False
+        deadline = time.monotonic() + BATCH_GATHER_S
+        while len(records) < BATCH_RECORDS and not self._stop.is_set():
+            wait = min(BATCH_WAIT_S, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            batch = consumer.consume(BATCH_RECORDS - len(records), wait)
+            if not batch:
+                break  # caught up: write what there is now
+            seen = True
+            for msg in batch:
+                err = msg.error()
+                if err is None:
+                    records.append((msg.partition(), msg.offset(), msg.value()))
+                else:
+                    log.warning("log indexer: %s", err)
+        return seen, records
 
     def _await_topic(self, consumer: Any) -> list[int] | None:
         """The topic's partitions, waiting (and saying so) while it does not exist."""
@@ -316,17 +348,18 @@ class LogIndexer:
 
         positions = writer.positions()
         lag = 0
-        for p in partitions:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=5, cached=True
-            )
-            if high >= 0:
-                lag += max(0, high - positions.get(p, 0))
-        self.stats.lag = lag
         try:
+            for p in partitions:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=5, cached=True
+                )
+                if high >= 0:
+                    lag += max(0, high - positions.get(p, 0))
             meta = consumer.list_topics(self.topic, timeout=5)
-        except Exception:
+        except Exception as exc:  # a measurement: try again at the next look
+            log.debug("log indexer: lag not measured: %s", exc)
             return
+        self.stats.lag = lag
         found = meta.topics.get(self.topic)
         added = sorted(set(found.partitions) - set(partitions)) if found is not None else []
         if added:

@@ -48,6 +48,7 @@ import contextlib
 import errno
 import hashlib
 import math
+import operator
 import sqlite3
 import sys
 import threading
@@ -208,61 +209,105 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return None, f"not JSON ({exc})"
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         return None, f"expected a JSON object, got {type(obj).__name__}"
+    get: Callable[..., Any] = obj.get
+    delivery_id, event_id, event_type = get("delivery_id"), get("event_id"), get("event_type")
+    tenant_id, sub_id, outcome = get("tenant_id"), get("subscription_id"), get("outcome")
+    number, at, duration, status = get("attempt"), get("at"), get("duration_ms"), get("status")
+    snippet, error, replay_id = get("response_snippet", ""), get("error"), get("replay_id")
+    source_topic = get("source_topic", "")
+    source_partition, source_offset = get("source_partition", -1), get("source_offset", -1)
+    sent = get("sent", True)
+    # The common case in one expression (orjson gives exact types; a str is valid UTF-8);
+    # anything else goes through the checks that say what is wrong.
+    if not (
+        type(delivery_id) is str
+        and type(event_id) is str
+        and type(event_type) is str
+        and type(tenant_id) is str
+        and type(sub_id) is str
+        and delivery_id
+        and tenant_id
+        and sub_id
+        and outcome in _OUTCOME_SET
+        and type(number) is int
+        and 0 <= number < 1 << 31
+        and type(at) in (float, int)
+        and type(duration) in (float, int)
+        and (status is None or (type(status) is int and 0 <= status < 1000))
+        and type(snippet) is str
+        and (error is None or type(error) is str)
+        and (replay_id is None or type(replay_id) is str)
+        and type(source_topic) is str
+        and type(source_partition) is int
+        and type(source_offset) is int
+        and -1 <= source_partition < 1 << 31
+        and -1 <= source_offset < 1 << 62
+        and type(sent) is bool
+        and math.isfinite(at)
+        and math.isfinite(duration)
+    ):
+        return None, _why_not(obj)
+    if len(snippet) > SNIPPET_BYTES // 4:  # 4 bytes a character at most: cut only if needed
+        snippet = bounded_snippet(snippet)
+    return (
+        delivery_id,
+        event_id,
+        event_type,
+        tenant_id,
+        sub_id,
+        number,
+        float(at),
+        float(duration),
+        outcome,
+        status,
+        snippet,
+        error,
+        replay_id,
+        source_topic,
+        source_partition,
+        source_offset,
+        sent,
+    ), ""
+
+
+_OUTCOME_SET = frozenset(OUTCOMES)
+
+
+def _why_not(obj: dict[str, Any]) -> str:
+    """What makes ``obj`` an attempt the store cannot keep (the first problem)."""
     for name in _TEXT:
         value = obj.get(name)
         if not isinstance(value, str) or (not value and name in _NON_EMPTY):
-            return None, f"`{name}` must be a string" + (
-                " (not empty)" if name in _NON_EMPTY else ""
-            )
+            return f"`{name}` must be a string" + (" (not empty)" if name in _NON_EMPTY else "")
     for name in _OPTIONAL_TEXT:
         if not isinstance(obj.get(name), (str, type(None))):
-            return None, f"`{name}` must be a string or null"
+            return f"`{name}` must be a string or null"
     if obj["outcome"] not in OUTCOMES:
-        return None, f"`outcome` must be one of {', '.join(OUTCOMES)}"
+        return f"`outcome` must be one of {', '.join(OUTCOMES)}"
     if not _is_int(obj.get("attempt")) or not 0 <= obj["attempt"] < 1 << 31:
-        return None, "`attempt` must be a whole number"
+        return "`attempt` must be a whole number"
     for name in ("at", "duration_ms"):
         if not _is_number(obj.get(name)):
-            return None, f"`{name}` must be a number"
+            return f"`{name}` must be a number"
     status = obj.get("status")
     if status is not None and (not _is_int(status) or not 0 <= status < 1000):
-        return None, "`status` must be an HTTP status or null"
-    snippet = obj.get("response_snippet", "")
-    if not isinstance(snippet, str):
-        return None, "`response_snippet` must be a string"
+        return "`status` must be an HTTP status or null"
+    if not isinstance(obj.get("response_snippet", ""), str):
+        return "`response_snippet` must be a string"
     source_topic = obj.get("source_topic", "")
     source_partition = obj.get("source_partition", -1)
     source_offset = obj.get("source_offset", -1)
     if not isinstance(source_topic, str) or not (
         _is_int(source_partition) and _is_int(source_offset)
     ):
-        return None, "`source_topic`, `source_partition`, `source_offset`: string, integers"
+        return "`source_topic`, `source_partition`, `source_offset`: string, integers"
     if not -1 <= source_partition < 1 << 31 or not -1 <= source_offset < 1 << 62:
-        return None, "`source_partition` or `source_offset` out of range"
-    sent = obj.get("sent", True)
-    if not isinstance(sent, bool):
-        return None, "`sent` must be true or false"
-    return (
-        obj["delivery_id"],
-        obj["event_id"],
-        obj["event_type"],
-        obj["tenant_id"],
-        obj["subscription_id"],
-        obj["attempt"],
-        float(obj["at"]),
-        float(obj["duration_ms"]),
-        obj["outcome"],
-        status,
-        bounded_snippet(snippet),
-        obj.get("error"),
-        obj.get("replay_id"),
-        source_topic,
-        source_partition,
-        source_offset,
-        sent,
-    ), ""
+        return "`source_partition` or `source_offset` out of range"
+    if not isinstance(obj.get("sent", True), bool):
+        return "`sent` must be true or false"
+    return "a field has a value the store cannot keep"
 
 
 # Indexes of a Row's fields (the Attempt's declaration order).
@@ -285,13 +330,6 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
     R_SOURCE_OFFSET,
     R_SENT,
 ) = range(17)
-
-
-def newer(a: tuple[float, int, int], b: tuple[float, int, int]) -> bool:
-    """Whether attempt ``a`` is later than ``b``, each as (at, attempt number, position):
-    by time, then number, then position (all of a delivery's attempts share a partition,
-    so position is the order they were written in)."""
-    return a > b
 
 
 # -- queries ------------------------------------------------------------------------
@@ -493,6 +531,9 @@ class Page:
 COUNTERS = ("attempts", "delivered", "retried", "failed", *(f"c{c}" for c in STATUS_CLASSES))
 _OUTCOME_COUNTER = {"delivered": 1, "retry": 2, "give_up": 3}
 _CLASS_COUNTER = {c: 4 + i for i, c in enumerate(STATUS_CLASSES)}
+#: The counter of each HTTP status (anything else, None included, counts as ``error``).
+_STATUS_COUNTER = {s: _CLASS_COUNTER[status_class(s)] for s in range(200, 600)}
+_ERROR_COUNTER = _CLASS_COUNTER["error"]
 
 
 @dataclass
@@ -509,7 +550,7 @@ class Bucket:
         counts = self.counts
         counts[0] += 1
         counts[_OUTCOME_COUNTER[row[R_OUTCOME]]] += 1
-        counts[_CLASS_COUNTER[status_class(row[R_STATUS])]] += 1
+        counts[_STATUS_COUNTER.get(row[R_STATUS], _ERROR_COUNTER)] += 1
         b = latency_bin(row[R_DURATION])
         self.hist[b] = self.hist.get(b, 0) + 1
         if row[R_OUTCOME] != "delivered" and (
@@ -518,9 +559,7 @@ class Bucket:
             self.last_error = (row[R_AT], row[R_STATUS], row[R_ERROR])
 
     def merge(self, other: Bucket) -> None:
-        counts = self.counts
-        for i, n in enumerate(other.counts):
-            counts[i] += n
+        self.counts = list(map(operator.add, self.counts, other.counts))
         hist = self.hist
         for k, n in other.hist.items():
             hist[k] = hist.get(k, 0) + n
@@ -704,6 +743,9 @@ _BUCKET_COLUMNS = (
     f"kind, key, span, start, tenant_id, {', '.join(COUNTERS)}, latency, error_at, "
     "error_status, error"
 )
+_BUCKET_UPDATE = ", ".join(
+    f"{c} = excluded.{c}" for c in (*COUNTERS, "latency", "error_at", "error_status", "error")
+)
 #: The files SQLite keeps beside the database in WAL mode.
 _SIDE = ("-wal", "-shm")
 
@@ -853,6 +895,9 @@ class LogWriter:
         with _faults(path):
             self._conn = _connect(path, create=False)
             self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent, not fsynced
+            # Checkpoint every 32 MB of WAL, not 4 MB: pages written by several batches
+            # (buckets, index ends) are copied into the database once.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 8192")
             self._conn.execute("PRAGMA journal_size_limit = 67108864")
             self._positions: dict[int, int] = dict(
                 self._conn.execute("SELECT partition, next_offset FROM positions").fetchall()
@@ -862,6 +907,18 @@ class LogWriter:
         self._new_names: list[tuple[int, str]] = []
         # Buckets of the current minutes and hours, so a batch adds to them in memory.
         self._buckets: dict[tuple[str, str, int, int], Bucket] = {}
+        # The newest bucket start on disk, per width: any later one is new.
+        with _faults(path):
+            self._newest_bucket = {
+                span: int(
+                    self._conn.execute(
+                        "SELECT coalesce(max(start), 0) FROM buckets INDEXED BY b_age "
+                        "WHERE span = ?",
+                        (span,),
+                    ).fetchone()[0]
+                )
+                for span in (MINUTE, HOUR)
+            }
         self._prune_after: tuple[float, int] = _PRUNE_START
 
     def _max_seq(self) -> int:
@@ -933,6 +990,15 @@ class LogWriter:
             self._names.pop(name, None)
         self._buckets.clear()  # they hold the rolled-back counts: read again from disk
         with contextlib.suppress(sqlite3.Error):
+            for span in (MINUTE, HOUR):
+                self._newest_bucket[span] = int(
+                    self._conn.execute(
+                        "SELECT coalesce(max(start), 0) FROM buckets INDEXED BY b_age "
+                        "WHERE span = ?",
+                        (span,),
+                    ).fetchone()[0]
+                )
+        with contextlib.suppress(sqlite3.Error):
             self._next_seq = self._max_seq() + 1
 
     def _name_id(self, kind: int, name: str) -> int:
@@ -977,6 +1043,12 @@ class LogWriter:
         name_id = self._name_id
         pending = self._locate(dict.fromkeys(row[R_DELIVERY] for _, row in rows))
         attempt_rows: list[tuple[Any, ...]] = []
+        topics: dict[str, int] = {}
+
+        def topic_id(name: str) -> int:
+            topics[name] = name_id(TOPIC, name)
+            return topics[name]
+
         # This batch's counts per (tenant, subscription, minute), added to the buckets after.
         deltas: dict[tuple[str, str, int], Bucket] = {}
         for pos, row in rows:
@@ -1002,9 +1074,12 @@ class LogWriter:
                 )
                 self._next_seq += 1
             summary[S_ATTEMPTS] += 1
-            if newer(
-                (row[R_AT], row[R_ATTEMPT], pos),
-                (summary[S_LAST_AT], summary[S_LAST_ATTEMPT], summary[S_LAST_POS]),
+            # The summary is the latest attempt by time, then number, then position (a
+            # delivery's attempts share a partition: position is the order written).
+            if (row[R_AT], row[R_ATTEMPT], pos) > (
+                summary[S_LAST_AT],
+                summary[S_LAST_ATTEMPT],
+                summary[S_LAST_POS],
             ):
                 summary[S_LAST_AT : S_ERROR + 1] = (
                     row[R_AT],
@@ -1026,13 +1101,13 @@ class LogWriter:
                     row[R_SNIPPET],
                     row[R_ERROR],
                     row[R_REPLAY],
-                    name_id(TOPIC, row[R_SOURCE_TOPIC]),
+                    topics.get(row[R_SOURCE_TOPIC]) or topic_id(row[R_SOURCE_TOPIC]),
                     row[R_SOURCE_PARTITION],
                     row[R_SOURCE_OFFSET],
                     row[R_SENT],
                 )
             )
-            # Statistics count an attempt under its delivery's tenant and subscription.
+            # Statistics count an attempt under its tenant and subscription, by minute.
             dk = (row[R_TENANT], row[R_SUB], bucket_start(row[R_AT], MINUTE))
             delta = deltas.get(dk)
             if delta is None:
@@ -1075,37 +1150,47 @@ class LogWriter:
     def _add_buckets(self, deltas: dict[tuple[str, str, int], Bucket]) -> None:
         """Add a batch's per-minute counts to the minute and hour buckets of their
         subscription, tenant and everything; write the buckets changed."""
+        # Fold the subscriptions' minutes into their tenants' and everyone's first, so a
+        # bucket of a tenant or of everything takes one merge per batch, not one per
+        # subscription.
+        scoped: dict[tuple[str, str, str, int], Bucket] = {}
+        for (tenant_id, sub_id, minute), delta in deltas.items():
+            scoped[("sub", sub_id, tenant_id, minute)] = delta
+            for kind, key, owner in (("tenant", tenant_id, tenant_id), ("all", "", "")):
+                folded = scoped.get((kind, key, owner, minute))
+                if folded is None:
+                    scoped[(kind, key, owner, minute)] = folded = Bucket(owner)
+                folded.merge(delta)
         cache = self._buckets
         touched: set[tuple[str, str, int, int]] = set()
-        for (tenant_id, sub_id, minute), delta in deltas.items():
+        for (kind, key, owner, minute), delta in scoped.items():
             for span in (MINUTE, HOUR):
-                start = bucket_start(minute, span)
-                for k in (
-                    ("all", "", span, start),
-                    ("tenant", tenant_id, span, start),
-                    ("sub", sub_id, span, start),
-                ):
-                    b = cache.get(k)
-                    if b is None:
-                        b = cache[k] = self._load_bucket(k, "" if k[0] == "all" else tenant_id)
-                    b.merge(delta)
-                    touched.add(k)
+                k = (kind, key, span, bucket_start(minute, span))
+                b = cache.get(k)
+                if b is None:
+                    b = cache[k] = self._load_bucket(k, owner)
+                b.merge(delta)
+                touched.add(k)
         if not touched:
             return
+        # An upsert, not a replace: the key columns stay, so their indexes are not written.
         self._conn.executemany(
-            f"INSERT OR REPLACE INTO buckets ({_BUCKET_COLUMNS}) VALUES "
-            f"({', '.join('?' * (9 + len(COUNTERS)))})",
+            f"INSERT INTO buckets ({_BUCKET_COLUMNS}) VALUES "
+            f"({', '.join('?' * (9 + len(COUNTERS)))}) ON CONFLICT (kind, key, span, start) "
+            f"DO UPDATE SET {_BUCKET_UPDATE}",
             [bucket_params(k, cache[k]) for k in touched],
         )
         # Keep in memory only the buckets new attempts still land in (the newest two of
         # each width): the rest are on disk, and read again if a late attempt needs one.
-        newest = {MINUTE: 0, HOUR: 0}
+        newest = self._newest_bucket
         for k in touched:
             newest[k[2]] = max(newest[k[2]], k[3])
         for k in [k for k in cache if k[3] < newest[k[2]] - k[2]]:
             del cache[k]
 
     def _load_bucket(self, k: tuple[str, str, int, int], tenant_id: str) -> Bucket:
+        if k[3] > self._newest_bucket[k[2]]:
+            return Bucket(tenant_id)  # later than any bucket written: not on disk
         found = self._conn.execute(
             f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE kind = ? AND key = ? AND span = ? "
             "AND start = ?",
@@ -1302,7 +1387,7 @@ class LogReader:
                     "FROM attempts WHERE seq = ?",
                     (row[S_SEQ],),
                 ),
-                key=lambda a: (a[2], a[1], a[0]),  # by time, as the summary (see newer())
+                key=lambda a: (a[2], a[1], a[0]),  # by time, number, position: as the summary
             )
         ]
         return view, attempts

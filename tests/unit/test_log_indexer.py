@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from streams.config import Settings
 from streams.log import indexer as indexer_module
@@ -154,6 +154,35 @@ def test_a_restarted_indexer_starts_at_the_stored_positions(settings: Settings, 
     assert consumer.assign_calls[0] == stored  # resumed, not from the beginning
     assert second.stats.attempts == 5
     assert ids(path) == sorted(f"d{n}" for n in range(25))
+
+
+def test_a_kafka_error_is_retried_with_a_new_consumer(
+    settings: Settings, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(indexer_module, "KAFKA_RETRY_S", 0.01)
+    topic = Topic()
+    for n in range(10):
+        topic.append(attempt(f"d{n}", 1, T0 + n))
+    made: list[FakeConsumer] = []
+
+    class NotLeaderOnce(FakeConsumer):
+        def get_watermark_offsets(
+            self, tp: TopicPartition, timeout: float, cached: bool = False
+        ) -> tuple[int, int]:
+            if len(made) == 1:  # the first consumer: the partition's leader is moving
+                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+            return super().get_watermark_offsets(tp, timeout, cached)
+
+    def factory(_: Any) -> FakeConsumer:
+        made.append(NotLeaderOnce(topic))
+        return made[-1]
+
+    indexer = LogIndexer(settings, TOPIC, path, consumer_factory=factory)
+    run_until(indexer, indexer.caught_up.is_set)
+    assert indexer.fault is None
+    assert len(made) == 2
+    assert made[0].closed
+    assert ids(path) == sorted(f"d{n}" for n in range(10))
 
 
 def test_a_recreated_topic_stops_the_indexer_with_the_fix(settings: Settings, path: Path) -> None:

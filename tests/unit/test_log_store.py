@@ -213,6 +213,15 @@ def test_a_good_attempt_decodes_to_its_fields() -> None:
     assert len(row[10].encode()) == SNIPPET_BYTES
 
 
+def test_a_whole_number_of_seconds_is_a_time_too() -> None:
+    raw = _obj(at=1_800_000_000, duration_ms=12)
+    row, why = attempt_row(raw)
+    assert why == ""
+    assert row is not None
+    assert (row[6], row[7]) == (1_800_000_000.0, 12.0)
+    assert type(row[6]) is float
+
+
 def _obj(**changes: Any) -> bytes:
     obj = attempt("d1").to_dict()
     for k, v in changes.items():
