@@ -126,6 +126,12 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 ROLES = ("all", "delivery", "log")
 
 
+def keeps_log(role: str, settings: Settings) -> bool:
+    """Whether a worker of ``role`` is a log node: it reads the attempts topic into its
+    store and serves the log. A delivery-only worker never reads that topic."""
+    return role == "log" or (role == "all" and settings.delivery_log)
+
+
 def build_app(
     settings: Settings, *, registry: SchemaRegistry | None = None, role: str = "all"
 ) -> Pipeline:
@@ -158,11 +164,7 @@ def build_app(
     from streams.log.service import DeliveryLog, DeliveryLogService
 
     # Only a log node reads the attempts topic: delivery-only workers never do.
-    delivery_log = DeliveryLog(
-        settings,
-        names.attempts,
-        enabled=role == "log" or (role == "all" and settings.delivery_log),
-    )
+    delivery_log = DeliveryLog(settings, names.attempts, enabled=keeps_log(role, settings))
     pipeline.extras["delivery_log"] = delivery_log
     app.service(DeliveryLogService(delivery_log))  # type: ignore[arg-type]
     if role == "log":

@@ -33,7 +33,7 @@ def worker_cmd(role: str) -> None:
     from faust import Worker
 
     from streams.api import register_api
-    from streams.app import build_app
+    from streams.app import build_app, keeps_log
     from streams.errors import ConfigError
     from streams.kafka.topics import missing_topics
     from streams.ops import gc_tuning
@@ -62,7 +62,7 @@ def worker_cmd(role: str) -> None:
             f"development admin token: {token}  (from {settings.state_dir / 'dev-admin-token'})",
             err=True,
         )
-    log_node = role == "log" or (role == "all" and settings.delivery_log)
+    log_node = keeps_log(role, settings)
     click.echo(
         f"worker ({role}): API on http://{settings.api_bind}:{settings.api_port}, "
         f"Kafka at {settings.kafka_bootstrap}, "
