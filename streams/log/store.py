@@ -1089,26 +1089,19 @@ class LogWriter:
                     row[R_STATUS],
                     row[R_ERROR],
                 )
+            # The attempts table's columns: the row's from `attempt` to `replay_id`, the
+            # topic's name id, then the source position and `sent`.
             attempt_rows.append(
                 (
                     summary[S_SEQ],
                     pos,
-                    row[R_ATTEMPT],
-                    row[R_AT],
-                    row[R_DURATION],
-                    row[R_OUTCOME],
-                    row[R_STATUS],
-                    row[R_SNIPPET],
-                    row[R_ERROR],
-                    row[R_REPLAY],
+                    *row[R_ATTEMPT:R_SOURCE_TOPIC],
                     topics.get(row[R_SOURCE_TOPIC]) or topic_id(row[R_SOURCE_TOPIC]),
-                    row[R_SOURCE_PARTITION],
-                    row[R_SOURCE_OFFSET],
-                    row[R_SENT],
+                    *row[R_SOURCE_PARTITION:],
                 )
             )
             # Statistics count an attempt under its tenant and subscription, by minute.
-            dk = (row[R_TENANT], row[R_SUB], bucket_start(row[R_AT], MINUTE))
+            dk = (row[R_TENANT], row[R_SUB], int(row[R_AT] // MINUTE) * MINUTE)
             delta = deltas.get(dk)
             if delta is None:
                 delta = deltas[dk] = Bucket(row[R_TENANT])
