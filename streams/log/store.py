@@ -13,20 +13,24 @@ double rows. Measured in docs/benchmarks.md ("The delivery-log store").
 
 Tables:
 
-- ``attempts``: one row per attempt, keyed by its position in the topic
-  (``partition << 40 | offset``). The key makes a second copy of a record
-  impossible, whatever replays it.
-- ``deliveries``: one summary row per delivery: its latest attempt *by time*
-  (a redelivery's 200 after three failures reads ``delivered``), the number
-  of attempts, and ``first_at``, the time of its first attempt. ``first_at``
-  never changes once the delivery is stored, so listing newest first by
-  ``(first_at, dkey)`` gives cursors that neither skip nor repeat a delivery
-  while new attempts arrive. ``dkey`` is a hash of the delivery id, so a
-  rebuilt store orders ties exactly as the old one did.
+- ``deliveries``: one summary row per delivery, numbered ``seq`` in the order
+  stored (so new rows append): its latest attempt *by time* (a redelivery's 200
+  after three failures reads ``delivered``), the number of attempts, and
+  ``first_at``, the time of its first attempt. ``first_at`` never changes once
+  the delivery is stored, so listing newest first by ``(first_at, dkey)`` gives
+  cursors that neither skip nor repeat a delivery while new attempts arrive.
+  ``dkey`` is a hash of the delivery id: how a delivery is found by id, and the
+  order of equal first times, the same in a rebuilt store.
+- ``attempts``: one row per attempt, clustered by delivery (``seq``) and keyed
+  by its position in the topic (``partition << 40 | offset``): a delivery's
+  history is one range read, and no record is stored twice.
+- ``names``: tenants, subscriptions, event types and topics, stored once; the
+  other tables and their indexes hold small integer ids.
 - ``buckets``: counts per minute (kept a day) and per hour (kept for the
   retention), for everything, per tenant and per subscription, with a
   latency histogram and the newest error. Statistics over 5 minutes to 7 days
   read at most 1,440 of these rows instead of millions of attempts.
+  ``totals``: attempts and deliveries stored, per tenant and in all.
 - ``positions``: the next offset to read, per partition. ``meta``: the
   schema version and the topic the store follows. ``skipped``: the last
   undecodable records (position and reason); they stay in the topic.

@@ -39,6 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from streams.config import Settings
 from streams.records import Attempt, delivery_id_for
@@ -119,6 +120,9 @@ def fill(path: Path, attempts: int, max_minutes: float, batch: int = 5000) -> No
             writer.write(records)
             written += len(records)
             records = []
+            if written // PRUNE_EVERY != (written - batch) // PRUNE_EVERY:
+                # As a live node's clock would: minute buckets a day behind go.
+                _prune(writer, now - SPAN_S + n * step, SPAN_S + 86_400)
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 rate = written / (last_report - started)
@@ -126,15 +130,22 @@ def fill(path: Path, attempts: int, max_minutes: float, batch: int = 5000) -> No
     if records:
         writer.write(records)
         written += len(records)
-    # As a log node keeps it: minute buckets older than a day go (the indexer prunes).
-    for _ in range(1_000_000):
-        if not writer.prune(time.time(), SPAN_S + 86_400, 5000).more:
-            break
+    _prune(writer, time.time(), SPAN_S + 86_400)
     writer.close()
     seconds = time.monotonic() - started
     print(f"filled {path}: {written:,} attempts in {seconds:.0f}s ({written / seconds:,.0f}/s)")
     if written < attempts:
         print(f"stopped at --max-minutes {max_minutes:g}: run again to add more")
+
+
+#: Attempts between two prunings of a fill.
+PRUNE_EVERY = 200_000
+
+
+def _prune(writer: Any, now: float, retention_s: float) -> None:
+    for _ in range(1_000_000):  # bounded: each round deletes up to 5,000 rows
+        if not writer.prune(now, retention_s, 5000).more:
+            return
 
 
 # -- query --------------------------------------------------------------------------------
