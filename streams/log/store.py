@@ -38,7 +38,8 @@ Tables:
 Every query reads through an index chosen for its filters (``INDEXED BY``,
 see :func:`plan_index`); ``tests/unit/test_log_plans.py`` checks each
 combination with ``EXPLAIN QUERY PLAN``. Memory is bounded in bytes: each
-connection's page cache (``CACHE_KIB``) and the indexer's batch.
+connection's page cache (``WRITER_CACHE_KIB``, ``READER_CACHE_KIB``; the OS keeps
+the rest of the file cached) and the indexer's batch.
 """
 
 # S608: every SQL text here is put together from this module's constants (columns,
@@ -73,8 +74,10 @@ SCHEMA_VERSION = 1
 OFFSET_BITS = 40
 #: The largest response snippet stored, in UTF-8 bytes (the engine keeps 4,096 characters).
 SNIPPET_BYTES = 4096
-#: Page cache of each connection, KiB (SQLite's bound on the memory a connection holds).
-CACHE_KIB = 32 * 1024
+#: Page cache of the writer and of each reader's connection, KiB: SQLite's bound on the
+#: memory a connection holds (a reader per API thread).
+WRITER_CACHE_KIB = 32 * 1024
+READER_CACHE_KIB = 8 * 1024
 #: Undecodable records remembered (position and reason) for the operator.
 KEPT_SKIPPED = 1000
 #: Names (tenants, subscriptions, event types) whose ids each writer or reader remembers.
@@ -759,11 +762,13 @@ def store_files(path: Path) -> list[Path]:
     return [path, *(path.with_name(path.name + s) for s in _SIDE)]
 
 
-def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+def _connect(
+    path: Path, *, create: bool, cache_kib: int = READER_CACHE_KIB
+) -> sqlite3.Connection:
     target = str(path) if create else path.resolve().as_uri() + "?mode=rw"
     conn = sqlite3.connect(target, uri=not create, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     conn.execute("PRAGMA temp_store = MEMORY")
     return conn
 
@@ -897,7 +902,7 @@ class LogWriter:
         self.path = path
         self.topic = topic
         with _faults(path):
-            self._conn = _connect(path, create=False)
+            self._conn = _connect(path, create=False, cache_kib=WRITER_CACHE_KIB)
             self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent, not fsynced
             # Checkpoint every 32 MB of WAL, not 4 MB: pages written by several batches
             # (buckets, index ends) are copied into the database once.

@@ -108,8 +108,8 @@ def test_no_statement_of_the_store_reads_a_table_whole(
     statements: list[str] = []
     connect = store_module._connect
 
-    def traced(path: Path, *, create: bool) -> sqlite3.Connection:
-        c = connect(path, create=create)
+    def traced(path: Path, *, create: bool, **kwargs: Any) -> sqlite3.Connection:
+        c = connect(path, create=create, **kwargs)
         c.set_trace_callback(statements.append)
         return c
 
