@@ -69,14 +69,14 @@ from streams.errors import InvalidRequestError, StreamsError, UnavailableError
 from streams.records import Attempt
 
 #: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: An attempt's key: its partition in the high bits, its offset in the low 40 (10^12 records).
 OFFSET_BITS = 40
 #: The largest response snippet stored, in UTF-8 bytes (the engine keeps 4,096 characters).
 SNIPPET_BYTES = 4096
 #: Page cache of the writer and of each reader's connection, KiB: SQLite's bound on the
 #: memory a connection holds (a reader per API thread).
-WRITER_CACHE_KIB = 32 * 1024
+WRITER_CACHE_KIB = 256 * 1024
 READER_CACHE_KIB = 8 * 1024
 #: Undecodable records remembered (position and reason) for the operator.
 KEPT_SKIPPED = 1000
@@ -418,11 +418,12 @@ class Cursor:
 
 def plan_index(q: DeliveryQuery) -> str:
     """The index that serves ``q``: the narrowest scope (subscription, tenant, all),
-    then the sparse set of failures when the status asks for them, else the event type.
+    then the sparse set of failures when the status asks for them.
 
-    Every index ends with ``(first_at, dkey)``, the list's order, so a page reads its
-    rows in order and stops after ``limit`` of them; the other filters are checked on
-    the rows it reads. ``delivered`` (most rows) has no index of its own.
+    Every index ends with ``(first_at, dkey, event_type)``: the list's order, so a page
+    reads its rows in order and stops after ``limit`` of them, and the event type, so
+    that filter is checked in the index before a row is read. The other filters are
+    checked on the rows read. ``delivered`` (most rows) has no index of its own.
     """
     status = q.http_status is not None
     if q.subscription_id is not None:
@@ -430,10 +431,10 @@ def plan_index(q: DeliveryQuery) -> str:
     if q.tenant_id is not None:
         if q.failing:
             return "d_tenant_status" if status else "d_tenant_failed"
-        return "d_tenant_type" if q.event_type is not None else "d_tenant"
+        return "d_tenant"
     if q.failing:
         return "d_status" if status else "d_failed"
-    return "d_type" if q.event_type is not None else "d_time"
+    return "d_time"
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,7 +642,10 @@ def bucket_params(k: tuple[str, str, int, int], b: Bucket) -> tuple[Any, ...]:
 
 #: Kinds of ``names``: the strings stored once and referred to by id.
 TENANT, SUBSCRIPTION, EVENT_TYPE, TOPIC = 1, 2, 3, 4
-_ORDER = "first_at, dkey"
+#: The list's order, then the event type: every list index carries it, so the event type
+#: filter is checked in the index without reading a row (a grouped index of its own per
+#: tenant and type dirtied a page per pair with each batch: 25% of the write cost).
+_ORDER = "first_at, dkey, event_type"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS positions (
@@ -680,8 +684,6 @@ CREATE INDEX IF NOT EXISTS d_key ON deliveries (dkey);
 CREATE INDEX IF NOT EXISTS d_time ON deliveries ({_ORDER});
 CREATE INDEX IF NOT EXISTS d_tenant ON deliveries (tenant, {_ORDER});
 CREATE INDEX IF NOT EXISTS d_sub ON deliveries (sub, {_ORDER});
-CREATE INDEX IF NOT EXISTS d_tenant_type ON deliveries (tenant, event_type, {_ORDER});
-CREATE INDEX IF NOT EXISTS d_type ON deliveries (event_type, {_ORDER});
 CREATE INDEX IF NOT EXISTS d_failed ON deliveries (outcome, {_ORDER}) WHERE {_NOT_DELIVERED};
 CREATE INDEX IF NOT EXISTS d_tenant_failed ON deliveries (tenant, outcome, {_ORDER})
     WHERE {_NOT_DELIVERED};
@@ -710,21 +712,21 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (seq, pos)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS buckets (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
     span INTEGER NOT NULL,
     start INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
     tenant_id TEXT NOT NULL,
     {", ".join(f"{c} INTEGER NOT NULL" for c in COUNTERS)},
     latency BLOB NOT NULL,
     error_at REAL,
     error_status INTEGER,
     error TEXT,
-    PRIMARY KEY (kind, key, span, start)
+    PRIMARY KEY (span, start, kind, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS b_scope ON buckets (kind, key, span, start);
 CREATE INDEX IF NOT EXISTS b_failing ON buckets (span, start, tenant_id)
     WHERE kind = 'sub' AND delivered < attempts;
-CREATE INDEX IF NOT EXISTS b_age ON buckets (span, start);
 CREATE TABLE IF NOT EXISTS totals (
     tenant INTEGER PRIMARY KEY,
     attempts INTEGER NOT NULL,
@@ -737,8 +739,6 @@ PAGE_INDEXES = (
     "d_time",
     "d_tenant",
     "d_sub",
-    "d_tenant_type",
-    "d_type",
     "d_failed",
     "d_tenant_failed",
     "d_sub_failed",
@@ -762,9 +762,7 @@ def store_files(path: Path) -> list[Path]:
     return [path, *(path.with_name(path.name + s) for s in _SIDE)]
 
 
-def _connect(
-    path: Path, *, create: bool, cache_kib: int = READER_CACHE_KIB
-) -> sqlite3.Connection:
+def _connect(path: Path, *, create: bool, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection:
     target = str(path) if create else path.resolve().as_uri() + "?mode=rw"
     conn = sqlite3.connect(target, uri=not create, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -921,8 +919,7 @@ class LogWriter:
             self._newest_bucket = {
                 span: int(
                     self._conn.execute(
-                        "SELECT coalesce(max(start), 0) FROM buckets INDEXED BY b_age "
-                        "WHERE span = ?",
+                        "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?",
                         (span,),
                     ).fetchone()[0]
                 )
@@ -1002,8 +999,7 @@ class LogWriter:
             for span in (MINUTE, HOUR):
                 self._newest_bucket[span] = int(
                     self._conn.execute(
-                        "SELECT coalesce(max(start), 0) FROM buckets INDEXED BY b_age "
-                        "WHERE span = ?",
+                        "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?",
                         (span,),
                     ).fetchone()[0]
                 )
@@ -1178,7 +1174,7 @@ class LogWriter:
         # An upsert, not a replace: the key columns stay, so their indexes are not written.
         self._conn.executemany(
             f"INSERT INTO buckets ({_BUCKET_COLUMNS}) VALUES "
-            f"({', '.join('?' * (9 + len(COUNTERS)))}) ON CONFLICT (kind, key, span, start) "
+            f"({', '.join('?' * (9 + len(COUNTERS)))}) ON CONFLICT (span, start, kind, key) "
             f"DO UPDATE SET {_BUCKET_UPDATE}",
             [bucket_params(k, cache[k]) for k in touched],
         )
@@ -1251,8 +1247,8 @@ class LogWriter:
         deleted = 0
         for span, keep in ((MINUTE, MINUTE_BUCKETS_KEPT_S), (HOUR, retention_s)):
             deleted += self._conn.execute(
-                "DELETE FROM buckets WHERE (kind, key, span, start) IN (SELECT kind, key, "
-                "span, start FROM buckets INDEXED BY b_age WHERE span = ? AND start < ? "
+                "DELETE FROM buckets WHERE (span, start, kind, key) IN (SELECT span, start, "
+                "kind, key FROM buckets WHERE span = ? AND start < ? "
                 "LIMIT ?)",
                 (span, now - keep - span, limit),
             ).rowcount
@@ -1398,8 +1394,8 @@ class LogReader:
 
     def _buckets(self, kind: str, key: str, span: int, since: int) -> list[tuple[int, Bucket]]:
         rows = self._all(
-            f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE kind = ? AND key = ? AND span = ? "
-            "AND start >= ? ORDER BY start",
+            f"SELECT {_BUCKET_COLUMNS} FROM buckets INDEXED BY b_scope WHERE kind = ? AND "
+            "key = ? AND span = ? AND start >= ? ORDER BY start",
             (kind, key, span, since),
         )
         return [(r[3], bucket_of(r)) for r in rows]
@@ -1447,7 +1443,8 @@ class LogReader:
         out = []
         for sub_id, row in by_sub.items():
             attempts = self._all(
-                "SELECT coalesce(sum(attempts), 0) FROM buckets WHERE kind = 'sub' AND key = ? "
+                "SELECT coalesce(sum(attempts), 0) FROM buckets INDEXED BY b_scope "
+                "WHERE kind = 'sub' AND key = ? "
                 "AND span = ? AND start >= ?",
                 (sub_id, MINUTE, first),
             )[0][0]
@@ -1481,7 +1478,8 @@ class LogReader:
             total = sum(c["attempts"] for c in chart)
             delivered = sum(c["delivered"] for c in chart)
             newest = self._all(
-                "SELECT error_at, error_status, error FROM buckets WHERE kind = 'sub' AND "
+                "SELECT error_at, error_status, error FROM buckets INDEXED BY b_scope "
+                "WHERE kind = 'sub' AND "
                 "key = ? AND span = ? AND error_at IS NOT NULL ORDER BY start DESC LIMIT 1",
                 (sub_id, HOUR),
             )

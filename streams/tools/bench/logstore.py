@@ -274,15 +274,16 @@ def _has_dbstat(conn: sqlite3.Connection) -> bool:
 # -- index --------------------------------------------------------------------------------
 
 
-def produce(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
-    """Write attempts at ``rate`` per second for ``seconds`` (run as its own process)."""
+def produce(bootstrap: str, topic: str, rate: float, seconds: float, seed: int) -> None:
+    """Write attempts at ``rate`` per second for ``seconds`` (run as its own process), of
+    deliveries of their own (``seed``): a run into a store used before adds new ones."""
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    rnd = random.Random(3)  # noqa: S311 - benchmark data
+    rnd = random.Random(seed)  # noqa: S311 - benchmark data
     start = time.perf_counter()
     sent = 0
-    n = 0
+    n = seed
     while (now := time.perf_counter()) - start < seconds:
         due = start + sent / rate
         if due > now:
@@ -334,6 +335,8 @@ def index(rate: float, seconds: float, store: Path | None) -> None:
                     str(rate),
                     "--seconds",
                     str(seconds),
+                    "--seed",
+                    str(uuid.uuid4().int >> 80),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -379,10 +382,12 @@ def _topic_of(path: Path) -> str | None:
 
 
 def _retopic(path: Path, topic: str) -> None:
-    """Point a filled store at this run's topic (the fill used partitions of its own)."""
+    """Point a filled store at this run's topic: the fill's partitions are its own, and
+    a previous run's positions (in its own topic) are forgotten."""
     conn = sqlite3.connect(path)
     with conn:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'topic'", (topic,))
+        conn.execute("DELETE FROM positions WHERE partition < ?", (FILL_PARTITION_BASE,))
     conn.close()
 
 
@@ -407,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     if args.step == "index":
         if not 0 < args.rate <= 50_000 or not 5 <= args.seconds <= 600:
@@ -423,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "disk":
         disk(args.store)
     else:
-        produce(args.bootstrap, args.topic, args.rate, args.seconds)
+        produce(args.bootstrap, args.topic, args.rate, args.seconds, args.seed)
 
 
 if __name__ == "__main__":
