@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
@@ -133,7 +133,24 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class App(faust.App):
-    """``faust.App`` whose consumer uses :data:`FETCH_MAX_WAIT_MS`."""
+    """``faust.App`` whose consumer uses :data:`FETCH_MAX_WAIT_MS`, and that closes what
+    the stages write through only after every stage has stopped (:attr:`closers`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Run in order once every child service (agents, retry tiers, consumer, web) has
+        #: stopped. The worker's Kafka output was closed by a service of its own, which
+        #: Faust stops *before* the agents and the tiers: records they still wrote were
+        #: refused, the tier consumer crashed, and a stop under load exited with status 1.
+        self.closers: list[Callable[[], Awaitable[Any]]] = []
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        for close in self.closers:
+            try:
+                await close()
+            except Exception:
+                self.log.exception("closing %r at shutdown failed", close)
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

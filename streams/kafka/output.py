@@ -78,13 +78,26 @@ class OutputError(StreamsError):
     """Kafka did not take or did not acknowledge a record."""
 
 
+class OutputClosed(OutputError):
+    """A record offered after :meth:`KafkaOutput.close`: the worker is stopping.
+
+    Its input stays un-acked and is read again after the restart, as a stop
+    means (:meth:`streams.kafka.commits.OrderedAcks.fail`); not a fault.
+    """
+
+
 class KafkaOutput:
     """An idempotent confluent-kafka producer whose confirmations are asyncio futures."""
 
     def __init__(self, settings: Settings) -> None:
         from confluent_kafka import Producer
 
+        from streams.kafka.topics import parked_record_bytes
+
         config = producer_config(settings)
+        # What the worker writes includes parked records and dead letters, which may
+        # be larger than any record it reads (streams.kafka.topics.parked_record_bytes).
+        config["message.max.bytes"] = parked_record_bytes(settings)
         self.linger_ms = settings.kafka_linger_ms
         config["linger.ms"] = self.linger_ms
         config["message.timeout.ms"] = DELIVERY_TIMEOUT_MS
@@ -100,10 +113,16 @@ class KafkaOutput:
 
     # -- sending ----------------------------------------------------------------------
 
-    async def send(self, topic: str, key: bytes, value: bytes | None) -> asyncio.Future[Any]:
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> asyncio.Future[Any]:
         """Enqueue one record; the future resolves to (partition, offset) once acknowledged."""
         if self._closed:
-            raise OutputError("the worker's Kafka producer is closed (the worker is stopping)")
+            raise OutputClosed("the worker's Kafka producer is closed (the worker is stopping)")
         if self._thread is None:
             self._start(asyncio.get_running_loop())
         assert self._loop is not None
@@ -112,7 +131,16 @@ class KafkaOutput:
         deadline = 0.0
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=report)
+                if headers:
+                    self._producer.produce(
+                        topic,
+                        value,
+                        key,
+                        headers=headers,  # type: ignore[arg-type]  # the stub's list type is wider
+                        on_delivery=report,
+                    )
+                else:
+                    self._producer.produce(topic, value, key, on_delivery=report)
                 break
             except BufferError:
                 # librdkafka's local queue is full: the broker is slow or away. Wait.
@@ -129,6 +157,32 @@ class KafkaOutput:
                 return future
         self.sent += 1
         return future
+
+    async def check_reachable(self, topic: str, timeout_s: float) -> None:
+        """Raise :class:`KafkaUnavailableError` unless a broker answers for ``topic`` in time.
+
+        For writes a caller must not leave behind half-done: librdkafka queues a record
+        while the broker is away and writes it whenever it comes back (up to
+        :data:`DELIVERY_TIMEOUT_MS`), long after the caller was told it failed. One
+        metadata request to the same producer asks first (a few ms when it answers).
+        """
+        from streams.errors import KafkaUnavailableError
+
+        def ask() -> Any:
+            return self._producer.list_topics(topic, timeout=timeout_s)
+
+        try:
+            metadata = await asyncio.to_thread(ask)
+        except Exception as exc:  # KafkaException: no broker answered in time
+            raise KafkaUnavailableError(
+                f"Kafka did not answer within {timeout_s:g}s ({exc}); nothing was written"
+            ) from None
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise KafkaUnavailableError(
+                f"Kafka does not serve the topic {topic} "
+                f"({found.error if found is not None else 'not listed'}); nothing was written"
+            )
 
     # -- confirmations ------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ from typing import Any
 import orjson
 
 from streams.errors import InvalidRequestError, StreamsError, UnavailableError
-from streams.records import Attempt
+from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
 
 #: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild).
 SCHEMA_VERSION = 2
@@ -201,14 +201,21 @@ _TEXT = ("delivery_id", "event_id", "event_type", "tenant_id", "subscription_id"
 _OPTIONAL_TEXT = ("error", "replay_id")
 #: Keys of the summary and the statistics: never empty ("" is the key of "everything").
 _NON_EMPTY = ("delivery_id", "tenant_id", "subscription_id", "outcome")
+#: Ids the pipeline bounds in every record it writes (:data:`~streams.records.MAX_ID_CHARS`):
+#: a longer one was not written by it, and is refused rather than kept.
+_BOUNDED = ("delivery_id", "event_id", "event_type", "tenant_id", "subscription_id", "replay_id")
+#: Kafka's longest topic name.
+MAX_TOPIC_CHARS = 249
 
 
 def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
     """The attempt in ``raw`` as a row, or None and why it cannot be stored.
 
     Stricter than :meth:`Attempt.from_bytes`: every field must have the type the
-    store keeps, the snippet is cut to ``SNIPPET_BYTES``, and an unknown outcome is
-    refused, so no record in the topic can stop the indexer.
+    store keeps, ids are at most ``MAX_ID_CHARS`` (as the pipeline writes them), the
+    snippet is cut to ``SNIPPET_BYTES`` and the error to ``MAX_ERROR_READ_CHARS``, and
+    an unknown outcome is refused, so no record the topic can hold stops the indexer
+    or grows a row without bound.
     """
     if raw is None or raw == b"":
         return None, "empty record (no value)"
@@ -234,9 +241,13 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
         and type(event_type) is str
         and type(tenant_id) is str
         and type(sub_id) is str
-        and delivery_id
-        and tenant_id
-        and sub_id
+        and 0 < len(delivery_id) <= MAX_ID_CHARS
+        and 0 < len(tenant_id) <= MAX_ID_CHARS
+        and 0 < len(sub_id) <= MAX_ID_CHARS
+        and len(event_id) <= MAX_ID_CHARS
+        and len(event_type) <= MAX_ID_CHARS
+        and (replay_id is None or len(replay_id) <= MAX_ID_CHARS)
+        and len(source_topic) <= MAX_TOPIC_CHARS
         and outcome in _OUTCOME_SET
         and type(number) is int
         and 0 <= number < 1 << 31
@@ -258,6 +269,8 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
         return None, _why_not(obj)
     if len(snippet) > SNIPPET_BYTES // 4:  # 4 bytes a character at most: cut only if needed
         snippet = bounded_snippet(snippet)
+    if error is not None and len(error) > MAX_ERROR_READ_CHARS:
+        error = error[:MAX_ERROR_READ_CHARS]  # as a delivery's last_error is read back
     return (
         delivery_id,
         event_id,
@@ -291,6 +304,10 @@ def _why_not(obj: dict[str, Any]) -> str:
     for name in _OPTIONAL_TEXT:
         if not isinstance(obj.get(name), (str, type(None))):
             return f"`{name}` must be a string or null"
+    for name in _BOUNDED:
+        value = obj.get(name)
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            return f"`{name}` is longer than {MAX_ID_CHARS} characters"
     if obj["outcome"] not in OUTCOMES:
         return f"`outcome` must be one of {', '.join(OUTCOMES)}"
     if not _is_int(obj.get("attempt")) or not 0 <= obj["attempt"] < 1 << 31:
@@ -306,6 +323,8 @@ def _why_not(obj: dict[str, Any]) -> str:
     source_topic = obj.get("source_topic", "")
     source_partition = obj.get("source_partition", -1)
     source_offset = obj.get("source_offset", -1)
+    if isinstance(source_topic, str) and len(source_topic) > MAX_TOPIC_CHARS:
+        return f"`source_topic` is longer than {MAX_TOPIC_CHARS} characters (Kafka's limit)"
     if not isinstance(source_topic, str) or not (
         _is_int(source_partition) and _is_int(source_offset)
     ):
@@ -878,6 +897,8 @@ class WriteResult:
     deliveries: int = 0  # new deliveries
     duplicates: int = 0  # records before the stored position (read twice)
     skipped: int = 0  # undecodable records
+    #: Each skipped record's (partition, offset, reason), for the indexer's log lines.
+    skips: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -954,6 +975,7 @@ class LogWriter:
             row, why = attempt_row(raw)
             if row is None:
                 skipped.append((pos, why, time.time()))
+                result.skips.append((partition, offset, why))
             else:
                 rows.append((pos, row))
         result.skipped = len(skipped)
@@ -1461,20 +1483,9 @@ class LogReader:
         """Per subscription: attempts and deliveries per hour over the last ``hours``
         (oldest first, empty hours included), the success rate over them, and the
         newest error the store still counts (the console's endpoint list)."""
-        first = bucket_start(now, HOUR) - (hours - 1) * HOUR
         out: dict[str, dict[str, Any]] = {}
         for sub_id in subscription_ids:
-            by_start = dict(self._buckets("sub", sub_id, HOUR, first))
-            chart = []
-            for i in range(hours):
-                b = by_start.get(first + i * HOUR)
-                chart.append(
-                    {
-                        "start": first + i * HOUR,
-                        "attempts": b.counts[0] if b else 0,
-                        "delivered": b.counts[1] if b else 0,
-                    }
-                )
+            chart = self.series("sub", sub_id, now, HOUR, hours)
             total = sum(c["attempts"] for c in chart)
             delivered = sum(c["delivered"] for c in chart)
             newest = self._all(
@@ -1490,6 +1501,26 @@ class LogReader:
                 "last_error": error_view(tuple(newest[0])) if newest else None,
             }
         return out
+
+    def series(
+        self, kind: str, key: str, now: float, span: int, count: int
+    ) -> list[dict[str, Any]]:
+        """Attempts and deliveries of one scope (as :meth:`windows`) per bucket of
+        ``span`` seconds over the last ``count`` buckets, oldest first, empty ones
+        included (the console's charts)."""
+        first = bucket_start(now, span) - (count - 1) * span
+        by_start = dict(self._buckets(kind, key, span, first))
+        chart = []
+        for i in range(count):
+            b = by_start.get(first + i * span)
+            chart.append(
+                {
+                    "start": first + i * span,
+                    "attempts": b.counts[0] if b else 0,
+                    "delivered": b.counts[1] if b else 0,
+                }
+            )
+        return chart
 
     def figures(self, tenant_id: str | None) -> dict[str, Any]:
         """How much of the log the store holds, for a tenant or (None) for everyone."""

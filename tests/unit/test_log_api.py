@@ -38,13 +38,18 @@ NOW = time.time()
 class Pipeline(SimpleNamespace):
     async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
         self.sent.append((topic, key, value))
+        name = key.decode() if isinstance(key, bytes) else key
         if topic == self.names.subscriptions:
-            self.subscriptions.apply(key.decode() if isinstance(key, bytes) else key, value)
+            self.subscriptions.apply(name, value)
+        # The console's opened links, as its ledger reads them from the tokens topic.
+        if topic == self.names.tokens and self.extras["console"].ledger.owns(name):
+            self.extras["console"].ledger.apply(name, value)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
 
     is_ready = True
+    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
 
 
 def make_pipeline(tmp_path: Path, *, log: bool = True) -> Pipeline:
@@ -174,7 +179,7 @@ async def test_a_redelivery_is_numbered_after_the_history(
     import streams.api.deliveries as routes
 
     monkeypatch.setattr(
-        routes, "read_at", lambda *_: Located(2, 43, 0, b"sub_acme", original.to_bytes())
+        routes, "read_at", lambda *_, **__: Located(2, 43, 0, b"sub_acme", original.to_bytes())
     )
     resp = await client.post("/v1/deliveries/msg_a/redeliver", headers=auth())
     assert resp.status == 202, await resp.text()

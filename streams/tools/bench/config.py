@@ -50,6 +50,8 @@ class Params:
     settle_s: float = 300.0  # how long to wait for the last pairs after publishing ends
     ceiling_s: float = 5.0  # length of the receiver-ceiling measurement (0: skip)
     worker_env: tuple[tuple[str, str], ...] = ()  # extra STREAMS_* settings of the workers
+    burst_s: float = 10.0  # neighbours: the flooding tenant publishes a burst this often
+    rounds: int = 1  # neighbours: pairs of phases (without, with), interleaved
 
     @property
     def deliveries(self) -> int:
@@ -158,6 +160,32 @@ SCENARIOS: dict[str, Scenario] = {
             full=Params(workers=2, receivers=2, subscriptions=100, tenants=10, events=20_000),
             smoke=Params(
                 subscriptions=4, tenants=2, events=50, partitions=3, settle_s=60, ceiling_s=0
+            ),
+        ),
+        Scenario(
+            "neighbours",
+            "a tenant flooding 400 subscriptions to `*` beside a quiet tenant, without and "
+            "with per-tenant scheduling",
+            "the quiet tenant's p99 publish-to-receipt latency, without and with",
+            full=Params(
+                workers=1,
+                subscriptions=400,
+                events=20,
+                rates=(5.0,),
+                duration_s=40.0,
+                burst_s=10.0,
+                rounds=2,
+                settle_s=120.0,
+            ),
+            smoke=Params(
+                subscriptions=20,
+                events=3,
+                rates=(5.0,),
+                duration_s=4.0,
+                burst_s=2.0,
+                partitions=3,
+                settle_s=60.0,
+                ceiling_s=0.0,
             ),
         ),
         Scenario(
@@ -460,7 +488,14 @@ def resolve(
     params = dataclasses.replace(base, **changes)
     if params.workers > MAX_WORKERS:
         raise BenchConfigError(f"--workers: at most {MAX_WORKERS}")
-    needs_rate = name in ("latency", "soak", "kill-worker", "kill-broker", "retry-lateness")
+    needs_rate = name in (
+        "latency",
+        "soak",
+        "kill-worker",
+        "kill-broker",
+        "retry-lateness",
+        "neighbours",
+    )
     if (needs_rate or sc.fault) and not params.rates:
         raise BenchConfigError(f"scenario {name} needs --rate (deliveries/s)")
     if name in ("latency", "soak"):
@@ -477,6 +512,16 @@ def resolve(
     if name in ("slow", "noisy") and params.subscriptions < params.tenants:
         raise BenchConfigError(
             f"--subscriptions {params.subscriptions} is fewer than --tenants {params.tenants}"
+        )
+    if name == "neighbours" and params.rates[0] * params.duration_s < 1:
+        raise BenchConfigError(
+            f"--rate {params.rates[0]:g} for --duration {params.duration_s:g}s publishes no "
+            "event of the quiet tenant: raise the rate or duration"
+        )
+    if name == "neighbours" and params.duration_s < params.burst_s / 2:
+        raise BenchConfigError(
+            f"--duration {params.duration_s:g}s ends before the first flood burst "
+            f"(one every {params.burst_s:g}s, the first after {params.burst_s / 2:g}s)"
         )
     if name == "fanout" and params.subscriptions < params.tenants * params.fanout:
         raise BenchConfigError(

@@ -324,7 +324,8 @@ def _with_profile(bench: Bench, stack: Stack, fn: Callable[[], LoadRun], out: Ou
 WORKER_COUNTERS = {
     "streams_deliveries_total": "attempts",
     "streams_breaker_skipped_total": "skipped by the breaker",
-    "streams_deliveries_deferred_total": "deferred (lane full)",
+    "streams_deliveries_deferred_total": "deferred (lane or tenant full)",
+    "streams_tenant_deferred_total": "of them, tenant full",
     "streams_dead_letters_total": "dead letters",
     "streams_fanout_events_total": "events read by the fan-out (with ops events)",
     "streams_http_request_duration_seconds_count": "HTTP requests",
@@ -827,6 +828,184 @@ def noisy(bench: Bench) -> Outcome:
     return out
 
 
+# -- tenants -------------------------------------------------------------------------------
+
+#: Worker settings of the two sides of `neighbours`: per-tenant scheduling off, then on.
+NEIGHBOUR_PHASES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("without", "off", {"STREAMS_TENANT_MAX_IN_FLIGHT": "0"}),
+    ("with", "on", {}),
+)
+
+
+def neighbours(bench: Bench) -> Outcome:
+    """One tenant floods, one is quiet; the quiet one's latency without and with per-tenant
+    scheduling, on fresh workers each time, the two sides interleaved over the rounds."""
+    p = bench.params
+    out = Outcome()
+    setup(bench)
+    rows: list[list[Any]] = []
+    work_rows: list[list[Any]] = []
+    quiet_p99: dict[str, list[float]] = {"without": [], "with": []}
+    all_ok = True
+    for rnd in range(1, p.rounds + 1):
+        for phase, tag, env in NEIGHBOUR_PHASES:
+            label = f"{phase} (round {rnd})"
+            run = _neighbours_phase(bench, f"{tag}{rnd}", env)  # its own topics and ids
+            quiet = summary(run["quiet"], scale=1000)
+            flood = summary(run["flood"], scale=1000)
+            if quiet.get("p99") is not None:
+                quiet_p99[phase].append(quiet["p99"])
+            rows.append(
+                [
+                    label,
+                    quiet.get("count"),
+                    quiet.get("p50"),
+                    quiet.get("p99"),
+                    quiet.get("max"),
+                    flood.get("count"),
+                    flood.get("p50"),
+                    flood.get("p99"),
+                    run["flood_per_s"],
+                    run["cpu"].get("workers_cores"),
+                    run["check"]["lost_pairs"],
+                ]
+            )
+            work_rows.append([label, *run["counters"][1:]])
+            out.extra[f"{phase}_round_{rnd}"] = {"quiet_ms": quiet, "flood_ms": flood, **run["cpu"]}
+            all_ok = all_ok and checks_ok(run["check"])
+            out.checks = run["check"]
+    out.tables.append(
+        {
+            "title": (
+                f"Publish-to-receipt latency (ms) of the quiet tenant (1 subscription, "
+                f"{p.rates[0]:g} events/s) beside a tenant publishing {p.events} events to "
+                f"{p.subscriptions} subscriptions every {p.burst_s:g} s"
+            ),
+            "columns": [
+                "run",
+                "quiet deliveries",
+                "quiet p50",
+                "quiet p99",
+                "quiet max",
+                "flood deliveries",
+                "flood p50",
+                "flood p99",
+                "flood steady/s",
+                "worker cores",
+                "lost",
+            ],
+            "rows": rows,
+        }
+    )
+    out.tables.append(counters_table(work_rows))
+    without, with_ = _median(quiet_p99["without"]), _median(quiet_p99["with"])
+    out.metrics["quiet_p99_ms_without (median of rounds)"] = without
+    out.metrics["quiet_p99_ms_with (median of rounds)"] = with_
+    out.target(
+        "the quiet tenant's p99 latency, without -> with per-tenant scheduling",
+        f"{_n(without, ' ms')} -> {_n(with_, ' ms')}",
+        None if without is None or with_ is None else with_ < without,
+    )
+    out.ok = all_ok
+    out.notes.append(
+        "Each round runs the same load twice, each time on fresh workers and topics: first "
+        "with STREAMS_TENANT_MAX_IN_FLIGHT=0 (every subscription's lane alone, as before "
+        "per-tenant scheduling), then with the default (or the --worker-env value)."
+    )
+    out.notes.append(
+        "The flooding tenant's subscriptions match `*` (as in issue 17); "
+        "STREAMS_TENANT_MAX_SUBSCRIPTIONS=0 on both sides so it can have them all. The "
+        "quiet tenant's events are spread evenly over the run; the flood's bursts start "
+        f"{p.burst_s / 2:g} s in. Every pair of both tenants is checked."
+    )
+    return out
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _neighbours_phase(bench: Bench, name: str, env: dict[str, str]) -> dict[str, Any]:
+    p = bench.params
+    stack = bench.stack(
+        name, workers=p.workers, extra_env={"STREAMS_TENANT_MAX_SUBSCRIPTIONS": "0", **env}
+    )
+    stack.start()
+    stack.create_subscriptions(
+        [("flood", f"{name}.flood.s{k:03d}") for k in range(p.subscriptions)],
+        body={"event_types": ["*"]},
+    )
+    stack.create_subscriptions([("quiet", f"{name}.quiet")])
+    warm_up(bench, stack)
+    rate_ = p.rates[0]
+    quiet_plan = [(f"{name}-q{i}", "quiet") for i in range(max(1, int(rate_ * p.duration_s)))]
+    bursts = max(1, int((p.duration_s - p.burst_s / 2) // p.burst_s) + 1)
+    flood_plans = [[(f"{name}-f{b}-{i}", "flood") for i in range(p.events)] for b in range(bursts)]
+    plan = quiet_plan + [pair for burst in flood_plans for pair in burst]
+    watch = stack.watch()
+    watch.only(e for e, _t in plan)
+    expected = list(stack.expected(plan))
+    meter = CpuMeter(roles_of(bench, stack))
+    meter.begin()
+    quiet_feeder = Feeder(stack.settings, quiet_plan, rate=rate_)
+    flood_feeders = [Feeder(stack.settings, burst) for burst in flood_plans]
+    t0 = time.monotonic()
+    quiet_feeder.start()
+    due = [p.burst_s / 2 + b * p.burst_s for b in range(bursts)]
+    started = 0
+
+    def tick() -> None:
+        nonlocal started
+        while started < bursts and time.monotonic() - t0 >= due[started]:
+            flood_feeders[started].start()
+            started += 1
+
+    resolved = watch.wait_resolved(
+        len(expected),
+        timeout_s=p.duration_s + len(expected) / 50 + 600,
+        stall_s=p.settle_s,
+        feeder=quiet_feeder,
+        tick=tick,
+        label=f" {name}",
+    )
+    for feeder in (quiet_feeder, *flood_feeders):
+        feeder.stop()
+        if feeder.is_alive() or feeder.ident is not None:
+            feeder.join(60)
+    cpu = meter.end()
+    counters = worker_counters(stack, name)
+    stack.stop()
+    errors = [e for f in (quiet_feeder, *flood_feeders) for e in f.errors]
+    if errors:
+        raise BenchFailed(f"publishing failed: {errors[0]}")
+    check = watch.check(expected)
+    check["resolved_in_time"] = resolved
+    watch.close()
+    ledger = watch.ledger
+    quiet_endpoint = f"{name}.quiet"
+    quiet = [
+        ledger.first_ok[(e, quiet_endpoint)] - quiet_feeder.sent_at[e]
+        for e, _t in quiet_plan
+        if (e, quiet_endpoint) in ledger.first_ok and e in quiet_feeder.sent_at
+    ]
+    sent = {e: t for f in flood_feeders for e, t in f.sent_at.items()}
+    flood_pairs = [pair for pair in expected if pair[1] != quiet_endpoint]
+    flood = [ledger.first_ok[x] - sent[x[0]] for x in flood_pairs if x in ledger.first_ok]
+    flood_times = [ledger.first_ok[x] for x in flood_pairs if x in ledger.first_ok]
+    return {
+        "quiet": quiet,
+        "flood": flood,
+        "flood_per_s": rounded(steady_rate(flood_times)),
+        "cpu": cpu,
+        "check": check,
+        "counters": counters,
+    }
+
+
 # -- retries --------------------------------------------------------------------------------
 
 
@@ -1265,6 +1444,7 @@ RUNNERS: dict[str, Callable[[Bench], Outcome]] = {
     "latency": latency,
     "slow": slow,
     "noisy": noisy,
+    "neighbours": neighbours,
     "retry-lateness": retry_lateness,
     "fanout": fanout,
     "replay": replay,
