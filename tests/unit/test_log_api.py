@@ -206,6 +206,10 @@ async def test_statistics_give_a_tenant_its_own_figures_and_the_admin_the_node(a
     assert set(mine["windows"]) == {"5m", "1h", "24h", "7d"}
     assert mine["windows"]["5m"]["attempts"] == 1
     assert mine["failing"] == []
+    # Naming another tenant does not widen a tenant token's view (issue 17 item 7).
+    resp = await client.get("/v1/stats?tenant_id=other", headers=auth(acme))
+    assert resp.status == 422
+    assert (await resp.json())["error"]["field"] == "tenant_id"
     everyone = await (await client.get("/v1/stats", headers=auth())).json()
     assert everyone["attempt_log"]["attempts"] == 3
     assert everyone["log_node"]["store"] == str(pipeline.settings.log_path)
