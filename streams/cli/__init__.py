@@ -15,8 +15,10 @@ import click
 from streams import __version__
 from streams.cli import (
     config,
+    deliveries,
     dlq,
     kafka,
+    log,
     monitor,
     publish,
     subscriptions,
@@ -40,6 +42,8 @@ for command in (
     topics.topics,
     publish.publish_cmd,
     dlq.dlq,
+    deliveries.deliveries,
+    log.log_group,
     monitor.monitor_cmd,
     tools.demo_cmd,
     tools.receiver_cmd,
