@@ -37,11 +37,15 @@ def make_middleware(codec: SessionCodec, ledger: ConsoleLedger, frame_ancestors:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             resp = await _guarded(request, handler)
         except web.HTTPException as exc:  # redirects, 401/403: answered, with the headers
             resp = web.Response(status=exc.status, headers=exc.headers, body=exc.body)
         resp.headers.update(headers)
+        # The server's own time for the response (browsers' developer tools show it;
+        # `streams bench console-log` reads it): no client or network time in it.
+        resp.headers["Server-Timing"] = security.server_timing(time.perf_counter() - started)
         if not request.path.startswith(PREFIX + "/static/"):
             resp.headers["Cache-Control"] = "no-store"  # pages may hold secrets
         return resp

@@ -59,7 +59,7 @@ from streams.records import Attempt, Delivery
 from streams.signing import PROFILES
 from streams.subscriptions import headers as header_rules
 from streams.subscriptions import secrets as secret_store
-from streams.subscriptions.model import reserved_headers
+from streams.subscriptions.model import BODY_FORMATS, reserved_headers
 
 if TYPE_CHECKING:
     from streams.api.deliveries import DeliveryRoutes
@@ -76,6 +76,14 @@ ONCE_TTL_S = 300
 PAGE_ROWS = 50
 #: The endpoint list's chart: the last 24 h in hourly bars (the store's hour buckets).
 CHART_HOURS = 24
+#: What each body format sends, as the add-endpoint form names it.
+BODY_FORMAT_LABELS = {
+    "envelope": "envelope (the whole event)",
+    "keyed": "keyed (the data under its key)",
+    "slack": "slack (a Slack message)",
+    "discord": "discord (a Discord message)",
+    "telegram": "telegram (a Telegram message; needs the chat id)",
+}
 
 
 def iso(ts: float | None) -> str:
@@ -328,6 +336,7 @@ class ConsolePages:
             "values": values,
             "event_types": self.p.registry.event_types,
             "profiles": list(PROFILES),
+            "body_formats": [(f, BODY_FORMAT_LABELS.get(f, f)) for f in BODY_FORMATS],
             "tenant": self.tenant_of(request),
             "error": None,
         }
@@ -337,15 +346,24 @@ class ConsolePages:
 
     @staticmethod
     def create_body(form: Mapping[str, Any], event_types: list[str]) -> dict[str, Any]:
-        """The ``POST /v1/subscriptions`` body a form means (validated by the API's model)."""
+        """The ``POST /v1/subscriptions`` body a form means (validated by the API's model).
+
+        Signing and body format left on "automatic" (empty) are left out of the
+        body, so the API chooses them: its defaults, or for a Slack, Discord or
+        Telegram URL that service's message and no signature (``detected``).
+        Any other value is passed on for the API to accept or name as wrong.
+        """
         chosen = [t for t in event_types if t]
         typed = [t.strip() for t in str(form.get("event_types_other", "")).split(",") if t.strip()]
         body: dict[str, Any] = {
             "url": str(form.get("url", "")).strip(),
             "description": str(form.get("description", "")),
             "event_types": chosen + typed,
-            "signing": str(form.get("signing", "standard")),
         }
+        for key in ("signing", "body_format", "chat_id"):
+            value = str(form.get(key, "")).strip()
+            if value:
+                body[key] = value
         headers: dict[str, str] = {}
         for number, line in enumerate(str(form.get("headers", "")).splitlines(), 1):
             if not line.strip():
@@ -358,8 +376,6 @@ class ConsolePages:
             headers[name.strip()] = value.strip()
         if headers:
             body["headers"] = headers
-        if form.get("body_format") in ("envelope", "keyed"):
-            body["body_format"] = form["body_format"]
         if form.get("retry_schedule") in ("default", "none"):
             body["retry_schedule"] = form["retry_schedule"]
         return body
@@ -386,18 +402,26 @@ class ConsolePages:
             return self.render(request, "endpoint_new.html", context, status=409)
         shown = tenant if self.who(request).admin else None
         resp = web.HTTPSeeOther(self.with_tenant(f"/console/endpoints/{created['id']}", shown))
-        self._show_once(request, resp, created["id"], created.get("signing_secret"))
+        detected = (created.get("detected") or {}).get("message")
+        self._show_once(request, resp, created["id"], created.get("signing_secret"), detected)
         return resp
 
     def _show_once(
-        self, request: web.Request, resp: web.StreamResponse, sub_id: str, secret: str | None
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        sub_id: str,
+        secret: str | None,
+        detected: str | None = None,
     ) -> None:
-        """Hand a new secret to the next page load alone, in a cookie only that page gets."""
-        if not secret:
+        """Hand a new secret (and what the API detected from the URL) to the next page
+        load alone, in a cookie only that page gets."""
+        if not secret and not detected:
             return
         session = self.session(request)
         value = self.codec.seal_once(
-            {"s": session.id, "sub": sub_id, "secret": secret}, time.time()
+            {"s": session.id, "sub": sub_id, "secret": secret, "detected": detected},
+            time.time(),
         )
         resp.headers["Set-Cookie"] = security.cookie_header(
             security.ONCE_COOKIE,
@@ -408,21 +432,25 @@ class ConsolePages:
             path=f"/console/endpoints/{sub_id}",
         )
 
-    def _take_once(self, request: web.Request, sub_id: str) -> str | None:
+    def _take_once(self, request: web.Request, sub_id: str) -> tuple[str | None, str | None]:
+        """The new secret and the detected-defaults note handed to this page, if any."""
         raw = request.cookies.get(security.ONCE_COOKIE)
         if not raw:
-            return None
+            return None, None
         claims = self.codec.open_once(raw, time.time(), ttl_s=ONCE_TTL_S)
         if claims is None:
-            return None
+            return None, None
         if claims.get("s") != self.session(request).id or claims.get("sub") != sub_id:
-            return None
-        secret = claims.get("secret")
-        return secret if isinstance(secret, str) else None
+            return None, None
+        secret, detected = claims.get("secret"), claims.get("detected")
+        return (
+            secret if isinstance(secret, str) else None,
+            detected if isinstance(detected, str) else None,
+        )
 
     async def endpoint(self, request: web.Request) -> web.StreamResponse:
         sub = self.subs.find(self.who(request), request.match_info["id"])
-        secret = self._take_once(request, sub.id)
+        secret, detected = self._take_once(request, sub.id)
         q = request.query
         resp = self.render(
             request,
@@ -431,6 +459,7 @@ class ConsolePages:
                 "sub": sub,
                 "view": self.subs.view(sub),
                 "secret": secret,
+                "detected": detected,
                 "last_error": self._last_error(sub.id),
                 "parked": q.get("parked"),
                 "parked_since": q.get("since"),
