@@ -13,6 +13,10 @@ box. The stages themselves live in their own modules and are registered here:
 - :mod:`streams.delivery.agent`   deliveries -> signed HTTP POSTs, attempts, retries, DLQ
 - :mod:`streams.retry.agent`      retry tiers: wait until due, then the same engine
 - :mod:`streams.ops.metrics`      ``/metrics`` and the offsets sampler
+- :mod:`streams.log.service`      the delivery log: indexer thread and store (log nodes)
+
+A worker's role (:data:`ROLES`) picks the stages: a log node (``--role log``)
+runs the delivery log and the API alone.
 
 The management API (:mod:`streams.api`) is a face: ``streams worker`` registers
 it on the built app, so nothing here imports it.
@@ -122,8 +126,24 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> Pipeline:
-    """Build the worker's Faust app with every stage registered."""
+#: What a worker runs: ``all`` (every stage, and the delivery log unless
+#: STREAMS_DELIVERY_LOG=off), ``delivery`` (every stage, no log) or ``log`` (the log
+#: and the API alone: a log node, which delivers nothing).
+ROLES = ("all", "delivery", "log")
+
+
+def keeps_log(role: str, settings: Settings) -> bool:
+    """Whether a worker of ``role`` is a log node: it reads the attempts topic into its
+    store and serves the log. A delivery-only worker never reads that topic."""
+    return role == "log" or (role == "all" and settings.delivery_log)
+
+
+def build_app(
+    settings: Settings, *, registry: SchemaRegistry | None = None, role: str = "all"
+) -> Pipeline:
+    """Build the worker's Faust app with the stages of ``role`` registered."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     for secret in (
         settings.admin_token,
         settings.api_token,
@@ -153,6 +173,19 @@ def build_app(settings: Settings, *, registry: SchemaRegistry | None = None) -> 
     pipeline.readers.append(
         CompactedReader(settings, names.subscriptions, index.apply, name="subscriptions")
     )
+    from streams.log.service import DeliveryLog, DeliveryLogService
+
+    # Only a log node reads the attempts topic: delivery-only workers never do.
+    delivery_log = DeliveryLog(settings, names.attempts, enabled=keeps_log(role, settings))
+    pipeline.extras["delivery_log"] = delivery_log
+    app.service(DeliveryLogService(delivery_log))  # type: ignore[arg-type]
+    if role == "log":
+        # No agent, so no consumer group: Faust's web server and services alone (its
+        # consumer would refuse to subscribe to nothing).
+        app.producer_only = True
+        app.closers += [pipeline.output.close]  # once every service has stopped
+        app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
+        return pipeline
 
     from streams.delivery.agent import register_delivery
     from streams.delivery.engine import DeliveryEngine

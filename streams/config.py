@@ -53,6 +53,18 @@ class Secret:
         return bool(self._value)
 
 
+#: Settings removed, and what replaces each (an old deployment is told, not ignored).
+RETIRED = {
+    "STREAMS_ATTEMPT_LOG_MEMORY": (
+        "the delivery log is a store on disk now (STREAMS_LOG_DIR), not attempts in memory; "
+        "for a delivery-only worker (was 0) set STREAMS_DELIVERY_LOG=off, else remove it"
+    ),
+    "STREAMS_ATTEMPT_LOG_WINDOW": (
+        "the delivery log keeps STREAMS_LOG_RETENTION of attempts on disk; remove it"
+    ),
+}
+
+
 def _env(var: str, default: str, help: str) -> Any:
     """Declare a field read from ``var`` (``default`` when unset or empty)."""
     return field(metadata={"env": var, "default": default, "help": help})
@@ -191,12 +203,20 @@ class Settings:
         "with the other tenants', and beyond 1,250 waiting are deferred to the first retry tier "
         "like a full lane's. 0: no per-tenant limit or turns (each subscription's lane alone).",
     )
-    attempt_log_memory: int = _env(
-        "STREAMS_ATTEMPT_LOG_MEMORY",
-        "200000",
-        "Attempts each worker keeps in memory to answer the delivery log and stats API. "
-        "Every worker that keeps a log reads every attempt of the cluster; 0 turns the log "
-        "off on this worker (delivery-only workers), and its log and stats API answer 503.",
+    delivery_log: bool = _env(
+        "STREAMS_DELIVERY_LOG",
+        "on",
+        "`on`: this worker is a log node: it indexes the attempts topic into its own "
+        "delivery-log store (STREAMS_LOG_DIR) and serves the log and stats API. `off`: a "
+        "delivery-only worker, which never reads the attempts topic; its log and stats "
+        "routes answer 503. (`streams worker --role` sets it too.)",
+    )
+    log_dir: str = _env(
+        "STREAMS_LOG_DIR",
+        "",
+        "Directory of this log node's delivery-log store (SQLite, rebuilt from the attempts "
+        "topic when deleted); empty: <STREAMS_STATE_DIR>/log. One store per node: two "
+        "processes never share one.",
     )
     kafka_linger_ms: int = _env(
         "STREAMS_KAFKA_LINGER_MS",
@@ -234,11 +254,6 @@ class Settings:
         "How long a delivery waits for room in its endpoint's full lane while that endpoint "
         "answers fast (0-5000 ms) before it is deferred to the first retry tier. The wait "
         "holds the agent (back-pressure on Kafka); 0 defers at once.",
-    )
-    attempt_log_window_s: float = _env(
-        "STREAMS_ATTEMPT_LOG_WINDOW",
-        "7d",
-        "How far back a starting worker reads the attempts topic into memory.",
     )
     event_schemas: str = _env(
         "STREAMS_EVENT_SCHEMAS",
@@ -363,6 +378,11 @@ class Settings:
             )
 
     @property
+    def log_path(self) -> Path:
+        """The delivery-log store of this node (STREAMS_LOG_DIR)."""
+        return (Path(self.log_dir) if self.log_dir else self.state_dir / "log") / "attempts.sqlite3"
+
+    @property
     def development(self) -> bool:
         return self.env == "development"
 
@@ -384,6 +404,9 @@ class Settings:
         ``overrides`` (field name → already-parsed value) win over the environment.
         """
         environ = os.environ if environ is None else environ
+        for var, instead in RETIRED.items():
+            if environ.get(var, "").strip():
+                raise ConfigError(f"{var} is no longer read: {instead}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in overrides:
@@ -615,10 +638,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_payload_bytes": _positive_int,
     "retry_schedule": _schedule,
     "disable_after_failures": _positive_int,
+    "delivery_log": _on_off,
     "tenant_max_subscriptions": _non_negative_int,
     "tenant_max_in_flight": _non_negative_int,
-    "attempt_log_memory": _non_negative_int,
-    "attempt_log_window_s": _duration,
     "kafka_linger_ms": _int_between(0, 1000),
     "kafka_attempts_linger_ms": _linger_or_same,
     "lane_wait_ms": _int_between(0, 5000),

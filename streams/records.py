@@ -550,6 +550,9 @@ class Delivery(Record):
     traceparent: str | None = None
     held_by: str | None = None  # ordered subscriptions: waiting behind this head
     deferrals: int = 0  # lane-full deferrals in a row without an attempt (their backoff)
+    # Attempts before this run (a redelivery or replay): the log numbers this run's on
+    # from there; ``attempt`` counts this run's alone, for the retry schedule.
+    prior_attempts: int = 0
 
     _kind: ClassVar[str] = "delivery"
     _required: ClassVar[dict[str, str]] = {
@@ -594,6 +597,11 @@ class Delivery(Record):
     @property
     def body_bytes(self) -> bytes:
         return self.body.encode("utf-8")
+
+    @property
+    def attempt_number(self) -> int:
+        """This attempt's number in the delivery's whole history (the log's number)."""
+        return self.prior_attempts + self.attempt
 
     def next_attempt(self, *, due_at: float, status: int | None, error: str | None) -> Delivery:
         return dataclasses.replace(

@@ -21,16 +21,13 @@ from streams.api.stats import StatsRoutes
 from streams.api.subscriptions import SubscriptionRoutes
 from streams.api.tokens import TokenRoutes
 from streams.console.sessions import ConsoleLedger
-from streams.log.attempts import AttemptLog
+from streams.log.service import DeliveryLog
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
     from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-
-#: How long the broker may hold a fetch of the attempts topic for the delivery log.
-ATTEMPT_LOG_BATCH_WAIT_MS = 500
 
 
 def register_api(pipeline: Pipeline) -> None:
@@ -64,30 +61,19 @@ def register_api(pipeline: Pipeline) -> None:
 
     router.add_get("/healthz", healthz)
     router.add_get("/openapi.json", openapi)
-    attempt_log = AttemptLog(pipeline.settings.attempt_log_memory)
-    pipeline.extras["attempt_log"] = attempt_log
-    if attempt_log.enabled:  # every worker reads every attempt: delivery-only workers opt out
-        pipeline.readers.append(
-            CompactedReader(
-                pipeline.settings,
-                pipeline.names.attempts,
-                attempt_log.apply,
-                name="attempts",
-                since_s=pipeline.settings.attempt_log_window_s,
-                gates_readiness=False,
-                # One fetch per record trickling in cost each worker ~0.1 ms of CPU per
-                # attempt of the cluster; batched, the log lags by at most this much.
-                batch_wait_ms=ATTEMPT_LOG_BATCH_WAIT_MS,
-            )
-        )
+    # Built with the app (streams.app); a pipeline built without it keeps no log.
+    delivery_log: DeliveryLog = pipeline.extras.get("delivery_log") or DeliveryLog(
+        pipeline.settings, pipeline.names.attempts, enabled=False
+    )
     subscriptions = SubscriptionRoutes(pipeline)
     subscriptions.register(router)
-    deliveries = DeliveryRoutes(pipeline, attempt_log)
+    deliveries = DeliveryRoutes(pipeline, delivery_log)
     deliveries.register(router)
     # Before the server waits for requests in progress: their Kafka reads end at once.
     web_app.on_shutdown.append(deliveries.on_shutdown)
     TokenRoutes(pipeline, tokens).register(router)
-    StatsRoutes(pipeline, attempt_log).register(router)
+    stats = StatsRoutes(pipeline, delivery_log)
+    stats.register(router)
     EventTypeRoutes(pipeline.registry).register(router)
     from streams.console.app import register_console  # the console builds on the routes above
 
@@ -98,5 +84,5 @@ def register_api(pipeline: Pipeline) -> None:
         admin_token=admin_token,
         subscriptions=subscriptions,
         deliveries=deliveries,
-        attempt_log=attempt_log,
+        stats=stats,
     )

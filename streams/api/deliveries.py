@@ -25,7 +25,8 @@ from streams.api.replays import ReplayRoutes, stopping
 from streams.deadletter import replay as dlq
 from streams.deadletter.scan import read_at
 from streams.errors import ConflictError, DecodeError, InvalidRequestError, NotFoundError
-from streams.log.attempts import STATUS_WORDS, AttemptLog, DeliveryQuery, attempt_view, summary
+from streams.log.service import DeliveryLog
+from streams.log.store import Cursor, DeliveryQuery
 from streams.records import Attempt, Delivery
 
 if TYPE_CHECKING:
@@ -74,10 +75,33 @@ def parse_limit(value: str | None, default: int = 100) -> int:
     return limit
 
 
+def attempt_view(a: Attempt) -> dict[str, Any]:
+    """One attempt as the API shows it; ``source`` is where the delivery record it sent
+    is in Kafka (redeliver reads the body back from there)."""
+    return {
+        "attempt": a.attempt,
+        "at": a.at,
+        "duration_ms": a.duration_ms,
+        "outcome": a.outcome,
+        "status": a.status,
+        "response_snippet": a.response_snippet,
+        "error": a.error,
+        "replay_id": a.replay_id,
+        "sent": a.sent,
+        "source": {
+            "topic": a.source_topic,
+            "partition": a.source_partition,
+            "offset": a.source_offset,
+        }
+        if a.source_offset >= 0
+        else None,
+    }
+
+
 class DeliveryRoutes:
-    def __init__(self, pipeline: Pipeline, log_index: AttemptLog) -> None:
+    def __init__(self, pipeline: Pipeline, delivery_log: DeliveryLog) -> None:
         self.p = pipeline
-        self.log = log_index
+        self.log = delivery_log
         self.stopping = stopping(pipeline)
         self.replays = ReplayRoutes(pipeline.settings, self.stopping, self._filter)
 
@@ -102,53 +126,52 @@ class DeliveryRoutes:
         return json_response(await self.page_for(principal(request), request.query))
 
     async def page_for(self, who: Principal, q: Mapping[str, str]) -> dict[str, Any]:
-        """A page of the delivery log, newest first, as ``GET /v1/deliveries`` answers it."""
-        status = q.get("status")
-        if status is not None and status not in STATUS_WORDS and not status.isdigit():
-            raise InvalidRequestError(
-                "`status`: delivered, failed, retrying, or an HTTP status such as 503",
-                field="status",
-            )
+        """A page of the delivery log, newest first (by first attempt), as ``GET
+        /v1/deliveries`` answers it; ``next_cursor`` asks for the next page and stays
+        valid while attempts arrive."""
         tenant = scope(who, q.get("tenant_id"))
         query = DeliveryQuery(
             tenant_id=tenant,
-            subscription_id=q.get("subscription_id"),
-            event_type=q.get("event_type"),
-            status=status,
+            subscription_id=text_field(q, "subscription_id"),
+            event_type=text_field(q, "event_type"),
+            status=text_field(q, "status"),
             since=parse_time(q.get("since"), "since"),
             until=parse_time(q.get("until"), "until"),
             limit=parse_limit(q.get("limit")),
         )
-        self.log.require()
-        window = self.log.rows()  # copied on the loop; scanned in a thread (up to ~1 s)
-        rows = await asyncio.to_thread(lambda: list(self.log.deliveries(query, window)))
-        body: dict[str, Any] = {"data": rows}
-        if who.admin:
-            body["window_attempts"] = len(window)  # every tenant's: the platform's view only
-        return body
+        raw_cursor = q.get("cursor")
+        cursor = Cursor.decode(raw_cursor) if raw_cursor else None
+        reader = self.log.reader()
+        page = await asyncio.to_thread(reader.page, query, cursor)
+        return {"data": page.data, "next_cursor": page.next_cursor}
 
-    def history_for(self, who: Principal, delivery_id: str) -> list[Attempt]:
-        """A delivery's attempts, when ``who`` may see it; NotFoundError otherwise."""
-        self.log.require()
-        history = self.log.attempts(delivery_id)
-        if not history or not visible(who, history[-1].tenant_id):
+    async def history_for(
+        self, who: Principal, delivery_id: str
+    ) -> tuple[dict[str, Any], list[Attempt]]:
+        """A delivery's summary and attempts (oldest first), when ``who`` may see it;
+        NotFoundError otherwise."""
+        reader = self.log.reader()
+        found = await asyncio.to_thread(reader.delivery, delivery_id)
+        if found is None or not visible(who, found[0]["tenant_id"]):
             raise NotFoundError(f"no delivery {delivery_id} in the delivery log")
-        return history
+        return found
 
     async def show(self, request: web.Request) -> web.Response:
-        history = self.history_for(principal(request), request.match_info["id"])
-        view = summary(history)
-        view["attempts"] = [attempt_view(a) for a in history]
-        return json_response(view)
+        view, history = await self.history_for(principal(request), request.match_info["id"])
+        return json_response({**view, "attempts": [attempt_view(a) for a in history]})
 
     async def redeliver(self, request: web.Request) -> web.Response:
-        """Send a past delivery again, read back from Kafka by offset (no second copy)."""
+        """Send a past delivery again, read back from Kafka by offset (no second copy).
+
+        Its attempts are numbered on after the delivery's history (a fourth attempt
+        after three), so the log reads in order and its summary is the new outcome.
+        """
         return json_response(
             await self.redeliver_for(principal(request), request.match_info["id"]), status=202
         )
 
     async def redeliver_for(self, who: Principal, delivery_id: str) -> dict[str, Any]:
-        history = self.history_for(who, delivery_id)
+        _, history = await self.history_for(who, delivery_id)
         source = next((a for a in reversed(history) if a.source_offset >= 0), None)
         if source is None:
             raise ConflictError(
@@ -171,7 +194,7 @@ class DeliveryRoutes:
             original = Delivery.from_bytes(found.value or b"")
         except DecodeError:
             raise ConflictError("the stored delivery record is unreadable") from None
-        again = dlq.redelivery(original)
+        again = dlq.redelivery(original, max(a.attempt for a in history))
         await (await self.p.send(self.p.names.deliveries, again.subscription_id, again.to_bytes()))
         return {"delivery_id": again.delivery_id, "replay_id": again.replay_id, "status": "queued"}
 

@@ -229,7 +229,8 @@ _WINDOW = {
         "success_rate": {"type": ["number", "null"], "description": "delivered / attempts"},
         "latency_ms": {
             "type": "object",
-            "description": "Request duration percentiles (nearest rank).",
+            "description": "Request duration percentiles (nearest rank over a histogram of "
+            "9%-wide bins: within 4.5%).",
             "properties": {
                 "p50": {"type": ["number", "null"]},
                 "p99": {"type": ["number", "null"]},
@@ -245,11 +246,53 @@ _STATS = {
     "properties": {
         "windows": {
             "type": "object",
-            "properties": {"5m": _WINDOW, "1h": _WINDOW, "24h": _WINDOW},
+            "description": "Counted in whole minutes (up to 24h) and hours (7d): each "
+            "window reaches up to one of them further back than its name.",
+            "properties": {"5m": _WINDOW, "1h": _WINDOW, "24h": _WINDOW, "7d": _WINDOW},
         },
         "failing": {"type": "array", "items": {"type": "object"}},
         "consecutive_failures": {"type": ["integer", "null"]},
-        "attempt_log": {"type": "object"},
+        "hourly": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "Subscription stats: attempts and delivered per hour, last 24 h.",
+        },
+        "attempt_log": {
+            "type": "object",
+            "description": "How much of the log this node holds (attempts, deliveries, "
+            "oldest_at): the caller's tenant only for a tenant token.",
+        },
+        "log_node": {"type": "object", "description": "Admin only: this node's store and indexer."},
+    },
+}
+
+_DELIVERY = {
+    "type": "object",
+    "description": "A delivery: its latest attempt by time, and how many there were.",
+    "properties": {
+        "delivery_id": {"type": "string"},
+        "event_id": {"type": "string"},
+        "event_type": {"type": "string"},
+        "tenant_id": {"type": "string"},
+        "subscription_id": {"type": "string"},
+        "outcome": {"enum": ["delivered", "retry", "give_up"]},
+        "status": {"type": ["integer", "null"]},
+        "attempts": {"type": "integer"},
+        "first_attempt_at": {"type": "number"},
+        "last_attempt_at": {"type": "number"},
+        "last_attempt": {"type": "integer"},
+        "last_error": {"type": ["string", "null"]},
+    },
+}
+
+_PAGE = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "array", "items": _DELIVERY},
+        "next_cursor": {
+            "type": ["string", "null"],
+            "description": "Pass as `cursor` for the next page; null on the last one.",
+        },
     },
 }
 
@@ -482,26 +525,35 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/deliveries": {
                 "get": _op(
-                    "The delivery log: one row per delivery, newest first",
-                    schema={"type": "object"},
+                    "The delivery log: one row per delivery, newest first by its first "
+                    "attempt (a delivery keeps its place when retried, so a cursor neither "
+                    "skips nor repeats one while attempts arrive); 503 on a worker that "
+                    "keeps no log, with where to ask",
+                    schema=_PAGE,
                     params=[
+                        _q("tenant_id", "admin only"),
                         _q("subscription_id", "filter"),
                         _q("status", "delivered|failed|retrying or an HTTP status"),
                         _q("event_type", "filter"),
-                        _q("since", "RFC 3339 or unix seconds"),
-                        _q("until", "RFC 3339 or unix seconds"),
+                        _q("since", "first attempt at or after: RFC 3339 or unix seconds"),
+                        _q("until", "first attempt before: RFC 3339 or unix seconds"),
                         _q("limit", "1-1000"),
+                        _q("cursor", "the previous page's next_cursor"),
                     ],
                 )
             },
             "/v1/deliveries/{id}": {
                 "get": _op(
-                    "A delivery with all its attempts", schema={"type": "object"}, params=_ID
+                    "A delivery with all its attempts, oldest first (each with `source`: "
+                    "where the request it sent is in Kafka)",
+                    schema={"type": "object"},
+                    params=_ID,
                 )
             },
             "/v1/deliveries/{id}/redeliver": {
                 "post": _op(
-                    "Send a past delivery again (same webhook-id, marked as a replay)",
+                    "Send a past delivery again (same webhook-id, marked as a replay; its "
+                    "attempts are numbered on after the delivery's history)",
                     ok=202,
                     schema={"type": "object"},
                     params=_ID,
@@ -568,16 +620,17 @@ def openapi_document() -> dict[str, Any]:
             "/v1/tokens/{id}": {"delete": _op("Revoke a tenant token (admin)", ok=204, params=_ID)},
             "/v1/stats": {
                 "get": _op(
-                    "Delivery statistics over the last 5m, 1h and 24h, and the subscriptions "
-                    "failing most (a tenant token sees its own tenant only)",
+                    "Delivery statistics over the last 5m, 1h, 24h and 7d, and the "
+                    "subscriptions failing most (a tenant token sees its own tenant only)",
                     schema=_STATS,
                     params=[_q("tenant_id", "admin only"), _q("limit", "failing rows, 1-100")],
                 )
             },
             "/v1/subscriptions/{id}/stats": {
                 "get": _op(
-                    "One subscription's statistics over the last 5m, 1h and 24h, and its "
-                    "current run of consecutive failures",
+                    "One subscription's statistics over the last 5m, 1h, 24h and 7d, its "
+                    "attempts per hour over the last day, and its current run of "
+                    "consecutive failures",
                     schema=_STATS,
                     params=_ID,
                 )

@@ -400,10 +400,32 @@ class ApiClient:
     def revoke_token(self, token_id: str) -> None:
         self._request("DELETE", f"/v1/tokens/{_path_part(token_id)}")
 
+    # -- the delivery log ------------------------------------------------------
+
+    def list_deliveries(self, **filters: Any) -> dict[str, Any]:
+        """GET /v1/deliveries: one page ``{"data", "next_cursor"}``, newest first.
+
+        ``filters``: tenant_id, subscription_id, event_type, status, since, until,
+        limit, cursor (None values are left out)."""
+        result: dict[str, Any] = self._request("GET", "/v1/deliveries", params=filters)
+        return result
+
+    def show_delivery(self, delivery_id: str) -> dict[str, Any]:
+        """GET /v1/deliveries/{id}: the summary and every attempt."""
+        result: dict[str, Any] = self._request("GET", f"/v1/deliveries/{_path_part(delivery_id)}")
+        return result
+
+    def redeliver(self, delivery_id: str) -> dict[str, Any]:
+        """POST /v1/deliveries/{id}/redeliver: send it again (202, queued)."""
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/deliveries/{_path_part(delivery_id)}/redeliver", body={}
+        )
+        return result
+
     # -- statistics ------------------------------------------------------------
 
     def stats(self, *, tenant_id: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        """GET /v1/stats: windows (5m, 1h, 24h) and the subscriptions failing most."""
+        """GET /v1/stats: windows (5m, 1h, 24h, 7d) and the subscriptions failing most."""
         params = {"tenant_id": tenant_id, "limit": limit}
         result: dict[str, Any] = self._request("GET", "/v1/stats", params=params)
         return result

@@ -10,7 +10,9 @@ from streams.cli.common import fail_cleanly, settings_from_env
 from streams.config import Settings
 
 
-def banner(settings: Settings, dev_token: str | None, *, ready: bool) -> list[str]:
+def banner(
+    settings: Settings, dev_token: str | None, *, ready: bool, role: str = "all"
+) -> list[str]:
     """What a person starting ``streams worker`` needs, in a few plain lines on stderr.
 
     Printed before the JSON log lines start and again once the worker is ready
@@ -18,6 +20,8 @@ def banner(settings: Settings, dev_token: str | None, *, ready: bool) -> list[st
     The token appears only when it is a generated development token; a configured
     ``STREAMS_ADMIN_TOKEN`` is a secret and is only named.
     """
+    from streams.app import keeps_log  # with the worker: the app imports Faust
+
     rule = "-" * 72
     api = f"http://{settings.api_bind}:{settings.api_port}"
     if dev_token is not None:
@@ -32,6 +36,12 @@ def banner(settings: Settings, dev_token: str | None, *, ready: bool) -> list[st
         f"  API          {api}   (/healthz, /openapi.json, /metrics)",
         f"  admin token  {where}",
         f"  Kafka        {settings.kafka_bootstrap}, topics {topics}",
+        f"  role         {role}; "
+        + (
+            f"delivery log in {settings.log_path}"
+            if keeps_log(role, settings)
+            else "no delivery log (ask a log node)"
+        ),
     ]
     if ready:
         lines.append("  next         streams subscriptions create ... | streams monitor")
@@ -39,12 +49,24 @@ def banner(settings: Settings, dev_token: str | None, *, ready: bool) -> list[st
 
 
 @click.command("worker")
+@click.option(
+    "--role",
+    type=click.Choice(["all", "delivery", "log"]),
+    default="all",
+    show_default=True,
+    help="all: every stage, and the delivery log unless STREAMS_DELIVERY_LOG=off. "
+    "delivery: every stage, no delivery log (never reads the attempts topic). "
+    "log: a log node: the delivery log and the API, no delivery.",
+)
 @fail_cleanly
-def worker_cmd() -> None:
-    """Run the whole pipeline (every agent and the API) in this process.
+def worker_cmd(role: str) -> None:
+    """Run the pipeline (every agent and the API) in this process.
 
     Start more processes the same way to share the work through Kafka's
-    consumer group. Stops cleanly on SIGTERM/SIGINT.
+    consumer group. Log nodes (`--role log`) each index the whole attempts
+    topic into a store of their own, so any of them answers the log API:
+    put several behind a load balancer to scale reads. Stops cleanly on
+    SIGTERM/SIGINT.
     """
     import asyncio
 
@@ -68,7 +90,7 @@ def worker_cmd() -> None:
             f"{len(missing)} topic(s) missing, e.g. {missing[0]}: run `streams topics create` "
             "with the same STREAMS_TOPIC_PREFIX and STREAMS_RETRY_SCHEDULE"
         )
-    pipeline = build_app(settings)
+    pipeline = build_app(settings, role=role)
     # The API is a face: it is served by the worker but registered here, not by the app.
     register_api(pipeline)
     # Fewer, shorter collector pauses (streams.ops.gc_tuning); after the app is built.
@@ -79,7 +101,7 @@ def worker_cmd() -> None:
         from streams.api.auth import resolve_admin_token
 
         dev_token, _ = resolve_admin_token(settings)
-    for line in banner(settings, dev_token, ready=False):
+    for line in banner(settings, dev_token, ready=False, role=role):
         click.echo(line, err=True)
 
     class ReadyBanner(mode.Service):
@@ -93,7 +115,7 @@ def worker_cmd() -> None:
             await pipeline.ready()
             # The real stderr: once running, Faust redirects sys.stderr into the log.
             real = sys.__stderr__ or sys.stderr
-            for line in banner(settings, dev_token, ready=True):
+            for line in banner(settings, dev_token, ready=True, role=role):
                 click.echo(line, file=real)
             real.flush()
 

@@ -18,8 +18,8 @@ from streams.console.sessions import ConsoleLedger, SessionCodec
 
 if TYPE_CHECKING:
     from streams.api.deliveries import DeliveryRoutes
+    from streams.api.stats import StatsRoutes
     from streams.api.subscriptions import SubscriptionRoutes
-    from streams.log.attempts import AttemptLog
     from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def register_console(
     admin_token: str,
     subscriptions: SubscriptionRoutes,
     deliveries: DeliveryRoutes,
-    attempt_log: AttemptLog,
+    stats: StatsRoutes,
 ) -> ConsolePages:
     """Mount ``/console/`` on the worker's web app and add ``/v1/console/sessions``."""
     settings = pipeline.settings
@@ -134,7 +134,7 @@ def register_console(
         admin_token=admin_token,
         subscriptions=subscriptions,
         deliveries=deliveries,
-        attempt_log=attempt_log,
+        stats=stats,
     )
     pages.register(console.router)
     console.router.add_static("/static/", HERE / "static", follow_symlinks=False)

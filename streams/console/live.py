@@ -7,13 +7,14 @@ nobody watches.
 
 A sample is :class:`streams.monitor.Monitor`'s (Kafka end offsets and the
 consumer groups' commits: rates, lag per stage, retry-tier depths, DLQ depth)
-with the delivery figures of this worker's attempt log instead of over HTTP.
-Those come from :class:`~streams.console.figures.LiveFigures`: each sample
-folds in only the attempts logged since the previous one (the log counts
-what it ever added), never a copy of the whole log. The charts of the last
-hour come from its minute buckets (attempts and success rate per minute,
-there from the first sample) and from the samples kept since the view was
-first opened (events in per second).
+with the delivery figures of ``GET /v1/stats`` taken from this log node's
+delivery-log store through the same method (:meth:`StatsRoutes.overall_for
+<streams.api.stats.StatsRoutes.overall_for>`) instead of over HTTP. The charts
+of the last hour come from the store's minute buckets (attempts and success
+rate per minute, there from the first sample) and from the samples kept since
+the view was first opened (events in per second). On a worker without a log
+(or with a faulty store) the Kafka figures still show, with the reason the
+delivery figures do not.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from streams.api.auth import ADMIN
 from streams.console import charts
-from streams.console.figures import LiveFigures
+from streams.errors import UnavailableError
 from streams.monitor import FAILING_ROWS, Monitor, api_view
-from streams.records import Attempt
 
 if TYPE_CHECKING:
-    from streams.log.attempts import AttemptLog
+    from streams.api.stats import StatsRoutes
     from streams.pipeline import Pipeline
 
 #: A sample younger than this is served as it is.
@@ -39,27 +40,8 @@ FRESH_S = 1.5
 #: Samples kept for the events-in chart: one hour at one per 2 s.
 KEPT_SAMPLES = 1800
 HOUR_S = 3600.0
-#: Attempts may arrive up to this late relative to their time (rows are in arrival order).
-DISORDER_S = 300.0
-_AT = [f.name for f in fields(Attempt)].index("at")
-
-
-def tail(rows: Sequence[tuple[Any, ...]], since: float) -> list[Attempt]:
-    """The attempts at or after ``since`` from arrival-ordered rows, oldest first.
-
-    Scans from the newest row back and stops once rows are older than
-    ``since`` by more than :data:`DISORDER_S`, so a view of the last minutes
-    never walks the whole log.
-    """
-    out: list[Attempt] = []
-    for row in reversed(rows):
-        at = row[_AT]
-        if at < since - DISORDER_S:
-            break
-        if at >= since:
-            out.append(Attempt(*row))
-    out.reverse()
-    return out
+#: Minutes the attempts and success-rate charts cover.
+CHART_MINUTES = 60
 
 
 @dataclass
@@ -80,22 +62,27 @@ class LiveSnapshot:
     chart_events: str = ""
     chart_attempts: str = ""
     chart_success: str = ""
+    #: Why the delivery figures are missing (no log on this worker, a store fault).
+    log_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def minute_series(minutes: Sequence[dict[str, Any]]) -> list[charts.Bucket]:
+    """The store's per-minute counts (:meth:`StatsRoutes.minutes_for`) as chart buckets."""
+    return [charts.Bucket(m["attempts"], m["delivered"]) for m in minutes]
+
+
 class LiveView:
-    def __init__(self, pipeline: Pipeline, attempt_log: AttemptLog) -> None:
+    def __init__(self, pipeline: Pipeline, stats: StatsRoutes) -> None:
         self.p = pipeline
-        self.log = attempt_log
+        self.stats = stats
         self._monitor: Monitor | None = None
         self._stats: dict[str, Any] = {}
         self._last: LiveSnapshot | None = None
         self._taking: asyncio.Task[LiveSnapshot] | None = None
         self._events: deque[tuple[float, float | None]] = deque(maxlen=KEPT_SAMPLES)
-        self.figures = LiveFigures()
-        self._seen = 0  # the log's ``appended`` when it was last folded in
         self.samples_taken = 0
 
     async def current(self) -> LiveSnapshot:
@@ -107,32 +94,26 @@ class LiveView:
         return await asyncio.shield(self._taking)
 
     async def _take(self) -> LiveSnapshot:
-        rows: list[tuple[Any, ...]] = []
-        if self.log.enabled:  # only what arrived since the last sample, copied on the loop
-            rows = self.log.newest(self.log.appended - self._seen)
-            self._seen = self.log.appended
         engine = self.p.extras.get("engine")
         breakers = getattr(engine, "breakers", {}) if engine is not None else {}
         open_breakers = sum(1 for b in list(breakers.values()) if not b.closed)
-        snap = await asyncio.to_thread(self._sample, rows, time.time())
+        log_error = None
+        try:
+            # The operator's view: every tenant's figures, as /v1/stats answers the admin.
+            stats = await self.stats.overall_for(ADMIN, None, FAILING_ROWS)
+            minutes = await self.stats.minutes_for(ADMIN, CHART_MINUTES)
+        except UnavailableError as exc:
+            stats, minutes, log_error = {}, [], str(exc)
+        snap = await asyncio.to_thread(self._sample, stats, minutes, time.time())
         snap.open_breakers = open_breakers
-        for row in snap.failing:
-            sub = self.p.subscriptions.get(str(row.get("subscription_id")))
-            row["url"] = sub.url if sub is not None else None
-            row["state"] = sub.state if sub is not None else "deleted"
+        snap.log_error = log_error
         self._last = snap
         self.samples_taken += 1
         return snap
 
-    def _sample(self, rows: Sequence[tuple[Any, ...]], now: float) -> LiveSnapshot:
-        figures = self.figures
-        figures.fold(rows, now)
-        stats = {
-            "tenant_id": None,
-            "windows": {"5m": figures.window(now, 300)},
-            "failing_window": "1h",
-            "failing": figures.failing(now, HOUR_S, FAILING_ROWS),
-        }
+    def _sample(
+        self, stats: dict[str, Any], minutes: Sequence[dict[str, Any]], now: float
+    ) -> LiveSnapshot:
         self._stats = stats
         if self._monitor is None:
             self._monitor = Monitor(self.p.settings, fetch_stats=lambda: self._stats)
@@ -158,13 +139,13 @@ class LiveView:
         snap.chart_events = charts.line_chart(
             series, width=360, height=60, label=f"Events in per second, {len(series)} samples"
         )
-        minutes = figures.series(now, 60)
-        total = sum(b.attempts for b in minutes)
+        buckets = minute_series(minutes)
+        total = sum(b.attempts for b in buckets)
         snap.chart_attempts = charts.bar_chart(
-            minutes, width=360, height=60, label=f"Attempts per minute, last hour: {total}"
+            buckets, width=360, height=60, label=f"Attempts per minute, last hour: {total}"
         )
         snap.chart_success = charts.line_chart(
-            [b.success_rate for b in minutes],
+            [b.success_rate for b in buckets],
             width=360,
             height=60,
             label="Success rate per minute, last hour",

@@ -31,8 +31,9 @@ from aiohttp import web
 from markupsafe import Markup
 
 from streams.api.auth import ADMIN, Principal, scope
+from streams.api.deliveries import attempt_view
 from streams.console import charts, security
-from streams.console.live import LiveView, tail
+from streams.console.live import LiveView
 from streams.console.sessions import (
     ConsoleLedger,
     Grant,
@@ -54,7 +55,6 @@ from streams.errors import (
     StreamsError,
     UnavailableError,
 )
-from streams.log.attempts import attempt_view, summary
 from streams.records import Attempt, Delivery
 from streams.signing import PROFILES
 from streams.subscriptions import headers as header_rules
@@ -63,8 +63,8 @@ from streams.subscriptions.model import BODY_FORMATS, reserved_headers
 
 if TYPE_CHECKING:
     from streams.api.deliveries import DeliveryRoutes
+    from streams.api.stats import StatsRoutes
     from streams.api.subscriptions import SubscriptionRoutes
-    from streams.log.attempts import AttemptLog
     from streams.pipeline import Pipeline
     from streams.records import Subscription
 
@@ -74,8 +74,8 @@ log = logging.getLogger(__name__)
 ONCE_TTL_S = 300
 #: Rows on one page of the delivery log and of the dead letters.
 PAGE_ROWS = 50
-#: The endpoint list's chart: the last 24 h in hourly bars.
-CHART_SPAN_S, CHART_BARS = 86400.0, 24
+#: The endpoint list's chart: the last 24 h in hourly bars (the store's hour buckets).
+CHART_HOURS = 24
 #: What each body format sends, as the add-endpoint form names it.
 BODY_FORMAT_LABELS = {
     "envelope": "envelope (the whole event)",
@@ -106,7 +106,7 @@ class ConsolePages:
         admin_token: str,
         subscriptions: SubscriptionRoutes,
         deliveries: DeliveryRoutes,
-        attempt_log: AttemptLog,
+        stats: StatsRoutes,
     ) -> None:
         self.p = pipeline
         self.codec = codec
@@ -114,8 +114,8 @@ class ConsolePages:
         self.admin_token = admin_token
         self.subs = subscriptions
         self.deliveries = deliveries
-        self.log = attempt_log
-        self.live = LiveView(pipeline, attempt_log)
+        self.stats = stats
+        self.live = LiveView(pipeline, stats)
         self.secure = not pipeline.settings.development
 
     # -- routes -------------------------------------------------------------------
@@ -290,26 +290,23 @@ class ConsolePages:
 
     # -- endpoints ------------------------------------------------------------------
 
-    @staticmethod
-    def _chart_points(
-        rows: list[tuple[Any, ...]], sub_ids: set[str], now: float
-    ) -> dict[str, list[tuple[float, bool]]]:
-        points: dict[str, list[tuple[float, bool]]] = {s: [] for s in sub_ids}
-        for a in tail(rows, now - CHART_SPAN_S):
-            if a.subscription_id in points:
-                points[a.subscription_id].append((a.at, a.outcome == "delivered"))
-        return points
-
     async def endpoints(self, request: web.Request) -> web.StreamResponse:
         tenant = self.tenant_of(request)
-        subs = self.subs.visible(self.who(request), tenant)
-        now = time.time()
-        rows_ = self.log.rows() if self.log.enabled else []  # copied on the loop
-        points = await asyncio.to_thread(self._chart_points, rows_, {s.id for s in subs}, now)
+        who = self.who(request)
+        subs = self.subs.visible(who, tenant)
+        log_error = None
+        try:
+            # The store's hour buckets, as /v1/subscriptions/{id}/stats charts them.
+            health = await self.stats.hourly_for(who, subs, CHART_HOURS)
+        except UnavailableError as exc:
+            health, log_error = {}, str(exc)
         rows = []
         for sub in subs:
-            mine = points.get(sub.id, [])
-            buckets = charts.bucketize(mine, now=now, span_s=CHART_SPAN_S, count=CHART_BARS)
+            found = health.get(sub.id)
+            buckets = [
+                charts.Bucket(h["attempts"], h["delivered"])
+                for h in (found["chart"] if found else [])
+            ] or [charts.Bucket() for _ in range(CHART_HOURS)]
             attempts = sum(b.attempts for b in buckets)
             delivered = sum(b.delivered for b in buckets)
             rate = f"{100 * delivered / attempts:.1f}%" if attempts else "no attempts"
@@ -323,7 +320,9 @@ class ConsolePages:
                     "last_error": self._last_error(sub.id),
                 }
             )
-        return self.render(request, "endpoints.html", {"rows": rows, "tenant": tenant})
+        return self.render(
+            request, "endpoints.html", {"rows": rows, "tenant": tenant, "log_error": log_error}
+        )
 
     def _last_error(self, sub_id: str) -> dict[str, Any] | None:
         health = self.p.extras.get("health")
@@ -538,14 +537,20 @@ class ConsolePages:
         if tenant is not None:
             query["tenant_id"] = tenant
         query["limit"] = str(PAGE_ROWS)
+        if q.get("cursor"):
+            query["cursor"] = q["cursor"]
         error = None
         rows: list[dict[str, Any]] = []
+        next_cursor = None
         try:
-            rows = (await self.deliveries.page_for(self.who(request), query))["data"]
+            found = await self.deliveries.page_for(self.who(request), query)
+            rows, next_cursor = found["data"], found["next_cursor"]
         except InvalidRequestError as exc:
             error = {"field": exc.field, "message": str(exc)}
         older = None
-        if len(rows) == PAGE_ROWS:
+        if next_cursor is not None:
+            # The store's cursor: the next page starts after this one's last delivery,
+            # whatever arrived since (a time bound would skip or repeat rows).
             older = self.with_tenant(
                 "/console/deliveries",
                 tenant if self.who(request).admin else None,
@@ -553,7 +558,8 @@ class ConsolePages:
                 status=q.get("status"),
                 event_type=q.get("event_type"),
                 since=q.get("since"),
-                before=f"{rows[-1]['last_attempt_at']:.6f}",
+                until=q.get("before") or q.get("until"),
+                cursor=next_cursor,
             )
         return self.render(
             request,
@@ -571,8 +577,9 @@ class ConsolePages:
         )
 
     async def delivery(self, request: web.Request) -> web.StreamResponse:
-        history = self.deliveries.history_for(self.who(request), request.match_info["id"])
-        view = summary(history)
+        view, history = await self.deliveries.history_for(
+            self.who(request), request.match_info["id"]
+        )
         attempts = [attempt_view(a) for a in history]
         sent, sent_note = await self._request_sent(history)
         return self.render(
@@ -645,7 +652,9 @@ class ConsolePages:
     async def api_delivery(self, request: web.Request) -> web.StreamResponse:
         """A delivery's latest attempt, for the Test button's result (404 until one exists)."""
         try:
-            history = self.deliveries.history_for(self.who(request), request.match_info["id"])
+            _, history = await self.deliveries.history_for(
+                self.who(request), request.match_info["id"]
+            )
         except NotFoundError:
             return web.json_response({"status": "pending"}, status=404)
         last = attempt_view(history[-1])

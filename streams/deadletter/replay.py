@@ -2,8 +2,10 @@
 
 A replay re-sends parked deliveries through ``deliveries`` with their
 original ``delivery_id`` (so ``webhook-id``, the receiver's idempotency key,
-is unchanged), a fresh attempt count, and a ``replay_id`` that marks the
-request with ``webhook-replay: true``.
+is unchanged), a fresh run of the retry schedule, and a ``replay_id`` that
+marks the request with ``webhook-replay: true``. Its attempts are numbered on
+after the parked run's (``prior_attempts``), so the delivery's history in the
+log reads 1, 2, 3, then 4 for the replay, not 1 again.
 
 Replaying the same range twice does not send twice: every replayed dead
 letter is recorded by its position (``partition:offset``) in the compacted
@@ -414,14 +416,7 @@ class _Run:
                 self.beat()
                 wait = self.bucket.take(time.monotonic())
         parked = letter.parked()
-        again = dataclasses.replace(
-            parked,
-            attempt=1,
-            due_at=0.0,
-            last_status=None,
-            last_error=None,
-            replay_id=self.result.replay_id,
-        )
+        again = replayed(parked, letter.attempts, self.result.replay_id)
         self.produce(self.names.deliveries, parked.subscription_id, again.to_bytes())
         record = orjson.dumps(
             {
@@ -496,11 +491,27 @@ class _Run:
             self.failures.append(f"the producer queue was full for {event_type}")
 
 
-def redelivery(delivery: Delivery) -> Delivery:
-    """A past delivery sent again: same delivery id, attempt 1, marked as a replay."""
+def replayed(parked: Delivery, attempts_made: int, replay_id: str) -> Delivery:
+    """A dead letter sent again: a fresh run of the retry schedule (``attempt`` 1) whose
+    attempts the log numbers on after the ``attempts_made`` of the parked run."""
+    return dataclasses.replace(
+        parked,
+        attempt=1,
+        prior_attempts=parked.prior_attempts + attempts_made,
+        due_at=0.0,
+        last_status=None,
+        last_error=None,
+        replay_id=replay_id,
+    )
+
+
+def redelivery(delivery: Delivery, attempts_before: int) -> Delivery:
+    """A past delivery sent again: same delivery id, a fresh run of the retry schedule,
+    numbered after the ``attempts_before`` of its history, marked as a replay."""
     return dataclasses.replace(
         delivery,
         attempt=1,
+        prior_attempts=attempts_before,
         due_at=0.0,
         last_status=None,
         last_error=None,

@@ -605,7 +605,7 @@ class DeliveryEngine:
             event_type=delivery.event_type,
             tenant_id=delivery.tenant_id,
             subscription_id=sub.id,
-            attempt=delivery.attempt,
+            attempt=delivery.attempt_number,  # numbered on after a redelivery or replay
             at=started,
             duration_ms=round(result.duration_ms, 3),
             outcome=label,

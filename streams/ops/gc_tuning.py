@@ -27,9 +27,9 @@ state topics are read):
   large. A collection of generation 0 then walks at most that many objects
   (a few milliseconds; at most 17 ms in the benchmark runs).
 
-The delivery log keeps its window as plain tuples, which the collector stops
-tracking (:mod:`streams.log.attempts`). :class:`PauseRecorder` exports every
-collection's pause (``streams_gc_pause_seconds``), so the effect stays visible.
+The delivery log lives on disk (:mod:`streams.log.store`), not in objects the
+collector would walk. :class:`PauseRecorder` exports every collection's pause
+(``streams_gc_pause_seconds``), so the effect stays visible.
 """
 
 from __future__ import annotations

@@ -111,10 +111,16 @@ class WorkerProcess:
     """`streams worker` in a subprocess; its log goes to ``log_path``."""
 
     def __init__(
-        self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+        self,
+        settings: Settings,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        role: str = "all",
     ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.role = role
         self.env = {**os.environ, **settings_env(settings), **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.base_url = f"http://127.0.0.1:{settings.api_port}"
@@ -122,7 +128,7 @@ class WorkerProcess:
     def start(self, timeout_s: float = 90.0) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
+            [sys.executable, "-m", "streams", "worker", "--role", self.role],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -108,16 +108,27 @@ def test_the_processes_of_a_failed_run_are_stopped(
     assert not [pid for pid in started if alive(pid)]
 
 
-def test_the_log_tail_measurement_runs_both_variants(
-    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_the_log_store_benchmark_runs_each_step(
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
-    from streams.tools.bench import logtail
+    from streams.tools.bench import logstore
 
     monkeypatch.setenv("STREAMS_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    logtail.main(["--rate", "200", "--seconds", "2"])
-    lines = [line for line in capsys.readouterr().out.splitlines() if "us of loop CPU" in line]
-    assert [line.split()[0] for line in lines] == ["one", "batched"]
-    assert all(float(line.split("us of loop")[0].split()[-1]) > 0 for line in lines)
+    store = tmp_path / "attempts.sqlite3"
+    logstore.main(["fill", "--store", str(store), "--attempts", "3000"])
+    logstore.main(["query", "--store", str(store), "--samples", "20"])
+    logstore.main(["disk", "--store", str(store)])
+    logstore.main(["index", "--rate", "300", "--seconds", "6", "--store", str(store)])
+    out = capsys.readouterr().out
+    assert "filled" in out
+    assert "delivery history" in out
+    assert "MB per million attempts" in out
+    indexed = next(line for line in out.splitlines() if line.startswith("indexed "))
+    done, sent = (int(x.replace(",", "")) for x in indexed.split()[1:4:2])
+    assert done == sent > 0
 
 
 def test_console_live_smoke_measures_both_workers_in_every_window(

@@ -39,7 +39,10 @@ ALERT = {
 }
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -146,7 +149,14 @@ def shot_whole_page(browser: Any, name: str) -> None:
 
 def until(browser: Any, check: Callable[[Any], Any], timeout: float = 20, what: str = "") -> Any:
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.2).until(check)
+        # A polled fragment can replace an element between finding it and reading it:
+        # that is a retry, not a failure (the check finds it afresh each time).
+        return WebDriverWait(
+            browser,
+            timeout,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException,),
+        ).until(check)
     except TimeoutException:
         raise AssertionError(
             f"timed out: {what}\n{browser.current_url}\n{browser.page_source[:3000]}"

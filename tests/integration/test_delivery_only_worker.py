@@ -1,9 +1,10 @@
-"""A delivery-only worker (``STREAMS_ATTEMPT_LOG_MEMORY=0``) delivers, and says where the log is.
+"""A delivery-only worker (``STREAMS_DELIVERY_LOG=off``) delivers, and says where the log is.
 
-Every worker that keeps a delivery log reads every attempt of the cluster, so
-operators can run delivery workers without one. Such a worker must still
-deliver and record attempts in Kafka; its log and stats routes answer 503 with
-what to do, instead of an empty list that would read as "nothing happened".
+Every log node reads every attempt of the cluster into a store of its own, so
+operators run delivery workers without one. Such a worker must still deliver
+and record attempts in Kafka, never read the attempts topic nor create a store;
+its log and stats routes answer 503 with what to do, instead of an empty list
+that would read as "nothing happened".
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def test_a_worker_without_a_log_delivers_and_answers_503_on_the_log_routes(
     create_topics(settings)
     receiver = ReceiverProcess(tmp_path / "receiver.log").start()
     worker = WorkerProcess(
-        settings, tmp_path / "worker.log", extra_env={"STREAMS_ATTEMPT_LOG_MEMORY": "0"}
+        settings, tmp_path / "worker.log", extra_env={"STREAMS_DELIVERY_LOG": "off"}
     )
     try:
         worker.start()
@@ -56,9 +57,11 @@ def test_a_worker_without_a_log_delivers_and_answers_503_on_the_log_routes(
             assert resp.status_code == 503, (path, resp.text)
             error = resp.json()["error"]
             assert error["code"] == "unavailable"
-            assert "STREAMS_ATTEMPT_LOG_MEMORY" in error["message"]
+            assert "STREAMS_DELIVERY_LOG=off" in error["message"]
+            assert "--role log" in error["message"]
         resp = admin.call("POST", f"/v1/deliveries/{one}/redeliver", {})
         assert resp.status_code == 503
+        assert not settings.log_path.parent.exists()  # no store: the topic was never read
     finally:
         worker.stop()
         receiver.stop()

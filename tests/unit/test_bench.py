@@ -384,13 +384,14 @@ def test_updating_the_doc_replaces_only_the_scenarios_section(tmp_path: Path) ->
 def test_worker_env_takes_valid_free_settings_only() -> None:
     from streams.tools.bench.config import parse_worker_env
 
-    got = resolve("throughput", overrides={"worker_env": ("STREAMS_ATTEMPT_LOG_MEMORY=0",)})
-    assert got.worker_env == (("STREAMS_ATTEMPT_LOG_MEMORY", "0"),)
+    got = resolve("throughput", overrides={"worker_env": ("STREAMS_DELIVERY_LOG=off",)})
+    assert got.worker_env == (("STREAMS_DELIVERY_LOG", "off"),)
     for bad, message in [
-        ("ATTEMPT_LOG_MEMORY=0", "expected STREAMS_<NAME>=<value>"),
-        ("STREAMS_ATTEMPT_LOG_MEMORY", "expected STREAMS_<NAME>=<value>"),
+        ("DELIVERY_LOG=off", "expected STREAMS_<NAME>=<value>"),
+        ("STREAMS_DELIVERY_LOG", "expected STREAMS_<NAME>=<value>"),
         ("STREAMS_APP_ID=x", "the harness sets it"),
-        ("STREAMS_ATTEMPT_LOG_MEMORY=-1", "STREAMS_ATTEMPT_LOG_MEMORY"),
+        ("STREAMS_DELIVERY_LOG=maybe", "STREAMS_DELIVERY_LOG"),
+        ("STREAMS_ATTEMPT_LOG_MEMORY=0", "STREAMS_DELIVERY_LOG=off"),  # retired: says instead
     ]:
         with pytest.raises(BenchConfigError, match=message):
             parse_worker_env([bad])

@@ -65,7 +65,7 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     "--worker-env",
     multiple=True,
     metavar="STREAMS_NAME=VALUE",
-    help="An extra setting of every worker (repeatable), e.g. STREAMS_ATTEMPT_LOG_MEMORY=0.",
+    help="An extra setting of every worker (repeatable), e.g. STREAMS_DELIVERY_LOG=off.",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of fault timings.")
 @click.option("--profile", is_flag=True, help="py-spy worker 0 during the load (needs py-spy).")

@@ -1,0 +1,1554 @@
+"""The delivery log on disk: an indexed SQLite store of the ``attempts`` topic.
+
+The ``attempts`` topic is the source of truth; this store is a materialized
+view of it that a log node (:mod:`streams.log.indexer`) keeps up to date and
+the log API queries. It can be deleted at any time and rebuilt from the topic.
+
+Why SQLite (standard library, WAL mode): one writer (the indexer's thread)
+and any number of readers (the API's threads) work at once without blocking
+each other; every filter the API offers is a B-tree index; a batch of
+attempts and the position it reaches in the topic commit in one transaction,
+so a restart resumes exactly where the last commit stopped, without gaps or
+double rows. Measured in docs/benchmarks.md ("The delivery-log store").
+
+Tables:
+
+- ``deliveries``: one summary row per delivery, numbered ``seq`` in the order
+  stored (so new rows append): its latest attempt *by time* (a redelivery's 200
+  after three failures reads ``delivered``), the number of attempts, and
+  ``first_at``, the time of its first attempt. ``first_at`` never changes once
+  the delivery is stored, so listing newest first by ``(first_at, dkey)`` gives
+  cursors that neither skip nor repeat a delivery while new attempts arrive.
+  ``dkey`` is a hash of the delivery id: how a delivery is found by id, and the
+  order of equal first times, the same in a rebuilt store.
+- ``attempts``: one row per attempt, clustered by delivery (``seq``) and keyed
+  by its position in the topic (``partition << 40 | offset``): a delivery's
+  history is one range read, and no record is stored twice.
+- ``names``: tenants, subscriptions, event types and topics, stored once; the
+  other tables and their indexes hold small integer ids.
+- ``buckets``: counts per minute (kept a day) and per hour (kept for the
+  retention), for everything, per tenant and per subscription, with a
+  latency histogram and the newest error. Statistics over 5 minutes to 7 days
+  read at most 1,440 of these rows instead of millions of attempts.
+  ``totals``: attempts and deliveries stored, per tenant and in all.
+- ``positions``: the next offset to read, per partition. ``meta``: the
+  schema version and the topic the store follows. ``skipped``: the last
+  undecodable records (position and reason); they stay in the topic.
+
+Every query reads through an index chosen for its filters (``INDEXED BY``,
+see :func:`plan_index`); ``tests/unit/test_log_plans.py`` checks each
+combination with ``EXPLAIN QUERY PLAN``. Memory is bounded in bytes: each
+connection's page cache (``WRITER_CACHE_KIB``, ``READER_CACHE_KIB``; the OS keeps
+the rest of the file cached) and the indexer's batch.
+"""
+
+# S608: every SQL text here is put together from this module's constants (columns,
+# index names); every value is a bound parameter.
+# ruff: noqa: S608
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import hashlib
+import math
+import operator
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.errors import InvalidRequestError, StreamsError, UnavailableError
+from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
+
+#: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild).
+SCHEMA_VERSION = 2
+#: An attempt's key: its partition in the high bits, its offset in the low 40 (10^12 records).
+OFFSET_BITS = 40
+#: The largest response snippet stored, in UTF-8 bytes (the engine keeps 4,096 characters).
+SNIPPET_BYTES = 4096
+#: Page cache of the writer and of each reader's connection, KiB: SQLite's bound on the
+#: memory a connection holds (a reader per API thread).
+WRITER_CACHE_KIB = 256 * 1024
+READER_CACHE_KIB = 8 * 1024
+#: Undecodable records remembered (position and reason) for the operator.
+KEPT_SKIPPED = 1000
+#: Names (tenants, subscriptions, event types) whose ids each writer or reader remembers.
+NAMES_CACHED = 100_000
+#: Seconds a reader waits for the writer's lock before the query fails.
+BUSY_TIMEOUT_MS = 5000
+
+#: Bucket widths: a minute (windows up to a day) and an hour (7 days, charts).
+MINUTE, HOUR = 60, 3600
+#: How long minute buckets are kept: the longest window they serve plus one bucket.
+MINUTE_BUCKETS_KEPT_S = 86_400 + HOUR
+#: The statistics windows: name -> (seconds, bucket width).
+WINDOWS: tuple[tuple[str, int, int], ...] = (
+    ("5m", 300, MINUTE),
+    ("1h", 3600, MINUTE),
+    ("24h", 86_400, MINUTE),
+    ("7d", 604_800, HOUR),
+)
+OUTCOMES = ("delivered", "retry", "give_up")
+#: ``status`` filter words and the outcome each selects (anything else: an HTTP status).
+STATUS_WORDS = {"delivered": "delivered", "failed": "give_up", "retrying": "retry"}
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+
+#: Latency histogram: bin 0 is below 0.5 ms; bin i >= 1 holds [0.5 * 2^((i-1)/8), 0.5 *
+#: 2^(i/8)) ms, so a percentile read from it is within 4.5% of the exact one; the last bin
+#: (from 65.5 s) is open.
+HIST_BASE_MS = 0.5
+HIST_PER_OCTAVE = 8
+HIST_BINS = 1 + 17 * HIST_PER_OCTAVE
+
+
+class StoreFault(StreamsError):
+    """The store cannot be used (full disk, corrupt file, another schema): the message
+    names the file and the fix. The log routes answer 503 with it; delivery goes on."""
+
+
+# -- pure helpers -------------------------------------------------------------------
+
+
+def position(partition: int, offset: int) -> int:
+    """The key of the record at ``partition``/``offset`` of the attempts topic."""
+    if not 0 <= offset < 1 << OFFSET_BITS or not 0 <= partition < 1 << (62 - OFFSET_BITS):
+        raise ValueError(f"position out of range: partition {partition}, offset {offset}")
+    return partition << OFFSET_BITS | offset
+
+
+def split_position(pos: int) -> tuple[int, int]:
+    return pos >> OFFSET_BITS, pos & ((1 << OFFSET_BITS) - 1)
+
+
+KEY_MASK = (1 << 62) - 1
+
+
+def delivery_key(delivery_id: str) -> int:
+    """62 bits of a BLAKE2b of a delivery id: how the store finds a delivery (two ids
+    may share one; the row holds the id), and the order of deliveries whose first
+    attempts have the same time, the same in a rebuilt store."""
+    digest = hashlib.blake2b(delivery_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2
+
+
+def bounded_snippet(text: str, limit: int = SNIPPET_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
+    raw = text.encode("utf-8", "replace")  # a lone surrogate becomes "?"
+    return raw[:limit].decode("utf-8", "ignore")
+
+
+def latency_bin(ms: float) -> int:
+    if not ms >= HIST_BASE_MS:  # NaN and negatives too
+        return 0
+    return min(HIST_BINS - 1, 1 + int(HIST_PER_OCTAVE * math.log2(ms / HIST_BASE_MS)))
+
+
+def bin_value(index: int) -> float:
+    """The value a percentile in bin ``index`` reports: the bin's geometric middle (ms)."""
+    if index <= 0:
+        return HIST_BASE_MS / 2
+    return round(HIST_BASE_MS * 2 ** ((index - 0.5) / HIST_PER_OCTAVE), 3)
+
+
+def hist_percentile(hist: dict[int, int], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..1) of a latency histogram; None when empty."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for index in sorted(hist):
+        seen += hist[index]
+        if seen >= rank:
+            return bin_value(index)
+    raise AssertionError("unreachable: the rank is at most the total")
+
+
+def encode_hist(hist: dict[int, int]) -> bytes:
+    return orjson.dumps(sorted(hist.items()))
+
+
+def decode_hist(raw: bytes | None) -> dict[int, int]:
+    return {int(k): int(v) for k, v in orjson.loads(raw)} if raw else {}
+
+
+def status_class(status: int | None) -> str:
+    """``2xx`` .. ``5xx``, or ``error`` (no status, or one outside 200-599)."""
+    if status is None or not 200 <= status <= 599:
+        return "error"
+    return f"{status // 100}xx"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: An attempt decoded for the store: the Attempt's fields, in declaration order.
+Row = tuple[Any, ...]
+_TEXT = ("delivery_id", "event_id", "event_type", "tenant_id", "subscription_id", "outcome")
+_OPTIONAL_TEXT = ("error", "replay_id")
+#: Keys of the summary and the statistics: never empty ("" is the key of "everything").
+_NON_EMPTY = ("delivery_id", "tenant_id", "subscription_id", "outcome")
+#: Ids the pipeline bounds in every record it writes (:data:`~streams.records.MAX_ID_CHARS`):
+#: a longer one was not written by it, and is refused rather than kept.
+_BOUNDED = ("delivery_id", "event_id", "event_type", "tenant_id", "subscription_id", "replay_id")
+#: Kafka's longest topic name.
+MAX_TOPIC_CHARS = 249
+
+
+def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
+    """The attempt in ``raw`` as a row, or None and why it cannot be stored.
+
+    Stricter than :meth:`Attempt.from_bytes`: every field must have the type the
+    store keeps, ids are at most ``MAX_ID_CHARS`` (as the pipeline writes them), the
+    snippet is cut to ``SNIPPET_BYTES`` and the error to ``MAX_ERROR_READ_CHARS``, and
+    an unknown outcome is refused, so no record the topic can hold stops the indexer
+    or grows a row without bound.
+    """
+    if raw is None or raw == b"":
+        return None, "empty record (no value)"
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return None, f"not JSON ({exc})"
+    if type(obj) is not dict:
+        return None, f"expected a JSON object, got {type(obj).__name__}"
+    get: Callable[..., Any] = obj.get
+    delivery_id, event_id, event_type = get("delivery_id"), get("event_id"), get("event_type")
+    tenant_id, sub_id, outcome = get("tenant_id"), get("subscription_id"), get("outcome")
+    number, at, duration, status = get("attempt"), get("at"), get("duration_ms"), get("status")
+    snippet, error, replay_id = get("response_snippet", ""), get("error"), get("replay_id")
+    source_topic = get("source_topic", "")
+    source_partition, source_offset = get("source_partition", -1), get("source_offset", -1)
+    sent = get("sent", True)
+    # The common case in one expression (orjson gives exact types; a str is valid UTF-8);
+    # anything else goes through the checks that say what is wrong.
+    if not (
+        type(delivery_id) is str
+        and type(event_id) is str
+        and type(event_type) is str
+        and type(tenant_id) is str
+        and type(sub_id) is str
+        and 0 < len(delivery_id) <= MAX_ID_CHARS
+        and 0 < len(tenant_id) <= MAX_ID_CHARS
+        and 0 < len(sub_id) <= MAX_ID_CHARS
+        and len(event_id) <= MAX_ID_CHARS
+        and len(event_type) <= MAX_ID_CHARS
+        and (replay_id is None or len(replay_id) <= MAX_ID_CHARS)
+        and len(source_topic) <= MAX_TOPIC_CHARS
+        and outcome in _OUTCOME_SET
+        and type(number) is int
+        and 0 <= number < 1 << 31
+        and type(at) in (float, int)
+        and type(duration) in (float, int)
+        and (status is None or (type(status) is int and 0 <= status < 1000))
+        and type(snippet) is str
+        and (error is None or type(error) is str)
+        and (replay_id is None or type(replay_id) is str)
+        and type(source_topic) is str
+        and type(source_partition) is int
+        and type(source_offset) is int
+        and -1 <= source_partition < 1 << 31
+        and -1 <= source_offset < 1 << 62
+        and type(sent) is bool
+        and math.isfinite(at)
+        and math.isfinite(duration)
+    ):
+        return None, _why_not(obj)
+    if len(snippet) > SNIPPET_BYTES // 4:  # 4 bytes a character at most: cut only if needed
+        snippet = bounded_snippet(snippet)
+    if error is not None and len(error) > MAX_ERROR_READ_CHARS:
+        error = error[:MAX_ERROR_READ_CHARS]  # as a delivery's last_error is read back
+    return (
+        delivery_id,
+        event_id,
+        event_type,
+        tenant_id,
+        sub_id,
+        number,
+        float(at),
+        float(duration),
+        outcome,
+        status,
+        snippet,
+        error,
+        replay_id,
+        source_topic,
+        source_partition,
+        source_offset,
+        sent,
+    ), ""
+
+
+_OUTCOME_SET = frozenset(OUTCOMES)
+
+
+def _why_not(obj: dict[str, Any]) -> str:
+    """What makes ``obj`` an attempt the store cannot keep (the first problem)."""
+    for name in _TEXT:
+        value = obj.get(name)
+        if not isinstance(value, str) or (not value and name in _NON_EMPTY):
+            return f"`{name}` must be a string" + (" (not empty)" if name in _NON_EMPTY else "")
+    for name in _OPTIONAL_TEXT:
+        if not isinstance(obj.get(name), (str, type(None))):
+            return f"`{name}` must be a string or null"
+    for name in _BOUNDED:
+        value = obj.get(name)
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            return f"`{name}` is longer than {MAX_ID_CHARS} characters"
+    if obj["outcome"] not in OUTCOMES:
+        return f"`outcome` must be one of {', '.join(OUTCOMES)}"
+    if not _is_int(obj.get("attempt")) or not 0 <= obj["attempt"] < 1 << 31:
+        return "`attempt` must be a whole number"
+    for name in ("at", "duration_ms"):
+        if not _is_number(obj.get(name)):
+            return f"`{name}` must be a number"
+    status = obj.get("status")
+    if status is not None and (not _is_int(status) or not 0 <= status < 1000):
+        return "`status` must be an HTTP status or null"
+    if not isinstance(obj.get("response_snippet", ""), str):
+        return "`response_snippet` must be a string"
+    source_topic = obj.get("source_topic", "")
+    source_partition = obj.get("source_partition", -1)
+    source_offset = obj.get("source_offset", -1)
+    if isinstance(source_topic, str) and len(source_topic) > MAX_TOPIC_CHARS:
+        return f"`source_topic` is longer than {MAX_TOPIC_CHARS} characters (Kafka's limit)"
+    if not isinstance(source_topic, str) or not (
+        _is_int(source_partition) and _is_int(source_offset)
+    ):
+        return "`source_topic`, `source_partition`, `source_offset`: string, integers"
+    if not -1 <= source_partition < 1 << 31 or not -1 <= source_offset < 1 << 62:
+        return "`source_partition` or `source_offset` out of range"
+    if not isinstance(obj.get("sent", True), bool):
+        return "`sent` must be true or false"
+    return "a field has a value the store cannot keep"
+
+
+# Indexes of a Row's fields (the Attempt's declaration order).
+(
+    R_DELIVERY,
+    R_EVENT,
+    R_TYPE,
+    R_TENANT,
+    R_SUB,
+    R_ATTEMPT,
+    R_AT,
+    R_DURATION,
+    R_OUTCOME,
+    R_STATUS,
+    R_SNIPPET,
+    R_ERROR,
+    R_REPLAY,
+    R_SOURCE_TOPIC,
+    R_SOURCE_PARTITION,
+    R_SOURCE_OFFSET,
+    R_SENT,
+) = range(17)
+
+
+# -- queries ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryQuery:
+    """A page of the delivery log: filters (all optional) and its size.
+
+    ``since``/``until`` select deliveries by their first attempt's time, the order
+    of the list. ``status`` is a word of :data:`STATUS_WORDS` or an HTTP status.
+    """
+
+    tenant_id: str | None = None
+    subscription_id: str | None = None
+    event_type: str | None = None
+    status: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if (
+            self.status is not None
+            and self.status not in STATUS_WORDS
+            and not (self.status.isdigit() and len(self.status) == 3)
+        ):
+            raise InvalidRequestError(
+                "`status`: delivered, failed, retrying, or an HTTP status such as 503",
+                field="status",
+            )
+        if not 1 <= self.limit <= 1000:
+            raise InvalidRequestError("`limit`: a whole number from 1 to 1000", field="limit")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise InvalidRequestError("`since` must be before `until`", field="since")
+
+    @property
+    def outcome(self) -> str | None:
+        return STATUS_WORDS.get(self.status) if self.status is not None else None
+
+    @property
+    def http_status(self) -> int | None:
+        return int(self.status) if self.status is not None and self.outcome is None else None
+
+    @property
+    def failing(self) -> bool:
+        """Whether the status filter selects attempts that were not delivered: the
+        sparse set the partial ``*_failed`` and ``*_status`` indexes hold."""
+        if self.http_status is not None:
+            return not 200 <= self.http_status <= 299
+        return self.outcome is not None and self.outcome != "delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the next page starts: after the delivery (first_at, dkey), newest first."""
+
+    first_at: float
+    dkey: int
+
+    def encode(self) -> str:
+        raw = orjson.dumps([self.first_at, self.dkey])
+        return "c1." + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        problem = "`cursor`: pass back the `next_cursor` of the previous page unchanged"
+        if not text.startswith("c1.") or len(text) > 100:
+            raise InvalidRequestError(problem, field="cursor")
+        body = text[3:]
+        try:
+            first_at, dkey = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+            raise InvalidRequestError(problem, field="cursor") from None
+        if not _is_number(first_at) or not _is_int(dkey) or not 0 <= dkey <= KEY_MASK:
+            raise InvalidRequestError(problem, field="cursor")
+        return cls(float(first_at), dkey)
+
+
+def plan_index(q: DeliveryQuery) -> str:
+    """The index that serves ``q``: the narrowest scope (subscription, tenant, all),
+    then the sparse set of failures when the status asks for them.
+
+    Every index ends with ``(first_at, dkey, event_type)``: the list's order, so a page
+    reads its rows in order and stops after ``limit`` of them, and the event type, so
+    that filter is checked in the index before a row is read. The other filters are
+    checked on the rows read. ``delivered`` (most rows) has no index of its own.
+    """
+    status = q.http_status is not None
+    if q.subscription_id is not None:
+        return ("d_sub_status" if status else "d_sub_failed") if q.failing else "d_sub"
+    if q.tenant_id is not None:
+        if q.failing:
+            return "d_tenant_status" if status else "d_tenant_failed"
+        return "d_tenant"
+    if q.failing:
+        return "d_status" if status else "d_failed"
+    return "d_time"
+
+
+@dataclass(frozen=True, slots=True)
+class NameIds:
+    """The stored ids of a query's names (None: not asked for)."""
+
+    tenant: int | None = None
+    subscription: int | None = None
+    event_type: int | None = None
+
+
+def delivery_sql(q: DeliveryQuery, ids: NameIds, cursor: Cursor | None) -> tuple[str, list[Any]]:
+    """The SELECT of one page of ``q`` after ``cursor`` (one row more than the page)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (
+        ("tenant", ids.tenant),
+        ("sub", ids.subscription),
+        ("event_type", ids.event_type),
+        ("status", q.http_status),
+        ("outcome", q.outcome),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if q.failing:
+        # SQLite reads through a partial index (failures only) when the query repeats its
+        # condition word for word: a failure word or a non-2xx status implies it.
+        where.append(_NOT_DELIVERED)
+    elif q.http_status is not None:
+        where.append("outcome = 'delivered'")  # a 2xx is delivered
+    if q.since is not None:
+        where.append("first_at >= ?")
+        args.append(q.since)
+    if q.until is not None:
+        where.append("first_at < ?")
+        args.append(q.until)
+    if cursor is not None:
+        where.append("(first_at, dkey) < (?, ?)")
+        args.extend((cursor.first_at, cursor.dkey))
+    sql = (
+        f"SELECT {_SUMMARY_COLUMNS} FROM deliveries INDEXED BY {plan_index(q)}"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY first_at DESC, dkey DESC LIMIT ?"
+    )
+    args.append(q.limit + 1)
+    return sql, args
+
+
+_NOT_DELIVERED = "outcome != 'delivered'"
+_SUMMARY_COLUMNS = (
+    "seq, dkey, delivery_id, event_id, event_type, tenant, sub, first_at, last_at, "
+    "last_attempt, last_pos, outcome, status, last_error, attempts"
+)
+# Positions of the summary columns in a row.
+(
+    S_SEQ,
+    S_DKEY,
+    S_DELIVERY,
+    S_EVENT,
+    S_TYPE,
+    S_TENANT,
+    S_SUB,
+    S_FIRST_AT,
+    S_LAST_AT,
+    S_LAST_ATTEMPT,
+    S_LAST_POS,
+    S_OUTCOME,
+    S_STATUS,
+    S_ERROR,
+    S_ATTEMPTS,
+) = range(15)
+
+
+def summary_view(row: Sequence[Any], names: Callable[[int], str]) -> dict[str, Any]:
+    """A delivery as the API shows it: its latest attempt by time, and the count."""
+    return {
+        "delivery_id": row[S_DELIVERY],
+        "event_id": row[S_EVENT],
+        "event_type": names(row[S_TYPE]),
+        "tenant_id": names(row[S_TENANT]),
+        "subscription_id": names(row[S_SUB]),
+        "status": row[S_STATUS],
+        "outcome": row[S_OUTCOME],
+        "attempts": row[S_ATTEMPTS],
+        "first_attempt_at": row[S_FIRST_AT],
+        "last_attempt_at": row[S_LAST_AT],
+        "last_attempt": row[S_LAST_ATTEMPT],
+        "last_error": row[S_ERROR],
+    }
+
+
+@dataclass
+class Page:
+    data: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+# -- statistics ---------------------------------------------------------------------
+
+#: A bucket's counters, in the column order of ``buckets``.
+COUNTERS = ("attempts", "delivered", "retried", "failed", *(f"c{c}" for c in STATUS_CLASSES))
+_OUTCOME_COUNTER = {"delivered": 1, "retry": 2, "give_up": 3}
+_CLASS_COUNTER = {c: 4 + i for i, c in enumerate(STATUS_CLASSES)}
+#: The counter of each HTTP status (anything else, None included, counts as ``error``).
+_STATUS_COUNTER = {s: _CLASS_COUNTER[status_class(s)] for s in range(200, 600)}
+_ERROR_COUNTER = _CLASS_COUNTER["error"]
+
+
+@dataclass
+class Bucket:
+    """One row of ``buckets``: the attempts of one scope in one minute or hour."""
+
+    tenant_id: str
+    counts: list[int] = field(default_factory=lambda: [0] * len(COUNTERS))
+    hist: dict[int, int] = field(default_factory=dict)
+    # The newest attempt that was not delivered: (at, status, error).
+    last_error: tuple[float, int | None, str | None] | None = None
+
+    def add(self, row: Row) -> None:
+        counts = self.counts
+        counts[0] += 1
+        counts[_OUTCOME_COUNTER[row[R_OUTCOME]]] += 1
+        counts[_STATUS_COUNTER.get(row[R_STATUS], _ERROR_COUNTER)] += 1
+        b = latency_bin(row[R_DURATION])
+        self.hist[b] = self.hist.get(b, 0) + 1
+        if row[R_OUTCOME] != "delivered" and (
+            self.last_error is None or row[R_AT] >= self.last_error[0]
+        ):
+            self.last_error = (row[R_AT], row[R_STATUS], row[R_ERROR])
+
+    def merge(self, other: Bucket) -> None:
+        self.counts = list(map(operator.add, self.counts, other.counts))
+        hist = self.hist
+        for k, n in other.hist.items():
+            hist[k] = hist.get(k, 0) + n
+        last = other.last_error
+        if last is not None and (self.last_error is None or last[0] >= self.last_error[0]):
+            self.last_error = last
+
+
+def window_view(buckets: Iterable[Bucket]) -> dict[str, Any]:
+    """The statistics of a window from its buckets (the API's shape)."""
+    counts = [0] * len(COUNTERS)
+    hist: dict[int, int] = {}
+    last: tuple[float, int | None, str | None] | None = None
+    for b in buckets:
+        for i, n in enumerate(b.counts):
+            counts[i] += n
+        for k, n in b.hist.items():
+            hist[k] = hist.get(k, 0) + n
+        if b.last_error is not None and (last is None or b.last_error[0] >= last[0]):
+            last = b.last_error
+    total = counts[0]
+    return {
+        "attempts": total,
+        "delivered": counts[1],
+        "retried": counts[2],
+        "failed": counts[3],
+        "success_rate": round(counts[1] / total, 6) if total else None,
+        "latency_ms": {"p50": hist_percentile(hist, 0.50), "p99": hist_percentile(hist, 0.99)},
+        "status_classes": {c: counts[4 + i] for i, c in enumerate(STATUS_CLASSES) if counts[4 + i]},
+        "last_error": error_view(last),
+    }
+
+
+def error_view(last: tuple[float, int | None, str | None] | None) -> dict[str, Any] | None:
+    if last is None:
+        return None
+    at, status, error = last
+    return {
+        "at": at,
+        "status": status,
+        "error": error or (f"HTTP {status}" if status is not None else None),
+    }
+
+
+def bucket_start(at: float, span: int) -> int:
+    return int(at // span) * span
+
+
+def window_first_bucket(now: float, seconds: int, span: int) -> int:
+    """The oldest bucket of a window: the one holding ``now - seconds`` (so a window is
+    up to one bucket longer than its name: 5m counts 5 to 6 minutes)."""
+    return bucket_start(now - seconds, span)
+
+
+def bucket_of(row: Sequence[Any]) -> Bucket:
+    n = len(COUNTERS)
+    error_at = row[6 + n]
+    return Bucket(
+        tenant_id=row[4],
+        counts=list(row[5 : 5 + n]),
+        hist=decode_hist(row[5 + n]),
+        last_error=(error_at, row[7 + n], row[8 + n]) if error_at is not None else None,
+    )
+
+
+def bucket_params(k: tuple[str, str, int, int], b: Bucket) -> tuple[Any, ...]:
+    last = b.last_error or (None, None, None)
+    return (*k, b.tenant_id, *b.counts, encode_hist(b.hist), *last)
+
+
+# -- the schema -----------------------------------------------------------------------
+
+#: Kinds of ``names``: the strings stored once and referred to by id.
+TENANT, SUBSCRIPTION, EVENT_TYPE, TOPIC = 1, 2, 3, 4
+#: The list's order, then the event type: every list index carries it, so the event type
+#: filter is checked in the index without reading a row (a grouped index of its own per
+#: tenant and type dirtied a page per pair with each batch: 25% of the write cost).
+_ORDER = "first_at, dkey, event_type"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+    partition INTEGER PRIMARY KEY,
+    next_offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS skipped (
+    pos INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS names (
+    id INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (kind, name)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY,
+    dkey INTEGER NOT NULL,
+    delivery_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type INTEGER NOT NULL,
+    tenant INTEGER NOT NULL,
+    sub INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    last_attempt INTEGER NOT NULL,
+    last_pos INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER,
+    last_error TEXT,
+    attempts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS d_key ON deliveries (dkey);
+CREATE INDEX IF NOT EXISTS d_time ON deliveries ({_ORDER});
+CREATE INDEX IF NOT EXISTS d_tenant ON deliveries (tenant, {_ORDER});
+CREATE INDEX IF NOT EXISTS d_sub ON deliveries (sub, {_ORDER});
+CREATE INDEX IF NOT EXISTS d_failed ON deliveries (outcome, {_ORDER}) WHERE {_NOT_DELIVERED};
+CREATE INDEX IF NOT EXISTS d_tenant_failed ON deliveries (tenant, outcome, {_ORDER})
+    WHERE {_NOT_DELIVERED};
+CREATE INDEX IF NOT EXISTS d_sub_failed ON deliveries (sub, outcome, {_ORDER})
+    WHERE {_NOT_DELIVERED};
+CREATE INDEX IF NOT EXISTS d_status ON deliveries (status, {_ORDER}) WHERE {_NOT_DELIVERED};
+CREATE INDEX IF NOT EXISTS d_tenant_status ON deliveries (tenant, status, {_ORDER})
+    WHERE {_NOT_DELIVERED};
+CREATE INDEX IF NOT EXISTS d_sub_status ON deliveries (sub, status, {_ORDER})
+    WHERE {_NOT_DELIVERED};
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER NOT NULL,
+    pos INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    at REAL NOT NULL,
+    duration_ms REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER,
+    snippet TEXT NOT NULL,
+    error TEXT,
+    replay_id TEXT,
+    source_topic INTEGER NOT NULL,
+    source_partition INTEGER NOT NULL,
+    source_offset INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    PRIMARY KEY (seq, pos)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buckets (
+    span INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    {", ".join(f"{c} INTEGER NOT NULL" for c in COUNTERS)},
+    latency BLOB NOT NULL,
+    error_at REAL,
+    error_status INTEGER,
+    error TEXT,
+    PRIMARY KEY (span, start, kind, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS b_scope ON buckets (kind, key, span, start);
+CREATE INDEX IF NOT EXISTS b_failing ON buckets (span, start, tenant_id)
+    WHERE kind = 'sub' AND delivered < attempts;
+CREATE TABLE IF NOT EXISTS totals (
+    tenant INTEGER PRIMARY KEY,
+    attempts INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL
+);
+"""
+
+#: The indexes a page of the delivery log may read through (see :func:`plan_index`).
+PAGE_INDEXES = (
+    "d_time",
+    "d_tenant",
+    "d_sub",
+    "d_failed",
+    "d_tenant_failed",
+    "d_sub_failed",
+    "d_status",
+    "d_tenant_status",
+    "d_sub_status",
+)
+_BUCKET_COLUMNS = (
+    f"kind, key, span, start, tenant_id, {', '.join(COUNTERS)}, latency, error_at, "
+    "error_status, error"
+)
+_BUCKET_UPDATE = ", ".join(
+    f"{c} = excluded.{c}" for c in (*COUNTERS, "latency", "error_at", "error_status", "error")
+)
+#: The files SQLite keeps beside the database in WAL mode.
+_SIDE = ("-wal", "-shm")
+
+
+def store_files(path: Path) -> list[Path]:
+    """The database and the files beside it (delete all of them to drop the store)."""
+    return [path, *(path.with_name(path.name + s) for s in _SIDE)]
+
+
+def _connect(path: Path, *, create: bool, cache_kib: int = READER_CACHE_KIB) -> sqlite3.Connection:
+    target = str(path) if create else path.resolve().as_uri() + "?mode=rw"
+    conn = sqlite3.connect(target, uri=not create, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def fault(path: Path, exc: BaseException) -> StoreFault:
+    """A store error as the operator must read it: the file, what is wrong, the fix."""
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if isinstance(exc, OSError):
+        code = _OS_ERRORS.get(exc.errno or 0, "")
+    text = str(exc)
+    where = f"the delivery-log store {path}"
+    if code == "SQLITE_FULL" or "disk is full" in text or "No space left" in text:
+        return StoreFault(
+            f"{where}: the disk is full ({text}). Free space on that disk (or point "
+            "STREAMS_LOG_DIR at a larger one) and restart this log node: it resumes from "
+            "the last position it committed."
+        )
+    if (
+        code in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or "malformed" in text
+        or ("not a database" in text)
+    ):
+        return StoreFault(
+            f"{where} is corrupt ({text}). Stop this log node and run `streams log rebuild` "
+            "(or delete the file): the store is rebuilt from the attempts topic."
+        )
+    if code in ("SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM") or (
+        "unable to open" in text
+    ):
+        return StoreFault(
+            f"{where} cannot be opened or written ({text}). Check that its directory exists "
+            "and is writable by this process and that its disk is healthy, then restart "
+            "this log node."
+        )
+    return StoreFault(f"{where}: {text}")
+
+
+_OS_ERRORS = {
+    errno.ENOSPC: "SQLITE_FULL",
+    errno.EDQUOT: "SQLITE_FULL",
+    errno.EACCES: "SQLITE_PERM",
+    errno.EPERM: "SQLITE_PERM",
+    errno.EROFS: "SQLITE_READONLY",
+    errno.EIO: "SQLITE_IOERR",
+}
+
+
+@contextlib.contextmanager
+def _faults(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise fault(path, exc) from exc
+    except OSError as exc:
+        raise fault(path, exc) from exc
+
+
+def open_schema(path: Path, topic: str) -> None:
+    """Create the store at ``path`` (and its directory), or check that an existing one
+    follows ``topic`` with this schema version. Raises :class:`StoreFault` with the fix."""
+    with _faults(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(path, create=True)
+        try:
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise StoreFault(f"the delivery-log store {path}: WAL mode is not available")
+            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("topic", topic)],
+                )
+            elif meta.get("schema_version") != str(SCHEMA_VERSION):
+                raise StoreFault(
+                    f"the delivery-log store {path} has schema version "
+                    f"{meta.get('schema_version')}, this version uses {SCHEMA_VERSION}: run "
+                    "`streams log rebuild` (or delete the file) to rebuild it from the topic"
+                )
+            elif meta.get("topic") != topic:
+                raise StoreFault(
+                    f"the delivery-log store {path} follows the topic {meta.get('topic')!r}, "
+                    f"not {topic!r} (another STREAMS_TOPIC_PREFIX?): give this pipeline its "
+                    "own STREAMS_LOG_DIR, or run `streams log rebuild`"
+                )
+        finally:
+            conn.close()
+
+
+# -- the writer -----------------------------------------------------------------------
+
+
+#: Where a round of pruning starts: before every (first_at, dkey).
+_PRUNE_START = (-sys.float_info.max, -1)
+
+
+@dataclass
+class _Pending:
+    """A delivery the batch being written touches: its summary row as it will be."""
+
+    new: bool
+    dkey: int
+    row: list[Any]  # the summary columns (_SUMMARY_COLUMNS); [] until its first attempt
+
+
+@dataclass
+class WriteResult:
+    attempts: int = 0
+    deliveries: int = 0  # new deliveries
+    duplicates: int = 0  # records before the stored position (read twice)
+    skipped: int = 0  # undecodable records
+    #: Each skipped record's (partition, offset, reason), for the indexer's log lines.
+    skips: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+@dataclass
+class PruneResult:
+    deliveries: int = 0
+    buckets: int = 0
+    more: bool = False  # a full batch: call again
+
+
+class LogWriter:
+    """The store's one writer: batches of attempt records in, with their positions.
+
+    Used from one thread (the indexer's). Each :meth:`write` is one transaction: the
+    attempts, the summaries and statistics they change, and the next offset of each
+    partition commit together or not at all.
+    """
+
+    def __init__(self, path: Path, topic: str) -> None:
+        open_schema(path, topic)
+        self.path = path
+        self.topic = topic
+        with _faults(path):
+            self._conn = _connect(path, create=False, cache_kib=WRITER_CACHE_KIB)
+            self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent, not fsynced
+            # Checkpoint every 32 MB of WAL, not 4 MB: pages written by several batches
+            # (buckets, index ends) are copied into the database once.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 8192")
+            self._conn.execute("PRAGMA journal_size_limit = 67108864")
+            self._positions: dict[int, int] = dict(
+                self._conn.execute("SELECT partition, next_offset FROM positions").fetchall()
+            )
+            self._next_seq = self._max_seq() + 1
+        self._names: dict[tuple[int, str], int] = {}
+        self._new_names: list[tuple[int, str]] = []
+        # Buckets of the current minutes and hours, so a batch adds to them in memory.
+        self._buckets: dict[tuple[str, str, int, int], Bucket] = {}
+        # The newest bucket start on disk, per width: any later one is new.
+        with _faults(path):
+            self._newest_bucket = {
+                span: int(
+                    self._conn.execute(
+                        "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?",
+                        (span,),
+                    ).fetchone()[0]
+                )
+                for span in (MINUTE, HOUR)
+            }
+        self._prune_after: tuple[float, int] = _PRUNE_START
+
+    def _max_seq(self) -> int:
+        return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM deliveries").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def positions(self) -> dict[int, int]:
+        """The next offset to read of each partition indexed so far."""
+        return dict(self._positions)
+
+    def write(self, records: Sequence[tuple[int, int, bytes | None]]) -> WriteResult:
+        """Store ``(partition, offset, value)`` records of the attempts topic, in one
+        transaction. Records before a partition's stored position are skipped (read twice)."""
+        result = WriteResult()
+        reached: dict[int, int] = {}
+        rows: list[tuple[int, Row]] = []
+        skipped: list[tuple[int, str, float]] = []
+        stored = self._positions
+        for partition, offset, raw in records:
+            if offset < reached.get(partition, stored.get(partition, 0)):
+                result.duplicates += 1
+                continue
+            reached[partition] = offset + 1
+            pos = position(partition, offset)
+            row, why = attempt_row(raw)
+            if row is None:
+                skipped.append((pos, why, time.time()))
+                result.skips.append((partition, offset, why))
+            else:
+                rows.append((pos, row))
+        result.skipped = len(skipped)
+        if not reached:
+            return result
+        with _faults(self.path):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result.attempts, result.deliveries = self._apply(rows)
+                if skipped:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO skipped (pos, reason, at) VALUES (?, ?, ?)",
+                        skipped,
+                    )
+                    conn.execute(
+                        "DELETE FROM skipped WHERE pos NOT IN "
+                        "(SELECT pos FROM skipped ORDER BY at DESC, pos DESC LIMIT ?)",
+                        (KEPT_SKIPPED,),
+                    )
+                conn.executemany(
+                    "INSERT INTO positions (partition, next_offset) VALUES (?, ?) "
+                    "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
+                    sorted(reached.items()),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                self._new_names.clear()
+        self._positions.update(reached)
+        return result
+
+    def _rollback(self) -> None:
+        """Undo a failed transaction, and what this writer remembered of it."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+        for name in self._new_names:
+            self._names.pop(name, None)
+        self._buckets.clear()  # they hold the rolled-back counts: read again from disk
+        with contextlib.suppress(sqlite3.Error):
+            for span in (MINUTE, HOUR):
+                self._newest_bucket[span] = int(
+                    self._conn.execute(
+                        "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?",
+                        (span,),
+                    ).fetchone()[0]
+                )
+        with contextlib.suppress(sqlite3.Error):
+            self._next_seq = self._max_seq() + 1
+
+    def _name_id(self, kind: int, name: str) -> int:
+        key = (kind, name)
+        found = self._names.get(key)
+        if found is not None:
+            return found
+        row = self._conn.execute(
+            "SELECT id FROM names WHERE kind = ? AND name = ?", (kind, name)
+        ).fetchone()
+        if row is None:
+            cur = self._conn.execute("INSERT INTO names (kind, name) VALUES (?, ?)", key)
+            row = (cur.lastrowid,)
+            self._new_names.append(key)
+        if len(self._names) >= NAMES_CACHED:
+            self._names.clear()
+        self._names[key] = row[0]
+        return int(row[0])
+
+    def _locate(self, delivery_ids: Iterable[str]) -> dict[str, _Pending]:
+        """The stored summary of each delivery of a batch (an empty one when new), read
+        in a few queries for the whole batch."""
+        keys = {d: delivery_key(d) for d in delivery_ids}
+        by_id: dict[str, list[Any]] = {}
+        wanted = list(set(keys.values()))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            for row in self._conn.execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM deliveries INDEXED BY d_key "
+                f"WHERE dkey IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                if row[S_DELIVERY] in keys:
+                    by_id[row[S_DELIVERY]] = list(row)
+        return {
+            d: _Pending(False, k, by_id[d]) if d in by_id else _Pending(True, k, [])
+            for d, k in keys.items()
+        }
+
+    def _apply(self, rows: list[tuple[int, Row]]) -> tuple[int, int]:
+        conn = self._conn
+        name_id = self._name_id
+        pending = self._locate(dict.fromkeys(row[R_DELIVERY] for _, row in rows))
+        attempt_rows: list[tuple[Any, ...]] = []
+        topics: dict[str, int] = {}
+
+        def topic_id(name: str) -> int:
+            topics[name] = name_id(TOPIC, name)
+            return topics[name]
+
+        # This batch's counts per (tenant, subscription, minute), added to the buckets after.
+        deltas: dict[tuple[str, str, int], Bucket] = {}
+        for pos, row in rows:
+            p = pending[row[R_DELIVERY]]
+            summary = p.row
+            if not summary:
+                summary[:] = (
+                    self._next_seq,
+                    p.dkey,
+                    row[R_DELIVERY],
+                    row[R_EVENT],
+                    name_id(EVENT_TYPE, row[R_TYPE]),
+                    name_id(TENANT, row[R_TENANT]),
+                    name_id(SUBSCRIPTION, row[R_SUB]),
+                    row[R_AT],  # first_at: fixed from now on (the list's order)
+                    row[R_AT],
+                    row[R_ATTEMPT],
+                    pos,
+                    row[R_OUTCOME],
+                    row[R_STATUS],
+                    row[R_ERROR],
+                    0,
+                )
+                self._next_seq += 1
+            summary[S_ATTEMPTS] += 1
+            # The summary is the latest attempt by time, then number, then position (a
+            # delivery's attempts share a partition: position is the order written).
+            if (row[R_AT], row[R_ATTEMPT], pos) > (
+                summary[S_LAST_AT],
+                summary[S_LAST_ATTEMPT],
+                summary[S_LAST_POS],
+            ):
+                summary[S_LAST_AT : S_ERROR + 1] = (
+                    row[R_AT],
+                    row[R_ATTEMPT],
+                    pos,
+                    row[R_OUTCOME],
+                    row[R_STATUS],
+                    row[R_ERROR],
+                )
+            # The attempts table's columns: the row's from `attempt` to `replay_id`, the
+            # topic's name id, then the source position and `sent`.
+            attempt_rows.append(
+                (
+                    summary[S_SEQ],
+                    pos,
+                    *row[R_ATTEMPT:R_SOURCE_TOPIC],
+                    topics.get(row[R_SOURCE_TOPIC]) or topic_id(row[R_SOURCE_TOPIC]),
+                    *row[R_SOURCE_PARTITION:],
+                )
+            )
+            # Statistics count an attempt under its tenant and subscription, by minute.
+            dk = (row[R_TENANT], row[R_SUB], int(row[R_AT] // MINUTE) * MINUTE)
+            delta = deltas.get(dk)
+            if delta is None:
+                delta = deltas[dk] = Bucket(row[R_TENANT])
+            delta.add(row)
+        conn.executemany(
+            "INSERT INTO attempts (seq, pos, attempt, at, duration_ms, outcome, status, "
+            "snippet, error, replay_id, source_topic, source_partition, source_offset, sent) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            attempt_rows,
+        )
+        new = [p.row for p in pending.values() if p.new]
+        conn.executemany(
+            f"INSERT INTO deliveries ({_SUMMARY_COLUMNS}) VALUES "
+            f"({', '.join('?' * (S_ATTEMPTS + 1))})",
+            new,
+        )
+        conn.executemany(
+            "UPDATE deliveries SET last_at = ?, last_attempt = ?, last_pos = ?, outcome = ?, "
+            "status = ?, last_error = ?, attempts = ? WHERE seq = ?",
+            [(*p.row[S_LAST_AT:], p.row[S_SEQ]) for p in pending.values() if not p.new],
+        )
+        totals: dict[int, list[int]] = {0: [len(attempt_rows), len(new)]}
+        for summary in new:
+            totals.setdefault(summary[S_TENANT], [0, 0])[1] += 1
+        for (tenant_id, _, _), delta in deltas.items():
+            totals.setdefault(name_id(TENANT, tenant_id), [0, 0])[0] += delta.counts[0]
+        self._add_totals(totals)
+        self._add_buckets(deltas)
+        return len(attempt_rows), len(new)
+
+    def _add_totals(self, totals: dict[int, list[int]], sign: int = 1) -> None:
+        self._conn.executemany(
+            "INSERT INTO totals (tenant, attempts, deliveries) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET attempts = attempts + excluded.attempts, "
+            "deliveries = deliveries + excluded.deliveries",
+            [(t, sign * a, sign * d) for t, (a, d) in totals.items()],
+        )
+
+    def _add_buckets(self, deltas: dict[tuple[str, str, int], Bucket]) -> None:
+        """Add a batch's per-minute counts to the minute and hour buckets of their
+        subscription, tenant and everything; write the buckets changed."""
+        # Fold the subscriptions' minutes into their tenants' and everyone's first, so a
+        # bucket of a tenant or of everything takes one merge per batch, not one per
+        # subscription.
+        scoped: dict[tuple[str, str, str, int], Bucket] = {}
+        for (tenant_id, sub_id, minute), delta in deltas.items():
+            scoped[("sub", sub_id, tenant_id, minute)] = delta
+            for kind, key, owner in (("tenant", tenant_id, tenant_id), ("all", "", "")):
+                folded = scoped.get((kind, key, owner, minute))
+                if folded is None:
+                    scoped[(kind, key, owner, minute)] = folded = Bucket(owner)
+                folded.merge(delta)
+        cache = self._buckets
+        touched: set[tuple[str, str, int, int]] = set()
+        for (kind, key, owner, minute), delta in scoped.items():
+            for span in (MINUTE, HOUR):
+                k = (kind, key, span, bucket_start(minute, span))
+                b = cache.get(k)
+                if b is None:
+                    b = cache[k] = self._load_bucket(k, owner)
+                b.merge(delta)
+                touched.add(k)
+        if not touched:
+            return
+        # An upsert, not a replace: the key columns stay, so their indexes are not written.
+        self._conn.executemany(
+            f"INSERT INTO buckets ({_BUCKET_COLUMNS}) VALUES "
+            f"({', '.join('?' * (9 + len(COUNTERS)))}) ON CONFLICT (span, start, kind, key) "
+            f"DO UPDATE SET {_BUCKET_UPDATE}",
+            [bucket_params(k, cache[k]) for k in touched],
+        )
+        # Keep in memory only the buckets new attempts still land in (the newest two of
+        # each width): the rest are on disk, and read again if a late attempt needs one.
+        newest = self._newest_bucket
+        for k in touched:
+            newest[k[2]] = max(newest[k[2]], k[3])
+        for k in [k for k in cache if k[3] < newest[k[2]] - k[2]]:
+            del cache[k]
+
+    def _load_bucket(self, k: tuple[str, str, int, int], tenant_id: str) -> Bucket:
+        if k[3] > self._newest_bucket[k[2]]:
+            return Bucket(tenant_id)  # later than any bucket written: not on disk
+        found = self._conn.execute(
+            f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE kind = ? AND key = ? AND span = ? "
+            "AND start = ?",
+            k,
+        ).fetchone()
+        return bucket_of(found) if found is not None else Bucket(tenant_id)
+
+    # -- retention -------------------------------------------------------------------
+
+    def prune(self, now: float, retention_s: float, limit: int = 1000) -> PruneResult:
+        """Delete up to ``limit`` deliveries whose every attempt is older than
+        ``retention_s``, with their attempts, then buckets past their keeping time.
+
+        One bounded transaction (it holds the write lock for milliseconds): call it
+        again, between batches of attempts, while the result says ``more``. A delivery
+        redelivered recently is kept whole, however old its first attempt.
+        """
+        cutoff = now - retention_s
+        result = PruneResult()
+        with _faults(self.path):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                candidates = conn.execute(
+                    "SELECT seq, first_at, dkey, last_at, tenant, attempts FROM deliveries "
+                    "INDEXED BY d_time WHERE first_at < ? AND (first_at, dkey) > (?, ?) "
+                    "ORDER BY first_at, dkey LIMIT ?",
+                    (cutoff, *self._prune_after, limit),
+                ).fetchall()
+                doomed = [c for c in candidates if c[3] < cutoff]
+                totals: dict[int, list[int]] = {0: [0, 0]}
+                for _, _, _, _, tenant, attempts in doomed:
+                    for key in (0, tenant):
+                        t = totals.setdefault(key, [0, 0])
+                        t[0] += attempts
+                        t[1] += 1
+                seqs = [(c[0],) for c in doomed]
+                conn.executemany("DELETE FROM attempts WHERE seq = ?", seqs)
+                conn.executemany("DELETE FROM deliveries WHERE seq = ?", seqs)
+                self._add_totals(totals, sign=-1)
+                if len(candidates) < limit:  # deliveries done: the buckets, a batch at a time
+                    result.buckets = self._prune_buckets(now, retention_s, limit)
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        result.deliveries = len(doomed)
+        result.more = len(candidates) == limit or result.buckets >= limit
+        # Deliveries kept (a recent attempt) are not looked at again in this round.
+        self._prune_after = (
+            (candidates[-1][1], candidates[-1][2]) if len(candidates) == limit else _PRUNE_START
+        )
+        return result
+
+    def _prune_buckets(self, now: float, retention_s: float, limit: int) -> int:
+        deleted = 0
+        for span, keep in ((MINUTE, MINUTE_BUCKETS_KEPT_S), (HOUR, retention_s)):
+            deleted += self._conn.execute(
+                "DELETE FROM buckets WHERE (span, start, kind, key) IN (SELECT span, start, "
+                "kind, key FROM buckets WHERE span = ? AND start < ? "
+                "LIMIT ?)",
+                (span, now - keep - span, limit),
+            ).rowcount
+        return deleted
+
+
+# -- the reader -----------------------------------------------------------------------
+
+
+class LogReader:
+    """Queries of the store, from any number of threads (one connection per thread).
+
+    Readers never block the writer, nor it them (WAL): a query sees the store as of
+    the last batch committed when it began.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        # Names never change their id, so the cache is never stale (only bounded).
+        self._ids: dict[tuple[int, str], int] = {}
+        self._names: dict[int, str] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if not self.path.is_file():
+                raise UnavailableError(
+                    f"the delivery log is not ready: {self.path} does not exist yet (the "
+                    "indexer creates it when it starts)"
+                )
+            with _faults(self.path):
+                conn = _connect(self.path, create=False)
+                conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with _faults(self.path):
+            return self._conn().execute(sql, args).fetchall()
+
+    def _id(self, kind: int, name: str | None) -> int | None:
+        """The stored id of a name, -1 when the store has never seen it, None for None."""
+        if name is None:
+            return None
+        found = self._ids.get((kind, name))
+        if found is None:
+            rows = self._all("SELECT id FROM names WHERE kind = ? AND name = ?", (kind, name))
+            if not rows:
+                return -1  # matches nothing; not cached, it may appear later
+            if len(self._ids) >= NAMES_CACHED:
+                self._ids.clear()
+            found = self._ids[(kind, name)] = rows[0][0]
+        return found
+
+    def _name(self, name_id: int) -> str:
+        found = self._names.get(name_id)
+        if found is None:
+            rows = self._all("SELECT name FROM names WHERE id = ?", (name_id,))
+            if len(self._names) >= NAMES_CACHED:
+                self._names.clear()
+            found = self._names[name_id] = rows[0][0] if rows else ""
+        return found
+
+    # -- the delivery log ------------------------------------------------------------
+
+    def page(self, q: DeliveryQuery, cursor: Cursor | None = None) -> Page:
+        """One page of deliveries matching ``q``, newest first, after ``cursor``."""
+        ids = NameIds(
+            tenant=self._id(TENANT, q.tenant_id),
+            subscription=self._id(SUBSCRIPTION, q.subscription_id),
+            event_type=self._id(EVENT_TYPE, q.event_type),
+        )
+        if -1 in (ids.tenant, ids.subscription, ids.event_type):
+            return Page([], None)
+        sql, args = delivery_sql(q, ids, cursor)
+        rows = self._all(sql, args)
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        last = rows[-1] if rows else None
+        return Page(
+            [summary_view(r, self._name) for r in rows],
+            Cursor(last[S_FIRST_AT], last[S_DKEY]).encode() if more and last else None,
+        )
+
+    def delivery(self, delivery_id: str) -> tuple[dict[str, Any], list[Attempt]] | None:
+        """A delivery's summary and every attempt stored, oldest first; None if unknown."""
+        found = [
+            r
+            for r in self._all(
+                f"SELECT {_SUMMARY_COLUMNS} FROM deliveries INDEXED BY d_key WHERE dkey = ?",
+                (delivery_key(delivery_id),),
+            )
+            if r[S_DELIVERY] == delivery_id
+        ]
+        if not found:
+            return None
+        row = found[0]
+        view = summary_view(row, self._name)
+        attempts = [
+            Attempt(
+                delivery_id=delivery_id,
+                event_id=row[S_EVENT],
+                event_type=view["event_type"],
+                tenant_id=view["tenant_id"],
+                subscription_id=view["subscription_id"],
+                attempt=a[1],
+                at=a[2],
+                duration_ms=a[3],
+                outcome=a[4],
+                status=a[5],
+                response_snippet=a[6],
+                error=a[7],
+                replay_id=a[8],
+                source_topic=self._name(a[9]),
+                source_partition=a[10],
+                source_offset=a[11],
+                sent=bool(a[12]),
+            )
+            for a in sorted(
+                self._all(
+                    "SELECT pos, attempt, at, duration_ms, outcome, status, snippet, error, "
+                    "replay_id, source_topic, source_partition, source_offset, sent "
+                    "FROM attempts WHERE seq = ?",
+                    (row[S_SEQ],),
+                ),
+                key=lambda a: (a[2], a[1], a[0]),  # by time, number, position: as the summary
+            )
+        ]
+        return view, attempts
+
+    # -- statistics ------------------------------------------------------------------
+
+    def _buckets(self, kind: str, key: str, span: int, since: int) -> list[tuple[int, Bucket]]:
+        rows = self._all(
+            f"SELECT {_BUCKET_COLUMNS} FROM buckets INDEXED BY b_scope WHERE kind = ? AND "
+            "key = ? AND span = ? AND start >= ? ORDER BY start",
+            (kind, key, span, since),
+        )
+        return [(r[3], bucket_of(r)) for r in rows]
+
+    def windows(self, kind: str, key: str, now: float) -> dict[str, dict[str, Any]]:
+        """Statistics of one scope (``all`` with key "", ``tenant``, ``sub``) over each
+        window of :data:`WINDOWS`, from its buckets."""
+        out: dict[str, dict[str, Any]] = {}
+        fetched: dict[int, list[tuple[int, Bucket]]] = {}
+        for name, seconds, span in WINDOWS:
+            if span not in fetched:
+                longest = max(s for _, s, w in WINDOWS if w == span)
+                fetched[span] = self._buckets(
+                    kind, key, span, window_first_bucket(now, longest, span)
+                )
+            first = window_first_bucket(now, seconds, span)
+            out[name] = window_view(b for start, b in fetched[span] if start >= first)
+        return out
+
+    def failing(
+        self, tenant_id: str | None, now: float, limit: int, seconds: int = 3600
+    ) -> list[dict[str, Any]]:
+        """Subscriptions with attempts not delivered in the last ``seconds`` (in minute
+        buckets), most failures first, each with its attempts and newest error."""
+        first = window_first_bucket(now, seconds, MINUTE)
+        sql = (
+            f"SELECT {_BUCKET_COLUMNS} FROM buckets INDEXED BY b_failing WHERE kind = 'sub' "
+            "AND delivered < attempts AND span = ? AND start >= ?"
+        )
+        args: list[Any] = [MINUTE, first]
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            args.append(tenant_id)
+        by_sub: dict[str, dict[str, Any]] = {}
+        for r in self._all(sql, args):
+            b = bucket_of(r)
+            row = by_sub.setdefault(
+                r[1], {"subscription_id": r[1], "tenant_id": r[4], "failures": 0, "_last": None}
+            )
+            row["failures"] += b.counts[0] - b.counts[1]
+            if b.last_error is not None and (
+                row["_last"] is None or b.last_error[0] >= row["_last"][0]
+            ):
+                row["_last"] = b.last_error
+        out = []
+        for sub_id, row in by_sub.items():
+            attempts = self._all(
+                "SELECT coalesce(sum(attempts), 0) FROM buckets INDEXED BY b_scope "
+                "WHERE kind = 'sub' AND key = ? "
+                "AND span = ? AND start >= ?",
+                (sub_id, MINUTE, first),
+            )[0][0]
+            row["attempts"] = attempts
+            row["last_error"] = error_view(row.pop("_last"))
+            row["success_rate"] = round(1 - row["failures"] / attempts, 6) if attempts else None
+            out.append(row)
+        out.sort(key=lambda r: (-r["failures"], r["success_rate"] or 0.0, r["subscription_id"]))
+        return out[:limit]
+
+    def health(
+        self, subscription_ids: Iterable[str], now: float, hours: int = 24
+    ) -> dict[str, dict[str, Any]]:
+        """Per subscription: attempts and deliveries per hour over the last ``hours``
+        (oldest first, empty hours included), the success rate over them, and the
+        newest error the store still counts (the console's endpoint list)."""
+        out: dict[str, dict[str, Any]] = {}
+        for sub_id in subscription_ids:
+            chart = self.series("sub", sub_id, now, HOUR, hours)
+            total = sum(c["attempts"] for c in chart)
+            delivered = sum(c["delivered"] for c in chart)
+            newest = self._all(
+                "SELECT error_at, error_status, error FROM buckets INDEXED BY b_scope "
+                "WHERE kind = 'sub' AND "
+                "key = ? AND span = ? AND error_at IS NOT NULL ORDER BY start DESC LIMIT 1",
+                (sub_id, HOUR),
+            )
+            out[sub_id] = {
+                "attempts": total,
+                "success_rate": round(delivered / total, 6) if total else None,
+                "chart": chart,
+                "last_error": error_view(tuple(newest[0])) if newest else None,
+            }
+        return out
+
+    def series(
+        self, kind: str, key: str, now: float, span: int, count: int
+    ) -> list[dict[str, Any]]:
+        """Attempts and deliveries of one scope (as :meth:`windows`) per bucket of
+        ``span`` seconds over the last ``count`` buckets, oldest first, empty ones
+        included (the console's charts)."""
+        first = bucket_start(now, span) - (count - 1) * span
+        by_start = dict(self._buckets(kind, key, span, first))
+        chart = []
+        for i in range(count):
+            b = by_start.get(first + i * span)
+            chart.append(
+                {
+                    "start": first + i * span,
+                    "attempts": b.counts[0] if b else 0,
+                    "delivered": b.counts[1] if b else 0,
+                }
+            )
+        return chart
+
+    def figures(self, tenant_id: str | None) -> dict[str, Any]:
+        """How much of the log the store holds, for a tenant or (None) for everyone."""
+        tenant = 0 if tenant_id is None else self._id(TENANT, tenant_id)
+        counted = self._all("SELECT attempts, deliveries FROM totals WHERE tenant = ?", (tenant,))
+        if tenant_id is None:
+            oldest = self._all("SELECT min(first_at) FROM deliveries INDEXED BY d_time")
+        else:
+            oldest = self._all(
+                "SELECT min(first_at) FROM deliveries INDEXED BY d_tenant WHERE tenant = ?",
+                (tenant,),
+            )
+        attempts, deliveries = counted[0] if counted else (0, 0)
+        return {"attempts": attempts, "deliveries": deliveries, "oldest_at": oldest[0][0]}
+
+    def positions(self) -> dict[int, int]:
+        return dict(self._all("SELECT partition, next_offset FROM positions"))
+
+    def skipped(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest undecodable records: where they are in the topic, and why."""
+        out = []
+        for pos, reason, at in self._all(
+            "SELECT pos, reason, at FROM skipped ORDER BY at DESC, pos DESC LIMIT ?", (limit,)
+        ):
+            partition, offset = split_position(pos)
+            out.append({"partition": partition, "offset": offset, "reason": reason, "at": at})
+        return out
+
+    def disk_bytes(self) -> int:
+        """Bytes of the store's files on disk (the database, its WAL and shared memory)."""
+        return sum(p.stat().st_size for p in store_files(self.path) if p.exists())

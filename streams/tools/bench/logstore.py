@@ -1,0 +1,436 @@
+"""What the delivery-log store costs: indexing CPU, query latency, disk per attempt.
+
+Four steps, each bounded in count and time::
+
+    python -m streams.tools.bench.logstore index [--rate 5000] [--seconds 30] [--store PATH]
+    python -m streams.tools.bench.logstore fill --store PATH [--attempts N] [--max-minutes 60]
+    python -m streams.tools.bench.logstore query --store PATH [--samples 2000]
+    python -m streams.tools.bench.logstore disk --store PATH
+
+- ``index``: a producer process writes attempt records at ``--rate`` to a topic of
+  the run's own while a :class:`~streams.log.indexer.LogIndexer` in this process
+  follows it; reports this process's CPU (the indexer's thread and librdkafka's)
+  per second and per attempt, and the lag at the end. ``--store`` indexes into an
+  existing store (for example a filled one) instead of a new one.
+- ``fill``: writes synthetic attempts straight into a store through the same
+  write path as the indexer (encoded records, decoded and batched), spread over 30
+  days: 200 tenants, 2,000 subscriptions, 20 event types; 90% delivered at once, 7%
+  after retries, 3% given up after three attempts.
+- ``query``: the p50/p99/max of filtered pages (tenant with a status, subscription,
+  event type, time range, the second page of a cursor) and of a delivery's history,
+  after a warm-up, on the store as it is.
+- ``disk``: the store's bytes on disk per million attempts (after a checkpoint).
+
+The broker is the one at ``STREAMS_KAFKA_BOOTSTRAP`` when it answers, else a private
+local broker started (and stopped) for the run. Results go to stdout; the analysis
+lives in docs/benchmarks.md ("The delivery-log store").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streams.config import Settings
+from streams.records import Attempt, delivery_id_for
+
+TENANTS = 200
+SUBSCRIPTIONS = 2000
+EVENT_TYPES = 20
+SPAN_S = 30 * 86_400
+#: Partitions the fill writes under, apart from any real topic's (0..n), so an index
+#: run into a filled store follows its topic from the start.
+FILL_PARTITION_BASE = 1000
+
+
+def synthetic(n: int, rnd: random.Random, at: float) -> list[Attempt]:
+    """The attempts of delivery ``n`` (1 to 3), starting at ``at``."""
+    sub = rnd.randrange(SUBSCRIPTIONS)
+    tenant = f"tenant_{sub % TENANTS:03d}"
+    sub_id = f"sub_{sub:05d}_{'x' * 20}"  # as long as a real id
+    base = Attempt(
+        delivery_id=delivery_id_for(f"evt_{n}", sub_id),
+        event_id=f"evt_{uuid.UUID(int=rnd.getrandbits(128)).hex}",
+        event_type=f"type.{rnd.randrange(EVENT_TYPES):02d}",
+        tenant_id=tenant,
+        subscription_id=sub_id,
+        attempt=1,
+        at=at,
+        duration_ms=round(rnd.lognormvariate(3.5, 0.8), 3),
+        outcome="delivered",
+        status=200,
+        response_snippet='{"ok":true}',
+        source_topic="deliveries",
+        source_partition=n % 6,
+        source_offset=n,
+    )
+    fate = rnd.random()
+    if fate < 0.90:
+        return [base]
+    failed = Attempt(
+        **{
+            **base.to_dict(),
+            "outcome": "retry",
+            "status": 503,
+            "error": "HTTP 503",
+            "response_snippet": "upstream busy",
+        }
+    )
+    if fate < 0.97:
+        second = Attempt(**{**base.to_dict(), "attempt": 2, "at": at + 5.0})
+        return [failed, second]
+    gone = [Attempt(**{**failed.to_dict(), "attempt": k, "at": at + 5.0 * k}) for k in (2, 3)]
+    return [failed, *gone[:-1], Attempt(**{**gone[-1].to_dict(), "outcome": "give_up"})]
+
+
+# -- fill ---------------------------------------------------------------------------------
+
+
+def fill(path: Path, attempts: int, max_minutes: float, batch: int = 5000) -> None:
+    from streams.log.store import LogWriter
+
+    writer = LogWriter(path, "bench.attempts")
+    rnd = random.Random(1)  # noqa: S311 - benchmark data
+    now = time.time()
+    step = SPAN_S / max(attempts / 1.1, 1)  # deliveries spread over the span
+    offsets = [writer.positions().get(FILL_PARTITION_BASE + p, 0) for p in range(6)]
+    written = sum(offsets)
+    n = written
+    started = time.monotonic()
+    deadline = started + max_minutes * 60
+    records: list[tuple[int, int, bytes | None]] = []
+    last_report = started
+    while written < attempts and time.monotonic() < deadline:
+        for a in synthetic(n, rnd, now - SPAN_S + n * step):
+            p = n % 6
+            records.append((FILL_PARTITION_BASE + p, offsets[p], a.to_bytes()))
+            offsets[p] += 1
+        n += 1
+        if len(records) >= batch:
+            writer.write(records)
+            written += len(records)
+            records = []
+            if written // PRUNE_EVERY != (written - batch) // PRUNE_EVERY:
+                # As a live node's clock would: minute buckets a day behind go.
+                _prune(writer, now - SPAN_S + n * step, SPAN_S + 86_400)
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                rate = written / (last_report - started)
+                print(f"  {written:,} attempts, {rate:,.0f}/s", flush=True)
+    if records:
+        writer.write(records)
+        written += len(records)
+    _prune(writer, time.time(), SPAN_S + 86_400)
+    writer.close()
+    seconds = time.monotonic() - started
+    print(f"filled {path}: {written:,} attempts in {seconds:.0f}s ({written / seconds:,.0f}/s)")
+    if written < attempts:
+        print(f"stopped at --max-minutes {max_minutes:g}: run again to add more")
+
+
+#: Attempts between two prunings of a fill.
+PRUNE_EVERY = 200_000
+
+
+def _prune(writer: Any, now: float, retention_s: float) -> None:
+    for _ in range(1_000_000):  # bounded: each round deletes up to 5,000 rows
+        if not writer.prune(now, retention_s, 5000).more:
+            return
+
+
+# -- query --------------------------------------------------------------------------------
+
+
+def _percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.5) - 1))]
+
+    return f"p50 {rank(0.5):6.2f} ms  p99 {rank(0.99):6.2f} ms  max {ordered[-1]:6.2f} ms"
+
+
+def query(path: Path, samples: int) -> None:
+    from streams.log.store import Cursor, DeliveryQuery, LogReader
+
+    reader = LogReader(path)
+    rnd = random.Random(2)  # noqa: S311 - benchmark data
+    figures = reader.figures(None)
+    print(f"store: {figures['attempts']:,} attempts of {figures['deliveries']:,} deliveries")
+    ids = [
+        row[0][0]
+        for _ in range(500)
+        if (
+            row := reader._all(
+                "SELECT delivery_id FROM deliveries WHERE seq = ?",
+                (rnd.randrange(1, figures["deliveries"] + 1),),
+            )
+        )
+    ]
+    now = time.time()
+
+    def tenant() -> str:
+        return f"tenant_{rnd.randrange(TENANTS):03d}"
+
+    def sub() -> str:
+        return f"sub_{rnd.randrange(SUBSCRIPTIONS):05d}_{'x' * 20}"
+
+    shapes: dict[str, Callable[[], DeliveryQuery]] = {
+        "tenant, newest 50": lambda: DeliveryQuery(tenant_id=tenant(), limit=50),
+        "tenant + failed": lambda: DeliveryQuery(tenant_id=tenant(), status="failed", limit=50),
+        "tenant + 503": lambda: DeliveryQuery(tenant_id=tenant(), status="503", limit=50),
+        "tenant + event type": lambda: DeliveryQuery(
+            tenant_id=tenant(), event_type=f"type.{rnd.randrange(EVENT_TYPES):02d}", limit=50
+        ),
+        "subscription + delivered": lambda: DeliveryQuery(
+            subscription_id=sub(), status="delivered", limit=50
+        ),
+        "tenant + since 1-20 days": lambda: DeliveryQuery(
+            tenant_id=tenant(), since=now - 86_400 * rnd.uniform(1, 20), limit=50
+        ),
+        "admin, failed": lambda: DeliveryQuery(status="failed", limit=50),
+    }
+    for name, make in shapes.items():
+        for _ in range(20):  # warm-up
+            reader.page(make())
+        took = []
+        for _ in range(samples):
+            q = make()
+            t = time.perf_counter()
+            page = reader.page(q)
+            if page.next_cursor and rnd.random() < 0.5:  # half of them: the second page
+                reader.page(q, Cursor.decode(page.next_cursor))
+            took.append((time.perf_counter() - t) * 1000)
+        print(f"{name:28} {_percentiles(took)}")
+    took = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        found = reader.delivery(rnd.choice(ids))
+        took.append((time.perf_counter() - t) * 1000)
+        assert found is not None
+    print(f"{'delivery history':28} {_percentiles(took)}")
+    took = []
+    for _ in range(min(samples, 200)):
+        t = time.perf_counter()
+        reader.windows("tenant", tenant(), now)
+        took.append((time.perf_counter() - t) * 1000)
+    print(f"{'tenant stats (5m..7d)':28} {_percentiles(took)}")
+    reader.close()
+
+
+def disk(path: Path) -> None:
+    from streams.log.store import LogReader, store_files
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = (
+        {
+            name: n
+            for name, n in conn.execute(
+                "SELECT name, count(*) FROM dbstat GROUP BY name ORDER BY 2 DESC"
+            ).fetchall()
+        }
+        if _has_dbstat(conn)
+        else {}
+    )
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    # Pages pruning freed stay in the file, and new attempts reuse them.
+    live = page_size * (
+        conn.execute("PRAGMA page_count").fetchone()[0]
+        - conn.execute("PRAGMA freelist_count").fetchone()[0]
+    )
+    conn.close()
+    reader = LogReader(path)
+    figures = reader.figures(None)
+    reader.close()
+    total = sum(p.stat().st_size for p in store_files(path) if p.exists())
+    attempts = max(figures["attempts"], 1)
+    print(
+        f"{total / 1e9:.2f} GB of files, {live / 1e9:.2f} GB in use, for "
+        f"{figures['attempts']:,} attempts: {live / attempts:,.0f} MB per million attempts"
+    )
+    for name, n in list(pages.items())[:8]:
+        print(f"  {name:18} {n * page_size / attempts:7.0f} B per attempt")
+
+
+def _has_dbstat(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1 FROM dbstat LIMIT 1")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+# -- index --------------------------------------------------------------------------------
+
+
+def produce(bootstrap: str, topic: str, rate: float, seconds: float, seed: int) -> None:
+    """Write attempts at ``rate`` per second for ``seconds`` (run as its own process), of
+    deliveries of their own (``seed``): a run into a store used before adds new ones."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    rnd = random.Random(seed)  # noqa: S311 - benchmark data
+    start = time.perf_counter()
+    sent = 0
+    n = seed
+    while (now := time.perf_counter()) - start < seconds:
+        due = start + sent / rate
+        if due > now:
+            time.sleep(due - now)
+        for a in synthetic(n, rnd, time.time()):
+            producer.produce(topic, a.to_bytes(), a.delivery_id.encode())
+            sent += 1
+        n += 1
+        producer.poll(0)
+    producer.flush(30)
+    print(sent)
+
+
+def index(rate: float, seconds: float, store: Path | None) -> None:
+    from streams.kafka.topics import TopicNames, create_topics
+    from streams.log.indexer import LogIndexer
+    from streams.tools.bench.procs import find_broker
+
+    with tempfile.TemporaryDirectory(prefix="streams-logstore-") as tmp:
+        broker = find_broker(Path(tmp), print)
+        try:
+            settings = Settings.from_env(
+                {
+                    "STREAMS_KAFKA_BOOTSTRAP": broker.bootstrap,
+                    "STREAMS_TOPIC_PREFIX": f"logbench.{uuid.uuid4().hex[:8]}.",
+                    "STREAMS_PARTITIONS": "6",
+                    "STREAMS_STATE_DIR": tmp,
+                }
+            )
+            create_topics(settings)
+            topic = TopicNames(settings.topic_prefix).attempts
+            path = store or Path(tmp) / "attempts.sqlite3"
+            if store is not None and _topic_of(path) not in (None, topic):
+                _retopic(path, topic)
+            indexer = LogIndexer(settings, topic, path)
+            indexer.start()
+            time.sleep(3)  # connected and assigned before the clock starts
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "streams.tools.bench.logstore",
+                    "produce",
+                    "--bootstrap",
+                    broker.bootstrap,
+                    "--topic",
+                    topic,
+                    "--rate",
+                    str(rate),
+                    "--seconds",
+                    str(seconds),
+                    "--seed",
+                    str(uuid.uuid4().int >> 80),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(2)  # the producer's start-up is not the indexer's work
+            cpu0, wall0, done0 = _cpu(), time.monotonic(), indexer.stats.attempts
+            time.sleep(max(1.0, seconds - 4))
+            cpu1, wall1, done1 = _cpu(), time.monotonic(), indexer.stats.attempts
+            out, _ = child.communicate(timeout=seconds + 60)
+            sent = int(out.strip().splitlines()[-1])
+            deadline = time.monotonic() + 60
+            while indexer.stats.attempts < sent and time.monotonic() < deadline:
+                time.sleep(0.1)
+            indexer.stop()
+            if indexer.fault:
+                raise SystemExit(f"indexer failed: {indexer.fault}")
+            per_s = (done1 - done0) / (wall1 - wall0)
+            core = (cpu1 - cpu0) / (wall1 - wall0)
+            print(
+                f"indexed {indexer.stats.attempts:,} of {sent:,} attempts written at "
+                f"{rate:,.0f}/s; steady {per_s:,.0f}/s using {100 * core:.1f}% of a core "
+                f"({1e6 * (cpu1 - cpu0) / max(done1 - done0, 1):.1f} us of CPU per attempt); "
+                f"batches {indexer.stats.batches}"
+            )
+        finally:
+            broker.stop()
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _topic_of(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'topic'").fetchone()
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
+def _retopic(path: Path, topic: str) -> None:
+    """Point a filled store at this run's topic: the fill's partitions are its own, and
+    a previous run's positions (in its own topic) are forgotten."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'topic'", (topic,))
+        conn.execute("DELETE FROM positions WHERE partition < ?", (FILL_PARTITION_BASE,))
+    conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("index", help="indexing CPU at a steady rate")
+    p.add_argument("--rate", type=float, default=5000.0)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--store", type=Path, default=None)
+    p = sub.add_parser("fill", help="write synthetic attempts into a store")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--attempts", type=int, default=10_000_000)
+    p.add_argument("--max-minutes", type=float, default=60.0)
+    p = sub.add_parser("query", help="query latency on a store")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--samples", type=int, default=2000)
+    p = sub.add_parser("disk", help="bytes per attempt of a store")
+    p.add_argument("--store", type=Path, required=True)
+    p = sub.add_parser("produce", help=argparse.SUPPRESS)
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.step == "index":
+        if not 0 < args.rate <= 50_000 or not 5 <= args.seconds <= 600:
+            parser.error("--rate must be in (0, 50000] and --seconds in [5, 600]")
+        index(args.rate, args.seconds, args.store)
+    elif args.step == "fill":
+        if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
+            parser.error("--attempts must be in (0, 1e8] and --max-minutes in (0, 600]")
+        fill(args.store, args.attempts, args.max_minutes)
+    elif args.step == "query":
+        if not 0 < args.samples <= 100_000:
+            parser.error("--samples must be in (0, 100000]")
+        query(args.store, args.samples)
+    elif args.step == "disk":
+        disk(args.store)
+    else:
+        produce(args.bootstrap, args.topic, args.rate, args.seconds, args.seed)
+
+
+if __name__ == "__main__":
+    main()
