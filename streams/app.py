@@ -30,9 +30,11 @@ from typing import Any
 import mode
 
 from streams.config import Settings
+from streams.errors import ConfigError
+from streams.kafka import headers as kafka_headers
 from streams.kafka.faust_consumer import App
 from streams.kafka.output import KafkaOutput
-from streams.kafka.topics import TopicNames
+from streams.kafka.topics import TopicNames, parked_record_bytes
 from streams.ops.logs import dict_config, register_secret
 from streams.pipeline import Pipeline
 from streams.schemas import SchemaRegistry
@@ -59,18 +61,22 @@ class _Readers(mode.Service):
             await reader.stop()
 
 
-class _Closing(mode.Service):
-    """Closes the HTTP sender's connections and flushes the Kafka output when the app stops."""
+def prepare_state_dir(settings: Settings) -> None:
+    """Create ``STREAMS_STATE_DIR`` and Faust's directory in it, or fail with what to fix.
 
-    def __init__(self, sender: Any, output: KafkaOutput) -> None:
-        super().__init__()
-        self.sender = sender
-        self.output = output
-
-    async def on_stop(self) -> None:
-        if self.sender is not None:
-            await self.sender.close()
-        await self.output.close()
+    Faust does not create its ``datadir``: given one under a state directory that
+    did not exist yet, it logged a ``FileNotFoundError`` traceback at start (in
+    production, where no development key had created the directory first).
+    """
+    datadir = settings.state_dir / "faust"
+    try:
+        datadir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the worker's state directory {datadir} "
+            f"({exc.strerror or exc}): set STREAMS_STATE_DIR (now {settings.state_dir}) "
+            "to a directory this user can create and write"
+        ) from None
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -112,7 +118,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_request_timeout": 30.0,
         "producer_acks": -1,
         "producer_linger_ms": 1,
-        "producer_max_request_size": settings.max_record_bytes,
+        "producer_max_request_size": parked_record_bytes(settings),
         "consumer_max_fetch_size": 4 * 1_048_576,
         # `streams worker` logs JSON lines (streams.ops.logs), Faust's own lines included.
         "logging_config": dict_config(settings.log_level),
@@ -144,9 +150,15 @@ def build_app(
         settings.secrets_key,
         settings.kafka_sasl_password,
         settings.kafka_ssl_key_password,
+        settings.egress_proxy,
     ):
         register_secret(secret.reveal())
+    prepare_state_dir(settings)
+    # Every consumer below is aiokafka's: a header name that is not UTF-8 must not stop them.
+    kafka_headers.install()
     app = App(settings.app_id, **faust_settings(settings))
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    app.fetch_min_bytes = settings.kafka_fetch_min_bytes
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
     pipeline = Pipeline(
@@ -171,7 +183,7 @@ def build_app(
         # No agent, so no consumer group: Faust's web server and services alone (its
         # consumer would refuse to subscribe to nothing).
         app.producer_only = True
-        app.service(_Closing(None, pipeline.output))  # type: ignore[arg-type]
+        app.closers.append(pipeline.output.close)  # redeliver writes through it
         app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
         return pipeline
 
@@ -193,7 +205,9 @@ def build_app(
     register_delivery(pipeline, engine)
     register_retry_tiers(pipeline, engine)
     register_metrics(pipeline, engine)
-    app.service(_Closing(sender, pipeline.output))  # type: ignore[arg-type]
+    # Once every stage has stopped: flush and close the output (what still comes, from
+    # requests in flight, stays un-acked: re-read after the restart), then the connections.
+    app.closers += [pipeline.output.close, sender.close]
 
     app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
     return pipeline

@@ -156,6 +156,17 @@ class Settings:
         "Retention of the delivery log (attempts), the dead-letter topic and ops: "
         "replay and redeliver reach back this far.",
     )
+    replay_slots: int = _env(
+        "STREAMS_REPLAY_SLOTS",
+        "4",
+        "DLQ replays one worker runs at once (2-64), each in a thread of its own; tenants' "
+        "replays may take all but one, which is kept for the admin.",
+    )
+    replays_per_tenant: int = _env(
+        "STREAMS_REPLAYS_PER_TENANT",
+        "1",
+        "Replays one tenant may run at once on one worker (less than STREAMS_REPLAY_SLOTS).",
+    )
     max_payload_bytes: int = _env(
         "STREAMS_MAX_PAYLOAD_BYTES",
         "262144",
@@ -176,6 +187,21 @@ class Settings:
         "STREAMS_DISABLE_AFTER",
         "5d",
         "A subscription failing continuously for longer than this is disabled automatically.",
+    )
+    tenant_max_subscriptions: int = _env(
+        "STREAMS_TENANT_MAX_SUBSCRIPTIONS",
+        "100",
+        "Subscriptions one tenant may have (enabled or not); the API refuses one more with "
+        "409 `quota_exceeded`. It also bounds how many deliveries one event can make. "
+        "0: no limit.",
+    )
+    tenant_max_in_flight: int = _env(
+        "STREAMS_TENANT_MAX_IN_FLIGHT",
+        "64",
+        "Webhook requests of one tenant in flight at once on each worker (4 subscriptions at "
+        "the default max_in_flight). Its further deliveries wait their turn, taken round robin "
+        "with the other tenants', and beyond 1,250 waiting are deferred to the first retry tier "
+        "like a full lane's. 0: no per-tenant limit or turns (each subscription's lane alone).",
     )
     delivery_log: bool = _env(
         "STREAMS_DELIVERY_LOG",
@@ -198,6 +224,36 @@ class Settings:
         "How long the worker's Kafka producer waits to fill a batch (0-1000 ms). Longer means "
         "fewer, larger produce requests (less broker and worker CPU per record) and that much "
         "more latency on each hop through Kafka.",
+    )
+    kafka_attempts_linger_ms: int = _env(
+        "STREAMS_KAFKA_ATTEMPTS_LINGER_MS",
+        "-1",
+        "How long a producer of its own for attempt records (the delivery log) waits to fill "
+        "a batch (0-1000 ms): nothing waits for them but the offset commit, so they may batch "
+        "longer than deliveries (fewer broker requests; measured in docs/benchmarks.md). -1, "
+        "or the value of STREAMS_KAFKA_LINGER_MS: one producer writes everything.",
+    )
+    kafka_fetch_max_wait_ms: int = _env(
+        "STREAMS_KAFKA_FETCH_MAX_WAIT_MS",
+        "100",
+        "How long the broker may hold a fetch of the worker's stage consumer open while it "
+        "has less than STREAMS_KAFKA_FETCH_MIN_BYTES to return (1-1500 ms). It bounds the "
+        "added latency per stage, and is how often an idle worker asks.",
+    )
+    kafka_fetch_min_bytes: int = _env(
+        "STREAMS_KAFKA_FETCH_MIN_BYTES",
+        "1",
+        "Bytes the broker gathers before it answers a fetch of the worker's stage consumer "
+        "(1 B-1 MiB). 1 answers as soon as anything arrives (lowest latency, one fetch per "
+        "few records at a paced load); more means fewer, fuller fetches, each up to "
+        "STREAMS_KAFKA_FETCH_MAX_WAIT_MS later.",
+    )
+    lane_wait_ms: int = _env(
+        "STREAMS_LANE_WAIT_MS",
+        "0",
+        "How long a delivery waits for room in its endpoint's full lane while that endpoint "
+        "answers fast (0-5000 ms) before it is deferred to the first retry tier. The wait "
+        "holds the agent (back-pressure on Kafka); 0 defers at once.",
     )
     event_schemas: str = _env(
         "STREAMS_EVENT_SCHEMAS",
@@ -235,6 +291,17 @@ class Settings:
         "Fernet key (urlsafe base64 of 32 bytes) encrypting signing secrets at rest. "
         "Required in production; a development key is generated under STREAMS_STATE_DIR.",
     )
+    console_session_s: float = _env(
+        "STREAMS_CONSOLE_SESSION",
+        "12h",
+        "How long a web console session lasts after its sign-in link is opened.",
+    )
+    console_frame_ancestors: str = _env(
+        "STREAMS_CONSOLE_FRAME_ANCESTORS",
+        "'none'",
+        "Who may frame the web console: the CSP frame-ancestors sources, separated by "
+        "spaces (e.g. `https://app.example.com`); `'none'` forbids every frame.",
+    )
     destination_allowlist: tuple[Network, ...] = _env(
         "STREAMS_DESTINATION_ALLOWLIST",
         "",
@@ -267,6 +334,14 @@ class Settings:
     user_agent: str = _env(
         "STREAMS_USER_AGENT", "streams-webhooks/0.1", "User-Agent of every webhook request."
     )
+    egress_proxy: Secret = _env(
+        "STREAMS_EGRESS_PROXY",
+        "",
+        "http://host:port of an HTTP CONNECT proxy that every delivery goes through, so "
+        "receivers can allowlist its fixed addresses (http://user:password@host:port with "
+        "credentials; never shown). TLS stays end to end; destinations are still resolved "
+        "and checked here first. Empty: deliveries connect directly.",
+    )
     log_level: str = _env("STREAMS_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
     metrics: bool = _env(
         "STREAMS_METRICS",
@@ -279,6 +354,11 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.replays_per_tenant >= self.replay_slots:
+            raise ConfigError(
+                f"STREAMS_REPLAYS_PER_TENANT={self.replays_per_tenant} must be less than "
+                f"STREAMS_REPLAY_SLOTS={self.replay_slots}: one slot is kept for the admin"
+            )
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ConfigError(
                 "a client certificate needs both STREAMS_KAFKA_SSL_CERTFILE and "
@@ -343,12 +423,20 @@ class Settings:
         return [(f.metadata["env"], f.metadata["default"], f.metadata["help"]) for f in fields(cls)]
 
     def public_view(self) -> dict[str, str]:
-        """Every setting as text, secrets masked: safe to print or log."""
+        """Every setting as text, secrets masked: safe to print or log.
+
+        Durations are written as they are set (``7d``, ``1h30m``), not as seconds
+        (``604800.0``): every duration field is a float named ``*_s``.
+        """
+        from streams.retry.schedule import format_duration
+
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Secret):
                 out[f.metadata["env"]] = "(set)" if value else "(unset)"
+            elif f.name.endswith("_s") and isinstance(value, float):
+                out[f.metadata["env"]] = format_duration(value)
             elif isinstance(value, tuple):
                 out[f.metadata["env"]] = ",".join(str(v) for v in value)
             else:
@@ -358,12 +446,14 @@ class Settings:
 
 def _parse(name: str, var: str, raw: str) -> Any:
     parser = _PARSERS.get(name, _as_str)
+    # A secret setting's value never appears in an error (it may hold a password).
+    shown = f"{var} (value hidden)" if parser is Secret or name in _HIDDEN else f"{var}={raw!r}"
     try:
         return parser(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+        raise ConfigError(f"{shown} is not valid: {exc}") from None
     except ValueError as exc:
-        raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+        raise ConfigError(f"{shown} is not valid: {exc}") from None
 
 
 def _as_str(raw: str) -> str:
@@ -398,6 +488,11 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _linger_or_same(raw: str) -> int:
+    """-1 (the main producer's linger: one producer) or 0-1000 ms."""
+    return -1 if raw.strip() == "-1" else _int_between(0, 1000)(raw)
 
 
 def _port(raw: str) -> int:
@@ -493,10 +588,35 @@ def _readable_file(raw: str) -> str:
     return raw
 
 
+def _egress_proxy(raw: str) -> Secret:
+    from streams.destinations import EgressProxy
+
+    if raw:
+        EgressProxy.parse(raw)  # ValueError saying what to fix, without the value
+    return Secret(raw)
+
+
 def _heap(raw: str) -> str:
     if not raw[:-1].isdigit() or raw[-1].lower() not in "mg":
         raise ValueError("expected a Java heap size such as 512m or 1g")
     return raw
+
+
+def _frame_ancestors(raw: str) -> str:
+    """CSP sources separated by spaces; nothing that could end the directive or the header."""
+    words = raw.split()
+    keywords = ("'none'", "'self'")
+    for word in words:
+        if word in keywords:
+            continue
+        if not word.isascii() or not word.isprintable() or any(c in word for c in ";,'\""):
+            raise ValueError(
+                f"{word!r} is not a CSP source: use sources such as https://app.example.com "
+                "or 'self', separated by spaces, or 'none'"
+            )
+    if "'none'" in words and len(words) > 1:
+        raise ValueError("'none' stands alone: remove it or the other sources")
+    return " ".join(words)
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
@@ -513,11 +633,19 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "replication_factor": _positive_int,
     "retention_s": _duration,
     "log_retention_s": _duration,
+    "replay_slots": _int_between(2, 64),
+    "replays_per_tenant": _int_between(1, 63),
     "max_payload_bytes": _positive_int,
     "retry_schedule": _schedule,
     "disable_after_failures": _positive_int,
     "delivery_log": _on_off,
+    "tenant_max_subscriptions": _non_negative_int,
+    "tenant_max_in_flight": _non_negative_int,
     "kafka_linger_ms": _int_between(0, 1000),
+    "kafka_attempts_linger_ms": _linger_or_same,
+    "lane_wait_ms": _int_between(0, 5000),
+    "kafka_fetch_max_wait_ms": _int_between(1, 1500),
+    "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,
@@ -526,6 +654,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_token": Secret,
     "secrets_key": Secret,
     "destination_allowlist": _allowlist,
+    "console_session_s": _duration,
+    "console_frame_ancestors": _frame_ancestors,
     "breaker_failures": _non_negative_int,
     "breaker_open_s": _timeout(3600),
     "breaker_max_open_s": _timeout(3600),
@@ -534,4 +664,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "metrics": _on_off,
     "kafka_heap": _heap,
+    "egress_proxy": _egress_proxy,
 }
+#: Settings whose parser is not ``Secret`` itself but whose value is secret all the same.
+_HIDDEN = frozenset({"egress_proxy"})

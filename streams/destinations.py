@@ -18,6 +18,11 @@ refuses those destinations (server-side request forgery, SSRF) in two places:
 allow otherwise refused networks (a receiver on the same host or network)
 with ``STREAMS_DESTINATION_ALLOWLIST``, parsed by :func:`parse_allowlist`.
 
+:class:`EgressProxy` is ``STREAMS_EGRESS_PROXY`` parsed. The proxy's own
+address is exempt from these rules (it usually is private); destinations
+reached through it are not: :mod:`streams.delivery.proxy` resolves and checks
+each one before the proxy is asked to connect.
+
 IP literals are recognised the way the C resolver recognises them, because
 that is what the connection will use: ``2130706433``, ``0177.0.0.1``,
 ``0x7f.1`` and ``127.1`` are all 127.0.0.1 to ``getaddrinfo``. A host whose
@@ -29,13 +34,14 @@ or an attempt to confuse parsers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from streams.errors import ConfigError, DestinationRefusedError
 
@@ -500,3 +506,56 @@ async def resolve_and_check(
         if reason is not None:
             raise _refuse(f"{host} resolves to {address}, {_a(reason)} {reason}; {_FIX_ALLOWLIST}")
     return addresses
+
+
+# --- the egress proxy ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EgressProxy:
+    """``STREAMS_EGRESS_PROXY`` parsed; the password never shows in ``repr``."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> EgressProxy:
+        """Parse ``http://[user:password@]host:port``; ValueError says what to fix.
+
+        Messages never repeat the value (it may hold a password).
+        """
+        example = "expected http://host:port (or http://user:password@host:port)"
+        try:
+            parts = urlsplit(text.strip())
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"not a proxy URL with a valid port; {example}") from None
+        if parts.scheme.lower() != "http":
+            raise ValueError(
+                "only http:// proxies are supported: the CONNECT tunnel carries the "
+                f"destination's own TLS end to end; {example}"
+            )
+        if not parts.hostname:
+            raise ValueError(f"the proxy URL has no host; {example}")
+        if port is None:
+            raise ValueError(f"the proxy URL needs an explicit port; {example}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"the proxy URL has a path, query or fragment; {example}")
+        username = unquote(parts.username) if parts.username is not None else None
+        password = unquote(parts.password) if parts.password is not None else None
+        return cls(parts.hostname.lower(), port, username, password)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers of the CONNECT request: ``Proxy-Authorization`` (Basic) with credentials."""
+        if self.username is None:
+            return {}
+        pair = f"{self.username}:{self.password or ''}".encode()
+        return {"Proxy-Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+    def describe(self) -> str:
+        """``host:port``: safe to log."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"

@@ -17,6 +17,7 @@ material: messages name fields and reasons, never secret values.
     ├── InvalidRequestError         a management API request with a bad field
     ├── AuthError                   a missing, unknown or out-of-scope token
     └── NotFoundError / ConflictError   resources of the management API
+        └── QuotaExceededError      a tenant at one of its quotas (names the setting)
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ class NotFoundError(StreamsError):
 
 class ConflictError(StreamsError):
     """A write conflicts with the current state of a resource."""
+
+
+class QuotaExceededError(ConflictError):
+    """A tenant is at one of its quotas; ``setting`` is the variable that sets it."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class UnavailableError(StreamsError):

@@ -4,7 +4,9 @@ The policy is pure (:func:`observe`): given a subscription's failure state and
 one attempt, it returns the new state and what to do. Any success resets the
 count. A subscription is disabled, with a reason a person understands, when
 
-- the receiver answered ``410 Gone`` (it asked us to stop), or
+- the receiver answered ``410 Gone`` (it asked us to stop), or an answer
+  that says the endpoint was deleted (``attempt.gone``: Slack's
+  ``no_service``, Discord's ``Unknown Webhook``), with that answer's reason, or
 - consecutive failed attempts reach ``STREAMS_DISABLE_AFTER_FAILURES``, or
 - it has failed continuously for longer than ``STREAMS_DISABLE_AFTER``.
 
@@ -30,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streams.records import Attempt, EventEnvelope, Subscription
+from streams.records import MAX_ERROR_READ_CHARS, Attempt, EventEnvelope, Subscription
+from streams.subscriptions.headers import migrate as migrate_headers
 from streams.subscriptions.store import CompactedReader
 
 if TYPE_CHECKING:
@@ -105,6 +108,8 @@ def observe(
         return Verdict(
             new, disable_reason="410 Gone: the endpoint asked to stop receiving webhooks"
         )
+    if attempt.gone:
+        return Verdict(new, disable_reason=attempt.error or "the endpoint no longer exists")
     if new.consecutive >= max_failures:
         return Verdict(new, disable_reason=_describe_run(new.consecutive, new.kinds))
     assert new.failing_since is not None
@@ -133,6 +138,44 @@ def ops_event(event_type: str, tenant_id: str, data: dict[str, Any]) -> EventEnv
     )
 
 
+#: The fields of an ``endpoint.health`` record and the JSON types each may have.
+_HEALTH_FIELDS: dict[str, tuple[type, ...]] = {
+    "consecutive": (int,),
+    "failing_since": (int, float, type(None)),
+    "last_error": (str, type(None)),
+    "kinds": (list,),
+    "at": (int, float),
+}
+
+
+def health_record(raw: bytes) -> dict[str, Any] | None:
+    """An ``endpoint.health`` record as :meth:`HealthMonitor.state` reads it, or None when
+    it is not one (the engine's outcome hook reads these: a wrong type would raise there)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    for name, types in _HEALTH_FIELDS.items():
+        field_value = value.get(name)
+        if (
+            (name in ("consecutive", "at") and field_value is None)
+            or (field_value is not None and not isinstance(field_value, types))
+            or isinstance(field_value, bool)
+        ):
+            return None
+    kinds = value.get("kinds") or []
+    if (
+        value["consecutive"] < 0
+        or len(kinds) > 16
+        or not all(isinstance(k, str) and len(k) <= 32 for k in kinds)
+        or len(value.get("last_error") or "") > MAX_ERROR_READ_CHARS
+    ):
+        return None
+    return value
+
+
 class HealthMonitor:
     """Keeps failure state per subscription and acts on the verdicts."""
 
@@ -150,23 +193,21 @@ class HealthMonitor:
             CompactedReader(settings, pipeline.names.health, self._apply, name="health")
         )
 
-    def _apply(self, sub_id: str, raw: bytes | None) -> None:
+    def _apply(self, sub_id: str, raw: bytes | None) -> str | None:
         if raw is None:
             # A reset read back late must not erase a newer local failure run.
             current = self.table.get(sub_id)
             if current is not None and time.time() - float(current.get("at", 0)) > 60:
                 self.table.pop(sub_id, None)
-            return
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return
+            return None
+        value = health_record(raw)
+        if value is None:
+            return "not an endpoint health record"
         # Read-back of this worker's own writes lags behind them: keep the newer.
         current = self.table.get(sub_id)
-        if isinstance(value, dict) and (
-            current is None or float(value.get("at", 0)) >= float(current.get("at", 0))
-        ):
+        if current is None or value["at"] >= float(current.get("at", 0)):
             self.table[sub_id] = value
+        return None
 
     def state(self, sub_id: str) -> FailureState:
         raw = self.table.get(sub_id)
@@ -229,7 +270,7 @@ class HealthMonitor:
         if reason is not None and current is not None and current.enabled:
             now = time.time()
             disabled = replace(
-                current,
+                migrate_headers(current, self.p.box),
                 state="disabled",
                 disabled_reason=reason,
                 disabled_at=now,

@@ -30,6 +30,7 @@ import math
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -315,17 +316,32 @@ def render(snap: Snapshot, *, width: int = 80, height: int = 24) -> list[str]:
         )
         if not failing:
             lines.append("  none")
-        for row in failing[:room]:
-            ident = row.get("url") or row.get("subscription_id") or "?"
-            ident = _short_url(str(ident))
+        shown = failing[:room]
+        urls = Counter(row.get("url") for row in shown)
+        for row in shown:
+            ident = _ident(row, shared_url=urls[row.get("url")] > 1)
             consec = row.get("consecutive_failures")
             text = (
-                f"{_fit(ident, 35):<35} {human(row.get('failures')):>5} "
+                f"{ident:<35} {human(row.get('failures')):>5} "
                 f"{percent(row.get('success_rate')):>6} {human(consec):>6}  "
                 f"{row.get('last_error') or ''}"
             )
             lines.append(_fit(text, width))
     return [_fit(line, width).rstrip() for line in lines[:height]]
+
+
+def _ident(row: dict[str, Any], *, shared_url: bool, width: int = 35) -> str:
+    """An endpoint's name in the failing list: its URL, and when another row shows the
+    same URL (two subscriptions to one endpoint), the start of its subscription id,
+    kept whole however the URL is cut."""
+    sub_id = str(row.get("subscription_id") or "?")
+    url = row.get("url")
+    if not url:
+        return _fit(sub_id, width)
+    if not shared_url:
+        return _fit(_short_url(str(url)), width)
+    tag = " " + sub_id[:12]
+    return _fit(_short_url(str(url)), width - len(tag)) + tag
 
 
 def _short_url(url: str) -> str:
@@ -368,6 +384,8 @@ def run(
                 out.write(orjson.dumps(snap.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
             else:
                 out.write("\n".join(render(snap)) + "\n")
+                if snap.kafka_error:  # the view cuts lines to 80 columns: the whole of it here
+                    print(f"error: {snap.kafka_error}", file=sys.stderr)
             return 1 if snap.kafka_error else 0
         return _loop(monitor, out, as_json=as_json, interval=interval, count=count)
     finally:

@@ -53,13 +53,19 @@ class Pipeline:
             )
         return self.topics[name]
 
-    async def send(self, topic: str, key: str | bytes, value: bytes | None) -> Any:
+    async def send(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> Any:
         """Enqueue one record; the returned future resolves when Kafka acknowledges it.
 
         Written by :class:`~streams.kafka.output.KafkaOutput` (librdkafka), not Faust's producer.
         """
         k = key.encode() if isinstance(key, str) else key
-        return await self.output.send(topic, k, value)
+        return await self.output.send(topic, k, value, headers)
 
     async def ready(self) -> None:
         """Wait until every state topic has been read up to its end at start."""

@@ -32,6 +32,7 @@ from streams.kafka.output import producer_config
 from streams.kafka.topics import TopicNames, check_reachable, unreachable
 from streams.records import EventEnvelope
 from streams.schemas import SchemaRegistry
+from streams.tenants import RESERVED_REASON, is_reserved
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ class EventPublisher:
             obj["tenant_name"] = tenant_name
         if traceparent is not None:
             obj["traceparent"] = traceparent
-        return self._registry.validate(obj)
+        return _customer_event(self._registry.validate(obj))
 
     def encode(self, event: EventEnvelope | Mapping[str, Any]) -> tuple[EventEnvelope, bytes]:
         """Validate and encode; raises PayloadTooLargeError over the size limit."""
@@ -110,6 +111,7 @@ class EventPublisher:
             event = self._registry.validate(dict(event))
         else:
             event = self._registry.validate(event.to_dict())
+        _customer_event(event)
         raw = event.to_bytes()
         # decode() applies the size bound with the same message the fan-out uses.
         self._registry.decode(raw, max_bytes=self._settings.max_payload_bytes)
@@ -202,10 +204,10 @@ class EventPublisher:
             raise unreachable(self._settings, timeout_s, exc) from exc
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
+            reason = topic.error.str() if topic is not None and topic.error else "not listed"
             raise KafkaUnavailableError(
-                f"the events topic {self._topic} is not available "
-                f"({topic.error if topic is not None else 'not listed'}): "
-                "create the topics with `streams topics create`"
+                f"the events topic {self._topic} is not available ({reason}): create the "
+                "topics with `streams topics create` (same STREAMS_TOPIC_PREFIX)"
             )
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -229,6 +231,19 @@ class EventPublisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _customer_event(event: EventEnvelope) -> EventEnvelope:
+    """Refuse an event under a tenant id the platform keeps (:mod:`streams.tenants`):
+    published as ``_platform``, it would reach whoever holds that id."""
+    if is_reserved(event.tenant_id):
+        from streams.errors import InvalidEventError
+
+        raise InvalidEventError(
+            f"envelope field `tenant_id`: `{event.tenant_id}`: {RESERVED_REASON}",
+            field="tenant_id",
+        )
+    return event
 
 
 def load_json_arg(text: str) -> Any:

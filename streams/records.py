@@ -13,7 +13,7 @@ Topic → record:
 topic                  key                value
 =====================  =================  ===============
 events                 tenant id          EventEnvelope
-events.invalid         tenant id or none  InvalidEvent
+events.invalid         as the original    ParkedRecord (the original bytes; reason in headers)
 subscriptions          subscription id    Subscription (tombstone on delete)
 tokens                 token id           tenant token record (sha256 only)
 deliveries             subscription id    Delivery
@@ -26,10 +26,9 @@ ops                    tenant id          EventEnvelope (operational event types
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
@@ -92,14 +91,26 @@ def _defaults(cls: type) -> tuple[tuple[str, Any, Any], ...]:
     return known
 
 
+_ABSENT: Any = object()
+
+
 class Record:
     """Shared encode/decode for the dataclass records below.
 
     Subclasses declare ``_required`` (field → JSON type name) for the
     structural check; optional fields take their dataclass default when absent.
+    ``_optional`` types the optional fields a record read from Kafka may carry
+    (``"int?"``: an integer or null), ``_ranges`` bounds integers and
+    ``_max_chars`` strings. A record off a topic can hold anything a producer
+    wrote; what passes these checks cannot raise later, in an agent, where it
+    would stop the worker (a string ``due_at`` stopped the retry tiers, an
+    ``attempt`` of 0 stopped the delivery lane).
     """
 
     _required: ClassVar[dict[str, str]] = {}
+    _optional: ClassVar[dict[str, str]] = {}
+    _ranges: ClassVar[dict[str, tuple[int, int]]] = {}
+    _max_chars: ClassVar[dict[str, int]] = {}
     _kind: ClassVar[str] = "record"
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +165,62 @@ class Record:
                 raise DecodeError(
                     f"{cls._kind}: field `{name}` must be {type_name}, got {got}", raw
                 )
+        checks = _CHECKS.get(cls)
+        if checks is None:
+            checks = _CHECKS[cls] = _field_checks(cls)
+        for name, types, nullable, numeric, type_name, bounds, most in checks:
+            value = obj.get(name, _ABSENT)
+            if value is _ABSENT or (value is None and nullable):
+                continue
+            if types is not None and (
+                not isinstance(value, types) or (numeric and isinstance(value, bool))
+            ):
+                got = "null" if value is None else type(value).__name__
+                raise DecodeError(
+                    f"{cls._kind}: field `{name}` must be {type_name}, got {got}", raw
+                )
+            if most is not None and isinstance(value, str) and len(value) > most:
+                raise DecodeError(
+                    f"{cls._kind}: field `{name}` is {len(value)} characters long, "
+                    f"over the limit of {most}",
+                    raw,
+                )
+            if bounds is not None and isinstance(value, int):
+                low, high = bounds
+                if not low <= value <= high:
+                    raise DecodeError(
+                        f"{cls._kind}: field `{name}` must be from {low} to {high}, got {value}",
+                        raw,
+                    )
+
+
+#: name, JSON types (None: checked as required), nullable, numeric, type name, range, length.
+_Check = tuple[str, tuple[type, ...] | None, bool, bool, str, tuple[int, int] | None, int | None]
+_CHECKS: dict[type, tuple[_Check, ...]] = {}
+
+
+def _field_checks(cls: type[Record]) -> tuple[_Check, ...]:
+    """The checks of ``_optional``, ``_ranges`` and ``_max_chars``, one entry per field."""
+    names = [
+        *cls._optional,
+        *(n for n in (*cls._ranges, *cls._max_chars) if n not in cls._optional),
+    ]
+    out: list[_Check] = []
+    for name in dict.fromkeys(names):
+        spec = cls._optional.get(name)
+        base = spec.rstrip("?") if spec else ""
+        out.append(
+            (
+                name,
+                _JSON_TYPES[base] if spec else None,
+                spec is None or spec.endswith("?"),
+                base in ("int", "float"),
+                base,
+                cls._ranges.get(name),
+                cls._max_chars.get(name),
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,49 +259,180 @@ class EventEnvelope(Record):
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidEvent(Record):
-    """An event that could not be accepted (topic ``events.invalid``).
+#: Headers of a parked record (topic ``events.invalid``). The original record's
+#: own headers follow them, each renamed ``original.<name>``, so a header whose
+#: name starts with ``streams.`` is always the pipeline's, whatever the original
+#: carried.
+H_REASON = "streams.reason"
+H_FIELD = "streams.field"
+H_SOURCE_TOPIC = "streams.source.topic"
+H_SOURCE_PARTITION = "streams.source.partition"
+H_SOURCE_OFFSET = "streams.source.offset"
+H_PARKED_AT = "streams.parked_at"
+H_VALUE_SIZE = "streams.value.size"
+H_VALUE_SHA256 = "streams.value.sha256"
+H_KEY_SIZE = "streams.key.size"
+H_KEY_SHA256 = "streams.key.sha256"
+H_ORIGINAL_HEADERS = "streams.original_headers"
+H_TRUNCATED = "streams.truncated"
+ORIGINAL = "original."
 
-    ``raw_b64`` holds the exact bytes read, base64-encoded because they need not
-    be UTF-8; ``field`` is the JSON path at fault when known.
+#: Characters of a reason (and of a field path) kept in a parked record's header:
+#: a schema error can quote the offending value, which may be most of the event.
+MAX_REASON_CHARS = 1000
+MAX_FIELD_CHARS = 200
+#: Bytes of an original key kept when a parked record has to be cut to fit.
+MAX_PARKED_KEY = 1024
+#: Bytes a record takes in Kafka beyond its key, value, header names and header
+#: values: the record batch's header (61 bytes), the record's own framing (an
+#: attribute byte and five varints) and two length varints per header.
+RECORD_FRAMING = 96
+HEADER_FRAMING = 10
+#: The smallest limit :func:`park` works with: room for its own headers and a cut key.
+MIN_PARK_LIMIT = 16_384
+
+Header = tuple[str, bytes | None]
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Iterable[Header]) -> int:
+    """The most bytes a record with this key, value and headers takes in a Kafka batch."""
+    size = RECORD_FRAMING + len(key or b"") + len(value or b"")
+    for name, data in headers:
+        size += HEADER_FRAMING + len(name.encode("utf-8")) + len(data or b"")
+    return size
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked when cut (reasons, paths, errors)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _header_pairs(headers: Iterable[Any] | Mapping[Any, Any] | None) -> list[Header]:
+    """A record's headers as (name, bytes or None), whatever shape the client gave them."""
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: list[Header] = []
+    for name, data in items:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        # A name that was not UTF-8 (read leniently, streams.kafka_records) is shown escaped.
+        text = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        if data is not None and not isinstance(data, bytes):
+            data = str(data).encode("utf-8", "surrogateescape")
+        out.append((text, data))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """A record a stage could not accept, as written to ``events.invalid``.
+
+    The value is the original record's value, byte for byte (``None`` for a
+    tombstone), and the key its key: no encoding, so a parked copy is never
+    larger than the original plus its headers. Why it was parked and where the
+    original was read are in headers (``H_*``). A record too large to be copied
+    whole is cut (:func:`park`): ``streams.truncated`` says what was cut, and the
+    size and SHA-256 of the original value identify it at its source position
+    until that topic's retention removes it.
     """
 
-    reason: str
-    raw_b64: str
-    field: str = ""
-    source_topic: str = ""
-    source_partition: int = -1
-    source_offset: int = -1
-    received_at: float = 0.0
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
 
-    _kind: ClassVar[str] = "invalid event"
-    _required: ClassVar[dict[str, str]] = {"reason": "str", "raw_b64": "str"}
+    def header(self, name: str) -> str | None:
+        """The first header of that name, as text (None when absent or null)."""
+        for n, data in self.headers:
+            if n == name:
+                return None if data is None else data.decode("utf-8", "replace")
+        return None
 
     @property
-    def raw(self) -> bytes:
-        return base64.b64decode(self.raw_b64)
+    def reason(self) -> str:
+        return self.header(H_REASON) or ""
 
-    @classmethod
-    def of(
-        cls,
-        raw: bytes,
-        reason: str,
-        *,
-        field: str = "",
-        topic: str = "",
-        partition: int = -1,
-        offset: int = -1,
-    ) -> InvalidEvent:
-        return cls(
-            reason=reason,
-            raw_b64=base64.b64encode(raw).decode("ascii"),
-            field=field,
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            received_at=time.time(),
+    @property
+    def field(self) -> str:
+        return self.header(H_FIELD) or ""
+
+    @property
+    def source(self) -> tuple[str, int, int]:
+        """Topic, partition and offset of the original record."""
+        return (
+            self.header(H_SOURCE_TOPIC) or "",
+            int(self.header(H_SOURCE_PARTITION) or -1),
+            int(self.header(H_SOURCE_OFFSET) or -1),
         )
+
+    @property
+    def truncated(self) -> frozenset[str]:
+        """What was cut to fit: any of ``headers``, ``key``, ``value``."""
+        cut = self.header(H_TRUNCATED)
+        return frozenset(cut.split(",")) if cut else frozenset()
+
+    @property
+    def original_headers(self) -> list[Header]:
+        return [(n[len(ORIGINAL) :], d) for n, d in self.headers if n.startswith(ORIGINAL)]
+
+    @property
+    def size(self) -> int:
+        return record_size(self.key, self.value, self.headers)
+
+
+def park(
+    value: bytes | None,
+    *,
+    key: bytes | None,
+    headers: Iterable[Any] | Mapping[Any, Any] | None,
+    reason: str,
+    field: str = "",
+    topic: str,
+    partition: int,
+    offset: int,
+    parked_at: float,
+    limit: int,
+) -> ParkedRecord:
+    """The parked copy of one record, at most ``limit`` bytes in Kafka (:func:`record_size`).
+
+    Copied whole when it fits. Otherwise, in this order until it fits: the
+    original headers are left out (their count is kept), a key over
+    :data:`MAX_PARKED_KEY` bytes is cut to that (its size and SHA-256 kept), and
+    the value is cut to the room left (its size and SHA-256 are always kept).
+    """
+    if limit < MIN_PARK_LIMIT:
+        raise ValueError(f"a parked record needs a limit of at least {MIN_PARK_LIMIT} bytes")
+    ours: list[Header] = [(H_REASON, bounded(reason, MAX_REASON_CHARS).encode("utf-8", "replace"))]
+    if field:
+        ours.append((H_FIELD, bounded(field, MAX_FIELD_CHARS).encode("utf-8", "replace")))
+    ours += [
+        (H_SOURCE_TOPIC, topic.encode("utf-8", "replace")),
+        (H_SOURCE_PARTITION, str(partition).encode()),
+        (H_SOURCE_OFFSET, str(offset).encode()),
+        (H_PARKED_AT, f"{parked_at:.3f}".encode()),
+        (H_VALUE_SIZE, b"null" if value is None else str(len(value)).encode()),
+    ]
+    if value is not None:
+        ours.append((H_VALUE_SHA256, hashlib.sha256(value).hexdigest().encode()))
+    originals = [(ORIGINAL + name, data) for name, data in _header_pairs(headers)]
+    if record_size(key, value, [*ours, *originals]) <= limit:
+        return ParkedRecord(key, value, (*ours, *originals))
+    cut: list[str] = []
+    if originals:
+        cut.append("headers")
+        ours.append((H_ORIGINAL_HEADERS, str(len(originals)).encode()))
+    if key is not None and len(key) > MAX_PARKED_KEY:
+        cut.append("key")
+        ours.append((H_KEY_SIZE, str(len(key)).encode()))
+        ours.append((H_KEY_SHA256, hashlib.sha256(key).hexdigest().encode()))
+        key = key[:MAX_PARKED_KEY]
+    # Sized with the longest marker, so the room left is never overstated.
+    longest = (H_TRUNCATED, b"headers,key,value")
+    if value is not None and record_size(key, value, [*ours, longest]) > limit:
+        cut.append("value")
+        value = value[: max(0, limit - record_size(key, b"", [*ours, longest]))]
+    ours.append((H_TRUNCATED, ",".join(cut).encode()))
+    return ParkedRecord(key, value, tuple(ours))
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,19 +455,31 @@ class Subscription(Record):
     description: str = ""
     signing: str = "standard"
     secrets: list[dict[str, Any]] = field(default_factory=list)  # EncryptedSecret dicts
-    headers: dict[str, str] = field(default_factory=dict)
+    # Custom headers (streams.subscriptions.headers): clear values of those marked not
+    # secret, and Fernet ciphertexts of the secret ones. None: a record written before
+    # values were encrypted, whose `headers` are all secret. Neither is in the repr.
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    secret_headers: dict[str, str] | None = field(default=None, repr=False)
     retry_schedule: list[float] | None = None  # None: the configured default; [0]: none
     ordering: Literal["unordered", "ordered"] = "unordered"
     rate_limit: float | None = None  # requests per second; None: unlimited
     max_in_flight: int = 16
     timeout_s: float | None = None  # None: STREAMS_REQUEST_TIMEOUT
-    body_format: Literal["envelope", "keyed"] = "envelope"
+    body_format: Literal["envelope", "keyed", "slack", "discord", "telegram"] = "envelope"
     state: Literal["enabled", "disabled"] = "enabled"
     disabled_reason: str | None = None
     disabled_at: float | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 1
+    # Telegram (body_format "telegram"): the chat the bot posts to.
+    chat_id: str | None = None
+    # A URL that carries a credential (a Telegram bot token) is stored encrypted here
+    # (EncryptedSecret dict) and ``url`` holds it masked: see streams.subscriptions.services.
+    url_secret: dict[str, Any] | None = None
+    # {"key", "request"} digests of the Idempotency-Key it was created with (see
+    # streams.subscriptions.idempotency); None: created without one.
+    idempotency: dict[str, str] | None = None
 
     _kind: ClassVar[str] = "subscription"
     _required: ClassVar[dict[str, str]] = {
@@ -302,6 +512,16 @@ _B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 #: Every two-character lowercase base32 string, indexed by its 10-bit value.
 _B32_PAIRS = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
 _B32_SHIFTS = tuple(range(120, -1, -10))
+
+
+#: Bounds on a delivery record read from Kafka (see ``Delivery._max_chars``).
+MAX_ID_CHARS = 200
+#: An error text the pipeline writes is cut to MAX_ERROR_CHARS; one read back may be
+#: longer (older versions did not cut them) up to this.
+MAX_ERROR_CHARS = 2000
+MAX_ERROR_READ_CHARS = 8192
+#: The largest attempt number or deferral count (retry schedules are tens of steps long).
+MAX_ATTEMPT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +563,35 @@ class Delivery(Record):
         "subscription_id": "str",
         "body": "str",
         "attempt": "int",
+    }
+    _optional: ClassVar[dict[str, str]] = {
+        "due_at": "float",
+        "created_at": "float",
+        "published_at": "float",
+        "first_attempt_at": "float?",
+        "last_status": "int?",
+        "last_error": "str?",
+        "replay_id": "str?",
+        "traceparent": "str?",
+        "held_by": "str?",
+        "deferrals": "int",
+    }
+    _ranges: ClassVar[dict[str, tuple[int, int]]] = {
+        "attempt": (1, MAX_ATTEMPT),
+        "deferrals": (0, MAX_ATTEMPT),
+    }
+    # The ids are copied into every attempt record and ops event: bounded here, so
+    # those are bounded too (the envelope allows 200 characters; the rest are ours).
+    _max_chars: ClassVar[dict[str, int]] = {
+        "delivery_id": MAX_ID_CHARS,
+        "event_id": MAX_ID_CHARS,
+        "event_type": MAX_ID_CHARS,
+        "tenant_id": MAX_ID_CHARS,
+        "subscription_id": MAX_ID_CHARS,
+        "replay_id": MAX_ID_CHARS,
+        "traceparent": MAX_ID_CHARS,
+        "held_by": MAX_ID_CHARS,
+        "last_error": MAX_ERROR_READ_CHARS,
     }
 
     @property
@@ -420,6 +669,9 @@ class Attempt(Record):
     source_offset: int = -1
     # False when no request went out (the endpoint's circuit breaker was open).
     sent: bool = True
+    # True when the answer means the endpoint is gone (410, Slack's no_service, Discord's
+    # Unknown Webhook): the subscription is disabled with ``error`` as the reason.
+    gone: bool = False
 
     _kind: ClassVar[str] = "attempt"
     _required: ClassVar[dict[str, str]] = {
@@ -429,4 +681,17 @@ class Attempt(Record):
         "attempt": "int",
         "at": "float",
         "outcome": "str",
+    }
+    _optional: ClassVar[dict[str, str]] = {
+        "event_type": "str",
+        "tenant_id": "str",
+        "duration_ms": "float",
+        "status": "int?",
+        "response_snippet": "str",
+        "error": "str?",
+        "replay_id": "str?",
+        "source_topic": "str",
+        "source_partition": "int",
+        "source_offset": "int",
+        "sent": "bool",
     }

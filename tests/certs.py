@@ -12,6 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+def _san(name: str) -> x509.GeneralName:
+    """An IP address or DNS name for a certificate's subject alternative names."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 class Authority:
     """A certificate authority made for one test module, and certificates it signs."""
 
@@ -48,13 +56,23 @@ class Authority:
             .not_valid_after(self.now + datetime.timedelta(days=1))
         )
 
-    def issue(self, common: str, *, server: bool) -> tuple[bytes, bytes]:
-        """(certificate chain PEM, unencrypted PKCS#8 key PEM) for a server or a client."""
+    def issue(
+        self, common: str, *, server: bool, names: tuple[str, ...] | None = None
+    ) -> tuple[bytes, bytes]:
+        """(certificate chain PEM, unencrypted PKCS#8 key PEM) for a server or a client.
+
+        A server certificate is for 127.0.0.1 and ``localhost``, or for the
+        ``names`` given (DNS names or IP addresses) and nothing else.
+        """
         key = ec.generate_private_key(ec.SECP256R1())
         builder = self._builder(common, key)
         if server:
-            names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+            sans: list[x509.GeneralName] = (
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                if names is None
+                else [_san(n) for n in names]
+            )
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         cert = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(
             self.key, hashes.SHA256()

@@ -14,11 +14,13 @@ from aiohttp import web
 
 from streams.api.auth import TokenIndex, resolve_admin_token
 from streams.api.deliveries import DeliveryRoutes
+from streams.api.events import EventTypeRoutes
 from streams.api.http import json_response, make_middleware
 from streams.api.openapi import openapi_document
 from streams.api.stats import StatsRoutes
 from streams.api.subscriptions import SubscriptionRoutes
 from streams.api.tokens import TokenRoutes
+from streams.console.sessions import ConsoleLedger
 from streams.log.service import DeliveryLog
 from streams.subscriptions.store import CompactedReader
 
@@ -32,8 +34,11 @@ def register_api(pipeline: Pipeline) -> None:
     admin_token, generated = resolve_admin_token(pipeline.settings)
     pipeline.extras["admin_token_generated"] = generated
     tokens = TokenIndex()
+    ledger = ConsoleLedger()  # the console's opened links and logouts share the topic
     pipeline.readers.append(
-        CompactedReader(pipeline.settings, pipeline.names.tokens, tokens.apply, name="tokens")
+        CompactedReader(
+            pipeline.settings, pipeline.names.tokens, ledger.wrap(tokens.apply), name="tokens"
+        )
     )
     web_app: web.Application = pipeline.app.web.web_app  # type: ignore[attr-defined]
     web_app.middlewares.append(make_middleware(admin_token, tokens))
@@ -60,7 +65,23 @@ def register_api(pipeline: Pipeline) -> None:
     delivery_log: DeliveryLog = pipeline.extras.get("delivery_log") or DeliveryLog(
         pipeline.settings, pipeline.names.attempts, enabled=False
     )
-    SubscriptionRoutes(pipeline).register(router)
-    DeliveryRoutes(pipeline, delivery_log).register(router)
+    subscriptions = SubscriptionRoutes(pipeline)
+    subscriptions.register(router)
+    deliveries = DeliveryRoutes(pipeline, delivery_log)
+    deliveries.register(router)
+    # Before the server waits for requests in progress: their Kafka reads end at once.
+    web_app.on_shutdown.append(deliveries.on_shutdown)
     TokenRoutes(pipeline, tokens).register(router)
     StatsRoutes(pipeline, delivery_log).register(router)
+    EventTypeRoutes(pipeline.registry).register(router)
+    from streams.console.app import register_console  # the console builds on the routes above
+
+    pipeline.extras["console"] = register_console(
+        pipeline,
+        router=router,
+        ledger=ledger,
+        admin_token=admin_token,
+        subscriptions=subscriptions,
+        deliveries=deliveries,
+        delivery_log=delivery_log,
+    )

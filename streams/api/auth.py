@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ import orjson
 
 from streams.config import Settings
 from streams.errors import AuthError, ConfigError, DecodeError, InvalidRequestError
+from streams.tenants import is_reserved
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "stk_"  # noqa: S105 - a prefix, not a secret
 
@@ -85,17 +89,35 @@ class TokenIndex:
     def __init__(self) -> None:
         self._by_id: dict[str, dict[str, Any]] = {}
 
-    def apply(self, token_id: str, raw: bytes | None) -> None:
+    def apply(self, token_id: str, raw: bytes | None) -> str | None:
+        """Apply one record of the tokens topic; returns why it was unusable, or None."""
         if raw is None:
             self._by_id.pop(token_id, None)
-            return
+            return None
         try:
             record = orjson.loads(raw)
-            if not isinstance(record, dict) or not {"tenant_id", "sha256"} <= record.keys():
-                raise DecodeError("token record without tenant_id/sha256", raw)
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("tenant_id"), str)
+                or not isinstance(record.get("sha256"), str)
+                or not isinstance(record.get("created_at", 0), int | float)
+            ):
+                raise DecodeError("token record without tenant_id/sha256 strings", raw)
         except (orjson.JSONDecodeError, DecodeError):
-            return  # a bad record grants nothing
+            self._by_id.pop(token_id, None)  # as the latest record of its key: no token
+            return "not a token record (tenant_id and sha256 strings): it grants nothing"
+        if is_reserved(record["tenant_id"]):
+            # Made before the platform reserved its names (streams.tenants): kept, so the
+            # admin can list and revoke it, but :func:`authenticate` refuses it.
+            log.warning(
+                "token %s belongs to reserved tenant %r and is refused: revoke it with "
+                "DELETE /v1/tokens/%s",
+                token_id,
+                record["tenant_id"],
+                token_id,
+            )
         self._by_id[token_id] = record
+        return None
 
     def get(self, token_id: str) -> dict[str, Any] | None:
         return self._by_id.get(token_id)
@@ -124,7 +146,13 @@ def authenticate(header: str | None, *, admin_token: str, tokens: TokenIndex) ->
         token_id, _, secret = token[len(TOKEN_PREFIX) :].partition(".")
         record = tokens.get(token_id)
         if record is not None and hmac.compare_digest(_digest(secret), str(record["sha256"])):
-            return Principal(admin=False, tenant_id=str(record["tenant_id"]), token_id=token_id)
+            tenant = str(record["tenant_id"])
+            if is_reserved(tenant):
+                raise AuthError(
+                    f"this token's tenant id `{tenant}` is reserved for the platform: the "
+                    "admin must revoke it and make one for another tenant id"
+                )
+            return Principal(admin=False, tenant_id=tenant, token_id=token_id)
     raise AuthError("unknown or revoked token")
 
 

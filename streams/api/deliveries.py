@@ -1,18 +1,27 @@
-"""Routes of ``/v1/deliveries`` (the delivery log) and ``/v1/dlq`` (dead letters)."""
+"""Routes of ``/v1/deliveries`` (the delivery log) and ``/v1/dlq`` (dead letters).
+
+Each handler reads the HTTP request and calls a method that takes the
+:class:`~streams.api.auth.Principal` (``page_for``, ``history_for``,
+``dlq_replay_for``, ...); the web console calls the same methods. Replays
+themselves (slots, cancel, resume, shutdown) are :mod:`streams.api.replays`.
+
+Every Kafka read these routes run in a thread takes the worker's stop signal
+(``pipeline.extras["stopping"]``, set at shutdown): it ends within half a
+second of it, so a request in progress never holds a stopping worker."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from streams.api.auth import scope, visible
-from streams.api.http import json_body, json_response, parse_flag, principal
+from streams.api.auth import Principal, scope, visible
+from streams.api.http import json_body, json_response, principal
+from streams.api.replays import ReplayRoutes, stopping
 from streams.deadletter import replay as dlq
 from streams.deadletter.scan import read_at
 from streams.errors import ConflictError, DecodeError, InvalidRequestError, NotFoundError
@@ -28,12 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Unix seconds accepted as a time: 1970 to the end of year 9999.
 MAX_UNIX_S = 253_402_300_799.0
-#: Replays that may run at once in one worker, each in a thread of its own.
-MAX_RUNNING_REPLAYS = 4
-#: Finished replays whose summaries are kept for ``GET /v1/dlq/replays/{id}``.
-KEPT_REPLAYS = 1000
-#: Slowest replay rate accepted (the CLI's bound too): one letter per 100 s.
-MIN_REPLAY_RATE = 0.01
 
 
 def parse_time(value: str | None, field: str) -> float | None:
@@ -99,12 +102,8 @@ class DeliveryRoutes:
     def __init__(self, pipeline: Pipeline, delivery_log: DeliveryLog) -> None:
         self.p = pipeline
         self.log = delivery_log
-        self.replays: dict[str, dlq.ReplaySummary] = {}
-        self._replay_tenants: dict[str, str | None] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._replay_threads = ThreadPoolExecutor(
-            max_workers=MAX_RUNNING_REPLAYS, thread_name_prefix="dlq-replay"
-        )
+        self.stopping = stopping(pipeline)
+        self.replays = ReplayRoutes(pipeline.settings, self.stopping, self._filter)
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v1/deliveries", self.list_deliveries)
@@ -113,14 +112,24 @@ class DeliveryRoutes:
         router.add_get("/v1/dlq", self.dlq_list)
         router.add_post("/v1/dlq/replay", self.dlq_replay)
         router.add_get("/v1/dlq/replays/{id}", self.replay_status)
+        router.add_delete("/v1/dlq/replays/{id}", self.replay_cancel)
+        router.add_post("/v1/dlq/replays/{id}/resume", self.replay_resume)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """The worker is stopping: end reads in threads, interrupt replays (bounded)."""
+        self.stopping.set("interrupted")
+        await self.replays.stop_all()
 
     # -- the delivery log -------------------------------------------------------
 
     async def list_deliveries(self, request: web.Request) -> web.Response:
-        """A page of deliveries, newest first (by first attempt); ``next_cursor`` asks
-        for the next one and stays valid while attempts arrive."""
-        q = request.query
-        tenant = scope(principal(request), q.get("tenant_id"))
+        return json_response(await self.page_for(principal(request), request.query))
+
+    async def page_for(self, who: Principal, q: Mapping[str, str]) -> dict[str, Any]:
+        """A page of the delivery log, as ``GET /v1/deliveries`` answers it: newest first
+        by first attempt, and ``next_cursor``, which asks for the next page and stays
+        valid while attempts arrive."""
+        tenant = scope(who, q.get("tenant_id"))
         query = DeliveryQuery(
             tenant_id=tenant,
             subscription_id=text_field(q, "subscription_id"),
@@ -134,27 +143,38 @@ class DeliveryRoutes:
         cursor = Cursor.decode(raw_cursor) if raw_cursor else None
         reader = self.log.reader()
         page = await asyncio.to_thread(reader.page, query, cursor)
-        return json_response({"data": page.data, "next_cursor": page.next_cursor})
+        return {"data": page.data, "next_cursor": page.next_cursor}
 
-    async def _history(self, request: web.Request) -> tuple[dict[str, Any], list[Attempt]]:
-        delivery_id = request.match_info["id"]
+    async def delivery_for(
+        self, who: Principal, delivery_id: str
+    ) -> tuple[dict[str, Any], list[Attempt]]:
+        """A delivery's summary and attempts, oldest first, when ``who`` may see it;
+        NotFoundError otherwise."""
         reader = self.log.reader()
         found = await asyncio.to_thread(reader.delivery, delivery_id)
-        if found is None or not visible(principal(request), found[0]["tenant_id"]):
+        if found is None or not visible(who, found[0]["tenant_id"]):
             raise NotFoundError(f"no delivery {delivery_id} in the delivery log")
         return found
 
+    async def history_for(self, who: Principal, delivery_id: str) -> list[Attempt]:
+        """A delivery's attempts, oldest first (see :meth:`delivery_for`)."""
+        return (await self.delivery_for(who, delivery_id))[1]
+
     async def show(self, request: web.Request) -> web.Response:
-        view, history = await self._history(request)
+        view, history = await self.delivery_for(principal(request), request.match_info["id"])
         return json_response({**view, "attempts": [attempt_view(a) for a in history]})
 
     async def redeliver(self, request: web.Request) -> web.Response:
-        """Send a past delivery again, read back from Kafka by offset (no second copy).
+        """Send a past delivery again, read back from Kafka by offset (no second copy)."""
+        return json_response(
+            await self.redeliver_for(principal(request), request.match_info["id"]), status=202
+        )
 
-        Its attempts are numbered on after the delivery's history (a fourth attempt
-        after three), so the log reads in order and its summary is the new outcome.
-        """
-        _, history = await self._history(request)
+    async def redeliver_for(self, who: Principal, delivery_id: str) -> dict[str, Any]:
+        """Queue a redelivery. Its attempts are numbered on after the delivery's history
+        (a fourth attempt after three), so the log reads in order and its summary is the
+        new outcome."""
+        history = await self.history_for(who, delivery_id)
         source = next((a for a in reversed(history) if a.source_offset >= 0), None)
         if source is None:
             raise ConflictError(
@@ -171,6 +191,7 @@ class DeliveryRoutes:
             source.source_topic,
             source.source_partition,
             source.source_offset,
+            stop=self.stopping,
         )
         try:
             original = Delivery.from_bytes(found.value or b"")
@@ -178,15 +199,12 @@ class DeliveryRoutes:
             raise ConflictError("the stored delivery record is unreadable") from None
         again = dlq.redelivery(original, max(a.attempt for a in history))
         await (await self.p.send(self.p.names.deliveries, again.subscription_id, again.to_bytes()))
-        return json_response(
-            {"delivery_id": again.delivery_id, "replay_id": again.replay_id, "status": "queued"},
-            status=202,
-        )
+        return {"delivery_id": again.delivery_id, "replay_id": again.replay_id, "status": "queued"}
 
     # -- dead letters -------------------------------------------------------------
 
-    def _filter(self, request: web.Request, source: Any) -> dlq.DlqFilter:
-        tenant = scope(principal(request), text_field(source, "tenant_id"))
+    def _filter(self, who: Principal, source: Any) -> dlq.DlqFilter:
+        tenant = scope(who, text_field(source, "tenant_id"))
         return dlq.DlqFilter(
             subscription_id=text_field(source, "subscription_id"),
             tenant_id=tenant,
@@ -197,107 +215,49 @@ class DeliveryRoutes:
         )
 
     async def dlq_list(self, request: web.Request) -> web.Response:
-        flt = self._filter(request, request.query)
-        limit = parse_limit(request.query.get("limit"))
+        return json_response({"data": await self.dlq_list_for(principal(request), request.query)})
+
+    async def dlq_list_for(self, who: Principal, q: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Dead letters matching the filters in ``q`` that ``who`` may see."""
+        flt = self._filter(who, q)
+        limit = parse_limit(q.get("limit"))
 
         def collect() -> list[dict[str, Any]]:
             out = []
-            for found, letter in dlq.find(self.p.settings, flt):
+            for found, letter in dlq.find(self.p.settings, flt, stop=self.stopping):
                 out.append(dlq.letter_view(found, letter))
                 if len(out) >= limit:
                     break
             return out
 
-        return json_response({"data": await asyncio.to_thread(collect)})
+        return await asyncio.to_thread(collect)
 
     async def dlq_replay(self, request: web.Request) -> web.Response:
         body = await json_body(request, required=False)
-        allowed = {
-            "subscription_id",
-            "tenant_id",
-            "event_type",
-            "reason",
-            "since",
-            "until",
-            "force",
-            "rate",
-            "dry_run",
-        }
-        unknown = set(body) - allowed
-        if unknown:
-            field = sorted(unknown)[0]
-            raise InvalidRequestError(
-                f"`{field}`: unknown field; allowed: {', '.join(sorted(allowed))}", field=field
-            )
-        flt = self._filter(
-            request,
-            {
-                k: (str(v) if k in ("since", "until") and isinstance(v, (int, float)) else v)
-                for k, v in body.items()
-            },
-        )
-        rate = body.get("rate")
-        if rate is not None and (
-            not isinstance(rate, (int, float))
-            or isinstance(rate, bool)
-            or not MIN_REPLAY_RATE <= rate < float("inf")
-        ):
-            raise InvalidRequestError(
-                f"`rate`: replays per second, a number of at least {MIN_REPLAY_RATE:g}",
-                field="rate",
-            )
-        force = parse_flag(body, "force")
-        dry_run = parse_flag(body, "dry_run")
-        running = sum(1 for r in self.replays.values() if r.status == "running")
-        if not dry_run and running >= MAX_RUNNING_REPLAYS:
-            raise ConflictError(
-                f"{running} replays are running on this worker (at most {MAX_RUNNING_REPLAYS}): "
-                "wait for one to finish (GET /v1/dlq/replays/{id}), or narrow this one's filter"
-            )
-        counted = await asyncio.to_thread(dlq.replay, self.p.settings, flt, dry_run=True)
-        if dry_run:
-            return json_response({**counted.as_dict(), "status": "dry_run"})
-        summary_ = dlq.ReplaySummary(replay_id=dlq.new_replay_id(), started_at=time.time())
-        self._keep(summary_, flt.tenant_id)
+        view = await self.dlq_replay_for(principal(request), body)
+        return json_response(view, status=200 if view["status"] == "dry_run" else 202)
 
-        async def run() -> None:
-            try:
-                # A thread of its own: a slow replay never takes the default pool's
-                # threads, which the stats and dead-letter listing need.
-                await asyncio.get_running_loop().run_in_executor(
-                    self._replay_threads,
-                    lambda: dlq.replay(
-                        self.p.settings, flt, force=force, rate=rate, summary=summary_
-                    ),
-                )
-            except Exception as exc:
-                summary_.status = "failed"
-                summary_.error = str(exc)
-                log.error("replay %s failed: %s", summary_.replay_id, exc)
-
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return json_response(
-            {"replay_id": summary_.replay_id, "matched": counted.matched, "status": "running"},
-            status=202,
-        )
-
-    def _keep(self, summary_: dlq.ReplaySummary, tenant_id: str | None) -> None:
-        """Remember a replay's summary and whose it is; forget the oldest finished ones."""
-        self.replays[summary_.replay_id] = summary_
-        self._replay_tenants[summary_.replay_id] = tenant_id
-        finished = [k for k, r in self.replays.items() if r.status != "running"]
-        for key in finished[: max(0, len(finished) - KEPT_REPLAYS)]:
-            del self.replays[key]
-            self._replay_tenants.pop(key, None)
+    async def dlq_replay_for(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """A dry run's counts (status ``dry_run``), or a replay started (status ``running``)."""
+        return await self.replays.start_for(who, body)
 
     async def replay_status(self, request: web.Request) -> web.Response:
-        replay_id = request.match_info["id"]
-        found = self.replays.get(replay_id)
-        tenant = self._replay_tenants.get(replay_id)
-        who = principal(request)
-        # A platform-wide replay (no tenant) is the admin's alone.
-        if found is None or not (who.admin or (tenant is not None and visible(who, tenant))):
-            raise NotFoundError("no replay with that id on this worker")
-        return json_response(found.as_dict())
+        found = await self.replays.status_for(principal(request), request.match_info["id"])
+        return json_response(found)
+
+    async def replay_cancel(self, request: web.Request) -> web.Response:
+        """Cancel: 200 with the summary once it stopped, 202 while it is stopping."""
+        view, stopped = await self.replays.cancel_for(principal(request), request.match_info["id"])
+        return json_response(view, status=200 if stopped else 202)
+
+    async def replay_resume(self, request: web.Request) -> web.Response:
+        view = await self.replays.resume_for(principal(request), request.match_info["id"])
+        return json_response(view, status=202)
+
+    def replay_for(self, who: Principal, replay_id: str) -> dict[str, Any]:
+        """A replay of this worker that ``who`` may see (the console's progress)."""
+        return self.replays.replay_for(who, replay_id)
+
+    def replays_visible(self, who: Principal) -> list[dict[str, Any]]:
+        """The replays this worker ran that ``who`` may see, newest first (the history)."""
+        return self.replays.visible_to(who)

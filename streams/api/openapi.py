@@ -38,7 +38,10 @@ _CREATE = {
             "type": "string",
             "description": (
                 "https (http only in development); no credentials; must not resolve to "
-                "private/loopback/metadata addresses unless allowlisted."
+                "private/loopback/metadata addresses unless allowlisted. A Slack, Discord or "
+                "Telegram URL carries its own credential: it is stored encrypted and shown "
+                "masked; without `body_format` / `signing` it gets that service's format and "
+                "signing `none` (see `detected` in the response)."
             ),
         },
         "description": {"type": "string", "maxLength": 500},
@@ -48,8 +51,9 @@ _CREATE = {
             "description": "Exact types or patterns: `prospect.*`, `*`.",
         },
         "signing": {
-            "enum": ["standard", "prowlo", "prospektr", "stripe", "github"],
+            "enum": ["standard", "prowlo", "prospektr", "stripe", "github", "none"],
             "default": "standard",
+            "description": "`none`: unsigned, no secret (chat services verify no signature).",
         },
         "secret": {
             "type": ["string", "null"],
@@ -57,19 +61,71 @@ _CREATE = {
                 "Your own secret; generated when omitted; null = unsigned (prospektr only)."
             ),
         },
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "headers": {
+            "description": (
+                "Sent with every delivery. A bare string value is secret (encrypted at rest, "
+                'shown masked); `{"value": ..., "secret": false}`, or the list form with '
+                '`"secret": false`, stores and shows it in clear. On update, replaces them all.'
+            ),
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": {
+                        "oneOf": [
+                            {"type": "string"},
+                            {
+                                "type": "object",
+                                "required": ["value"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "value": {"type": "string"},
+                                    "secret": {"type": "boolean", "default": True},
+                                },
+                            },
+                        ]
+                    },
+                },
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "value"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "value": {"type": "string"},
+                            "secret": {"type": "boolean", "default": True},
+                        },
+                    },
+                },
+            ],
+        },
         "retry_schedule": {
-            "description": "`default`, `none` (one attempt), or durations such as `5s,5m,30m`.",
+            "description": (
+                "`default`, `none` (one attempt), or durations such as `5s,5m,30m` (a bare "
+                "number is seconds); `none` by default with `signing: prospektr`."
+            ),
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
         },
         "ordering": {"enum": ["unordered", "ordered"], "default": "unordered"},
         "rate_limit": {"type": ["number", "null"], "description": "Requests per second."},
         "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 256, "default": 16},
         "timeout": {
-            "description": "Whole-request timeout, at most 30s.",
+            "description": "Whole-request timeout, at most 30s: `10s`, or seconds (`10`).",
             "oneOf": [{"type": "string"}, {"type": "number"}],
         },
-        "body_format": {"enum": ["envelope", "keyed"], "default": "envelope"},
+        "body_format": {
+            "enum": ["envelope", "keyed", "slack", "discord", "telegram"],
+            "default": "envelope",
+            "description": (
+                "slack/discord/telegram: a chat message rendered from the event; "
+                "`keyed` by default with `signing: prospektr`."
+            ),
+        },
+        "chat_id": {
+            "type": ["string", "integer", "null"],
+            "description": "Telegram only (required there): numeric chat id or @channelusername.",
+        },
         "enabled": {"type": "boolean", "default": True},
     },
 }
@@ -83,7 +139,8 @@ _VIEW = {
     "properties": {
         "id": {"type": "string"},
         "tenant_id": {"type": "string"},
-        "url": {"type": "string"},
+        "url": {"type": "string", "description": "Masked (`***`) when it carries a credential."},
+        "url_masked": {"type": "boolean"},
         "event_types": {"type": "array", "items": {"type": "string"}},
         "signing": {"type": "string"},
         "secret": {
@@ -102,9 +159,63 @@ _VIEW = {
             "items": {"type": "string"},
             "description": "whpk_ keys for v1a (ed25519) subscriptions.",
         },
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Custom headers; the value of a secret one is `********`.",
+        },
+        "secret_headers": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The names of the custom headers whose values are secret.",
+        },
         "state": {"enum": ["enabled", "disabled"]},
         "disabled_reason": {"type": ["string", "null"]},
+        "body_format": {"type": "string"},
+        "chat_id": {"type": ["string", "null"]},
+        "detected": {
+            "type": "object",
+            "description": (
+                "Only in the create response, for a Slack, Discord or Telegram URL: the "
+                "service, what was chosen for it (`applied`), and a sentence saying so."
+            ),
+            "properties": {
+                "service": {"enum": ["slack", "discord", "telegram"]},
+                "applied": {"type": "object", "additionalProperties": {"type": "string"}},
+                "message": {"type": "string"},
+            },
+        },
+        "warnings": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": (
+                "Create and update: event-type patterns that match no known event type "
+                "(accepted; most often a typo), with the nearest known names."
+            ),
+        },
+        "parked": {
+            "type": "object",
+            "description": (
+                "Enable of a disabled subscription: `count` of deliveries parked while it "
+                "was disabled, and `replay` (how to send them) or, with `replay_parked`, "
+                "`replayed` and `replay_id`."
+            ),
+        },
     },
+}
+
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": (
+        "A new key (a UUID) per subscription to create. Repeating the request with the "
+        "same key within 24 h answers the subscription it created and its secret "
+        "(header `Idempotent-Replayed: true`) instead of creating another; the same key "
+        "with a different request is a 422. Kept on the subscription record, so every "
+        "worker answers it."
+    ),
 }
 
 
@@ -193,6 +304,7 @@ def _op(
     ok: int = 200,
     schema: Any = None,
     params: list[dict[str, Any]] | None = None,
+    also: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -200,6 +312,10 @@ def _op(
             str(ok): {
                 "description": "OK",
                 **({"content": {"application/json": {"schema": schema}}} if schema else {}),
+            },
+            "400": {
+                "description": "The body could not be read as sent (e.g. corrupt gzip)",
+                "content": {"application/json": {"schema": _ERROR}},
             },
             "401": {
                 "description": "Missing or unknown token",
@@ -213,8 +329,20 @@ def _op(
                 "description": "A bad field, named in `error.field`",
                 "content": {"application/json": {"schema": _ERROR}},
             },
+            "503": {
+                "description": (
+                    "Kafka did not answer (a write then writes nothing) or did not confirm in "
+                    "5 s (it may still land: repeat a create with its Idempotency-Key)"
+                ),
+                "content": {"application/json": {"schema": _ERROR}},
+            },
         },
     }
+    for status, description in (also or {}).items():
+        op["responses"][str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": schema if status < 400 else _ERROR}},
+        }
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:
@@ -233,6 +361,57 @@ def _q(name: str, description: str) -> dict[str, Any]:
 
 
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+_REPLAY_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "subscription_id": {"type": "string"},
+        "tenant_id": {"type": "string", "description": "admin only"},
+        "event_type": {"type": "string"},
+        "reason": {
+            "enum": [
+                "exhausted",
+                "not_retryable",
+                "subscription_disabled",
+                "subscription_deleted",
+                "gone",
+            ]
+        },
+        "since": {"type": ["string", "number"], "description": "RFC 3339 or unix seconds"},
+        "until": {"type": ["string", "number"], "description": "RFC 3339 or unix seconds"},
+        "force": {"type": "boolean", "description": "send letters replayed before again"},
+        "rate": {"type": "number", "minimum": 0.01, "description": "letters per second at most"},
+        "dry_run": {"type": "boolean", "description": "only count (answers 200)"},
+    },
+}
+
+_REPLAY = {
+    "type": "object",
+    "description": "A replay's summary. `matched`, `replayed` and `skipped` grow letter by "
+    "letter; `total` (the count made before it started) is where they end. Cancelled, "
+    "interrupted (the worker stopped) and failed replays say where in `stopped_at` and "
+    "`message`, and can be resumed.",
+    "properties": {
+        "replay_id": {"type": "string"},
+        "status": {"enum": ["running", "finished", "failed", "cancelled", "interrupted"]},
+        "message": {"type": "string", "description": "where it is or stopped, in a sentence"},
+        "matched": {"type": "integer", "description": "letters gone through so far"},
+        "replayed": {"type": "integer", "description": "sent by this replay (resumes too)"},
+        "skipped": {"type": "integer", "description": "replayed before (force sends them)"},
+        "total": {"type": ["integer", "null"], "description": "letters matching at the start"},
+        "to_send": {"type": ["integer", "null"], "description": "of those, not replayed before"},
+        "position": {"type": ["string", "null"], "description": "last letter, partition:offset"},
+        "stopped_at": {"type": ["string", "null"], "description": "position where it stopped"},
+        "tenant_id": {"type": ["string", "null"], "description": "null: every tenant's"},
+        "request": {"type": "object", "description": "filters, force, rate (for resume)"},
+        "resumes": {"type": "integer"},
+        "error": {"type": ["string", "null"]},
+        "started_at": {"type": "number"},
+        "finished_at": {"type": ["number", "null"]},
+        "updated_at": {"type": "number"},
+    },
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -262,6 +441,12 @@ def openapi_document() -> dict[str, Any]:
                     body=_CREATE,
                     ok=201,
                     schema=_VIEW,
+                    params=[_IDEMPOTENCY_KEY],
+                    also={
+                        409: "`quota_exceeded`: the tenant has STREAMS_TENANT_MAX_SUBSCRIPTIONS "
+                        "subscriptions; `conflict`: the Idempotency-Key's subscription had "
+                        "its secret rotated since"
+                    },
                 ),
                 "get": _op(
                     "List subscriptions",
@@ -289,7 +474,13 @@ def openapi_document() -> dict[str, Any]:
                     "Rotate the signing secret; the old one stays valid for `grace` (default 24h)",
                     body={
                         "type": "object",
-                        "properties": {"secret": {"type": "string"}, "grace": {"type": "string"}},
+                        "properties": {
+                            "secret": {"type": "string"},
+                            "grace": {
+                                "oneOf": [{"type": "string"}, {"type": "number"}],
+                                "description": "`24h`, `0s`, or seconds (`3600`); at most 7d",
+                            },
+                        },
                     },
                     schema=_VIEW,
                     params=_ID,
@@ -385,17 +576,45 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/dlq/replay": {
                 "post": _op(
-                    "Replay matching dead letters (filters, force, rate, dry_run in the body)",
-                    body={"type": "object"},
+                    "Replay matching dead letters in a thread of this worker (answers 202 "
+                    "with `replay_id`, `total`), or count them (`dry_run`: 200). A worker runs "
+                    "STREAMS_REPLAY_SLOTS replays at once; a tenant STREAMS_REPLAYS_PER_TENANT "
+                    "of them, and tenants leave one slot for the admin",
+                    body=_REPLAY_REQUEST,
                     ok=202,
                     schema={"type": "object"},
+                    also={
+                        200: "The dry run's counts",
+                        409: "No replay slot free for this caller (the message says which limit)",
+                    },
                 )
             },
             "/v1/dlq/replays/{id}": {
                 "get": _op(
-                    "Progress of a replay started on this worker",
-                    schema={"type": "object"},
+                    "A replay's progress or how it ended (this worker's live, else the last "
+                    "summary any worker wrote)",
+                    schema=_REPLAY,
                     params=_ID,
+                ),
+                "delete": _op(
+                    "Cancel a running replay: it stops between two letters and records where "
+                    "(200 once stopped, 202 while stopping). Tenant-scoped like GET",
+                    schema=_REPLAY,
+                    params=_ID,
+                    also={
+                        202: "Stopping: GET it again for where it stopped",
+                        409: "Not running, or running on another worker",
+                    },
+                ),
+            },
+            "/v1/dlq/replays/{id}/resume": {
+                "post": _op(
+                    "Run a cancelled, interrupted or failed replay again under the same id, "
+                    "with its filters: what it sent before is not sent again (with force too)",
+                    ok=202,
+                    schema=_REPLAY,
+                    params=_ID,
+                    also={409: "Running, finished, or no replay slot free"},
                 )
             },
             "/v1/tokens/{id}": {"delete": _op("Revoke a tenant token (admin)", ok=204, params=_ID)},

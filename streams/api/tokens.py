@@ -9,6 +9,7 @@ from aiohttp import web
 
 from streams.api.auth import TokenIndex, new_tenant_token
 from streams.api.http import json_body, json_response, principal
+from streams.api.writes import write
 from streams.errors import AuthError, InvalidRequestError, NotFoundError
 from streams.subscriptions.model import check_tenant
 
@@ -46,8 +47,14 @@ class TokenRoutes:
         import orjson
 
         raw = orjson.dumps(record)
-        confirm = await self.p.send(self.p.names.tokens, record["id"], raw)
-        await confirm
+        # Checked and bounded: a token written after its request failed is never shown.
+        await write(
+            self.p,
+            self.p.names.tokens,
+            record["id"],
+            raw,
+            check_with="GET /v1/tokens shows whether it was (revoke it: its token is lost)",
+        )
         self.tokens.apply(record["id"], raw)  # usable here at once; other workers on read
         view = {k: v for k, v in record.items() if k != "sha256"}
         view["token"] = token  # shown once
@@ -62,7 +69,6 @@ class TokenRoutes:
         token_id = request.match_info["id"]
         if self.tokens.get(token_id) is None:
             raise NotFoundError(f"no token {token_id}")
-        confirm = await self.p.send(self.p.names.tokens, token_id, None)
-        await confirm
+        await write(self.p, self.p.names.tokens, token_id, None, check_with="GET /v1/tokens")
         self.tokens.apply(token_id, None)  # revoked here at once; other workers on read
         return web.Response(status=204)

@@ -14,6 +14,8 @@ answer echoes it back, it is masked before it reaches a message.
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,6 +41,11 @@ PAGE_SIZE = 1000
 #: The most pages :meth:`ApiClient.list_all_subscriptions` reads (a bound, not a limit in use).
 MAX_PAGES = 1000
 _MASK = "********"
+#: Attempts of a create whose outcome is unknown (no answer in time, a 5xx), each with
+#: the same Idempotency-Key, so a repeat answers what an earlier one made.
+CREATE_ATTEMPTS = 3
+#: The wait before the second attempt; doubled before each next one.
+CREATE_RETRY_WAIT_S = 1.0
 
 
 class ApiError(StreamsError):
@@ -82,6 +89,14 @@ def _display(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _outcome_unknown(exc: ApiError) -> bool:
+    """Whether a request may have taken effect although it failed: no answer in time,
+    a connection lost mid-request, or a 5xx. A refused connection sent nothing."""
+    if isinstance(exc, ApiUnreachableError):
+        return exc.code != "refused"
+    return exc.status is not None and exc.status >= 500
 
 
 def _path_part(value: str) -> str:
@@ -176,8 +191,9 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         auth: bool = True,
         ok: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        headers: dict[str, str] = {}
+        headers = dict(headers or {})
         if auth:
             headers["Authorization"] = f"Bearer {self.require_token()}"
         content: bytes | None = None
@@ -192,7 +208,8 @@ class ApiClient:
             )
         except httpx.ConnectError:
             raise ApiUnreachableError(
-                f"no API answered at {shown}: is `streams worker` running? (set STREAMS_API_URL)"
+                f"no API answered at {shown}: is `streams worker` running? (set STREAMS_API_URL)",
+                code="refused",
             ) from None
         except httpx.TimeoutException:
             raise ApiUnreachableError(
@@ -243,10 +260,46 @@ class ApiClient:
 
     # -- subscriptions ---------------------------------------------------------
 
-    def create_subscription(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST /v1/subscriptions. The answer holds ``signing_secret``, shown only here."""
-        result: dict[str, Any] = self._request("POST", "/v1/subscriptions", body=body)
-        return result
+    def create_subscription(
+        self,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        attempts: int = CREATE_ATTEMPTS,
+        retry_wait_s: float = CREATE_RETRY_WAIT_S,
+    ) -> dict[str, Any]:
+        """POST /v1/subscriptions. The answer holds ``signing_secret``, shown only here.
+
+        Sent with an ``Idempotency-Key`` (a new UUID unless given), and sent again with
+        the same key when the outcome is unknown: no answer in time, or a 5xx (Kafka
+        away: the API writes nothing then). A repeat answers the subscription an earlier
+        attempt made, with its secret, instead of making a second one. A refused
+        connection is not retried (nothing was sent). If every attempt fails, the error
+        names the key, to repeat the command with ``--idempotency-key``.
+        """
+        key = idempotency_key or str(uuid.uuid4())
+        headers = {"Idempotency-Key": key}
+        wait = retry_wait_s
+        attempt = 1
+        while True:  # at most `attempts` times
+            try:
+                result: dict[str, Any] = self._request(
+                    "POST", "/v1/subscriptions", body=body, headers=headers
+                )
+                return result
+            except ApiError as exc:
+                if not _outcome_unknown(exc):
+                    raise
+                if attempt >= attempts:
+                    raise type(exc)(
+                        f"{exc} (the subscription may have been created: repeat the command "
+                        f"with --idempotency-key {key} to get it and its secret, not a second one)",
+                        status=exc.status,
+                        code=exc.code,
+                    ) from None
+            time.sleep(wait)
+            wait *= 2
+            attempt += 1
 
     def list_subscriptions(
         self,
@@ -307,9 +360,12 @@ class ApiClient:
         )
         return result
 
-    def enable(self, sub_id: str) -> dict[str, Any]:
+    def enable(self, sub_id: str, *, replay_parked: bool = False) -> dict[str, Any]:
+        """POST .../enable. ``parked`` in the answer: what was parked while it was disabled
+        (and, with ``replay_parked``, what was replayed)."""
+        body = {"replay_parked": True} if replay_parked else {}
         result: dict[str, Any] = self._request(
-            "POST", f"/v1/subscriptions/{_path_part(sub_id)}/enable", body={}
+            "POST", f"/v1/subscriptions/{_path_part(sub_id)}/enable", body=body
         )
         return result
 
@@ -385,4 +441,11 @@ class ApiClient:
     def health(self) -> dict[str, Any]:
         """GET /healthz (no token): ``{"status": "ok"|"starting", "subscriptions": n}``."""
         result: dict[str, Any] = self._request("GET", "/healthz", auth=False, ok=(503,))
+        return result
+
+    # -- dead-letter replays ---------------------------------------------------
+
+    def cancel_replay(self, replay_id: str) -> dict[str, Any]:
+        """DELETE /v1/dlq/replays/{id}: the summary, stopped (200) or stopping (202)."""
+        result: dict[str, Any] = self._request("DELETE", f"/v1/dlq/replays/{_path_part(replay_id)}")
         return result

@@ -51,6 +51,40 @@ def fail_cleanly(fn: F) -> F:
 ONCE = "store it now: it will not be shown again"
 
 
+class Duration(click.ParamType):
+    """A duration option: ``500ms``, ``10s``, ``5m``, ``1h30m``, or a bare number of seconds.
+
+    One type for every duration option of the CLI (``--grace 10`` was refused while
+    ``--timeout 10`` was accepted). The value is seconds, a float; with ``as_text``, a
+    duration with units stays the text as written (checked here, sent to the API, which
+    reads the same forms) and a bare number is seconds.
+    """
+
+    name = "DURATION"
+
+    def __init__(self, low: float = 0.0, high: float | None = None, *, as_text: bool = False):
+        self.low = low
+        self.high = high
+        self.as_text = as_text
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from streams.errors import ConfigError
+        from streams.retry.schedule import format_duration, parse_seconds
+
+        try:
+            seconds = parse_seconds(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds < self.low or (self.high is not None and seconds > self.high):
+            top = "" if self.high is None else f" and at most {format_duration(self.high)}"
+            self.fail(
+                f"{value!r} is out of range: at least {format_duration(self.low)}{top}", param, ctx
+            )
+        if self.as_text and not _is_number(value):
+            return str(value).strip()
+        return seconds
+
+
 @contextmanager
 def _client() -> Iterator[ApiClient]:
     from streams.cli.client import ApiClient  # httpx: only when a command calls the API
@@ -61,6 +95,14 @@ def _client() -> Iterator[ApiClient]:
 
 def _json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")(fn)
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from streams.cli.common import fail_cleanly, settings_from_env
+from streams.cli.common import Duration, fail_cleanly, settings_from_env
 
 
 @click.command("monitor")
@@ -14,10 +14,10 @@ from streams.cli.common import fail_cleanly, settings_from_env
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per refresh).")
 @click.option(
     "--interval",
-    type=click.FloatRange(0.2, 60),
+    type=Duration(0.2, 60),
     default=1.0,
     show_default=True,
-    help="Seconds between refreshes (and between the two samples of --once).",
+    help="Time between refreshes, e.g. 2s or 2 (and between the two samples of --once).",
 )
 @click.option(
     "--count",
@@ -29,7 +29,14 @@ from streams.cli.common import fail_cleanly, settings_from_env
 @fail_cleanly
 def monitor_cmd(once: bool, as_json: bool, interval: float, count: int, no_api: bool) -> None:
     """Watch the pipeline: throughput, lag per stage, DLQ depth, the endpoints failing most."""
+    import logging
+
     from streams.monitor import run
+
+    # aiokafka logs every refused connection on stderr, over the view; the view says it once.
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addHandler(logging.NullHandler())
+    aiokafka_log.propagate = False
 
     status = run(
         settings_from_env(),

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from streams.cli.common import (
+    Duration,
     _client,
     _json_option,
     _print_once,
@@ -29,7 +30,8 @@ from streams.cli.common import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SIGNING_PROFILES = ("standard", "prowlo", "prospektr", "stripe", "github")
+SIGNING_PROFILES = ("standard", "prowlo", "prospektr", "stripe", "github", "none")
+BODY_FORMATS = ("envelope", "keyed", "slack", "discord", "telegram")
 
 
 class _RateLimit(click.ParamType):
@@ -79,15 +81,30 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _timeout_value(raw: str) -> str | float:
-    """``10s`` stays a duration; a bare number is seconds."""
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return raw.strip()
-    if not math.isfinite(seconds):  # nan would be sent as JSON null: the default timeout
-        raise click.BadParameter(f"{raw!r} is not a duration", param_hint="'--timeout'")
-    return seconds
+def _header_list(secret: Sequence[str], public: Sequence[str]) -> Any:
+    """``--header`` (secret) and ``--public-header`` options as the API's ``headers``.
+
+    Secret ones only: the object form every server version reads (a bare value is
+    secret). With a public one: the list form, each header saying whether it is secret.
+    """
+    both = _parse_headers([*secret, *public])  # a name given twice, in either, is refused
+    if not public:
+        return both
+    public_names = {name.lower() for name in _parse_headers(public)}
+    return [
+        {"name": name, "value": value, "secret": name.lower() not in public_names}
+        for name, value in both.items()
+    ]
+
+
+def _shown_headers(sub: dict[str, Any]) -> str:
+    """``Name: value`` of each header; a secret one is masked by the API and says so."""
+    secret = set(sub.get("secret_headers") or [])
+    shown = [
+        f"{name}: {value}" + (" (secret)" if name in secret else "")
+        for name, value in (sub.get("headers") or {}).items()
+    ]
+    return ", ".join(shown) or "(none)"
 
 
 def _subscription_options(*, create: bool) -> Callable[[F], F]:
@@ -139,8 +156,17 @@ def _subscription_options(*, create: bool) -> Callable[[F], F]:
                 "headers",
                 multiple=True,
                 metavar="'NAME: VALUE'",
-                help="A header to send with every delivery; repeat for more"
-                + ("." if create else "; replaces them all."),
+                help="A header to send with every delivery, its value secret (encrypted at "
+                "rest, shown masked); repeat for more"
+                + ("." if create else "; with --public-header, replaces them all."),
+            ),
+            click.option(
+                "--public-header",
+                "public_headers",
+                multiple=True,
+                metavar="'NAME: VALUE'",
+                help="A header whose value is not secret (stored and shown in clear); "
+                "repeat for more.",
             ),
         ]
         if not create:
@@ -174,17 +200,36 @@ def _subscription_options(*, create: bool) -> Callable[[F], F]:
                 help="Concurrent requests (1-256).",
             ),
             click.option(
-                "--timeout", default=None, help="Whole-request timeout, e.g. 10s (at most 30s)."
+                "--timeout",
+                type=Duration(as_text=True),
+                default=None,
+                help="Whole-request timeout, e.g. 10s or 10 (at most 30s).",
             ),
             click.option(
                 "--body-format",
-                type=click.Choice(("envelope", "keyed")),
+                type=click.Choice(BODY_FORMATS),
                 default=None,
-                help="Body shape.",
+                help="Body shape (a Slack, Discord or Telegram URL picks its own by default).",
+            ),
+            click.option(
+                "--chat-id",
+                default=None,
+                help="Telegram: the chat to post to (numeric id or @channelusername)"
+                + ("." if create else "; `none` removes it."),
             ),
         ]
         if create:
             opts.append(click.option("--disabled", is_flag=True, help="Create it disabled."))
+            opts.append(
+                click.option(
+                    "--idempotency-key",
+                    default=None,
+                    metavar="KEY",
+                    help="Repeat a create whose answer was lost: the same key answers the "
+                    "subscription it made, and its secret (default: a new key, reused on "
+                    "this command's own retries).",
+                )
+            )
         opts.append(_json_option)
         for opt in reversed(opts):
             fn = opt(fn)
@@ -206,6 +251,8 @@ def _common_body(
     max_in_flight: int | None,
     timeout: str | None,
     body_format: str | None,
+    public_headers: Sequence[str] = (),
+    chat_id: str | None = None,
 ) -> dict[str, Any]:
     """The request fields of the options given (API field names); absent ones are left out."""
     body: dict[str, Any] = {}
@@ -217,8 +264,8 @@ def _common_body(
         body["description"] = description
     if signing is not None:
         body["signing"] = signing
-    if headers:
-        body["headers"] = _parse_headers(headers)
+    if headers or public_headers:
+        body["headers"] = _header_list(headers, public_headers)
     if retry_schedule is not None:
         body["retry_schedule"] = retry_schedule.strip()
     if ordering is not None:
@@ -228,9 +275,11 @@ def _common_body(
     if max_in_flight is not None:
         body["max_in_flight"] = max_in_flight
     if timeout is not None:
-        body["timeout"] = _timeout_value(timeout)
+        body["timeout"] = timeout
     if body_format is not None:
         body["body_format"] = body_format
+    if chat_id is not None:
+        body["chat_id"] = None if chat_id.strip().lower() == "none" else chat_id.strip()
     return body
 
 
@@ -245,6 +294,13 @@ def _schedule(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(f"{v:g}s" if isinstance(v, (int, float)) else str(v) for v in value)
     return str(value)
+
+
+def _print_warnings(answer: dict[str, Any]) -> None:
+    """The API's ``warnings`` (an event-type pattern that matches no known type), on
+    stderr: accepted, but most likely a typo the user wants to hear about now."""
+    for warning in answer.get("warnings") or []:
+        click.echo(f"warning: {printable(str(warning))}", err=True)
 
 
 def _print_subscription(sub: dict[str, Any]) -> None:
@@ -271,8 +327,7 @@ def _print_subscription(sub: dict[str, Any]) -> None:
     ]
     for key in sub.get("public_keys") or []:
         lines.append(("public key", key))
-    headers = sub.get("headers") or {}
-    lines.append(("headers", ", ".join(f"{k}: {v}" for k, v in headers.items()) or "(none)"))
+    lines.append(("headers", _shown_headers(sub)))
     rate = sub.get("rate_limit")
     timeout = sub.get("timeout")
     lines += [
@@ -282,6 +337,7 @@ def _print_subscription(sub: dict[str, Any]) -> None:
         ("max in flight", sub.get("max_in_flight")),
         ("timeout", "default" if timeout is None else f"{timeout:g}s"),
         ("body format", sub.get("body_format")),
+        *([("chat id", sub["chat_id"])] if sub.get("chat_id") is not None else []),
         ("created", sub.get("created_at")),
         ("updated", sub.get("updated_at")),
         ("version", sub.get("version")),
@@ -309,13 +365,16 @@ def sub_create(
     secret: str | None,
     no_secret: bool,
     headers: tuple[str, ...],
+    public_headers: tuple[str, ...],
     retry_schedule: str | None,
     ordering: str | None,
     rate_limit: float | _Unlimited | None,
     max_in_flight: int | None,
     timeout: str | None,
     body_format: str | None,
+    chat_id: str | None,
     disabled: bool,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """Create a subscription; its signing secret is printed once."""
@@ -327,12 +386,14 @@ def sub_create(
         description=description,
         signing=signing,
         headers=headers,
+        public_headers=public_headers,
         retry_schedule=retry_schedule,
         ordering=ordering,
         rate_limit=rate_limit,
         max_in_flight=max_in_flight,
         timeout=timeout,
         body_format=body_format,
+        chat_id=chat_id,
     )
     if tenant is not None:
         body = {"tenant_id": tenant, **body}
@@ -343,11 +404,15 @@ def sub_create(
     if disabled:
         body["enabled"] = False
     with _client() as client:
-        created = client.create_subscription(body)
+        created = client.create_subscription(body, idempotency_key=idempotency_key)
+    _print_warnings(created)
     if as_json:
         print_json(created)
         return
     click.echo(f"created {created.get('id')}")
+    detected = created.get("detected") or {}
+    if detected.get("message"):
+        click.echo(printable(str(detected["message"])))
     _print_subscription(created)
     signing_secret = created.get("signing_secret")
     if signing_secret:
@@ -413,6 +478,7 @@ def sub_update(
     description: str | None,
     signing: str | None,
     headers: tuple[str, ...],
+    public_headers: tuple[str, ...],
     clear_headers: bool,
     retry_schedule: str | None,
     ordering: str | None,
@@ -420,23 +486,26 @@ def sub_update(
     max_in_flight: int | None,
     timeout: str | None,
     body_format: str | None,
+    chat_id: str | None,
     as_json: bool,
 ) -> None:
     """Change the options given; the others stay. Secrets: rotate-secret; state: enable/disable."""
-    if headers and clear_headers:
-        raise click.UsageError("--header and --clear-headers exclude each other")
+    if (headers or public_headers) and clear_headers:
+        raise click.UsageError("--header/--public-header and --clear-headers exclude each other")
     body = _common_body(
         url=url,
         event_types=event_types,
         description=description,
         signing=signing,
         headers=headers,
+        public_headers=public_headers,
         retry_schedule=retry_schedule,
         ordering=ordering,
         rate_limit=rate_limit,
         max_in_flight=max_in_flight,
         timeout=timeout,
         body_format=body_format,
+        chat_id=chat_id,
     )
     if clear_headers:
         body["headers"] = {}
@@ -444,6 +513,7 @@ def sub_update(
         raise click.UsageError("nothing to update: give at least one option (see --help)")
     with _client() as client:
         sub = client.update_subscription(sub_id, body)
+    _print_warnings(sub)
     if as_json:
         print_json(sub)
         return
@@ -465,8 +535,10 @@ def sub_delete(sub_id: str) -> None:
 @click.argument("sub_id", metavar="ID")
 @click.option(
     "--grace",
+    type=Duration(as_text=True),
     default=None,
-    help="How long the previous secret stays valid too (default 24h, at most 7d).",
+    help="How long the previous secret stays valid too, e.g. 24h or 3600 (default 24h, "
+    "at most 7d).",
 )
 @click.option("--secret", default=None, help="Your own new secret (default: generated).")
 @_json_option
@@ -489,16 +561,46 @@ def sub_rotate(sub_id: str, grace: str | None, secret: str | None, as_json: bool
 
 @subscriptions.command("enable")
 @click.argument("sub_id", metavar="ID")
+@click.option(
+    "--replay-parked",
+    is_flag=True,
+    help="Also send the deliveries parked in the DLQ while it was disabled.",
+)
 @_json_option
 @fail_cleanly
-def sub_enable(sub_id: str, as_json: bool) -> None:
-    """Enable a subscription: deliveries resume with new events."""
+def sub_enable(sub_id: str, replay_parked: bool, as_json: bool) -> None:
+    """Enable a subscription: deliveries resume with new events; says what was parked
+    while it was disabled and how to send it."""
     with _client() as client:
-        sub = client.enable(sub_id)
+        sub = client.enable(sub_id, replay_parked=replay_parked)
     if as_json:
         print_json(sub)
-    else:
-        click.echo(f"enabled {sub.get('id', sub_id)}")
+        return
+    shown_id = str(sub.get("id", sub_id))
+    click.echo(f"enabled {printable(shown_id)}")
+    for line in parked_lines(shown_id, sub.get("parked")):
+        click.echo(line)
+
+
+def parked_lines(sub_id: str, parked: Any) -> list[str]:
+    """What ``enable`` answers about the deliveries parked while disabled, for people.
+
+    The API's own hint names HTTP routes; these lines name the commands that do the same.
+    """
+    if not isinstance(parked, dict):
+        return []  # it was not disabled: nothing was parked
+    count = parked.get("count")
+    noun = "delivery was" if count == 1 else "deliveries were"
+    lines = [f"{count} {noun} parked in the DLQ while it was disabled"]
+    if "replayed" in parked:
+        lines.append(f"replayed {parked['replayed']} (replay {parked.get('replay_id')})")
+    elif count:
+        shown = printable(sub_id)
+        # Not `enable --replay-parked` again: it is enabled now, so that would find nothing.
+        lines.append(
+            f"send them: streams dlq replay --subscription {shown} --reason subscription_disabled"
+        )
+    return lines
 
 
 @subscriptions.command("disable")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from streams.cli.common import fail_cleanly
+from streams.cli.common import Duration, fail_cleanly
 
 
 @click.command("demo")
@@ -14,10 +14,10 @@ from streams.cli.common import fail_cleanly
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.01),
+    type=Duration(0.01),
     default=0.5,
     show_default=True,
-    help="Seconds between events.",
+    help="Time between events, e.g. 500ms or 0.5.",
 )
 @fail_cleanly
 def demo_cmd(events: int | None, interval: float) -> None:

@@ -2,9 +2,53 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from streams.cli.common import fail_cleanly, settings_from_env
+from streams.config import Settings
+
+
+def banner(
+    settings: Settings, dev_token: str | None, *, ready: bool, role: str = "all"
+) -> list[str]:
+    """What a person starting ``streams worker`` needs, in a few plain lines on stderr.
+
+    Printed before the JSON log lines start and again once the worker is ready
+    (``ready``), so that it is the last thing on the screen after the start-up's burst.
+    The token appears only when it is a generated development token; a configured
+    ``STREAMS_ADMIN_TOKEN`` is a secret and is only named.
+    """
+    rule = "-" * 72
+    api = f"http://{settings.api_bind}:{settings.api_port}"
+    if dev_token is not None:
+        where = f"{dev_token}  (development; in {settings.state_dir / 'dev-admin-token'})"
+    else:
+        where = "from STREAMS_ADMIN_TOKEN (not shown)"
+    topics = f"{settings.topic_prefix}*" if settings.topic_prefix else "(no prefix)"
+    head = "streams worker ready" if ready else "streams worker starting (JSON logs follow)"
+    lines = [
+        rule,
+        head,
+        f"  API          {api}   (/healthz, /openapi.json, /metrics)",
+        f"  admin token  {where}",
+        f"  Kafka        {settings.kafka_bootstrap}, topics {topics}",
+        f"  log          {where_log(settings, role)}",
+    ]
+    if ready:
+        lines.append("  next         streams subscriptions create ... | streams monitor")
+    return [*lines, rule]
+
+
+def where_log(settings: Settings, role: str) -> str:
+    """The banner's line about the delivery log: where this worker keeps it, or none."""
+    from streams.app import keeps_log
+
+    if not keeps_log(role, settings):
+        return "none: delivery only (the log and stats routes answer 503)"
+    store = str(settings.log_path)
+    return f"{store}  (log node: delivers nothing)" if role == "log" else store
 
 
 @click.command("worker")
@@ -29,11 +73,12 @@ def worker_cmd(role: str) -> None:
     """
     import asyncio
 
+    import mode
     import uvloop
     from faust import Worker
 
     from streams.api import register_api
-    from streams.app import build_app, keeps_log
+    from streams.app import build_app
     from streams.errors import ConfigError
     from streams.kafka.topics import missing_topics
     from streams.ops import gc_tuning
@@ -54,20 +99,29 @@ def worker_cmd(role: str) -> None:
     # Fewer, shorter collector pauses (streams.ops.gc_tuning); after the app is built.
     gc_tuning.tune()
     pipeline.app.service(gc_tuning.SettleWhenReady(pipeline.ready))  # type: ignore[arg-type]
+    dev_token: str | None = None
     if settings.development and not settings.admin_token.reveal():
         from streams.api.auth import resolve_admin_token
 
-        token, _ = resolve_admin_token(settings)
-        click.echo(
-            f"development admin token: {token}  (from {settings.state_dir / 'dev-admin-token'})",
-            err=True,
-        )
-    log_node = keeps_log(role, settings)
-    click.echo(
-        f"worker ({role}): API on http://{settings.api_bind}:{settings.api_port}, "
-        f"Kafka at {settings.kafka_bootstrap}, "
-        + (f"delivery log in {settings.log_path}" if log_node else "no delivery log"),
-        err=True,
-    )
+        dev_token, _ = resolve_admin_token(settings)
+    for line in banner(settings, dev_token, ready=False, role=role):
+        click.echo(line, err=True)
+
+    class ReadyBanner(mode.Service):
+        """The banner again once the state topics are read: the start-up's JSON log
+        lines (about 60) have scrolled the first one, and its admin token, away."""
+
+        async def on_started(self) -> None:
+            self.add_future(self._when_ready())
+
+        async def _when_ready(self) -> None:
+            await pipeline.ready()
+            # The real stderr: once running, Faust redirects sys.stderr into the log.
+            real = sys.__stderr__ or sys.stderr
+            for line in banner(settings, dev_token, ready=True, role=role):
+                click.echo(line, file=real)
+            real.flush()
+
+    pipeline.app.service(ReadyBanner())  # type: ignore[arg-type]
     worker = Worker(pipeline.app, loglevel=settings.log_level, quiet=True, loop=loop)
     worker.execute_from_commandline()

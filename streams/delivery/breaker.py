@@ -32,6 +32,18 @@ The rules (all pure; the clock is passed in):
 A request already in flight when the breaker opened may still come back; an
 answer closes the breaker (the endpoint is up), a tripping failure changes
 nothing.
+
+**Replays** the operator asked for are not refused by a breaker that opened
+*before* they were asked (:meth:`Breaker.predates`): the breaker is then news
+from the outage, and the endpoint may well be back (that is usually why one
+replays). Such a delivery goes out at once as the probe, without waiting for
+the open time to end; if a probe is out already, it waits for that
+probe's verdict and then follows it: sent if the endpoint answered, skipped if
+the probe failed, since that failure is news from after the replay was asked.
+So a replay right after a recovery probes the endpoint once and then flows,
+where before its letters were skipped, and parked again as ``circuit open``
+by subscriptions without retries; and a replay into an outage that goes on
+costs one probe, not one request per letter.
 """
 
 from __future__ import annotations
@@ -58,7 +70,7 @@ TRIPPING: frozenset[ErrorKind] = frozenset(
     }
 )
 
-Decision = Literal["send", "probe", "skip"]
+Decision = Literal["send", "probe", "skip", "wait"]
 
 
 @dataclass(slots=True)
@@ -71,6 +83,7 @@ class Breaker:
     open_until: float | None = None
     probe_out: bool = False
     probe_until: float = 0.0  # when the probe out now times out at the latest
+    opened_at: float | None = None  # when the verdict that holds it open came
 
     @property
     def closed(self) -> bool:
@@ -87,14 +100,26 @@ class Breaker:
             return False
         return self.probe_out or now < self.open_until
 
-    def admit(self, now: float, timeout_s: float = 0.0) -> Decision:
+    def predates(self, asked_at: float | None) -> bool:
+        """True when the breaker was opened before ``asked_at``, the time an operator asked
+        for a replay (None: not a replay): its verdict is older than the request."""
+        return asked_at is not None and self.opened_at is not None and self.opened_at <= asked_at
+
+    def admit(
+        self, now: float, timeout_s: float = 0.0, *, asked_at: float | None = None
+    ) -> Decision:
         """``send`` (closed), ``probe`` (the one request after the open time), or ``skip``.
 
         ``timeout_s``: the request's timeout, so the breaker knows when a probe's
-        verdict is due at the latest."""
+        verdict is due at the latest. ``asked_at``: when the operator asked for the
+        replay this delivery is; if the breaker :meth:`predates` it, the delivery is
+        the ``probe`` at once, or must ``wait`` for the verdict of the probe out."""
         if self.open_until is None:
             return "send"
-        if self.probe_out or now < self.open_until:
+        if self.predates(asked_at):
+            if self.probe_out:
+                return "wait"
+        elif self.probe_out or now < self.open_until:
             return "skip"
         self.probe_out = True
         self.probe_until = now + timeout_s
@@ -119,7 +144,7 @@ class Breaker:
         if not tripping:
             self.failures = 0
             self.trips = 0
-            self.open_until = None
+            self.open_until = self.opened_at = None
             self.probe_out = False
             return False
         if self.open_until is None:
@@ -137,6 +162,7 @@ class Breaker:
     def _open(self, now: float) -> None:
         self.trips += 1
         self.open_until = now + self.open_for(self.trips)
+        self.opened_at = now
 
     def open_for(self, trips: int) -> float:
         """Seconds the breaker stays open at its ``trips``-th opening in a row."""

@@ -7,7 +7,10 @@
 result                                        outcome
 ============================================  ===========================================
 2xx                                           :class:`Delivered`
-410 Gone                                      :class:`GiveUp`, ``disable=True``
+410 Gone, or an answer that says the          :class:`GiveUp`, ``disable=True``
+endpoint was deleted (``gone``, read by
+:mod:`streams.delivery.chat` for Slack
+and Discord)
 :attr:`ErrorKind.DESTINATION_REFUSED`,        :class:`GiveUp`, ``disable=False``
 :attr:`ErrorKind.INVALID_URL`
 429, 503                                      :class:`Retry`, honouring ``Retry-After``
@@ -16,7 +19,9 @@ any other transport error (timeouts,          :class:`Retry`
 refused/reset connections, DNS, TLS,
 protocol errors), and
 :attr:`ErrorKind.CIRCUIT_OPEN` (skipped,
-see :mod:`streams.delivery.breaker`)
+see :mod:`streams.delivery.breaker`), and
+:attr:`ErrorKind.PROXY_ERROR` (the egress
+proxy is down or refused the tunnel)
 ============================================  ===========================================
 
 Why so few give-ups: one of the products we power promises its customers
@@ -78,6 +83,7 @@ class ErrorKind(enum.StrEnum):
     DESTINATION_REFUSED = "destination_refused"
     INVALID_URL = "invalid_url"
     CIRCUIT_OPEN = "circuit_open"  # no request sent: the endpoint's breaker is open
+    PROXY_ERROR = "proxy_error"  # the egress proxy is unreachable or refused the tunnel
 
 
 _ERROR_REASONS: dict[ErrorKind, str] = {
@@ -94,6 +100,7 @@ _ERROR_REASONS: dict[ErrorKind, str] = {
     ErrorKind.DESTINATION_REFUSED: "destination refused by policy",
     ErrorKind.INVALID_URL: "invalid URL",
     ErrorKind.CIRCUIT_OPEN: "circuit open: the endpoint keeps failing, no request sent",
+    ErrorKind.PROXY_ERROR: "egress proxy failed",
 }
 
 _GIVE_UP_ERRORS = frozenset({ErrorKind.DESTINATION_REFUSED, ErrorKind.INVALID_URL})
@@ -141,17 +148,26 @@ def reason_for_status(status: int) -> str:
     return f"HTTP {status}"
 
 
-def classify(status: int | None, error: ErrorKind | None, retry_after: float | None) -> Outcome:
+def classify(
+    status: int | None,
+    error: ErrorKind | None,
+    retry_after: float | None,
+    *,
+    gone: str | None = None,
+) -> Outcome:
     """The outcome of one attempt: see the table in the module docstring.
 
     ``retry_after`` is the already parsed ``Retry-After`` delay in seconds
     (see :func:`streams.retry.schedule.parse_retry_after`); it is kept only
-    on a :class:`Retry` for 429 and 503. Raises :class:`ValueError` when
+    on a :class:`Retry` for 429 and 503. ``gone`` is the reason when the
+    answer says the endpoint was deleted. Raises :class:`ValueError` when
     neither a status nor an error is given.
     """
     if status is not None:
         if 200 <= status <= 299:
             return Delivered(status)
+        if gone is not None:
+            return GiveUp(gone, status, disable=True)
         if status == 410:
             return GiveUp(GONE_REASON, status, disable=True)
         kept = retry_after if status in _RETRY_AFTER_STATUSES else None

@@ -18,6 +18,7 @@ Headers every request carries:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streams.records import Delivery, Subscription
@@ -39,13 +40,21 @@ def build_request(
     timestamp: int,
     user_agent: str,
     reserved: frozenset[str],
+    custom_headers: Mapping[str, str] | None = None,
+    url: str | None = None,
 ) -> PreparedRequest:
-    """Everything to send for this attempt. ``timestamp`` is stamped fresh per attempt."""
+    """Everything to send for this attempt. ``timestamp`` is stamped fresh per attempt.
+
+    ``custom_headers``: the subscription's headers with secret values decrypted
+    (:func:`streams.subscriptions.headers.reveal`); None sends ``sub.headers`` as stored.
+    ``url`` is the clear destination when the subscription's own ``url`` is the masked
+    form of a URL that carries a credential (:func:`streams.subscriptions.secrets.destination_url`).
+    """
     body = delivery.body_bytes
     profile = get_profile(sub.signing)
     headers: dict[str, str] = {
         name: value
-        for name, value in sub.headers.items()
+        for name, value in (sub.headers if custom_headers is None else custom_headers).items()
         if name.lower() not in reserved and not name.lower().startswith("webhook-")
     }
     headers["content-type"] = "application/json"
@@ -67,4 +76,4 @@ def build_request(
             )
         )
     )
-    return PreparedRequest(url=sub.url, headers=headers, body=body)
+    return PreparedRequest(url=sub.url if url is None else url, headers=headers, body=body)

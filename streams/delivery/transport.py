@@ -29,7 +29,10 @@ Guarantees of :class:`HttpSender`:
   checked by :func:`~streams.destinations.check_url` (a pure check of the
   URL text, so its pass is cached per URL) before requests, and a
   ``socket_factory`` guard checks the final address of every connect attempt,
-  literal or resolved, as the last line.
+  literal or resolved, as the last line;
+- with ``STREAMS_EGRESS_PROXY`` set, every request goes through that CONNECT
+  proxy to an address checked (and pinned) before the proxy is asked, TLS
+  verified against the destination's name (:mod:`streams.delivery.proxy`).
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ from yarl import URL
 from streams.config import Settings
 from streams.delivery.engine import SendResult
 from streams.delivery.outcome import ErrorKind
+from streams.delivery.proxy import EgressRouter
 from streams.delivery.request import PreparedRequest
 from streams.destinations import IPNetwork, check_url, refusal_reason, resolve_and_check
 from streams.errors import DestinationRefusedError
+from streams.ops.logs import redact
 
 MAX_RESPONSE_BYTES = 4096
 #: Connections open at once across all endpoints (lanes bound each endpoint).
@@ -111,16 +116,24 @@ class HttpSender:
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, tuple[httpx.URL, URL]] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self.egress = EgressRouter.from_setting(
+            settings.egress_proxy.reveal(), settings.destination_allowlist
+        )
 
     def _ensure(self) -> aiohttp.ClientSession:
         if self._session is None:
             allowlist = self.settings.destination_allowlist
+            resolver: AbstractResolver = PolicyResolver(allowlist)
+            socket_factory = guarded_socket_factory(allowlist)
+            if self.egress is not None:
+                # Only the proxy is ever connected to; destinations are checked in send().
+                resolver, socket_factory = self.egress.resolver, self.egress.socket_factory()
             connector = aiohttp.TCPConnector(
                 limit=MAX_CONNECTIONS,
                 limit_per_host=0,  # lanes bound each subscription
                 use_dns_cache=False,  # resolve (and check) for every new connection
-                resolver=PolicyResolver(allowlist),
-                socket_factory=guarded_socket_factory(allowlist),
+                resolver=resolver,
+                socket_factory=socket_factory,
                 ssl=_ssl_context(self.settings),
                 keepalive_timeout=30,
             )
@@ -209,6 +222,10 @@ class HttpSender:
         retry_after: str | None = None
         try:
             async with asyncio.timeout(timeout_s):
+                via: dict[str, Any] = {}
+                if self.egress is not None:
+                    # Resolved and checked before the proxy hears of it (streams.delivery.proxy).
+                    yarl_url, via = await self.egress.route(yarl_url)
                 async with session.request(
                     http_request.method,
                     yarl_url,
@@ -216,6 +233,7 @@ class HttpSender:
                     data=http_request.content,
                     allow_redirects=False,
                     timeout=self._timeout(timeout_s),
+                    **via,
                 ) as response:
                     status = response.status
                     retry_after = response.headers.get("retry-after")
@@ -224,6 +242,9 @@ class HttpSender:
         except DestinationRefusedError as exc:
             return result(error=ErrorKind.DESTINATION_REFUSED, detail=str(exc))
         except Exception as exc:
+            proxy_failure = None if self.egress is None else self.egress.failure(exc)
+            if proxy_failure is not None:
+                return result(error=ErrorKind.PROXY_ERROR, detail=proxy_failure)
             kind, detail = classify_exception(exc, timeout_s)
             return result(status=status, error=kind, detail=detail, retry_after=retry_after)
 
@@ -255,8 +276,16 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 def _describe(exc: BaseException) -> str:
+    """The exception as a short detail; credentials in URLs it names are masked."""
     text = str(exc) or type(exc).__name__
-    return text[:300]
+    return redact(text)[:300]
+
+
+def _describe_connect(exc: aiohttp.ClientConnectorError) -> str:
+    """A failed connection without aiohttp's ``ssl:default``: its text names the session's
+    TLS setting even for a plain-http URL, where no TLS was ever involved."""
+    reason = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
+    return _describe(ValueError(f"cannot connect to {exc.host}:{exc.port} [{reason}]"))
 
 
 def _refusal_in(exc: BaseException) -> DestinationRefusedError | None:
@@ -282,11 +311,13 @@ def classify_exception(exc: BaseException, timeout_s: float) -> tuple[ErrorKind,
     if isinstance(exc, TimeoutError):
         return ErrorKind.TOTAL_TIMEOUT, f"no complete answer within {timeout_s:g}s"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ErrorKind.DNS_ERROR, f"DNS lookup failed: {_describe_connect(exc)}"
+    if isinstance(exc, socket.gaierror):
         return ErrorKind.DNS_ERROR, f"DNS lookup failed: {_describe(exc)}"
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
         return ErrorKind.TLS_ERROR, f"TLS: {_describe(exc)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ErrorKind.CONNECT_ERROR, f"connection refused: {_describe(exc)}"
+        return ErrorKind.CONNECT_ERROR, f"connection refused: {_describe_connect(exc)}"
     if isinstance(
         exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionError)
     ):

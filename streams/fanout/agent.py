@@ -5,9 +5,10 @@ Reads ``events`` (keyed by tenant), validates every envelope against
 and produces one :class:`~streams.records.Delivery` per match to
 ``deliveries``, keyed by subscription id. A matching subscription that is
 disabled gets no delivery; its delivery is parked in ``deliveries.dlq`` with
-reason ``subscription_disabled``, so re-enabling can replay it. An invalid event (not JSON, failing
-its schemas, unknown type, oversized) goes to ``events.invalid`` with the
-reason and its raw bytes; the agent never stops on one.
+reason ``subscription_disabled``, so re-enabling can replay it. Any other
+record (not JSON, failing its schemas, unknown type, oversized, an integer
+beyond 64 bits, no value at all) is parked on ``events.invalid`` with the
+reason (:mod:`streams.deadletter.parking`); the agent never stops on one.
 
 The event's offset is acked only after every record it caused is
 acknowledged by Kafka, in offset order (see :mod:`streams.kafka.commits`).
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import mode
 
+from streams.deadletter.parking import park_record
 from streams.errors import InvalidEventError
 from streams.fanout.bodies import render_body
 from streams.kafka.commits import OrderedAcks
@@ -29,10 +31,10 @@ from streams.records import (
     DeadLetter,
     Delivery,
     EventEnvelope,
-    InvalidEvent,
     Subscription,
     delivery_id_for,
 )
+from streams.tenants import RESERVED_REASON, is_reserved
 
 if TYPE_CHECKING:
     from streams.pipeline import Pipeline
@@ -50,15 +52,20 @@ def deliveries_for(
     body_key: str,
     published_at: float,
     now: float,
+    summary: str | None = None,
 ) -> list[Delivery]:
-    """One delivery per subscription, each with the body bytes of its body format."""
-    bodies: dict[str, str] = {}
+    """One delivery per subscription, each with the body bytes of its body format
+    (and chat id: a Telegram body names its chat). ``summary``: the type's template."""
+    bodies: dict[tuple[str, str | None], str] = {}
     out: list[Delivery] = []
     for sub in subscriptions:
-        body = bodies.get(sub.body_format)
+        shape = (sub.body_format, sub.chat_id)
+        body = bodies.get(shape)
         if body is None:
-            body = render_body(event, sub.body_format, body_key).decode("utf-8")
-            bodies[sub.body_format] = body
+            body = render_body(
+                event, sub.body_format, body_key, summary=summary, chat_id=sub.chat_id
+            ).decode("utf-8")
+            bodies[shape] = body
         out.append(
             Delivery(
                 delivery_id=delivery_id_for(event.id, sub.id),
@@ -82,24 +89,19 @@ RECORD_HEADROOM = 16_384
 
 
 async def _park_invalid(
-    pipeline: Pipeline, key: bytes | None, raw: bytes, message: Any, reason: str, field: str = ""
+    pipeline: Pipeline,
+    key: bytes | None,
+    raw: bytes | None,
+    message: Any,
+    reason: str,
+    field: str = "",
 ) -> Any:
-    invalid = InvalidEvent.of(
-        raw,
-        reason,
-        field=field,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
-    log.warning(
-        "invalid event at %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-    )
-    pipeline.stats["invalid"] += 1
-    return await pipeline.send(pipeline.names.events_invalid, key or b"", invalid.to_bytes())
+    return await park_record(pipeline, message, raw, reason, key=key, field=field)
 
 
-async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message: Any) -> list[Any]:
+async def fan_out_one(
+    pipeline: Pipeline, key: bytes | None, raw: bytes | None, message: Any
+) -> list[Any]:
     """Produce what one event causes; return the broker-acknowledgement futures.
 
     Nothing an event contains stops the agent: an event that fails its checks,
@@ -113,6 +115,14 @@ async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message
     except InvalidEventError as exc:
         return [await _park_invalid(pipeline, key, raw, message, str(exc), exc.field)]
     operational = message.topic == names.ops
+    if is_reserved(event.tenant_id):
+        if not operational:
+            # A raw producer's event under the platform's own name (streams.tenants).
+            reason = f"envelope field `tenant_id`: `{event.tenant_id}`: {RESERVED_REASON}"
+            return [await _park_invalid(pipeline, key, raw, message, reason, "tenant_id")]
+        # The platform's own operational event (a replay across tenants): no tenant's.
+        pipeline.stats["events"] += 1
+        return []
     matched = pipeline.subscriptions.matching(
         event.tenant_id, event.type, operational=operational, include_disabled=True
     )
@@ -125,6 +135,7 @@ async def fan_out_one(pipeline: Pipeline, key: bytes | None, raw: bytes, message
             body_key=pipeline.registry.body_key(event.type),
             published_at=float(message.timestamp or 0.0),
             now=time.time(),
+            summary=pipeline.registry.summary(event.type),
         )
         for d in deliveries:
             if d.subscription_id in enabled:

@@ -19,6 +19,11 @@ retry and replay signs and sends the same bytes. Two shapes:
      "prospect": {...}}
 
   The data's key is declared by the event type's schema (``x-body-key``).
+
+``slack``, ``discord``, ``telegram``: a chat message rendered from the event
+  and its type's summary template (``x-summary``), see
+  :mod:`streams.fanout.formats`. A Telegram body also carries the
+  subscription's ``chat_id``, so the fan-out renders one per chat id.
 """
 
 from __future__ import annotations
@@ -27,13 +32,27 @@ from typing import Any
 
 import orjson
 
+from streams.fanout.formats import CHAT_FORMATS, chat_body
 from streams.records import EventEnvelope
 
 
-def render_body(event: EventEnvelope, body_format: str, body_key: str) -> bytes:
-    """The request body for one subscription's body format."""
+def render_body(
+    event: EventEnvelope,
+    body_format: str,
+    body_key: str,
+    *,
+    summary: str | None = None,
+    chat_id: str | None = None,
+) -> bytes:
+    """The request body for one subscription's body format.
+
+    ``summary`` is the event type's summary template (None: the default one),
+    ``chat_id`` the subscription's Telegram chat; both matter to chat formats only.
+    """
     body: dict[str, Any]
-    if body_format == "keyed":
+    if body_format in CHAT_FORMATS:
+        body = chat_body(event, body_format, summary, chat_id)
+    elif body_format == "keyed":
         body = {
             "type": event.type,
             "tenant": {"id": event.tenant_id, "name": event.tenant_name},

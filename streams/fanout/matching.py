@@ -40,6 +40,7 @@ __all__ = [
     "TypeMatcher",
     "is_event_type",
     "matches",
+    "unmatched_patterns",
     "validate_pattern",
 ]
 
@@ -159,3 +160,14 @@ def _compiled(pattern: str) -> TypeMatcher:
 def matches(pattern: str, event_type: str) -> bool:
     """Whether ``pattern`` matches ``event_type``; raises :class:`PatternError` on a bad pattern."""
     return _compiled(pattern).matches(event_type)
+
+
+def unmatched_patterns(patterns: Iterable[str], known: Iterable[str]) -> list[str]:
+    """The patterns that match none of the ``known`` event types, in their order.
+
+    Such a pattern is accepted (a type may be added later, with
+    ``STREAMS_EVENT_SCHEMAS``), but it is most often a typo (``prospect.creatd``)
+    that would otherwise sit silently receiving nothing.
+    """
+    types = list(known)
+    return [p for p in patterns if not any(matches(p, t) for t in types)]

@@ -33,6 +33,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from streams.kafka.output import OutputClosed
+
 log = logging.getLogger(__name__)
 
 
@@ -125,9 +127,21 @@ class OrderedAcks:
             self._unacked.release()
 
     def fail(self, exc: BaseException) -> None:
-        """Stop acking and stop the worker; un-acked events are read again on restart."""
+        """Stop acking and stop the worker; un-acked events are read again on restart.
+
+        A record refused because the output is closed means the worker is
+        stopping already: the expected end of work in flight, not a fault. It is
+        said once at INFO and the worker is not crashed again (that made every
+        stop under load exit with status 1). The output is closed only then."""
         if self.failed is None:
             self.failed = exc
+            if isinstance(exc, OutputClosed):
+                log.info(
+                    "the worker is stopping: %d event(s) in flight stay un-acked and are read "
+                    "again after the restart",
+                    self.pending,
+                )
+                return
             log.critical("stopping the worker without committing in-flight events: %s", exc)
             self._on_fatal(exc)
 

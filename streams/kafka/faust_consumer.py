@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 
-#: How long the broker may hold a fetch of the worker's consumer open without data.
+#: How long the broker may hold a fetch of the worker's consumer open without data
+#: (the default of ``STREAMS_KAFKA_FETCH_MAX_WAIT_MS``).
 FETCH_MAX_WAIT_MS = 100
 
 
@@ -50,7 +51,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = getattr(transport.app, "fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
+        consumer._fetch_min_bytes = getattr(transport.app, "fetch_min_bytes", 1)
         return consumer
 
 
@@ -133,7 +135,32 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class App(faust.App):
-    """``faust.App`` whose consumer uses :data:`FETCH_MAX_WAIT_MS`."""
+    """``faust.App`` whose consumer fetches with the wait and size set on the app, and
+    that closes what the stages write through only after every stage has stopped
+    (:attr:`closers`).
+
+    ``build_app`` sets the fetch wait and size from ``STREAMS_KAFKA_FETCH_MAX_WAIT_MS``
+    and ``STREAMS_KAFKA_FETCH_MIN_BYTES``; Faust has no setting for either.
+    """
+
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+    fetch_min_bytes: int = 1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Run in order once every child service (agents, retry tiers, consumer, web) has
+        #: stopped. The worker's Kafka output was closed by a service of its own, which
+        #: Faust stops *before* the agents and the tiers: records they still wrote were
+        #: refused, the tier consumer crashed, and a stop under load exited with status 1.
+        self.closers: list[Callable[[], Awaitable[Any]]] = []
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        for close in self.closers:
+            try:
+                await close()
+            except Exception:
+                self.log.exception("closing %r at shutdown failed", close)
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

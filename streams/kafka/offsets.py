@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,9 @@ from streams.config import Settings
 from streams.errors import KafkaUnavailableError
 from streams.kafka.topics import TopicNames, retry_tiers
 from streams.retry.schedule import format_duration
+
+#: How long the reader reuses the cluster's topic and partition layout.
+LAYOUT_TTL_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +160,21 @@ class OffsetReader:
     Python exception here is caught and counted by the sampler.
     """
 
-    def __init__(self, settings: Settings, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeout_s: float = 5.0,
+        layout_ttl_s: float = LAYOUT_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
+        self.layout_ttl_s = layout_ttl_s
+        self._clock = clock
+        # topic -> its partition numbers (topics without error), and when that was read.
+        self._layout: dict[str, list[int]] | None = None
+        self._layout_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = asyncio.new_event_loop()
         self._consumer: Any = None
         self._admin: Any = None
@@ -178,6 +194,7 @@ class OffsetReader:
         try:
             return self._loop.run_until_complete(work)
         except Exception as exc:
+            self._layout = None  # a topic deleted meanwhile, say: read the layout again
             self._loop.run_until_complete(self._stop_clients())
             what = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
             raise KafkaUnavailableError(
@@ -221,15 +238,8 @@ class OffsetReader:
 
         await self._start_clients()
         consumer, admin = self._consumer, self._admin
-        # All topics, not just ours: a metadata request that names a missing topic
-        # creates it on a broker with auto.create.topics.enable (aiokafka asks so).
-        described = {row["topic"]: row for row in await admin.describe_topics(None)}
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            if t in described and described[t]["error_code"] == 0
-            for p in sorted(part["partition"] for part in described[t]["partitions"])
-        ]
+        layout = await self._partitions(admin)
+        tps = [TopicPartition(t, p) for t in topics for p in layout.get(t, ())]
         if not tps:
             return []
         lows = await consumer.beginning_offsets(tps)
@@ -244,6 +254,25 @@ class OffsetReader:
             {(tp.topic, tp.partition): off for tp, off in highs.items()},
             commits,
         )
+
+    async def _partitions(self, admin: Any) -> dict[str, list[int]]:
+        """Every topic's partitions, read again only every ``layout_ttl_s``.
+
+        All topics, not just ours: a metadata request that names a missing topic
+        creates it on a broker with auto.create.topics.enable (aiokafka asks so).
+        On a shared cluster that answer is large: decoding it every 5 s was a third
+        of an idle worker's CPU (docs/benchmarks.md, issue 22), while partition
+        counts change only when an operator adds partitions.
+        """
+        now = self._clock()
+        if self._layout is None or now - self._layout_at >= self.layout_ttl_s:
+            self._layout = {
+                row["topic"]: sorted(part["partition"] for part in row["partitions"])
+                for row in await admin.describe_topics(None)
+                if row["error_code"] == 0
+            }
+            self._layout_at = now
+        return self._layout
 
     def close(self) -> None:
         """Stop the clients and close the private loop."""

@@ -66,6 +66,11 @@ class TopicNames:
         return self._n("deliveries.dlq.replayed")
 
     @property
+    def dlq_replays(self) -> str:
+        """One summary per replay (key: replay id): where it stands or where it stopped."""
+        return self._n("deliveries.dlq.replays")
+
+    @property
     def attempts(self) -> str:
         return self._n("attempts")
 
@@ -85,6 +90,19 @@ def retry_tiers(
     return tiers_for([parse_schedule(settings.retry_schedule), *extra_schedules])
 
 
+#: Room a parked record (``events.invalid``) or a dead letter (``deliveries.dlq``)
+#: has beyond the largest record the pipeline reads: a parked copy adds its reason
+#: and source in headers to the original's bytes, a dead letter wraps a delivery
+#: record in its own fields (the last error among them).
+PARKED_HEADROOM = 65_536
+
+
+def parked_record_bytes(settings: Settings) -> int:
+    """The record limit of ``events.invalid`` and ``deliveries.dlq``, and of the worker's
+    producer: any record the pipeline reads, parked with its reason, fits."""
+    return settings.max_record_bytes + PARKED_HEADROOM
+
+
 def _ms(seconds: float) -> str:
     return str(int(seconds * 1000))
 
@@ -96,9 +114,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     data = {"retention.ms": _ms(settings.retention_s), "cleanup.policy": "delete"}
     log = {"retention.ms": _ms(settings.log_retention_s), "cleanup.policy": "delete"}
     max_message = str(settings.max_record_bytes)
+    max_parked = str(parked_record_bytes(settings))
     specs = [
         TopicSpec(names.events, p, {**data, "max.message.bytes": max_message}),
-        TopicSpec(names.events_invalid, p, {**data, "max.message.bytes": max_message}),
+        TopicSpec(names.events_invalid, p, {**data, "max.message.bytes": max_parked}),
         TopicSpec(
             names.subscriptions,
             p,
@@ -111,11 +130,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.tokens, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(names.health, p, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
         TopicSpec(names.deliveries, p, {**data, "max.message.bytes": max_message}),
-        TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_message}),
+        TopicSpec(names.dlq, p, {**log, "max.message.bytes": max_parked}),
         TopicSpec(
             names.dlq_replayed,
             p,
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        ),
+        # The latest summary of each replay, kept as long as the DLQ it replays from.
+        TopicSpec(
+            names.dlq_replays,
+            p,
+            {**log, "cleanup.policy": "compact,delete", "min.compaction.lag.ms": "0"},
         ),
         TopicSpec(names.attempts, p, log),
         TopicSpec(names.ops, p, log),
@@ -148,13 +173,9 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
     """Raise :class:`KafkaUnavailableError` unless a broker answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
-    # librdkafka logs every failed connection; the one error raised here is enough.
-    config: dict[str, object] = {**admin_config(settings), "logger": _QUIET}
-    admin = AdminClient(config)  # type: ignore[arg-type]
-    try:
-        admin.list_topics(timeout=timeout_s)
-    except Exception as exc:  # KafkaException: transport failure, timeout
-        raise unreachable(settings, timeout_s, exc) from exc
+    link = Connectivity()
+    admin = AdminClient({**admin_config(settings), **link.config()})
+    link.metadata(admin, settings, timeout_s=timeout_s)
 
 
 def unreachable(settings: Settings, timeout_s: float, exc: BaseException) -> KafkaUnavailableError:
@@ -164,6 +185,68 @@ def unreachable(settings: Settings, timeout_s: float, exc: BaseException) -> Kaf
         f"({exc}): start one with `streams kafka start` or set STREAMS_KAFKA_BOOTSTRAP "
         "(and STREAMS_KAFKA_SECURITY_PROTOCOL / STREAMS_KAFKA_SASL_* if it needs TLS or SASL)"
     )
+
+
+class Connectivity:
+    """librdkafka's client-wide errors, kept off the terminal and remembered.
+
+    librdkafka prints every failed connection attempt on stderr: against a
+    stopped broker, ``streams dlq list`` printed some 200 such lines before its
+    traceback. A client built with :meth:`config` logs to a silent logger
+    instead, and remembers the errors after which no answer can come (every
+    bootstrap broker refused or unreachable, authentication refused), so that
+    :meth:`metadata` gives up at once with one error that says what to check,
+    rather than at the end of its timeout.
+    """
+
+    def __init__(self) -> None:
+        self.fatal: Any = None  # the KafkaError that means no broker will answer
+        self.detail: Any = None  # the latest transport or authentication error (the why)
+
+    def config(self) -> dict[str, Any]:
+        """What to add to a confluent-kafka client's configuration."""
+        return {"logger": _QUIET, "error_cb": self._on_error}
+
+    def _on_error(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        code = err.code()
+        if code in (KafkaError._TRANSPORT, KafkaError._AUTHENTICATION, KafkaError._SSL):
+            self.detail = err
+        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION):
+            self.fatal = err
+
+    def check(self, client: Any, settings: Settings, started: float) -> None:
+        """Raise when the client has reported that no broker can answer (serves callbacks)."""
+        client.poll(0)
+        if self.fatal is not None:
+            why = self.detail if self.detail is not None else self.fatal
+            raise unreachable(settings, round(time.monotonic() - started, 1), _Why(why))
+
+    def metadata(
+        self, client: Any, settings: Settings, *, topic: str | None = None, timeout_s: float = 10.0
+    ) -> Any:
+        """``client.list_topics(topic)``, or :class:`KafkaUnavailableError` as soon as it is
+        clear that no broker will answer (at the latest after ``timeout_s``)."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return client.list_topics(topic, timeout=max(0.05, min(0.5, remaining)))
+            except Exception as exc:  # KafkaException: transport failure, timeout
+                self.check(client, settings, started)
+                if time.monotonic() >= deadline:
+                    why = self.detail if self.detail is not None else exc
+                    raise unreachable(settings, timeout_s, _Why(why)) from exc
+
+
+class _Why(Exception):
+    """A KafkaError shown by its text alone (its repr is a wall of fields)."""
+
+    def __init__(self, err: Any) -> None:
+        inner = err.args[0] if isinstance(err, Exception) and err.args else err
+        super().__init__(inner.str() if hasattr(inner, "str") else str(err))
 
 
 def missing_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
@@ -176,10 +259,13 @@ def missing_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
-    """Create every missing topic; existing ones are left as they are.
+    """Create every missing topic; existing ones are left as they are, except that a
+    ``max.message.bytes`` below the one this version needs is raised to it.
 
-    Returns topic → ``created`` or ``exists``. Idempotent: running it twice
-    creates nothing the second time.
+    Returns topic → ``created``, ``exists`` or ``raised`` (its record limit was
+    raised: ``events.invalid`` and ``deliveries.dlq`` of a cluster set up by a
+    version that parked less). Idempotent: running it twice changes nothing
+    the second time.
     """
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -209,7 +295,77 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
             else:
                 raise StreamsError(f"could not create topic {name}: {exc}") from exc
     _wait_visible(admin, [n for n, r in result.items() if r == "created"], timeout_s)
+    existing = {s.name: s for s in specs if result.get(s.name) == "exists"}
+    for name in _raise_limits(admin, existing, timeout_s):
+        result[name] = "raised"
     return result
+
+
+def _raise_limits(admin: Any, specs: dict[str, TopicSpec], timeout_s: float) -> list[str]:
+    """Raise ``max.message.bytes`` of existing topics whose limit is below their spec's.
+
+    Without it, a parked record that fits the limit this version creates topics
+    with would be refused by a topic created earlier with a smaller one, and
+    stop the worker. Topics with a larger limit are left as they are.
+    """
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+    )
+
+    key = "max.message.bytes"
+    wanted = {n: int(s.config[key]) for n, s in specs.items() if key in s.config}
+    if not wanted:
+        return []
+
+    def below(names: list[str]) -> list[str]:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+        out = []
+        for resource, future in admin.describe_configs(
+            resources, request_timeout=timeout_s
+        ).items():
+            entry = future.result(timeout=timeout_s).get(key)
+            if entry is not None and int(entry.value) < wanted[resource.name]:
+                out.append(resource.name)
+        return sorted(out)
+
+    low = below(sorted(wanted))
+    if not low:
+        return []
+    changes = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(key, str(wanted[name]), incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        for name in low
+    ]
+    for resource, future in admin.incremental_alter_configs(
+        changes, request_timeout=timeout_s
+    ).items():
+        try:
+            future.result(timeout=timeout_s)
+        except Exception as exc:
+            raise StreamsError(
+                f"could not raise {key} of topic {resource.name} to {wanted[resource.name]}: "
+                f"{exc}; raise it with your Kafka tools"
+            ) from exc
+    # As for new topics (_wait_visible): the broker answering may apply it a moment later.
+    deadline = time.monotonic() + timeout_s
+    pending = low
+    while pending:
+        pending = below(pending)
+        if pending and time.monotonic() > deadline:
+            raise StreamsError(
+                f"{key} of {pending[0]} not yet raised after {timeout_s:g}s: check the "
+                "broker's health and run again"
+            )
+        if pending:
+            time.sleep(0.1)
+    return low
 
 
 def _wait_visible(admin: Any, names: list[str], timeout_s: float) -> None:

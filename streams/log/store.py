@@ -1400,14 +1400,17 @@ class LogReader:
         )
         return [(r[3], bucket_of(r)) for r in rows]
 
-    def windows(self, kind: str, key: str, now: float) -> dict[str, dict[str, Any]]:
+    def windows(
+        self, kind: str, key: str, now: float, names: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Statistics of one scope (``all`` with key "", ``tenant``, ``sub``) over each
-        window of :data:`WINDOWS`, from its buckets."""
+        window of :data:`WINDOWS` (or those ``names``), from its buckets."""
+        wanted = [w for w in WINDOWS if names is None or w[0] in set(names)]
         out: dict[str, dict[str, Any]] = {}
         fetched: dict[int, list[tuple[int, Bucket]]] = {}
-        for name, seconds, span in WINDOWS:
+        for name, seconds, span in wanted:
             if span not in fetched:
-                longest = max(s for _, s, w in WINDOWS if w == span)
+                longest = max(s for _, s, w in wanted if w == span)
                 fetched[span] = self._buckets(
                     kind, key, span, window_first_bucket(now, longest, span)
                 )
@@ -1455,32 +1458,37 @@ class LogReader:
         out.sort(key=lambda r: (-r["failures"], r["success_rate"] or 0.0, r["subscription_id"]))
         return out[:limit]
 
+    def series(
+        self, kind: str, key: str, span: int, count: int, now: float
+    ) -> list[tuple[int, int, int]]:
+        """(start, attempts, delivered) of the ``count`` buckets of ``span`` seconds up to
+        the one holding ``now``, oldest first, empty ones included (the charts)."""
+        first = bucket_start(now, span) - (count - 1) * span
+        found = dict(self._buckets(kind, key, span, first))
+        out = []
+        for i in range(count):
+            b = found.get(first + i * span)
+            out.append((first + i * span, b.counts[0] if b else 0, b.counts[1] if b else 0))
+        return out
+
     def health(
         self, subscription_ids: Iterable[str], now: float, hours: int = 24
     ) -> dict[str, dict[str, Any]]:
         """Per subscription: attempts and deliveries per hour over the last ``hours``
         (oldest first, empty hours included), the success rate over them, and the
         newest error the store still counts (the console's endpoint list)."""
-        first = bucket_start(now, HOUR) - (hours - 1) * HOUR
         out: dict[str, dict[str, Any]] = {}
         for sub_id in subscription_ids:
-            by_start = dict(self._buckets("sub", sub_id, HOUR, first))
-            chart = []
-            for i in range(hours):
-                b = by_start.get(first + i * HOUR)
-                chart.append(
-                    {
-                        "start": first + i * HOUR,
-                        "attempts": b.counts[0] if b else 0,
-                        "delivered": b.counts[1] if b else 0,
-                    }
-                )
+            chart = [
+                {"start": start, "attempts": attempts, "delivered": delivered}
+                for start, attempts, delivered in self.series("sub", sub_id, HOUR, hours, now)
+            ]
             total = sum(c["attempts"] for c in chart)
             delivered = sum(c["delivered"] for c in chart)
             newest = self._all(
                 "SELECT error_at, error_status, error FROM buckets INDEXED BY b_scope "
-                "WHERE kind = 'sub' AND "
-                "key = ? AND span = ? AND error_at IS NOT NULL ORDER BY start DESC LIMIT 1",
+                "WHERE kind = 'sub' AND key = ? AND span = ? AND error_at IS NOT NULL "
+                "ORDER BY start DESC LIMIT 1",
                 (sub_id, HOUR),
             )
             out[sub_id] = {

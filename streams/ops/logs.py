@@ -13,7 +13,10 @@ Ids reach a line through ``extra=`` (:func:`log_ids` builds it from a
 delivery); only the fields in :data:`ID_FIELDS` are copied, never arbitrary
 attributes. Secrets are never logged: messages and tracebacks pass through
 :func:`redact`, which masks signing secrets and keys (``whsec_``, ``whsk_``),
-API tokens (``stk_``, ``adm_``), bearer credentials, and the exact values of
+API tokens (``stk_``, ``adm_``), bearer credentials, the credentials of chat
+URLs (a Telegram bot token, also bare; a Slack incoming webhook's secret
+segment; a Discord webhook token: masked ``***`` as the API shows those URLs,
+``https://api.telegram.org/bot***/sendMessage``), and the exact values of
 the secret settings of this process (registered with :func:`register_secret`).
 """
 
@@ -33,7 +36,15 @@ MASK = "********"
 _PATTERNS = re.compile(
     r"(?P<prefixed>\b(?:whsec|whsk|stk|adm)_[A-Za-z0-9+/=_.\-]{4,})"
     r"|(?P<bearer>(?i:bearer)\s+[^\s\"',]+)"
+    # Chat URL credentials: the group is what gets masked.
+    r"|/bot(?P<bot>\d+:[^/\s\"'?#]+)"
+    r"|\bhooks\.slack\.com/services/[^/\s]+/[^/\s]+/(?P<slack>[^/\s\"'?#]+)"
+    r"|\b(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api(?:/v\d+)?/webhooks/[^/\s]+/"
+    r"(?P<discord>[^/\s\"'?#]+)"
+    r"|(?P<token>\b\d{5,20}:[A-Za-z0-9_-]{30,}\b)"
 )
+#: What a chat URL's credential is replaced by (as in the API's masked URLs).
+URL_MASK = "***"
 _known_secrets: set[str] = set()
 
 
@@ -50,6 +61,12 @@ def redact(text: str) -> str:
             text = text.replace(value, MASK)
 
     def mask(match: re.Match[str]) -> str:
+        for group in ("bot", "slack", "discord", "token"):
+            if match.group(group) is not None:
+                start, end = match.span(group)
+                whole = match.group(0)
+                offset = match.start(0)
+                return whole[: start - offset] + URL_MASK + whole[end - offset :]
         if match.group("bearer"):
             return match.group(0).split(None, 1)[0] + " " + MASK
         prefix = match.group(0).split("_", 1)[0]
@@ -102,18 +119,45 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class ClientFaultFilter(logging.Filter):
+    """One WARNING line, no traceback, for a request aiohttp could not parse.
+
+    aiohttp logs such a request (a ``Content-Encoding`` it has no decoder for, such as
+    ``br`` without Brotli installed; a malformed header) as an ERROR with a traceback,
+    after answering it 400 itself: any client could fill the worker's log with
+    tracebacks at will, and none of them is a fault of ours.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiohttp.server" or not record.exc_info:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1]
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {exc.message} (answered {exc.code})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+        return True
+
+
 def dict_config(level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` document: JSON lines on stderr at ``level``."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
+        "filters": {"client_fault": {"()": ClientFaultFilter}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stderr",
                 "level": level,
+                "filters": ["client_fault"],
             }
         },
         "root": {"level": level, "handlers": ["default"]},

@@ -33,7 +33,10 @@ Read when Prometheus scrapes (no cost in between):
 ``streams_fanout_deliveries_total``              deliveries the fan-out produced
 ``streams_fanout_parked_total``                  deliveries parked for disabled subscriptions
 ``streams_invalid_events_total``                 events parked on ``events.invalid``
-``streams_deliveries_deferred_total``            deliveries deferred (endpoint lane full)
+``streams_invalid_deliveries_total``             delivery records parked on ``events.invalid``
+``streams_skipped_state_records_total{reader}``  state/log records skipped as unusable
+``streams_deliveries_deferred_total``            deliveries deferred (lane or tenant share full)
+``streams_tenant_deferred_total``                of them, because their tenant's share was full
 ``streams_dead_letters_total{reason}``           dead letters written, by reason
 ``streams_auto_disabled_total``                  subscriptions disabled automatically
 ``streams_breaker_opened_total``                 endpoint circuit breakers opened
@@ -129,9 +132,19 @@ STAT_COUNTERS = {
         "Deliveries parked in the DLQ because their subscription is disabled.",
     ),
     "invalid": ("streams_invalid_events", "Events parked on events.invalid by the fan-out."),
+    "invalid.deliveries": (
+        "streams_invalid_deliveries",
+        "Delivery records (deliveries, retry tiers) parked on events.invalid by the engine.",
+    ),
     "deferred": (
         "streams_deliveries_deferred",
-        "Deliveries deferred to the first retry tier without an attempt (endpoint lane full).",
+        "Deliveries deferred to the first retry tier without an attempt (endpoint lane full, "
+        "or their tenant's share of waiting work full).",
+    ),
+    "deferred.tenant": (
+        "streams_tenant_deferred",
+        "Of the deferred deliveries, those deferred because their tenant already held its "
+        "share of waiting work (STREAMS_TENANT_MAX_IN_FLIGHT).",
     ),
     "auto_disabled": ("streams_auto_disabled", "Subscriptions disabled automatically."),
     "breaker.opened": (
@@ -309,6 +322,17 @@ class _ScrapeCollector:
                 if key.startswith("dlq."):
                     letters.add_metric([key[4:]], value)
         yield letters
+
+        skipped = CounterMetricFamily(
+            "streams_skipped_state_records",
+            "Records of a state topic or the delivery log that could not be applied and were "
+            "skipped (they stay in the topic), by reader.",
+            labels=["reader"],
+        )
+        if p is not None:
+            for reader in p.readers:
+                skipped.add_metric([reader.name], reader.skipped)
+        yield skipped
 
         subs = GaugeMetricFamily(
             "streams_subscriptions",

@@ -66,6 +66,8 @@ class TierMessage:
     offset: int
     timestamp: float  # seconds
     tp: TopicPartition
+    key: bytes | None = None  # kept for parking a record the engine cannot handle
+    headers: Any = None
 
 
 class TierEvent:
@@ -218,7 +220,7 @@ class TierConsumer(mode.Service):
                 try:
                     due = Delivery.from_bytes(record.value).due_at
                 except DecodeError:
-                    due = 0.0  # the engine parks it
+                    due = 0.0  # the engine parks it (a null value too: not JSON)
                 appended = record.timestamp / 1000.0
                 release = release_time(due, appended, tier)
                 if release > now:
@@ -235,7 +237,15 @@ class TierConsumer(mode.Service):
 
     async def _hand_on(self, tp: TopicPartition, record: Any, due: float, now: float) -> None:
         assert self._acks is not None
-        message = TierMessage(tp.topic, tp.partition, record.offset, record.timestamp / 1000.0, tp)
+        message = TierMessage(
+            tp.topic,
+            tp.partition,
+            record.offset,
+            record.timestamp / 1000.0,
+            tp,
+            record.key,
+            record.headers,
+        )
         ticket = await self._acks.track(TierEvent(self, message))
         if due > now:
             # This tier's delay is used up but the record is not due: the tier covering the rest.

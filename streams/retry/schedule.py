@@ -34,6 +34,7 @@ __all__ = [
     "parse_duration",
     "parse_retry_after",
     "parse_schedule",
+    "parse_seconds",
     "tier_for_delay",
     "tiers_for",
 ]
@@ -96,6 +97,35 @@ def parse_duration(text: str) -> float:
     return millis / 1000
 
 
+_BARE_SECONDS = re.compile(r"\d{1,9}(?:\.\d{1,3})?")
+
+
+def parse_seconds(value: str | float) -> float:
+    """A duration as a command option or an API field takes it: what
+    :func:`parse_duration` reads, or a bare number of seconds (``"10"``, ``10``, ``2.5``).
+
+    One rule for every option and field (``--grace 10`` was refused while
+    ``--timeout 10`` was accepted). Settings still need their unit: a bare
+    ``STREAMS_RETENTION=7`` is more likely 7 days than 7 seconds.
+    Raises :class:`ConfigError` naming the value and the accepted forms.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{value!r} is not a duration; {_DURATION_FORMS}, or seconds (10)")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{value!r} is not a duration: a number of seconds of 0 or more")
+        return float(value)
+    if _BARE_SECONDS.fullmatch(value.strip()):
+        return float(value.strip())
+    try:
+        return parse_duration(value)
+    except ConfigError:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ConfigError(
+            f"{shown!r} is not a duration; {_DURATION_FORMS}, or a number of seconds (10)"
+        ) from None
+
+
 def format_duration(seconds: float) -> str:
     """The canonical text of a duration: ``"5s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"1h30m"``.
 
@@ -120,7 +150,7 @@ def format_duration(seconds: float) -> str:
 # --- schedules ----------------------------------------------------------------------------
 
 
-def parse_schedule(text: str) -> tuple[float, ...]:
+def parse_schedule(text: str, *, bare_seconds: bool = False) -> tuple[float, ...]:
     """Parse ``STREAMS_RETRY_SCHEDULE``: the delays of the retries, separated by commas.
 
     The first attempt is always immediate, so ``"5s,5m"`` means three
@@ -129,6 +159,8 @@ def parse_schedule(text: str) -> tuple[float, ...]:
     and at most 7 days; delays never decrease, though equal neighbours are
     fine (``"1h,1h,1h"`` retries hourly); at most :data:`MAX_RETRIES` entries;
     no empty entries. Raises :class:`ConfigError` naming the bad entry.
+    ``bare_seconds``: entries may also be numbers of seconds (:func:`parse_seconds`),
+    as in a subscription's schedule; the setting keeps requiring units.
     """
     stripped = text.strip()
     if stripped.lower() == "none":
@@ -150,7 +182,7 @@ def parse_schedule(text: str) -> tuple[float, ...]:
             raise ConfigError(
                 f"retry {position} of the schedule is empty; separate delays with single commas"
             )
-        delay = parse_duration(entry)
+        delay = parse_seconds(entry) if bare_seconds else parse_duration(entry)
         if delay <= 0:
             raise ConfigError(
                 f"retry {position} ({entry}) has no delay; every retry waits more than 0s "

@@ -20,6 +20,9 @@ Profiles, by name (``standard`` is the default):
     Stripe's ``Stripe-Signature: t=...,v1=...`` scheme.
 ``github``
     GitHub's ``X-Hub-Signature-256: sha256=...`` scheme.
+``none``
+    No signature and no secret: for Slack, Discord and Telegram, whose URLs
+    carry their own credential and who verify no signature.
 
 Errors are :class:`~streams.errors.SigningError` and never contain secret
 material: they name the profile, the field and what to fix.
@@ -169,7 +172,7 @@ def _generate_text_secret(nbytes: int) -> str:
 def _load() -> tuple[Mapping[str, SigningProfile], Mapping[str, _SecretRules]]:
     # Imported here, after the helpers above exist, because the profile
     # modules import those helpers from this package.
-    from streams.signing import github, prospektr, prowlo, standard, stripe
+    from streams.signing import github, none, prospektr, prowlo, standard, stripe
 
     # Spelled out (not looped over modules) so that mypy checks each profile
     # against the SigningProfile protocol and each pair of secret functions.
@@ -179,6 +182,7 @@ def _load() -> tuple[Mapping[str, SigningProfile], Mapping[str, _SecretRules]]:
         (prospektr.PROFILE, _SecretRules(prospektr.validate_secret, prospektr.generate_secret)),
         (stripe.PROFILE, _SecretRules(stripe.validate_secret, stripe.generate_secret)),
         (github.PROFILE, _SecretRules(github.validate_secret, github.generate_secret)),
+        (none.PROFILE, _SecretRules(none.validate_secret, none.generate_secret)),
     )
     profiles = {profile.name: profile for profile, _ in entries}
     rules = {profile.name: rule for profile, rule in entries}

@@ -17,9 +17,13 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import orjson
+
 from streams.errors import DecodeError
-from streams.fanout.matching import TypeMatcher
-from streams.records import Subscription
+from streams.fanout.matching import PatternError, TypeMatcher
+from streams.records import MAX_ID_CHARS, Subscription
+from streams.schemas import record_error
+from streams.tenants import is_reserved
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,36 @@ def ops_patterns(patterns: list[str]) -> list[str]:
     return [p for p in patterns if not p.startswith("*")]
 
 
+#: The largest subscription record applied. The API writes a few kilobytes at most
+#: (its limits: URL, headers, event types); the bound keeps what the worker writes
+#: back (an automatic disable copies the record) far under any record limit.
+MAX_SUBSCRIPTION_BYTES = 262_144
+
+
+def _entry(sub_id: str, raw: bytes) -> Entry:
+    """The index entry of one record, or :class:`DecodeError` / :class:`PatternError`.
+
+    Checked against ``schemas/records/subscription.json``: the fan-out and the
+    engine use its fields as the API wrote them (a body format, a rate, a
+    retry schedule), and a value of another shape would raise there instead.
+    """
+    if len(raw) > MAX_SUBSCRIPTION_BYTES:
+        raise DecodeError(
+            f"subscription: {len(raw)} bytes, over the limit of {MAX_SUBSCRIPTION_BYTES}", raw
+        )
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"subscription: not JSON ({exc})", raw) from None
+    problem = record_error("subscription", obj)
+    if problem is not None:
+        raise DecodeError(f"subscription: {problem}", raw)
+    sub = Subscription.from_dict(obj, raw)
+    if sub.id != sub_id or len(sub_id) > MAX_ID_CHARS:
+        raise DecodeError("subscription: its id is not its key (at most 200 characters)", raw)
+    return Entry(sub, TypeMatcher(sub.event_types), TypeMatcher(ops_patterns(sub.event_types)))
+
+
 class SubscriptionIndex:
     def __init__(self) -> None:
         self._by_id: dict[str, Entry] = {}
@@ -50,8 +84,11 @@ class SubscriptionIndex:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def apply(self, sub_id: str, raw: bytes | None) -> None:
-        """Apply one record of the compacted topic (``None``: a tombstone, deleted)."""
+    def apply(self, sub_id: str, raw: bytes | None) -> str | None:
+        """Apply one record of the compacted topic (``None``: a tombstone, deleted).
+
+        Returns why a record was unusable (the subscription is then absent), or None.
+        """
         self.applied += 1
         old = self._by_id.pop(sub_id, None)
         if old is not None:
@@ -62,18 +99,17 @@ class SubscriptionIndex:
                     del self._by_tenant[old.sub.tenant_id]
         if raw is not None:
             try:
-                sub = Subscription.from_bytes(raw)
-            except DecodeError as exc:
+                entry = _entry(sub_id, raw)
+            except (DecodeError, PatternError) as exc:
                 # Never crash the worker on one bad record; it stays visible in the topic.
+                # As the latest record of its key it stands for the subscription: none.
                 self.undecodable += 1
-                log.error("subscription %s: undecodable record skipped: %s", sub_id, exc)
-            else:
-                entry = Entry(
-                    sub, TypeMatcher(sub.event_types), TypeMatcher(ops_patterns(sub.event_types))
-                )
-                self._by_id[sub_id] = entry
-                self._by_tenant.setdefault(sub.tenant_id, {})[sub_id] = entry
+                self._notify()
+                return f"unusable, the subscription is absent: {exc}"
+            self._by_id[sub_id] = entry
+            self._by_tenant.setdefault(entry.sub.tenant_id, {})[sub_id] = entry
         self._notify()
+        return None
 
     def _notify(self) -> None:
         self._changed.set()
@@ -112,8 +148,13 @@ class SubscriptionIndex:
         """Subscriptions of ``tenant_id`` whose event types match, in id order.
 
         Enabled ones only, unless ``include_disabled`` (the fan-out parks
-        deliveries of disabled subscriptions rather than dropping them).
+        deliveries of disabled subscriptions rather than dropping them). None for a
+        tenant id the platform reserves (:mod:`streams.tenants`): a subscription made
+        under one before it was reserved stays listed, so the admin can delete it,
+        but is sent nothing (``_platform`` would receive every tenant's replay events).
         """
+        if is_reserved(tenant_id):
+            return []
         tenant = self._by_tenant.get(tenant_id)
         if not tenant:
             return []
@@ -135,6 +176,10 @@ class SubscriptionIndex:
         for entry in sorted(source, key=lambda e: e.sub.created_at):
             if state is None or entry.sub.state == state:
                 yield entry.sub
+
+    def count(self, tenant_id: str) -> int:
+        """How many subscriptions ``tenant_id`` has, in any state (its quota's measure)."""
+        return len(self._by_tenant.get(tenant_id, ()))
 
     def counts_by_state(self) -> dict[str, int]:
         out = {"enabled": 0, "disabled": 0}

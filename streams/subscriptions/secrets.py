@@ -1,5 +1,8 @@
 """Signing secrets: encryption at rest, generation, rotation with a grace period.
 
+The same box encrypts the values of secret custom headers
+(:mod:`streams.subscriptions.headers`).
+
 Secrets travel in the ``subscriptions`` topic only as Fernet ciphertexts
 (AES-128-CBC + HMAC-SHA256, from ``cryptography``). The key is
 ``STREAMS_SECRETS_KEY``; several keys separated by commas rotate the key
@@ -10,21 +13,32 @@ hosts could not decrypt what this one wrote.
 
 Rotation keeps the previous secret valid for a grace period (default 24 h):
 during it, profiles that can carry several signatures sign with both.
+
+A URL that carries a credential (a Telegram bot token, see
+:mod:`streams.subscriptions.services`) is kept the same way, in the
+subscription's ``url_secret``; :func:`destination_url` gives the clear URL to
+send to.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from streams.config import Settings
 from streams.errors import ConfigError, StreamsError
 from streams.records import EncryptedSecret
+
+if TYPE_CHECKING:
+    from streams.records import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +64,20 @@ class SecretBox:
                     'print(Fernet.generate_key().decode())"'
                 ) from None
         self._fernet = MultiFernet(fernets)
+        self._keys = [base64.urlsafe_b64decode(key.strip().encode()) for key in keys]
+
+    def derive(self, purpose: str) -> MultiFernet:
+        """A Fernet of its own for ``purpose`` (HKDF of each configured key, same order).
+
+        Other features (console sessions) encrypt with keys derived from the
+        one setting every worker shares, but never with the signing-secret key
+        itself: a token of one kind can then never be read as another kind.
+        """
+        derived = []
+        for raw in self._keys:
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+            derived.append(Fernet(base64.urlsafe_b64encode(hkdf.derive(raw))))
+        return MultiFernet(derived)
 
     def encrypt(
         self, secret: str, *, now: float, expires_at: float | None = None
@@ -64,6 +92,21 @@ class SecretBox:
             raise StreamsError(
                 "a stored signing secret cannot be decrypted: STREAMS_SECRETS_KEY does not "
                 "hold the key it was encrypted with (keep old keys listed after the new one)"
+            ) from None
+
+    def encrypt_text(self, value: str) -> str:
+        """A Fernet token of ``value`` (a secret custom header value, say)."""
+        return self._fernet.encrypt(value.encode()).decode("ascii")
+
+    def decrypt_text(self, token: str, *, what: str) -> str:
+        """The clear text of :meth:`encrypt_text`; ``what`` names it in the error, which
+        never holds the value."""
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except (InvalidToken, ValueError, TypeError):
+            raise StreamsError(
+                f"{what} cannot be decrypted: STREAMS_SECRETS_KEY does not hold the key it "
+                "was encrypted with (keep old keys listed after the new one)"
             ) from None
 
     @classmethod
@@ -118,3 +161,22 @@ def decrypt_active(
 ) -> tuple[str, ...]:
     """The clear secrets to sign with at ``now``: current first."""
     return tuple(box.decrypt(s) for s in active(stored, time.time() if now is None else now))
+
+
+#: Clear URLs by ciphertext (a Fernet decryption costs ~20 us; a delivery asks per attempt).
+_clear_urls: dict[str, str] = {}
+
+
+def destination_url(box: SecretBox, sub: Subscription) -> str:
+    """The URL to send ``sub``'s deliveries to: ``url``, or the decrypted ``url_secret``."""
+    stored = sub.url_secret
+    if stored is None:
+        return sub.url
+    ciphertext = str(stored.get("ciphertext", ""))
+    clear = _clear_urls.get(ciphertext)
+    if clear is None:
+        clear = box.decrypt(stored)
+        if len(_clear_urls) >= 10_000:
+            _clear_urls.clear()
+        _clear_urls[ciphertext] = clear
+    return clear

@@ -16,6 +16,12 @@ those failure modes, and the topic stays the only source of truth.
 
 Writes go to the topic and then wait until this worker's own reader has
 applied them, so an API response reflects what every worker will see.
+
+A record that cannot be applied (no key, a key that is not UTF-8, a value its
+apply function refuses) is skipped with its position and reason logged and
+counted (``skipped``); it stays in the topic. Every worker reads these topics
+whole at every start, so they are not parked from (see
+:mod:`streams.deadletter.parking`).
 """
 
 from __future__ import annotations
@@ -29,11 +35,17 @@ from typing import Any
 
 from streams.config import Settings
 from streams.errors import StreamsError
+from streams.records import MAX_REASON_CHARS, bounded
 
 log = logging.getLogger(__name__)
 
-Apply = Callable[[str, bytes | None], None]
+#: Applies one record; returns None, or why the record could not be used (it is then
+#: skipped: logged with its position and counted by the reader).
+Apply = Callable[[str, bytes | None], str | None]
 
+
+#: Skipped records logged one by one per reader (after that, counted only).
+MAX_SKIP_LOGS = 100
 
 #: The least a batched fetch waits for (see ``batch_wait_ms``).
 BATCH_MIN_BYTES = 256 * 1024
@@ -67,6 +79,7 @@ class CompactedReader:
         self.batch_wait_ms = batch_wait_ms
         self.ready = asyncio.Event()
         self.records = 0
+        self.skipped = 0  # records that could not be applied (see _apply_record)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -129,16 +142,54 @@ class CompactedReader:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for records in batch.values():
                     for record in records:
-                        key = record.key.decode() if record.key is not None else ""
-                        if key:
-                            self.apply(key, record.value)
-                            self.records += 1
+                        self._apply_record(record)
                 if not self.ready.is_set():
                     positions = {tp: await consumer.position(tp) for tp in tps}
                     if all(positions[tp] >= end[tp] for tp in tps):
                         self._mark_ready()
         finally:
             await consumer.stop()
+
+    def _apply_record(self, record: Any) -> None:
+        """Apply one record, or skip it with the reason logged; never raise.
+
+        A record that cannot be applied must not stop the reader: it would
+        reconnect, read the topic from the start, and stop at the same record
+        again, and a worker whose readers never catch up is never ready.
+        """
+        if record.key is None:
+            self._skip(record, "the record has no key")
+            return
+        try:
+            key = record.key.decode("utf-8")
+        except UnicodeDecodeError:
+            self._skip(record, "its key is not UTF-8")
+            return
+        if not key:
+            self._skip(record, "its key is empty")
+            return
+        try:
+            problem = self.apply(key, record.value)
+        except Exception as exc:  # a record the apply function did not expect
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            self._skip(record, problem)
+            return
+        self.records += 1
+
+    def _skip(self, record: Any, reason: str) -> None:
+        self.skipped += 1
+        if self.skipped <= MAX_SKIP_LOGS:
+            log.error(
+                "%s reader: skipped the record at %s[%d]@%d (%s); it stays in the topic",
+                self.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                bounded(reason, MAX_REASON_CHARS),
+            )
+        elif self.skipped == MAX_SKIP_LOGS + 1:
+            log.error("%s reader: more records skipped; not logging each any more", self.name)
 
     async def _partitions(self, consumer: Any) -> list[int]:
         for _ in range(50):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -88,6 +89,39 @@ def _wait_http(
     raise StreamsError(f"the {what} did not become ready within {timeout_s:g}s; see {log}")
 
 
+def demo_env(base: Settings) -> dict[str, str]:
+    """The settings the demo runs its worker with, over the user's own (``base``).
+
+    Its own state directory (``<STREAMS_STATE_DIR>/demo``: the worker's tables and
+    its generated admin token) and topic prefix, so the demo never touches a
+    pipeline the user runs beside it.
+    """
+    return {
+        "STREAMS_ENV": "development",
+        "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.0/8,::1/128",
+        "STREAMS_TOPIC_PREFIX": base.topic_prefix or "demo.",
+        "STREAMS_API_PORT": str(base.api_port),
+        "STREAMS_STATE_DIR": str(base.state_dir / "demo"),
+        "STREAMS_RETRY_SCHEDULE": "2s,10s,30s",
+    }
+
+
+def monitor_command(base: Settings) -> str:
+    """The ``streams monitor`` command that watches the demo, API included.
+
+    The monitor finds the API's token in ``$STREAMS_STATE_DIR/dev-admin-token``, which
+    the demo's worker writes under the demo's own state directory; with only the
+    topic prefix (the hint before), it looked in ``.streams/`` and found no token.
+    """
+    env = demo_env(base)
+    parts = [f"STREAMS_TOPIC_PREFIX={env['STREAMS_TOPIC_PREFIX']}"]
+    parts.append(f"STREAMS_STATE_DIR={shlex.quote(env['STREAMS_STATE_DIR'])}")
+    api_url = f"http://127.0.0.1:{base.api_port}"
+    if base.api_url != api_url:
+        parts.append(f"STREAMS_API_URL={api_url}")
+    return " ".join([*parts, "streams monitor"])
+
+
 def run_demo(events: int | None, interval_s: float) -> None:
     from streams.kafka.local import LocalKafka
     from streams.kafka.topics import create_topics
@@ -95,18 +129,10 @@ def run_demo(events: int | None, interval_s: float) -> None:
     from streams.schemas import SchemaRegistry
 
     base = Settings.from_env()
-    state = base.state_dir / "demo"
-    state.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "STREAMS_ENV": "development",
-        "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.0/8,::1/128",
-        "STREAMS_TOPIC_PREFIX": base.topic_prefix or "demo.",
-        "STREAMS_API_PORT": str(base.api_port),
-        "STREAMS_STATE_DIR": str(state),
-        "STREAMS_RETRY_SCHEDULE": "2s,10s,30s",
-    }
+    env = {**os.environ, **demo_env(base)}
     settings = Settings.from_env(env)
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
     if settings.kafka_bootstrap.startswith(("127.0.0.1:", "localhost:")):
         status, started = LocalKafka(base).start()
         click.echo(("started " if started else "using ") + status.describe())
@@ -166,7 +192,7 @@ def run_demo(events: int | None, interval_s: float) -> None:
             )
         click.echo(
             f"API {api} (admin token in {state / 'dev-admin-token'}); receiver {receiver_url}\n"
-            f"watch it: STREAMS_TOPIC_PREFIX={env['STREAMS_TOPIC_PREFIX']} streams monitor   "
+            f"watch it in another terminal: {monitor_command(base)}   "
             "(Ctrl-C here stops the demo)"
         )
         registry = SchemaRegistry.from_settings(settings)

@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 
 from streams.config import Settings
 from streams.publish import EventPublisher
-from streams.records import Delivery, InvalidEvent, delivery_id_for
+from streams.records import Delivery, ParkedRecord, delivery_id_for
 from tests.integration.harness import Api, read_topic
 
 pytestmark = pytest.mark.integration
@@ -140,16 +140,17 @@ def test_invalid_events_are_parked_with_their_reason_and_the_agent_keeps_going(
         pub.publish("prospect.added", "badinput", PROSPECT, event_id="after-bad")
 
     invalid = [
-        InvalidEvent.from_bytes(m.value())
+        ParkedRecord(m.key(), m.value(), tuple(m.headers() or ()))
         for m in read_topic(
             worker_settings, worker_settings.topic_prefix + "events.invalid", expected=len(bad)
         )
     ]
-    assert sorted(r.raw for r in invalid) == sorted(bad)
-    reasons = {r.raw: r.reason for r in invalid}
+    assert sorted(r.value or b"" for r in invalid) == sorted(bad)
+    assert {r.key for r in invalid} == {b"badinput"}
+    reasons = {r.value: r.reason for r in invalid}
     assert "not JSON" in reasons[b"not json at all"]
     assert "unknown event type `invoice.paid`" in reasons[bad[2]]
-    assert next(r.field for r in invalid if r.raw == bad[3]).startswith("data")
+    assert next(r.field for r in invalid if r.value == bad[3]).startswith("data")
     assert "over the limit" in reasons[bad[5]]
     good = [d for d in deliveries(worker_settings, 1, settle_s=0) if d.subscription_id == sub["id"]]
     assert [d.event_id for d in good] == ["after-bad"]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import free_port_run
+
 pytestmark = pytest.mark.integration
 
 
@@ -23,17 +25,32 @@ def streams(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     )
 
 
-def test_start_status_and_stop_manage_one_broker(kafka_bootstrap: str, tmp_path: Path) -> None:
-    # A broker of its own on another port and state directory, beside the session's.
-    env = {
-        "STREAMS_STATE_DIR": str(tmp_path / "state"),
-        "STREAMS_KAFKA_BOOTSTRAP": "127.0.0.1:19392",
-    }
-    try:
+def start_on_free_ports(state: Path, tries: int = 3) -> tuple[dict[str, str], str]:
+    """`streams kafka start` on two free ports (client, controller) and its stdout; other
+    ports if one was taken between the check and the broker's bind (bounded: ``tries``)."""
+    for attempt in range(1, tries + 1):
+        env = {
+            "STREAMS_STATE_DIR": str(state),
+            "STREAMS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port_run(2)}",
+        }
         started = streams(["kafka", "start"], env)
-        assert started.returncode == 0, started.stderr
-        assert "started: Kafka 4." in started.stdout
-        assert "log:" in started.stdout
+        if started.returncode == 0:
+            return env, started.stdout
+        streams(["kafka", "stop"], env)
+        if "in use" not in started.stderr or attempt == tries:
+            raise AssertionError(f"streams kafka start failed: {started.stderr}")
+    raise AssertionError("unreachable")
+
+
+def test_start_status_and_stop_manage_one_broker(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # A broker of its own on free ports and its own state directory, beside the session's.
+    # (A fixed port failed whenever anything else held it.)
+    state = tmp_path / "state"
+    env = {"STREAMS_STATE_DIR": str(state)}
+    try:
+        env, started = start_on_free_ports(state)
+        assert "started: Kafka 4." in started
+        assert "log:" in started
 
         again = streams(["kafka", "start"], env)
         assert again.returncode == 0
@@ -41,7 +58,7 @@ def test_start_status_and_stop_manage_one_broker(kafka_bootstrap: str, tmp_path:
 
         status = streams(["kafka", "status"], env)
         assert status.returncode == 0
-        assert "127.0.0.1:19392" in status.stdout
+        assert env["STREAMS_KAFKA_BOOTSTRAP"] in status.stdout
 
         topics = streams(["topics", "create", "--json"], env)
         assert topics.returncode == 0, topics.stderr

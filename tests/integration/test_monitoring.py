@@ -168,6 +168,7 @@ def test_metrics_stats_and_monitor_agree_with_the_receiver(
     assert not any(
         set(dict(labels))
         - {"outcome", "status_class", "tier", "attempt", "reason", "state", "stage", "generation"}
+        - {"reader"}  # one of the worker's four state readers
         - {"topic", "partition", "le"}
         for _, labels in got
     )

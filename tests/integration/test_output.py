@@ -68,3 +68,61 @@ def test_a_closed_output_refuses_new_records(settings: Settings) -> None:
             await output.send("any", b"k", b"v")
 
     asyncio.run(run())
+
+
+def test_attempt_records_go_through_their_own_lingering_producer_and_all_are_confirmed(
+    settings: Settings,
+) -> None:
+    import dataclasses
+
+    create_topics(settings)
+    names = TopicNames(settings.topic_prefix)
+    slow = dataclasses.replace(settings, kafka_linger_ms=5, kafka_attempts_linger_ms=200)
+
+    async def run() -> tuple[list[tuple[int, int]], float, int]:
+        output = KafkaOutput(slow)
+        loop = asyncio.get_running_loop()
+        # Warm both producers up (connection, producer id) before timing one.
+        warm = [
+            await output.send(names.deliveries, b"sub_1", b"{}"),
+            await output.send(names.attempts, b"sub_1", b"{}"),
+        ]
+        await asyncio.wait_for(asyncio.gather(*warm), 30)
+        started = loop.time()
+        logged = [await output.send(names.attempts, b"sub_1", b"{}") for _ in range(20)]
+        results = await asyncio.wait_for(asyncio.gather(*logged), 30)
+        slow_s = loop.time() - started
+        producers = len(output._producers)
+        await output.close()
+        return list(results), slow_s, producers
+
+    results, slow_s, producers = asyncio.run(run())
+    assert producers == 2
+    assert len({o for _p, o in results}) == 20  # every attempt record confirmed, once
+    # The attempts producer waits out its own linger (the main one lingers 5 ms).
+    assert slow_s >= 0.19
+
+
+def test_equal_lingers_write_everything_through_one_producer(settings: Settings) -> None:
+    import dataclasses
+
+    same = dataclasses.replace(settings, kafka_linger_ms=8, kafka_attempts_linger_ms=8)
+
+    async def run() -> int:
+        output = KafkaOutput(same)
+        count = len(output._producers)
+        await output.close()
+        return count
+
+    assert asyncio.run(run()) == 1
+
+
+def test_by_default_one_producer_writes_everything(settings: Settings) -> None:
+    async def run() -> int:
+        output = KafkaOutput(settings)
+        count = len(output._producers)
+        await output.close()
+        return count
+
+    assert settings.kafka_attempts_linger_ms == -1
+    assert asyncio.run(run()) == 1

@@ -158,3 +158,43 @@ def test_a_tenant_token_sees_only_its_own_dead_letters_and_deliveries(
     assert tenant.call("GET", "/v1/deliveries").json()["data"] == []
     assert tenant.call("GET", "/v1/dlq", tenant_id="replayme").status_code == 422
     assert tenant.call("POST", "/v1/deliveries/msg_nope/redeliver").status_code == 404
+
+
+def test_a_replay_started_through_the_api_is_cancelled_by_the_cli_and_resumed(
+    admin: Api, worker_settings: Settings
+) -> None:
+    from tests.integration.test_replay_stop import park
+
+    park(worker_settings, 6, sub_id="sub_cancelme")
+    body = {"subscription_id": "sub_cancelme", "reason": "exhausted", "rate": 0.2}
+    started = admin.call("POST", "/v1/dlq/replay", body)
+    assert started.status_code == 202, started.text
+    replay_id = started.json()["replay_id"]
+    deadline = time.monotonic() + 30
+    while admin.call("GET", f"/v1/dlq/replays/{replay_id}").json()["replayed"] < 1:
+        assert time.monotonic() < deadline, "the replay's first letter"
+        time.sleep(0.2)
+    env = {
+        "STREAMS_API_URL": str(admin.http.base_url).rstrip("/"),
+        "STREAMS_API_TOKEN": admin.http.headers["Authorization"].removeprefix("Bearer "),
+    }
+    cancelled = subprocess.run(
+        [sys.executable, "-m", "streams", "dlq", "replay", "--cancel", replay_id],
+        env={**os.environ, **settings_env(worker_settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith(f"{replay_id}: cancelled at ")
+    view = admin.call("GET", f"/v1/dlq/replays/{replay_id}").json()
+    assert view["status"] == "cancelled"
+    assert view["replayed"] < 6
+    assert admin.call("DELETE", f"/v1/dlq/replays/{replay_id}").status_code == 409
+
+    resumed = admin.call("POST", f"/v1/dlq/replays/{replay_id}/resume")
+    assert resumed.status_code == 202, resumed.text
+    cancel_again = admin.call("DELETE", f"/v1/dlq/replays/{replay_id}")  # it runs again
+    assert cancel_again.status_code == 200, cancel_again.text
+    assert cancel_again.json()["resumes"] == 1

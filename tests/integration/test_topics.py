@@ -39,3 +39,32 @@ def test_every_topic_is_created_once_with_its_configuration(settings: Settings) 
     resource = ConfigResource(ConfigResource.Type.TOPIC, names.subscriptions)
     config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["cleanup.policy"].value == "compact"
+
+
+def test_a_record_limit_below_what_this_version_parks_is_raised(settings: Settings) -> None:
+    # A cluster set up by an earlier version: events.invalid and the DLQ at the 1 MiB
+    # limit of every topic, too small for what is parked now (issue 17).
+    from confluent_kafka.admin import NewTopic
+
+    from streams.kafka.topics import parked_record_bytes
+
+    names = TopicNames(settings.topic_prefix)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    old = str(settings.max_record_bytes)
+    futures = admin.create_topics(
+        [
+            NewTopic(name, 1, 1, config={"max.message.bytes": old})
+            for name in (names.events_invalid, names.dlq)
+        ]
+    )
+    for future in futures.values():
+        future.result(timeout=30)
+
+    result = create_topics(settings)
+    assert result[names.events_invalid] == result[names.dlq] == "raised"
+    assert result[names.events] == "created"
+    for name in (names.events_invalid, names.dlq):
+        resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+        config = admin.describe_configs([resource])[resource].result(timeout=10)
+        assert config["max.message.bytes"].value == str(parked_record_bytes(settings))
+    assert set(create_topics(settings).values()) == {"exists"}  # raised once

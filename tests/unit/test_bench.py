@@ -12,7 +12,13 @@ from click.testing import CliRunner
 from streams.cli import cli
 from streams.records import DeadLetter, Delivery, delivery_id_for
 from streams.tools.bench.ceiling import parse_wrk
-from streams.tools.bench.config import SCENARIOS, BenchConfigError, parse_rates, resolve
+from streams.tools.bench.config import (
+    SCENARIOS,
+    BenchConfigError,
+    parse_rates,
+    parse_rows,
+    resolve,
+)
 from streams.tools.bench.ledger import (
     DlqState,
     DueTimes,
@@ -23,7 +29,7 @@ from streams.tools.bench.ledger import (
 )
 from streams.tools.bench.procs import check_explicit_broker, free_port
 from streams.tools.bench.report import render_section, update_doc
-from streams.tools.bench.scenarios import summarize_collapsed
+from streams.tools.bench.scenarios import paced_plan, summarize_collapsed
 from streams.tools.bench.stats import (
     cpu_per_delivery,
     per_second,
@@ -397,11 +403,69 @@ def test_cpu_per_delivery_by_role_and_in_receiver_units() -> None:
         "cpu_us_per_delivery_workers": 750,
         "cpu_us_per_delivery_receivers": 250,
         "cpu_us_per_delivery_broker": 208,
+        "cpu_us_per_delivery_pipeline": 958,
         "worker_cpu_per_receiver_cpu": 3.0,
     }
+    # Without the broker's process the pipeline's figure is not made up from the workers'.
+    assert "cpu_us_per_delivery_pipeline" not in cpu_per_delivery({"workers": 1.0}, 10)
     # No deliveries, or no receiver CPU to divide by: nothing made up.
     assert cpu_per_delivery({"workers": 1.0, "receivers": 1.0}, 0) == {}
     assert "worker_cpu_per_receiver_cpu" not in cpu_per_delivery({"workers": 1.0}, 10)
     assert "worker_cpu_per_receiver_cpu" not in cpu_per_delivery(
         {"workers": 1.0, "receivers": 0.0}, 10
+    )
+
+
+def test_paced_rows_parse_as_rate_and_fanout() -> None:
+    assert parse_rows("1000x10, 500x1") == ((1000.0, 10), (500.0, 1))
+    assert resolve("paced", overrides={"rows": "250x3"}).rows == ((250.0, 3),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1000", "is not RATExFANOUT"),
+        ("1000x", "is not RATExFANOUT"),
+        ("1000x-1", "is not RATExFANOUT"),
+        ("1000x0", "fan-out 0 is not from 1"),
+        ("0x10", "impossible"),
+        ("fastx10", "not a number"),
+    ],
+)
+def test_bad_paced_rows_are_refused(text: str, message: str) -> None:
+    with pytest.raises(BenchConfigError, match=message):
+        parse_rows(text)
+
+
+def test_a_paced_row_too_short_to_publish_one_event_is_refused() -> None:
+    with pytest.raises(BenchConfigError, match="publishes no event"):
+        resolve("paced", overrides={"rows": "1x10", "duration": 5})
+
+
+def test_the_new_scenarios_measure_the_broker_of_their_own() -> None:
+    assert resolve("paced").private_broker
+    assert resolve("fanout-1").private_broker
+    assert not resolve("paced", overrides={"private_broker": False}).private_broker
+    assert resolve("fanout-1").fanout == 1
+    assert resolve("fanout-1").tenants == 1
+
+
+def test_a_paced_fanout_1_row_is_one_tenant_with_one_endpoint() -> None:
+    assert paced_plan(1, 12) == [("f1t000", "f1.t000.s000")]
+    plan = paced_plan(10, 12)
+    assert len(plan) == 120
+    assert len({t for t, _e in plan}) == 12
+    assert len({e for _t, e in plan}) == 120
+
+
+def test_the_fanout_steps_microbenchmark_times_every_step_at_each_fanout() -> None:
+    from streams.tools.bench.fanout_steps import measure
+
+    got = measure(5, fanouts=(1, 3))
+    assert set(got["by_fanout"]) == {1, 3}
+    steps = got["by_fanout"][3]["us_per_event"]
+    assert set(steps) == {"decode_validate", "match", "render", "encode_records"}
+    assert all(v > 0 for v in steps.values())
+    assert got["by_fanout"][3]["us_per_delivery"] == pytest.approx(
+        got["by_fanout"][3]["us_per_event_total"] / 3, abs=0.1
     )

@@ -335,6 +335,44 @@ def test_update_can_clear_every_custom_header(api: FakeApi, state_dir: Path) -> 
     assert only(api).body == {"headers": {}}
 
 
+def test_a_public_header_is_sent_in_the_list_form_marked_not_secret(
+    api: FakeApi, state_dir: Path
+) -> None:
+    shown = view(
+        headers={"X-Team": "growth", "X-Api-Key": "********"}, secret_headers=["X-Api-Key"]
+    )
+    api.answer("PATCH", "/v1/subscriptions/sub_1", 200, shown)
+    result = run(
+        api.url,
+        "subscriptions", "update", "sub_1",
+        "--header", "X-Api-Key: k-123", "--public-header", "X-Team: growth",
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert only(api).body == {
+        "headers": [
+            {"name": "X-Api-Key", "value": "k-123", "secret": True},
+            {"name": "X-Team", "value": "growth", "secret": False},
+        ]
+    }
+    # Shown as the API masked it, each secret one saying so.
+    assert "headers:        X-Team: growth, X-Api-Key: ******** (secret)" in result.stdout
+    assert "k-123" not in result.stdout
+
+
+def test_a_header_given_as_secret_and_public_is_a_usage_error(
+    api: FakeApi, state_dir: Path
+) -> None:
+    result = run(
+        api.url,
+        "subscriptions", "update", "sub_1",
+        "--header", "X-A: 1", "--public-header", "x-a: 1",
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert api.seen == []
+
+
 def test_update_with_no_option_is_a_usage_error_that_sends_nothing(
     api: FakeApi, state_dir: Path
 ) -> None:
@@ -819,14 +857,15 @@ def test_non_finite_numbers_are_refused_not_sent_as_null(value: str) -> None:
     # orjson writes nan as null: the API read "no rate limit" and "the default timeout".
     import click
 
-    from streams.cli.subscriptions import _RateLimit, _timeout_value
+    from streams.cli.common import Duration
+    from streams.cli.subscriptions import _RateLimit
 
     with pytest.raises(click.BadParameter):
         _RateLimit().convert(value, None, None)
     with pytest.raises(click.BadParameter):
-        _timeout_value(value)
+        Duration(as_text=True).convert(value, None, None)
     assert _RateLimit().convert("2.5", None, None) == 2.5
-    assert _timeout_value("10s") == "10s"
+    assert Duration(as_text=True).convert("10s", None, None) == "10s"
 
 
 def test_control_characters_in_stored_values_are_printed_escaped() -> None:
@@ -843,3 +882,47 @@ def test_the_replay_rate_option_refuses_nan() -> None:
     result = CliRunner().invoke(cli, ["dlq", "replay", "--rate", "nan", "--dry-run"])
     assert result.exit_code == 2
     assert "--rate" in result.output
+
+
+def test_a_telegram_subscription_sends_its_chat_and_shows_what_was_detected(
+    api: FakeApi, state_dir: Path
+) -> None:
+    masked = "https://api.telegram.org/bot***/sendMessage"
+    created = view(
+        url=masked,
+        url_masked=True,
+        signing="none",
+        secret={"set": False, "previous_valid_until": None},
+        body_format="telegram",
+        chat_id="-100123",
+    )
+    detected = {
+        "service": "telegram",
+        "applied": {"body_format": "telegram", "signing": "none"},
+        "message": "the URL is Telegram's Bot API: body_format telegram, signing none chosen",
+    }
+    api.answer("POST", "/v1/subscriptions", 201, {**created, "detected": detected})
+    token_url = "https://api.telegram.org/bot1:SECRET/sendMessage"
+    result = run(
+        api.url,
+        "subscriptions", "create", "--url", token_url, "--event-type", "*",
+        "--chat-id", "-100123",
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert only(api).body == {"url": token_url, "event_types": ["*"], "chat_id": "-100123"}
+    assert "the URL is Telegram's Bot API: body_format telegram, signing none" in result.stdout
+    assert f"url:            {masked}" in result.stdout
+    assert "chat id:        -100123" in result.stdout
+    assert "SECRET" not in result.stdout
+
+
+def test_update_chat_id_none_removes_it(api: FakeApi, state_dir: Path) -> None:
+    api.answer("PATCH", "/v1/subscriptions/sub_1", 200, view())
+    result = run(
+        api.url,
+        "subscriptions", "update", "sub_1", "--body-format", "envelope", "--chat-id", "none",
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert only(api).body == {"body_format": "envelope", "chat_id": None}

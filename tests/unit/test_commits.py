@@ -264,3 +264,22 @@ async def test_finish_when_with_a_gather_of_outputs_fails_if_any_output_fails() 
     await asyncio.sleep(0)
     assert h.fatal.calls == [error]
     assert h.acked == []
+
+
+async def test_a_record_refused_by_the_closed_output_stops_acking_without_a_crash() -> None:
+    from streams.kafka.output import OutputClosed
+
+    h = Harness()
+    first = await h.track("p0", 0)
+    second = await h.track("p0", 1)
+    loop = asyncio.get_running_loop()
+    refused: asyncio.Future[None] = loop.create_future()
+    refused.set_exception(OutputClosed("the worker's Kafka producer is closed"))
+    h.acks.finish_when(first, refused)
+    await asyncio.sleep(0)
+    h.acks.done(second)
+    # The worker is stopping: nothing more is acked (both are read again after the
+    # restart), and it is not crashed on top of its stop (exit status 0, no CRITICAL).
+    assert h.fatal.calls == []
+    assert h.acked == []
+    assert isinstance(h.acks.failed, OutputClosed)

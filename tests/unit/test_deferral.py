@@ -123,3 +123,60 @@ async def test_without_retry_tiers_a_full_lane_back_pressures_instead_of_deferri
             break
     assert failed == []
     assert sender.requests == len(tickets)  # every one sent, none deferred or lost
+
+
+async def _full_lane(sub_fields: dict[str, Any], wait_ms: int) -> tuple[Any, Any, Any, Any]:
+    """An engine whose one-request lane for ``sub_1`` is full (one in flight, queue full)."""
+    from streams.config import Settings
+
+    sub = dataclasses.replace(SUB, max_in_flight=1, **sub_fields)
+    p = FakePipeline(
+        settings=Settings.from_env({"STREAMS_LANE_WAIT_MS": str(wait_ms)}),
+        subscriptions={"sub_1": sub},
+    )
+    sender = Hanging()
+    eng = DeliveryEngine(p, sender, jitter=lambda: 0.0, clock=Clock())  # type: ignore[arg-type]
+    acks = OrderedAcks(max_pending=100, on_fatal=lambda exc: None)
+    for n in range(1 + queue_limit(1)):
+        message = Message(offset=n)
+        await eng.handle(delivery(n), message, await acks.track(Event(message)), acks)
+    await asyncio.sleep(0)
+    return p, sender, eng, acks
+
+
+async def test_a_full_lane_of_a_fast_endpoint_holds_the_delivery_instead_of_deferring_it() -> None:
+    p, sender, eng, acks = await _full_lane({}, wait_ms=5000)
+    message = Message(offset=100)
+    waiting = asyncio.create_task(
+        eng.handle(delivery(100), message, await acks.track(Event(message)), acks)
+    )
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # the agent is held: back-pressure, no tier record
+    sender.release.set()
+    await asyncio.wait_for(waiting, 2.0)
+    for _ in range(100):
+        if sender.requests == 2 + queue_limit(1):
+            break
+        await asyncio.sleep(0.01)
+    assert sender.requests == 2 + queue_limit(1)  # every one sent, the held one too
+    assert not [t for t, _v in p.sent if ".retry." in t]
+
+
+async def test_a_full_rate_limited_lane_defers_at_once_even_with_a_wait_allowed() -> None:
+    p, sender, eng, acks = await _full_lane({"rate_limit": 1.0}, wait_ms=5000)
+    message = Message(offset=100)
+    started = asyncio.get_running_loop().time()
+    await eng.handle(delivery(100), message, await acks.track(Event(message)), acks)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert [t for t, _v in p.sent if ".retry." in t] == [p.names.retry(eng.tiers[0])]
+    sender.release.set()
+    await asyncio.sleep(0.05)  # let the lane's jobs finish
+
+
+async def test_with_no_lane_wait_a_full_lane_defers_at_once() -> None:
+    p, sender, eng, acks = await _full_lane({}, wait_ms=0)
+    message = Message(offset=100)
+    await eng.handle(delivery(100), message, await acks.track(Event(message)), acks)
+    assert [t for t, _v in p.sent if ".retry." in t] == [p.names.retry(eng.tiers[0])]
+    sender.release.set()
+    await asyncio.sleep(0.05)  # let the lane's jobs finish

@@ -36,6 +36,32 @@ async def test_the_worker_consumer_is_built_with_the_short_fetch_wait(tmp_path: 
         await consumer.stop()
 
 
+async def test_the_fetch_wait_and_size_come_from_the_app(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    app.fetch_max_wait_ms = 20
+    app.fetch_min_bytes = 65_536
+    consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 20
+        assert consumer._fetch_min_bytes == 65_536
+    finally:
+        await consumer.stop()
+
+
+def test_fetch_settings_are_bounded() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.kafka_fetch_max_wait_ms == FETCH_MAX_WAIT_MS
+    assert defaults.kafka_fetch_min_bytes == 1
+    for name, bad in (
+        ("STREAMS_KAFKA_FETCH_MAX_WAIT_MS", "0"),
+        ("STREAMS_KAFKA_FETCH_MAX_WAIT_MS", "1501"),
+        ("STREAMS_KAFKA_FETCH_MIN_BYTES", "0"),
+        ("STREAMS_KAFKA_FETCH_MIN_BYTES", "2000000"),
+    ):
+        with pytest.raises(Exception, match=name):
+            Settings.from_env({name: bad})
+
+
 def test_producer_linger_setting_is_bounded() -> None:
     assert Settings.from_env({}).kafka_linger_ms == 8
     assert Settings.from_env({"STREAMS_KAFKA_LINGER_MS": "0"}).kafka_linger_ms == 0
@@ -185,3 +211,11 @@ async def test_finish_raises_for_a_coroutine_yielding_a_non_future() -> None:
     first = c.send(None)
     with pytest.raises(RuntimeError, match="not a future"):
         await finish(c, first)
+
+
+def test_the_attempts_linger_is_minus_one_or_a_linger() -> None:
+    assert Settings.from_env({}).kafka_attempts_linger_ms == -1
+    assert Settings.from_env({"STREAMS_KAFKA_ATTEMPTS_LINGER_MS": "100"}).kafka_attempts_linger_ms
+    for bad in ("-2", "1001", "soon"):
+        with pytest.raises(Exception, match="STREAMS_KAFKA_ATTEMPTS_LINGER_MS"):
+            Settings.from_env({"STREAMS_KAFKA_ATTEMPTS_LINGER_MS": bad})

@@ -375,3 +375,109 @@ async def test_a_fast_endpoints_lane_takes_a_burst_and_a_slow_ones_does_not() ->
     await _settle(dispatcher)
     # The slow jobs pulled the mean up: 1 ms + 0.2 x (2 s - 1 ms) for the first.
     assert dispatcher.service_s["fast"] > 0.3
+
+
+# --- waiting for room instead of deferring ---------------------------------------------------
+
+
+def _fill(dispatcher: Dispatcher, key: str, job: Job, max_in_flight: int) -> int:
+    """Submit ``job`` until the lane refuses; how many it took."""
+    taken = 0
+    while dispatcher.submit(key, job, max_in_flight=max_in_flight, rate=None):
+        taken += 1
+    return taken
+
+
+async def test_a_full_lane_of_a_fast_endpoint_takes_the_job_once_a_job_ends() -> None:
+    dispatcher = Dispatcher(_run, on_error=Errors())
+    gate = asyncio.Event()
+    ran: list[str] = []
+
+    async def held() -> None:
+        await gate.wait()
+
+    async def waited() -> None:
+        ran.append("waited")
+
+    taken = _fill(dispatcher, "sub", held, max_in_flight=2)
+    await asyncio.sleep(0)  # the two in flight start
+    waiting = asyncio.create_task(
+        dispatcher.submit_or_wait("sub", waited, max_in_flight=2, rate=None, wait_s=5.0)
+    )
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # no room yet: the caller is held (back-pressure)
+    gate.set()  # jobs end, room appears
+    assert await asyncio.wait_for(waiting, 2.0) is True
+    await _settle(dispatcher)
+    assert ran == ["waited"]
+    assert taken == 2 + queue_limit(2)
+
+
+async def test_a_full_lane_that_stays_full_refuses_after_the_wait() -> None:
+    dispatcher = Dispatcher(_run, on_error=Errors())
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    _fill(dispatcher, "sub", held, max_in_flight=1)
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    assert not await dispatcher.submit_or_wait("sub", held, max_in_flight=1, rate=None, wait_s=0.05)
+    assert 0.04 <= time.monotonic() - started < 1.0
+    gate.set()
+    await _settle(dispatcher)
+
+
+async def test_a_full_lane_of_a_slow_endpoint_is_not_waited_on() -> None:
+    now = [0.0]
+    dispatcher = Dispatcher(_run, on_error=Errors(), clock=lambda: now[0])
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    _fill(dispatcher, "sub", held, max_in_flight=1)
+    await asyncio.sleep(0)
+    # Its job in flight has run for longer than a fast endpoint's: refuse at once,
+    # even with a long wait allowed (the caller defers it, as before).
+    now[0] += lanes.WAIT_SERVICE_MAX_S + 0.01
+    waiting = asyncio.create_task(
+        dispatcher.submit_or_wait("sub", held, max_in_flight=1, rate=None, wait_s=60.0)
+    )
+    await asyncio.sleep(0)
+    assert waiting.done()
+    assert waiting.result() is False
+    gate.set()
+    await _settle(dispatcher)
+
+
+async def test_waiting_for_room_takes_at_most_a_tenth_of_the_time_after_the_first_wait() -> None:
+    now = [0.0]
+    dispatcher = Dispatcher(_run, on_error=Errors(), clock=lambda: now[0])
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    _fill(dispatcher, "sub", held, max_in_flight=1)
+    await asyncio.sleep(0)
+
+    async def refused_at_once(wait_s: float) -> bool:
+        # The fake clock stands still while the caller waits: spend the budget by hand.
+        task = asyncio.create_task(
+            dispatcher.submit_or_wait("sub", held, max_in_flight=1, rate=None, wait_s=wait_s)
+        )
+        await asyncio.sleep(0)
+        return task.done() and task.result() is False
+
+    assert lanes.WAIT_SHARE == 0.1
+    assert dispatcher._refill_wait_budget(now[0], 0.5) == 0.5  # the first wait: all of it
+    dispatcher._wait_budget = 0.0  # ...spent
+    assert await refused_at_once(0.5)  # nothing left: refused at once, the caller defers
+    now[0] += 1.0  # a second later a tenth of it is back
+    assert dispatcher._refill_wait_budget(now[0], 0.5) == pytest.approx(0.1)
+    now[0] += 100.0  # and never more than one wait's worth
+    assert dispatcher._refill_wait_budget(now[0], 0.5) == 0.5
+    gate.set()
+    await _settle(dispatcher)

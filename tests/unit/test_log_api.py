@@ -45,6 +45,7 @@ class Pipeline(SimpleNamespace):
         return future
 
     is_ready = True
+    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
 
 
 def make_pipeline(tmp_path: Path, *, log: bool = True) -> Pipeline:
@@ -174,7 +175,7 @@ async def test_a_redelivery_is_numbered_after_the_history(
     import streams.api.deliveries as routes
 
     monkeypatch.setattr(
-        routes, "read_at", lambda *_: Located(2, 43, 0, b"sub_acme", original.to_bytes())
+        routes, "read_at", lambda *_, **__: Located(2, 43, 0, b"sub_acme", original.to_bytes())
     )
     resp = await client.post("/v1/deliveries/msg_a/redeliver", headers=auth())
     assert resp.status == 202, await resp.text()

@@ -18,6 +18,7 @@ SETTINGS = Settings.from_env({"STREAMS_TOPIC_PREFIX": "p.", "STREAMS_RETRY_SCHED
 #: Every label a metric may carry: none names an event, delivery, subscription, tenant or URL.
 BOUNDED_LABELS = {
     "generation",
+    "reader",
     "outcome",
     "status_class",
     "tier",
@@ -156,6 +157,7 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
                 "deliveries": 25,
                 "parked": 2,
                 "invalid": 1,
+                "invalid.deliveries": 6,
                 "deferred": 4,
                 "auto_disabled": 1,
                 "breaker.opened": 2,
@@ -166,6 +168,10 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
             }
         ),
         subscriptions=SimpleNamespace(counts_by_state=lambda: {"enabled": 5, "disabled": 2}),
+        readers=[
+            SimpleNamespace(name="subscriptions", skipped=2),
+            SimpleNamespace(name="tokens", skipped=0),
+        ],
     )
     m.engine = SimpleNamespace(  # type: ignore[assignment]
         dispatcher=SimpleNamespace(in_flight=3),
@@ -195,6 +201,9 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
     assert got[("streams_fanout_deliveries_total", ())] == 25
     assert got[("streams_fanout_parked_total", ())] == 2
     assert got[("streams_invalid_events_total", ())] == 1
+    assert got[("streams_invalid_deliveries_total", ())] == 6
+    assert got[("streams_skipped_state_records_total", (("reader", "subscriptions"),))] == 2
+    assert got[("streams_skipped_state_records_total", (("reader", "tokens"),))] == 0
     assert got[("streams_deliveries_deferred_total", ())] == 4
     assert got[("streams_auto_disabled_total", ())] == 1
     assert got[("streams_breaker_opened_total", ())] == 2
@@ -246,6 +255,8 @@ def test_before_anything_is_recorded_a_scrape_still_describes_every_family() -> 
         "streams_fanout_deliveries_total",
         "streams_fanout_parked_total",
         "streams_invalid_events_total",
+        "streams_invalid_deliveries_total",
+        "streams_skipped_state_records_total",
         "streams_dead_letters_total",
         "streams_auto_disabled_total",
         "streams_breaker_opened_total",
@@ -314,6 +325,7 @@ def fake_pipeline(settings: Settings) -> Any:
         extras={},
         stats=Counter({"events": 3}),
         subscriptions=SimpleNamespace(counts_by_state=lambda: {"enabled": 1, "disabled": 0}),
+        readers=[],
         services=services,
     )
 

@@ -73,6 +73,8 @@ CLASSIFICATION = [
         None,
         Retry("circuit open: the endpoint keeps failing, no request sent", None, None),
     ),
+    # the egress proxy is down or refused the tunnel: retried until it is fixed
+    (None, ErrorKind.PROXY_ERROR, None, Retry("egress proxy failed", None, None)),
     # a status wins over an error reported with it: the receiver did answer
     (200, ErrorKind.CONNECTION_RESET, None, Delivered(200)),
     (503, ErrorKind.READ_TIMEOUT, 5.0, Retry("HTTP 503", 503, 5.0)),
@@ -114,6 +116,7 @@ def test_error_kinds_have_stable_snake_case_labels() -> None:
         "destination_refused",
         "invalid_url",
         "circuit_open",
+        "proxy_error",
     ]
 
 

@@ -14,7 +14,6 @@ from streams.records import (
     DeadLetter,
     Delivery,
     EventEnvelope,
-    InvalidEvent,
     Subscription,
     delivery_id_for,
 )
@@ -23,7 +22,7 @@ from streams.schemas import record_schema
 
 def _validator(name: str) -> Draft202012Validator:
     registry: Registry = Registry()
-    for other in ("delivery", "attempt", "dead_letter", "invalid_event", "subscription"):
+    for other in ("delivery", "attempt", "dead_letter", "subscription"):
         schema = record_schema(other)
         registry = registry.with_resource(f"{other}.json", Resource.from_contents(schema))
         registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
@@ -109,7 +108,6 @@ def test_next_attempt_keeps_the_delivery_id_and_body() -> None:
                 last_status=500,
             ),
         ),
-        ("invalid_event", InvalidEvent.of(b"\xff\x00not json", "event is not JSON")),
         (
             "subscription",
             Subscription(
@@ -127,13 +125,6 @@ def test_every_record_matches_its_json_schema_and_round_trips(name: str, record:
     errors = list(_validator(name).iter_errors(data))
     assert errors == []
     assert type(record).from_bytes(record.to_bytes()) == record  # type: ignore[attr-defined]
-
-
-def test_an_invalid_event_keeps_raw_bytes_that_are_not_utf8() -> None:
-    raw = b"\xff\xfe{broken"
-    record = InvalidEvent.from_bytes(InvalidEvent.of(raw, "event is not JSON").to_bytes())
-    assert record.raw == raw
-    assert record.raw_b64 == base64.b64encode(raw).decode()
 
 
 @pytest.mark.parametrize(
@@ -185,7 +176,8 @@ def test_a_row_holds_the_fields_in_order_and_builds_the_same_record() -> None:
     data = {k: v for k, v in ATTEMPT.to_dict().items() if k not in ("sent", "replay_id")}
     row = Attempt.row_from_bytes(orjson.dumps(data | {"later_field": 1}))
     assert Attempt(*row) == ATTEMPT
-    assert row[-1] is True  # sent
+    assert row[-2] is True  # sent
+    assert row[-1] is False  # gone
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,13 @@ import orjson
 import pytest
 
 from streams.errors import InvalidEventError, PayloadTooLargeError, UnknownEventTypeError
-from streams.schemas import MAX_NESTING, MAX_RANKED_ERRORS, SchemaRegistry, too_deep
+from streams.schemas import (
+    MAX_NESTING,
+    MAX_RANKED_ERRORS,
+    SchemaRegistry,
+    too_deep,
+    wide_integer,
+)
 
 REGISTRY = SchemaRegistry.load()
 
@@ -208,3 +214,63 @@ def test_only_the_first_errors_are_ranked_so_a_flood_of_them_stays_cheap() -> No
         REGISTRY.validate(envelope("alert.fired", data))
     index = int(info.value.field.rsplit(".", 1)[1])
     assert index < MAX_RANKED_ERRORS
+
+
+def with_number(literal: bytes) -> bytes:
+    """A valid prospect.added event with ``data.lead_score`` written as ``literal``."""
+    raw = orjson.dumps(envelope("prospect.added", PROSPECT))
+    return raw[:-2] + b',"lead_score":' + literal + b"}}"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        b"12345678901234567890123",  # the issue's example: orjson read 1.2345678901234568e+22
+        b"18446744073709551616",  # 2**64
+        b"-9223372036854775809",  # -2**63 - 1
+        b"1" + b"0" * 300,  # as long as orjson reads (longer is infinity: not JSON to it)
+    ],
+)
+def test_an_integer_beyond_64_bits_is_invalid_and_names_where(literal: bytes) -> None:
+    with pytest.raises(InvalidEventError, match="integer beyond 64 bits") as info:
+        REGISTRY.decode(with_number(literal), max_bytes=100_000)
+    assert info.value.field == "data.lead_score"
+    assert "send it as a string" in str(info.value)
+    assert len(str(info.value)) < 400  # the digits are shown cut
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        b"18446744073709551615",  # 2**64 - 1: orjson keeps it exact
+        b"-9223372036854775808",  # -2**63
+        b"1234567890123456789.5",  # a float with many digits is a float
+        b"1e30",
+        b'"123456789012345678901234567890"',  # digits in a string
+    ],
+)
+def test_numbers_within_64_bits_and_long_digit_strings_are_accepted(literal: bytes) -> None:
+    event = REGISTRY.decode(with_number(literal), max_bytes=100_000)
+    assert orjson.dumps(event.data["lead_score"]) == orjson.dumps(orjson.loads(literal))
+
+
+@pytest.mark.parametrize(
+    ("raw", "found"),
+    [
+        (b'{"a": [1, {"b": 99999999999999999999}]}', ("a[1].b", "99999999999999999999")),
+        (b"[0, -99999999999999999999]", ("[1]", "-99999999999999999999")),
+        (b"99999999999999999999", ("(root)", "99999999999999999999")),
+        (b'{"a": 1, "b": [18446744073709551615]}', None),
+        # Past Python's 4,300-digit int() limit: never converted, so no ValueError.
+        (b"[" + b"7" * 5000 + b"]", ("[0]", "7" * 5000)),
+    ],
+)
+def test_wide_integer_names_the_first_in_document_order(
+    raw: bytes, found: tuple[str, str] | None
+) -> None:
+    assert wide_integer(raw) == found
+
+
+def test_a_record_without_a_value_is_an_invalid_event_not_a_type_error() -> None:
+    with pytest.raises(InvalidEventError, match="no value"):
+        REGISTRY.decode(None, max_bytes=100)

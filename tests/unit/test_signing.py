@@ -100,8 +100,8 @@ def inp(
 # --- The registry ----------------------------------------------------------------
 
 
-def test_the_registry_holds_the_five_profiles_under_their_own_names() -> None:
-    assert set(PROFILES) == {"standard", "prowlo", "prospektr", "stripe", "github"}
+def test_the_registry_holds_the_six_profiles_under_their_own_names() -> None:
+    assert set(PROFILES) == {"standard", "prowlo", "prospektr", "stripe", "github", "none"}
     for name, profile in PROFILES.items():
         assert profile.name == name
     assert DEFAULT_PROFILE == "standard"
@@ -127,7 +127,10 @@ def test_secret_functions_refuse_an_unknown_profile() -> None:
         validate_secret("nope", "x" * 30)
 
 
-@pytest.mark.parametrize("name", sorted(PROFILES))
+SIGNING = sorted(set(PROFILES) - {"none"})
+
+
+@pytest.mark.parametrize("name", SIGNING)
 def test_every_header_a_profile_sends_is_reserved(name: str) -> None:
     profile = PROFILES[name]
     secret = SPEC_WHSEC if name == "standard" else A_TEXT_SECRET
@@ -296,11 +299,22 @@ def test_generated_secrets_differ() -> None:
     assert generate_secret("standard") != generate_secret("standard")
 
 
-@pytest.mark.parametrize("name", sorted(PROFILES))
+@pytest.mark.parametrize("name", SIGNING)
 @pytest.mark.parametrize("nbytes", [0, 23, 65])
 def test_generate_secret_refuses_a_size_outside_24_to_64(name: str, nbytes: int) -> None:
     with pytest.raises(SigningError, match="between 24 and 64"):
         generate_secret(name, nbytes)
+
+
+def test_the_none_profile_sends_no_header_and_has_no_secret() -> None:
+    profile = PROFILES["none"]
+    assert profile.headers(inp(A_TEXT_SECRET)) == {}
+    assert profile.headers(inp()) == {}
+    assert profile.reserved_headers == frozenset()
+    with pytest.raises(SigningError, match="takes no secret"):
+        validate_secret("none", A_TEXT_SECRET)
+    with pytest.raises(SigningError, match="has no secret"):
+        generate_secret("none")
 
 
 def test_an_asymmetric_secret_signs_what_its_public_key_verifies() -> None:

@@ -160,7 +160,7 @@ def test_retry_schedules_default_custom_and_none() -> None:
 def test_an_update_changes_only_given_fields_and_bumps_the_version() -> None:
     sub, _ = build({"url": "https://e.com/a", "event_types": ["a"], "description": "one"})
     updated = apply_update(
-        sub, {"description": "two", "event_types": ["b.*"]}, settings=PROD, now=NOW + 5
+        sub, {"description": "two", "event_types": ["b.*"]}, settings=PROD, now=NOW + 5, box=BOX
     )
     assert (updated.description, updated.event_types, updated.url) == (
         "two",
@@ -169,7 +169,7 @@ def test_an_update_changes_only_given_fields_and_bumps_the_version() -> None:
     )
     assert (updated.version, updated.updated_at, updated.created_at) == (2, NOW + 5, NOW)
     with pytest.raises(InvalidRequestError, match="tenant_id"):
-        apply_update(sub, {"tenant_id": "other"}, settings=PROD, now=NOW)
+        apply_update(sub, {"tenant_id": "other"}, settings=PROD, now=NOW, box=BOX)
 
 
 def test_disable_and_enable_carry_a_human_reason() -> None:
@@ -287,3 +287,55 @@ def test_a_host_the_sender_cannot_parse_is_refused_when_saved(host: str) -> None
 def test_a_punycode_host_is_accepted() -> None:
     sub, _ = build({"url": "https://xn--n3h.net/in", "event_types": ["a"]})
     assert sub.url == "https://xn--n3h.net/in"
+
+
+@pytest.mark.parametrize("signing", ["standard", "prowlo", "prospektr", "stripe", "github"])
+def test_every_subscription_the_api_builds_is_taken_by_the_workers_index(signing: str) -> None:
+    # The index checks stored records against schemas/records/subscription.json and leaves
+    # out one that fails (issue 17): the schema must take everything the API writes.
+    sub, _ = build(
+        {
+            "url": "https://example.com/hook",
+            "event_types": ["prospect.*", "alert.fired"],
+            "description": "every field set",
+            "signing": signing,
+            "headers": {"X-Api-Key": "k-123", "X-Team": "growth"},
+            "retry_schedule": ["5s", "1m"],
+            "ordering": "ordered",
+            "rate_limit": 2.5,
+            "max_in_flight": 4,
+            "timeout": "10s",
+            "body_format": "keyed",
+            "enabled": False,
+        }
+    )
+    index = SubscriptionIndex()
+    assert index.apply(sub.id, sub.to_bytes()) is None
+    assert index.get(sub.id) == sub
+    updated = apply_update(sub, {"retry_schedule": "none"}, settings=PROD, now=NOW + 1, box=BOX)
+    assert index.apply(sub.id, updated.to_bytes()) is None
+    disabled = set_state(updated, enabled=False, reason="maintenance", now=NOW + 2)
+    assert index.apply(sub.id, disabled.to_bytes()) is None
+    assert index.get(sub.id) == disabled
+
+
+@pytest.mark.parametrize(
+    ("url", "extra"),
+    [
+        (
+            "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage",
+            {"chat_id": "42"},
+        ),
+        ("https://hooks.slack.com/services/T000/B000/XXXXXXXX", {}),
+        ("https://discord.com/api/webhooks/1/abcdef", {}),
+    ],
+)
+def test_chat_subscriptions_the_api_builds_are_taken_by_the_workers_index(
+    url: str, extra: dict[str, str]
+) -> None:
+    # The chat formats add fields (url_secret, chat_id, signing none): the schema the
+    # index checks against must take them, or the worker would leave them out.
+    sub, _ = build({"url": url, "event_types": ["alert.fired"], **extra})
+    index = SubscriptionIndex()
+    assert index.apply(sub.id, sub.to_bytes()) is None
+    assert index.get(sub.id) == sub

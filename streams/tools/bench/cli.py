@@ -43,6 +43,15 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 )
 @click.option("--rate", default=None, help="Deliveries/s; latency takes a list (e.g. 500,1000).")
 @click.option("--duration", type=float, default=None, help="Seconds per rate (latency, soak).")
+@click.option(
+    "--rows", default=None, help="paced: RATExFANOUT rows, e.g. 1000x10,500x1 (deliveries/s)."
+)
+@click.option("--idle", type=float, default=None, help="paced: seconds of idle cost measured.")
+@click.option(
+    "--private-broker/--shared-broker",
+    default=None,
+    help="Start a broker of the run's own (its CPU is then this pipeline's alone).",
+)
 @click.option("--partitions", type=int, default=None, help="Partitions of every topic.")
 @click.option("--kills", type=int, default=None, help="Kills (kill-worker, kill-broker).")
 @click.option("--retry-schedule", default=None, help="STREAMS_RETRY_SCHEDULE of the workers.")
@@ -94,6 +103,9 @@ def bench_cmd(
     subscriptions: int | None,
     rate: str | None,
     duration: float | None,
+    rows: str | None,
+    idle: float | None,
+    private_broker: bool | None,
     partitions: int | None,
     kills: int | None,
     retry_schedule: str | None,
@@ -131,6 +143,9 @@ def bench_cmd(
         "subscriptions": subscriptions,
         "rate": rate,
         "duration": duration,
+        "rows": rows,
+        "idle": idle,
+        "private_broker": private_broker,
         "partitions": partitions,
         "kills": kills,
         "retry_schedule": retry_schedule,

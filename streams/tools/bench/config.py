@@ -50,6 +50,14 @@ class Params:
     settle_s: float = 300.0  # how long to wait for the last pairs after publishing ends
     ceiling_s: float = 5.0  # length of the receiver-ceiling measurement (0: skip)
     worker_env: tuple[tuple[str, str], ...] = ()  # extra STREAMS_* settings of the workers
+    #: paced: (deliveries/s, fan-out) of each row; fan-out 1 is one tenant with one endpoint
+    rows: tuple[tuple[float, int], ...] = ()
+    idle_s: float = 0.0  # paced: seconds of no traffic measured first (idle cost)
+    #: A broker of the run's own, so the broker's CPU is this pipeline's alone (the shared
+    #: one serves other users too, and its process is not always known to the harness).
+    private_broker: bool = False
+    burst_s: float = 10.0  # neighbours: the flooding tenant publishes a burst this often
+    rounds: int = 1  # neighbours: pairs of phases (without, with), interleaved
 
     @property
     def deliveries(self) -> int:
@@ -108,6 +116,43 @@ SCENARIOS: dict[str, Scenario] = {
             smoke=Params(events=200, fanout=5, tenants=4, partitions=3, settle_s=60, ceiling_s=1),
         ),
         Scenario(
+            "fanout-1",
+            "one tenant, one endpoint (fan-out 1, as Prospektr), as fast as possible",
+            "<= 1,100 us of pipeline CPU (workers + broker) per delivery",
+            full=Params(
+                workers=2, events=30_000, fanout=1, tenants=1, ceiling_s=0, private_broker=True
+            ),
+            smoke=Params(events=200, fanout=1, tenants=1, partitions=3, settle_s=60, ceiling_s=0),
+            notes=(
+                "Events are keyed by tenant and deliveries by subscription, so one tenant "
+                "with one endpoint is read from one partition per stage.",
+            ),
+        ),
+        Scenario(
+            "paced",
+            "idle cost, then paced rows: 1,000 deliveries/s at fan-out 10, 500/s at fan-out 1",
+            "1,000/s x 10: <= 400 us per delivery, p50 <= 10 ms, p99 <= 25 ms; "
+            "500/s x 1: <= 1,100 us, p99 <= 25 ms; idle worker < 1% of a core",
+            full=Params(
+                workers=2,
+                tenants=12,
+                rows=((1000.0, 10), (500.0, 1)),
+                duration_s=30,
+                idle_s=30,
+                ceiling_s=0,
+                private_broker=True,
+            ),
+            smoke=Params(
+                tenants=2,
+                partitions=3,
+                rows=((100.0, 5), (50.0, 1)),
+                duration_s=3,
+                idle_s=2,
+                settle_s=60,
+                ceiling_s=0,
+            ),
+        ),
+        Scenario(
             "latency",
             "p50/p99 publish-to-receipt at fixed delivery rates",
             "p99 <= 100 ms at 1,000 deliveries/s",
@@ -158,6 +203,32 @@ SCENARIOS: dict[str, Scenario] = {
             full=Params(workers=2, receivers=2, subscriptions=100, tenants=10, events=20_000),
             smoke=Params(
                 subscriptions=4, tenants=2, events=50, partitions=3, settle_s=60, ceiling_s=0
+            ),
+        ),
+        Scenario(
+            "neighbours",
+            "a tenant flooding 400 subscriptions to `*` beside a quiet tenant, without and "
+            "with per-tenant scheduling",
+            "the quiet tenant's p99 publish-to-receipt latency, without and with",
+            full=Params(
+                workers=1,
+                subscriptions=400,
+                events=20,
+                rates=(5.0,),
+                duration_s=40.0,
+                burst_s=10.0,
+                rounds=2,
+                settle_s=120.0,
+            ),
+            smoke=Params(
+                subscriptions=20,
+                events=3,
+                rates=(5.0,),
+                duration_s=4.0,
+                burst_s=2.0,
+                partitions=3,
+                settle_s=60.0,
+                ceiling_s=0.0,
             ),
         ),
         Scenario(
@@ -371,6 +442,23 @@ def parse_rates(text: str) -> tuple[float, ...]:
     return tuple(rates)
 
 
+def parse_rows(text: str) -> tuple[tuple[float, int], ...]:
+    """``"1000x10,500x1"`` → ((1000.0, 10), (500.0, 1)): deliveries/s and fan-out per row."""
+    rows: list[tuple[float, int]] = []
+    for part in text.split(","):
+        rate_text, sep, fanout_text = part.strip().partition("x")
+        if not sep or not fanout_text.strip().isdigit():
+            raise BenchConfigError(
+                f"--rows {text!r}: {part.strip()!r} is not RATExFANOUT "
+                "(deliveries/s and subscriptions per event, e.g. 1000x10,500x1)"
+            )
+        fanout = int(fanout_text)
+        if not 1 <= fanout <= 1000:
+            raise BenchConfigError(f"--rows {text!r}: fan-out {fanout} is not from 1 to 1,000")
+        rows.append((parse_rates(rate_text)[0], fanout))
+    return tuple(rows)
+
+
 def _positive_int(name: str, value: Any, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
         raise BenchConfigError(f"--{name} {value!r}: expected a whole number from 1 to {high:,}")
@@ -445,6 +533,18 @@ def resolve(
                     f"--sub-timeout {value!r}: expected seconds above 0, at most 30"
                 )
             changes["sub_timeout_s"] = float(value)
+        elif key == "rows":
+            changes["rows"] = parse_rows(str(value))
+        elif key == "idle":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0 <= value <= 3600)
+            ):
+                raise BenchConfigError(f"--idle {value!r}: expected seconds from 0 to 3,600")
+            changes["idle_s"] = float(value)
+        elif key == "private_broker":
+            changes["private_broker"] = bool(value)
         elif key == "worker_env":
             changes[key] = parse_worker_env(value)
         elif key == "retry_schedule":
@@ -460,9 +560,25 @@ def resolve(
     params = dataclasses.replace(base, **changes)
     if params.workers > MAX_WORKERS:
         raise BenchConfigError(f"--workers: at most {MAX_WORKERS}")
-    needs_rate = name in ("latency", "soak", "kill-worker", "kill-broker", "retry-lateness")
+    needs_rate = name in (
+        "latency",
+        "soak",
+        "kill-worker",
+        "kill-broker",
+        "retry-lateness",
+        "neighbours",
+    )
     if (needs_rate or sc.fault) and not params.rates:
         raise BenchConfigError(f"scenario {name} needs --rate (deliveries/s)")
+    if name == "paced":
+        if not params.rows:
+            raise BenchConfigError("scenario paced needs --rows (e.g. 1000x10,500x1)")
+        for rate, fanout in params.rows:
+            if rate * params.duration_s < fanout:
+                raise BenchConfigError(
+                    f"--rows {rate:g}x{fanout} for --duration {params.duration_s:g}s publishes "
+                    "no event: raise the rate or the duration"
+                )
     if name in ("latency", "soak"):
         for rate in params.rates:
             if rate * params.duration_s < params.fanout:
@@ -477,6 +593,16 @@ def resolve(
     if name in ("slow", "noisy") and params.subscriptions < params.tenants:
         raise BenchConfigError(
             f"--subscriptions {params.subscriptions} is fewer than --tenants {params.tenants}"
+        )
+    if name == "neighbours" and params.rates[0] * params.duration_s < 1:
+        raise BenchConfigError(
+            f"--rate {params.rates[0]:g} for --duration {params.duration_s:g}s publishes no "
+            "event of the quiet tenant: raise the rate or duration"
+        )
+    if name == "neighbours" and params.duration_s < params.burst_s / 2:
+        raise BenchConfigError(
+            f"--duration {params.duration_s:g}s ends before the first flood burst "
+            f"(one every {params.burst_s:g}s, the first after {params.burst_s / 2:g}s)"
         )
     if name == "fanout" and params.subscriptions < params.tenants * params.fanout:
         raise BenchConfigError(

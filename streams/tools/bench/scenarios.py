@@ -72,7 +72,7 @@ def _n(value: float | None, unit: str = "") -> str:
 
 
 def setup(bench: Bench, *, private_broker: bool = False, receivers: int | None = None) -> None:
-    bench.start_broker(private=private_broker)
+    bench.start_broker(private=private_broker or bench.params.private_broker)
     bench.start_receivers(receivers or bench.params.receivers)
 
 
@@ -324,7 +324,8 @@ def _with_profile(bench: Bench, stack: Stack, fn: Callable[[], LoadRun], out: Ou
 WORKER_COUNTERS = {
     "streams_deliveries_total": "attempts",
     "streams_breaker_skipped_total": "skipped by the breaker",
-    "streams_deliveries_deferred_total": "deferred (lane full)",
+    "streams_deliveries_deferred_total": "deferred (lane or tenant full)",
+    "streams_tenant_deferred_total": "of them, tenant full",
     "streams_dead_letters_total": "dead letters",
     "streams_fanout_events_total": "events read by the fan-out (with ops events)",
     "streams_http_request_duration_seconds_count": "HTTP requests",
@@ -360,15 +361,37 @@ def throughput(bench: Bench) -> Outcome:
     out.cpu = run.cpu
     out.extra["timeline_per_s"] = run.timeline
     steady = run.metrics["deliveries_per_s_steady"]
-    out.target(
-        ">= 3,000 deliveries/s sustained end to end",
-        _n(steady, " deliveries/s"),
-        steady is not None and steady >= 3000,
-    )
+    if bench.scenario.name == "throughput":
+        out.target(
+            ">= 3,000 deliveries/s sustained end to end",
+            _n(steady, " deliveries/s"),
+            steady is not None and steady >= 3000,
+        )
+    else:
+        out.target("deliveries/s, as fast as it goes", _n(steady, " deliveries/s"), None)
+    cpu_target(out, run.metrics, FULL_SPEED_CPU_TARGETS.get(p.fanout), f"fan-out {p.fanout}")
     if out.ceiling and out.ceiling.get("rps") and steady:
         out.metrics["receiver_ceiling_headroom_x"] = round(out.ceiling["rps"] / steady, 1)
     finish_checks(out, run)
     return out
+
+
+#: Issue 22's targets of CPU per delivery (workers + broker, us) at full speed, by fan-out.
+FULL_SPEED_CPU_TARGETS = {10: 340.0, 1: 1100.0}
+
+
+def cpu_target(out: Outcome, metrics: dict[str, Any], limit: float | None, label: str) -> None:
+    """The pipeline's CPU per delivery (workers + broker) as a target line, when it is known."""
+    pipeline = metrics.get("cpu_us_per_delivery_pipeline")
+    measured = (
+        f"{_n(pipeline, ' us')} (workers {_n(metrics.get('cpu_us_per_delivery_workers'))}, "
+        f"broker {_n(metrics.get('cpu_us_per_delivery_broker'))}; receivers apart: "
+        f"{_n(metrics.get('cpu_us_per_delivery_receivers'))})"
+        if pipeline is not None
+        else "- (the broker's process is unknown: run with --private-broker)"
+    )
+    text = f"{label}: pipeline CPU per delivery" + (f" <= {limit:,.0f} us" if limit else "")
+    out.target(text, measured, None if limit is None or pipeline is None else pipeline <= limit)
 
 
 def scale(bench: Bench) -> Outcome:
@@ -654,6 +677,169 @@ def latency(bench: Bench) -> Outcome:
     return out
 
 
+#: Issue 22's targets of the paced rows: (deliveries/s, fan-out) -> (us per delivery,
+#: p50 ms, p99 ms); None where the issue sets none.
+PACED_TARGETS: dict[tuple[float, int], tuple[float, float | None, float]] = {
+    (1000.0, 10): (400.0, 10.0, 25.0),
+    (500.0, 1): (1100.0, None, 25.0),
+}
+#: Issue 22: an idle worker costs under 1% of a core.
+IDLE_WORKER_TARGET_CORES = 0.01
+
+
+def paced_plan(fanout: int, tenants: int) -> list[tuple[str, str]]:
+    """(tenant, endpoint) of a paced row: fan-out 1 is one tenant with one endpoint (the
+    Prospektr case); otherwise ``tenants`` tenants with ``fanout`` endpoints each."""
+    count = 1 if fanout == 1 else tenants
+    return [
+        (f"f{fanout}t{t:03d}", f"f{fanout}.t{t:03d}.s{k:03d}")
+        for t in range(count)
+        for k in range(fanout)
+    ]
+
+
+def paced(bench: Bench) -> Outcome:
+    """Idle cost, then each (rate, fan-out) row for ``duration_s``: latency and CPU by role."""
+    p = bench.params
+    out = Outcome()
+    setup(bench)
+    out.ceiling = measure_ceiling(bench)
+    stack = bench.stack("main", workers=p.workers)
+    stack.start()
+    tenants_of: dict[int, list[str]] = {}
+    for fanout in sorted({f for _r, f in p.rows}):
+        plan = paced_plan(fanout, p.tenants)
+        stack.create_subscriptions(plan)
+        tenants_of[fanout] = sorted({t for t, _e in plan})
+    warm_up(bench, stack)
+    rows: list[list[Any]] = []
+    if p.idle_s > 0:
+        bench.say(f"measuring the idle cost for {p.idle_s:g}s (no traffic)")
+        idle = CpuMeter(roles_of(bench, stack))
+        idle.begin()
+        time.sleep(p.idle_s)
+        idle_cpu = idle.end()
+        # From the raw CPU seconds: the meter's cores are rounded to 0.01, the target's size.
+        per_worker = idle.used.get("workers", 0.0) / idle_cpu["wall_s"] / max(1, len(stack.pids))
+        broker_idle = idle.used.get("broker")
+        out.metrics["idle_pct_of_a_core_per_worker"] = round(per_worker * 100, 2)
+        out.metrics["idle_cores_broker"] = (
+            None if broker_idle is None else round(broker_idle / idle_cpu["wall_s"], 4)
+        )
+        out.extra["idle_cpu"] = idle_cpu
+        out.target(
+            f"idle worker < {IDLE_WORKER_TARGET_CORES:.0%} of a core ({p.idle_s:g} s, no traffic)",
+            f"{per_worker * 100:.2f}% of a core per worker; broker "
+            + (
+                "unknown"
+                if broker_idle is None
+                else f"{broker_idle / idle_cpu['wall_s']:.3f} cores"
+            ),
+            per_worker < IDLE_WORKER_TARGET_CORES,
+        )
+        rows.append(
+            [
+                "idle",
+                "-",
+                None,
+                0,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                idle_cpu.get("workers_cores"),
+                idle_cpu.get("broker_cores"),
+                idle_cpu.get("machine_cores"),
+                0,
+            ]
+        )
+    all_ok = True
+    for i, (r, fanout) in enumerate(p.rows):
+        events = max(1, int(r * p.duration_s / fanout))
+        plan = event_plan(events, tenants_of[fanout], f"p{i}")
+        label = f"{r:g}/s x {fanout}"
+        run = run_load(bench, stack, plan, events_per_s=r / fanout, label=f" {label}")
+        lat = summary(run.latencies, scale=1000)
+        m = run.metrics
+        rows.append(
+            [
+                f"{r:,.0f}/s",
+                fanout,
+                m["deliveries_per_s_steady"],
+                lat.get("count"),
+                lat.get("p50"),
+                lat.get("p99"),
+                lat.get("max"),
+                m.get("cpu_us_per_delivery_pipeline"),
+                m.get("cpu_us_per_delivery_workers"),
+                m.get("cpu_us_per_delivery_broker"),
+                m.get("cpu_us_per_delivery_receivers"),
+                run.cpu.get("workers_cores"),
+                run.cpu.get("broker_cores"),
+                run.cpu.get("machine_cores"),
+                run.check["lost_pairs"],
+            ]
+        )
+        key = f"{r:g}x{fanout}"
+        out.extra[f"latency_ms_{key}"] = lat
+        out.extra[f"cpu_{key}"] = run.cpu
+        out.extra[f"metrics_{key}"] = m
+        out.metrics[f"{key}_p50_ms"] = lat.get("p50")
+        out.metrics[f"{key}_p99_ms"] = lat.get("p99")
+        out.metrics[f"{key}_cpu_us_per_delivery_pipeline"] = m.get("cpu_us_per_delivery_pipeline")
+        limits = PACED_TARGETS.get((r, fanout))
+        cpu_target(out, m, limits[0] if limits else None, label)
+        p50_max = limits[1] if limits else None
+        p99_max = limits[2] if limits else None
+        out.target(
+            f"{label}: latency"
+            + (f" p50 <= {p50_max:g} ms," if p50_max else "")
+            + (f" p99 <= {p99_max:g} ms" if p99_max else ""),
+            f"p50 {_n(lat.get('p50'), ' ms')}, p99 {_n(lat.get('p99'), ' ms')}",
+            None
+            if limits is None or lat.get("p99") is None
+            else (p50_max is None or lat["p50"] <= p50_max) and lat["p99"] <= p99_max,
+        )
+        all_ok = all_ok and checks_ok(run.check)
+        out.checks = run.check
+        out.cpu = out.cpu or run.cpu
+    out.tables.append(
+        {
+            "title": f"Paced rows ({p.duration_s:g} s each, {len(stack.workers)} workers; "
+            "latency from the hand-over to the publisher to the receipt; CPU per delivery "
+            "in us, the pipeline being workers + broker)",
+            "columns": [
+                "load",
+                "fan-out",
+                "achieved/s",
+                "deliveries",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "pipeline us",
+                "workers us",
+                "broker us",
+                "receivers us",
+                "worker cores",
+                "broker cores",
+                "machine cores",
+                "lost",
+            ],
+            "rows": rows,
+        }
+    )
+    out.tables.append(counters_table([worker_counters(stack, "main")]))
+    out.ok = all_ok
+    out.notes.append(
+        "Receiver: the harness's Python receiver (`streams.receiver.Receiver`, which verifies "
+        "every signature), on the same 2 cores; its CPU is reported apart, not in the pipeline's."
+    )
+    return out
+
+
 def soak(bench: Bench) -> Outcome:
     p = bench.params
     out = Outcome()
@@ -825,6 +1011,184 @@ def noisy(bench: Bench) -> Outcome:
         "in the ledger check (they cannot be delivered); every healthy pair is."
     )
     return out
+
+
+# -- tenants -------------------------------------------------------------------------------
+
+#: Worker settings of the two sides of `neighbours`: per-tenant scheduling off, then on.
+NEIGHBOUR_PHASES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("without", "off", {"STREAMS_TENANT_MAX_IN_FLIGHT": "0"}),
+    ("with", "on", {}),
+)
+
+
+def neighbours(bench: Bench) -> Outcome:
+    """One tenant floods, one is quiet; the quiet one's latency without and with per-tenant
+    scheduling, on fresh workers each time, the two sides interleaved over the rounds."""
+    p = bench.params
+    out = Outcome()
+    setup(bench)
+    rows: list[list[Any]] = []
+    work_rows: list[list[Any]] = []
+    quiet_p99: dict[str, list[float]] = {"without": [], "with": []}
+    all_ok = True
+    for rnd in range(1, p.rounds + 1):
+        for phase, tag, env in NEIGHBOUR_PHASES:
+            label = f"{phase} (round {rnd})"
+            run = _neighbours_phase(bench, f"{tag}{rnd}", env)  # its own topics and ids
+            quiet = summary(run["quiet"], scale=1000)
+            flood = summary(run["flood"], scale=1000)
+            if quiet.get("p99") is not None:
+                quiet_p99[phase].append(quiet["p99"])
+            rows.append(
+                [
+                    label,
+                    quiet.get("count"),
+                    quiet.get("p50"),
+                    quiet.get("p99"),
+                    quiet.get("max"),
+                    flood.get("count"),
+                    flood.get("p50"),
+                    flood.get("p99"),
+                    run["flood_per_s"],
+                    run["cpu"].get("workers_cores"),
+                    run["check"]["lost_pairs"],
+                ]
+            )
+            work_rows.append([label, *run["counters"][1:]])
+            out.extra[f"{phase}_round_{rnd}"] = {"quiet_ms": quiet, "flood_ms": flood, **run["cpu"]}
+            all_ok = all_ok and checks_ok(run["check"])
+            out.checks = run["check"]
+    out.tables.append(
+        {
+            "title": (
+                f"Publish-to-receipt latency (ms) of the quiet tenant (1 subscription, "
+                f"{p.rates[0]:g} events/s) beside a tenant publishing {p.events} events to "
+                f"{p.subscriptions} subscriptions every {p.burst_s:g} s"
+            ),
+            "columns": [
+                "run",
+                "quiet deliveries",
+                "quiet p50",
+                "quiet p99",
+                "quiet max",
+                "flood deliveries",
+                "flood p50",
+                "flood p99",
+                "flood steady/s",
+                "worker cores",
+                "lost",
+            ],
+            "rows": rows,
+        }
+    )
+    out.tables.append(counters_table(work_rows))
+    without, with_ = _median(quiet_p99["without"]), _median(quiet_p99["with"])
+    out.metrics["quiet_p99_ms_without (median of rounds)"] = without
+    out.metrics["quiet_p99_ms_with (median of rounds)"] = with_
+    out.target(
+        "the quiet tenant's p99 latency, without -> with per-tenant scheduling",
+        f"{_n(without, ' ms')} -> {_n(with_, ' ms')}",
+        None if without is None or with_ is None else with_ < without,
+    )
+    out.ok = all_ok
+    out.notes.append(
+        "Each round runs the same load twice, each time on fresh workers and topics: first "
+        "with STREAMS_TENANT_MAX_IN_FLIGHT=0 (every subscription's lane alone, as before "
+        "per-tenant scheduling), then with the default (or the --worker-env value)."
+    )
+    out.notes.append(
+        "The flooding tenant's subscriptions match `*` (as in issue 17); "
+        "STREAMS_TENANT_MAX_SUBSCRIPTIONS=0 on both sides so it can have them all. The "
+        "quiet tenant's events are spread evenly over the run; the flood's bursts start "
+        f"{p.burst_s / 2:g} s in. Every pair of both tenants is checked."
+    )
+    return out
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _neighbours_phase(bench: Bench, name: str, env: dict[str, str]) -> dict[str, Any]:
+    p = bench.params
+    stack = bench.stack(
+        name, workers=p.workers, extra_env={"STREAMS_TENANT_MAX_SUBSCRIPTIONS": "0", **env}
+    )
+    stack.start()
+    stack.create_subscriptions(
+        [("flood", f"{name}.flood.s{k:03d}") for k in range(p.subscriptions)],
+        body={"event_types": ["*"]},
+    )
+    stack.create_subscriptions([("quiet", f"{name}.quiet")])
+    warm_up(bench, stack)
+    rate_ = p.rates[0]
+    quiet_plan = [(f"{name}-q{i}", "quiet") for i in range(max(1, int(rate_ * p.duration_s)))]
+    bursts = max(1, int((p.duration_s - p.burst_s / 2) // p.burst_s) + 1)
+    flood_plans = [[(f"{name}-f{b}-{i}", "flood") for i in range(p.events)] for b in range(bursts)]
+    plan = quiet_plan + [pair for burst in flood_plans for pair in burst]
+    watch = stack.watch()
+    watch.only(e for e, _t in plan)
+    expected = list(stack.expected(plan))
+    meter = CpuMeter(roles_of(bench, stack))
+    meter.begin()
+    quiet_feeder = Feeder(stack.settings, quiet_plan, rate=rate_)
+    flood_feeders = [Feeder(stack.settings, burst) for burst in flood_plans]
+    t0 = time.monotonic()
+    quiet_feeder.start()
+    due = [p.burst_s / 2 + b * p.burst_s for b in range(bursts)]
+    started = 0
+
+    def tick() -> None:
+        nonlocal started
+        while started < bursts and time.monotonic() - t0 >= due[started]:
+            flood_feeders[started].start()
+            started += 1
+
+    resolved = watch.wait_resolved(
+        len(expected),
+        timeout_s=p.duration_s + len(expected) / 50 + 600,
+        stall_s=p.settle_s,
+        feeder=quiet_feeder,
+        tick=tick,
+        label=f" {name}",
+    )
+    for feeder in (quiet_feeder, *flood_feeders):
+        feeder.stop()
+        if feeder.is_alive() or feeder.ident is not None:
+            feeder.join(60)
+    cpu = meter.end()
+    counters = worker_counters(stack, name)
+    stack.stop()
+    errors = [e for f in (quiet_feeder, *flood_feeders) for e in f.errors]
+    if errors:
+        raise BenchFailed(f"publishing failed: {errors[0]}")
+    check = watch.check(expected)
+    check["resolved_in_time"] = resolved
+    watch.close()
+    ledger = watch.ledger
+    quiet_endpoint = f"{name}.quiet"
+    quiet = [
+        ledger.first_ok[(e, quiet_endpoint)] - quiet_feeder.sent_at[e]
+        for e, _t in quiet_plan
+        if (e, quiet_endpoint) in ledger.first_ok and e in quiet_feeder.sent_at
+    ]
+    sent = {e: t for f in flood_feeders for e, t in f.sent_at.items()}
+    flood_pairs = [pair for pair in expected if pair[1] != quiet_endpoint]
+    flood = [ledger.first_ok[x] - sent[x[0]] for x in flood_pairs if x in ledger.first_ok]
+    flood_times = [ledger.first_ok[x] for x in flood_pairs if x in ledger.first_ok]
+    return {
+        "quiet": quiet,
+        "flood": flood,
+        "flood_per_s": rounded(steady_rate(flood_times)),
+        "cpu": cpu,
+        "check": check,
+        "counters": counters,
+    }
 
 
 # -- retries --------------------------------------------------------------------------------
@@ -1262,9 +1626,12 @@ def _last_json(text: str) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Bench], Outcome]] = {
     "throughput": throughput,
+    "fanout-1": throughput,
+    "paced": paced,
     "latency": latency,
     "slow": slow,
     "noisy": noisy,
+    "neighbours": neighbours,
     "retry-lateness": retry_lateness,
     "fanout": fanout,
     "replay": replay,

@@ -100,6 +100,10 @@ def cpu_per_delivery(cpu_s: dict[str, float], deliveries: int) -> dict[str, Any]
         for role, seconds in cpu_s.items()
     }
     workers, receivers = cpu_s.get("workers"), cpu_s.get("receivers")
+    broker = cpu_s.get("broker")
+    if workers is not None and broker is not None:
+        # Issue 22's measure: the pipeline's own processes; receivers are reported apart.
+        out["cpu_us_per_delivery_pipeline"] = round((workers + broker) / deliveries * 1e6)
     if workers is not None and receivers:
         out["worker_cpu_per_receiver_cpu"] = round(workers / receivers, 3)
     return out

@@ -1,0 +1,787 @@
+"""The console's pages: thin handlers over the API's own principal-taking methods.
+
+Every handler turns the session into a :class:`~streams.api.auth.Principal`
+and calls the same code the ``/v1`` handlers call
+(:class:`~streams.api.subscriptions.SubscriptionRoutes`,
+:class:`~streams.api.deliveries.DeliveryRoutes`, :func:`~streams.api.auth.scope`):
+a tenant's session reaches exactly what that tenant's API token reaches, and
+an operator's what the admin token reaches. Nothing here decides who may see
+what.
+
+Forms post back to the page they belong to and redirect (303) after success,
+so a reload never sends a form twice. A failed form is shown again with the
+error beside the field it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+import orjson
+from aiohttp import web
+from markupsafe import Markup
+
+from streams.api.auth import ADMIN, Principal, scope
+from streams.api.deliveries import attempt_view
+from streams.console import charts, security
+from streams.console.live import LiveView
+from streams.console.sessions import (
+    ConsoleLedger,
+    Grant,
+    LinkRefused,
+    Session,
+    SessionCodec,
+)
+from streams.console.verify import RECIPES
+from streams.deadletter.replay import REASONS
+from streams.deadletter.scan import read_at
+from streams.delivery.request import build_request
+from streams.errors import (
+    ConflictError,
+    DecodeError,
+    DestinationRefusedError,
+    InvalidRequestError,
+    NotFoundError,
+    QuotaExceededError,
+    StreamsError,
+    UnavailableError,
+)
+from streams.records import Attempt, Delivery
+from streams.signing import PROFILES
+from streams.subscriptions import headers as header_rules
+from streams.subscriptions import secrets as secret_store
+from streams.subscriptions.model import reserved_headers
+
+if TYPE_CHECKING:
+    from streams.api.deliveries import DeliveryRoutes
+    from streams.api.subscriptions import SubscriptionRoutes
+    from streams.log.service import DeliveryLog
+    from streams.pipeline import Pipeline
+    from streams.records import Subscription
+
+log = logging.getLogger(__name__)
+
+#: How long the one-time cookie with a new secret waits for the page that shows it.
+ONCE_TTL_S = 300
+#: Rows on one page of the delivery log and of the dead letters.
+PAGE_ROWS = 50
+#: The endpoint list's chart: the last 24 h in hourly bars.
+CHART_SPAN_S, CHART_BARS = 86400.0, 24
+
+
+def iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _form_tenant(values: Mapping[str, str]) -> str | None:
+    return values.get("tenant") or None
+
+
+class ConsolePages:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        codec: SessionCodec,
+        ledger: ConsoleLedger,
+        admin_token: str,
+        subscriptions: SubscriptionRoutes,
+        deliveries: DeliveryRoutes,
+        delivery_log: DeliveryLog,
+    ) -> None:
+        self.p = pipeline
+        self.codec = codec
+        self.ledger = ledger
+        self.admin_token = admin_token
+        self.subs = subscriptions
+        self.deliveries = deliveries
+        self.log = delivery_log
+        self.live = LiveView(pipeline, delivery_log)
+        self.secure = not pipeline.settings.development
+
+    # -- routes -------------------------------------------------------------------
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        get, post = router.add_get, router.add_post
+        get("/", self.home)
+        get("/login/{token}", self.login)
+        get("/signin", self.signin_form)
+        post("/signin", self.signin)
+        post("/logout", self.logout)
+        get("/endpoints", self.endpoints)
+        get("/endpoints/new", self.endpoint_form)
+        post("/endpoints", self.endpoint_create)
+        get("/endpoints/{id}", self.endpoint)
+        post("/endpoints/{id}/test", self.endpoint_test)
+        post("/endpoints/{id}/disable", self.endpoint_disable)
+        post("/endpoints/{id}/enable", self.endpoint_enable)
+        post("/endpoints/{id}/rotate", self.endpoint_rotate)
+        get("/endpoints/{id}/verify", self.endpoint_verify)
+        get("/deliveries", self.delivery_log)
+        get("/deliveries/{id}", self.delivery)
+        post("/deliveries/{id}/redeliver", self.redeliver)
+        get("/events", self.events)
+        get("/dlq", self.dlq)
+        post("/dlq/replay", self.dlq_replay)
+        get("/live", self.live_page)
+        get("/tenants", self.tenants)
+        get("/api/deliveries/{id}", self.api_delivery)
+        get("/api/replays/{id}", self.api_replay)
+        get("/api/live", self.api_live)
+
+    # -- sessions -----------------------------------------------------------------
+
+    @staticmethod
+    def session(request: web.Request) -> Session:
+        found: Session | None = request.get("session")
+        if found is None:
+            raise web.HTTPSeeOther("/console/signin")
+        return found
+
+    @classmethod
+    def who(cls, request: web.Request) -> Principal:
+        grant = cls.session(request).grant
+        if grant.admin:
+            return ADMIN
+        return Principal(admin=False, tenant_id=grant.tenant_id)
+
+    def _start(
+        self, grant: Grant, location: str, *, via: web.Request | None = None
+    ) -> web.StreamResponse:
+        """Set the session cookie and go to ``location``.
+
+        After a sign-in link (``via``) the answer is a page that moves on by
+        itself (meta refresh) rather than a redirect: when the link was clicked
+        on another site (a mail or chat page), a redirect continues that
+        cross-site navigation, and the browser withholds the new SameSite=Strict
+        cookie from it. The refresh is a navigation of our own page, so the
+        cookie goes with it.
+        """
+        value, _ = self.codec.issue_session(grant, time.time())
+        resp: web.StreamResponse
+        if via is not None and not grant.embed:
+            resp = self.render(via, "continue.html", {"location": location}, session=None)
+        else:
+            resp = web.HTTPSeeOther(location)
+        resp.headers["Set-Cookie"] = security.cookie_header(
+            security.SESSION_COOKIE,
+            value,
+            max_age=int(self.codec.session_s),
+            embed=grant.embed,
+            secure=self.secure,
+        )
+        return resp
+
+    async def _send_token_record(self, key: str, value: bytes) -> None:
+        await (await self.p.send(self.p.names.tokens, key, value))
+
+    async def home(self, request: web.Request) -> web.StreamResponse:
+        grant = self.session(request).grant
+        raise web.HTTPSeeOther("/console/live" if grant.admin else "/console/endpoints")
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        try:
+            link = self.codec.open_link(request.match_info["token"], time.time())
+            if not await self.ledger.claim(link, self._send_token_record):
+                raise LinkRefused(
+                    "This sign-in link was already used: each link opens the console once. "
+                    "Ask for a new link."
+                )
+        except LinkRefused as exc:
+            return self.render(request, "refused.html", {"reason": str(exc)}, status=403)
+        return self._start(link.grant, "/console/", via=request)
+
+    async def signin_form(self, request: web.Request) -> web.StreamResponse:
+        token = secrets.token_urlsafe(24)
+        resp = self.render(request, "signin.html", {"signin_token": token, "error": None})
+        resp.headers["Set-Cookie"] = security.cookie_header(
+            security.SIGNIN_COOKIE, token, max_age=900, embed=False, secure=self.secure
+        )
+        return resp
+
+    async def signin(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        # Double submit: the form's token must match the cookie set with the form.
+        if not security.csrf_ok(
+            request.cookies.get(security.SIGNIN_COOKIE, ""), str(form.get("signin_token", ""))
+        ):
+            raise web.HTTPForbidden(text="the sign-in form expired: reload it and try again")
+        token = str(form.get("admin_token", "")).strip()
+        if not token.isascii() or not hmac.compare_digest(
+            token.encode(), self.admin_token.encode()
+        ):
+            fresh = secrets.token_urlsafe(24)
+            resp = self.render(
+                request,
+                "signin.html",
+                {"signin_token": fresh, "error": "That is not the admin token."},
+                status=401,
+            )
+            resp.headers["Set-Cookie"] = security.cookie_header(
+                security.SIGNIN_COOKIE, fresh, max_age=900, embed=False, secure=self.secure
+            )
+            return resp
+        return self._start(Grant(tenant_id=None, admin=True), "/console/")
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        session = self.session(request)
+        await self.ledger.end(session, self._send_token_record)
+        resp = self.render(request, "signed_out.html", {}, session=None)
+        resp.headers["Set-Cookie"] = security.cookie_header(
+            security.SESSION_COOKIE, "", max_age=0, embed=session.grant.embed, secure=self.secure
+        )
+        return resp
+
+    # -- rendering ------------------------------------------------------------------
+
+    def render(
+        self,
+        request: web.Request,
+        template: str,
+        context: dict[str, Any],
+        *,
+        status: int = 200,
+        session: Session | bool | None = True,
+    ) -> web.Response:
+        current = request.get("session") if session is True else session
+        tenant_param = request.query.get("tenant") or None
+        base = {
+            "session": current,
+            "csrf": current.csrf if isinstance(current, Session) else "",
+            "is_admin": bool(isinstance(current, Session) and current.grant.admin),
+            "viewing_tenant": tenant_param if isinstance(current, Session) else None,
+            "iso": iso,
+            "path": request.path,
+        }
+        return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
+
+    def tenant_of(
+        self, request: web.Request, values: Mapping[str, str] | None = None
+    ) -> str | None:
+        """The tenant a page acts on, through the API's :func:`scope` (never a second check)."""
+        requested = _form_tenant(values if values is not None else request.query)
+        return scope(self.who(request), requested)
+
+    @staticmethod
+    def with_tenant(path: str, tenant: str | None, **params: Any) -> str:
+        query = {k: v for k, v in params.items() if v not in (None, "")}
+        if tenant:
+            query["tenant"] = tenant
+        return path + ("?" + urlencode(query) if query else "")
+
+    # -- endpoints ------------------------------------------------------------------
+
+    def _health(self, sub_ids: list[str], now: float) -> dict[str, dict[str, Any]]:
+        """Each endpoint's last 24 hours from the delivery-log store (empty without one)."""
+        try:
+            reader = self.log.reader()
+        except UnavailableError:
+            return {}
+        return reader.health(sub_ids, now, hours=CHART_BARS)
+
+    async def endpoints(self, request: web.Request) -> web.StreamResponse:
+        tenant = self.tenant_of(request)
+        subs = self.subs.visible(self.who(request), tenant)
+        health = await asyncio.to_thread(self._health, [s.id for s in subs], time.time())
+        rows = []
+        for sub in subs:
+            mine = health.get(sub.id)
+            buckets = [
+                charts.Bucket(c["attempts"], c["delivered"]) for c in (mine or {}).get("chart", [])
+            ] or [charts.Bucket() for _ in range(CHART_BARS)]
+            attempts = sum(b.attempts for b in buckets)
+            delivered = sum(b.delivered for b in buckets)
+            rate = f"{100 * delivered / attempts:.1f}%" if attempts else "no attempts"
+            label = f"{attempts} attempts in the last 24 hours, success rate {rate}"
+            rows.append(
+                {
+                    "sub": sub,
+                    "attempts": attempts,
+                    "rate": rate,
+                    "chart": Markup(charts.bar_chart(buckets, label=label)),  # noqa: S704
+                    "last_error": self._last_error(sub.id, (mine or {}).get("last_error")),
+                }
+            )
+        return self.render(request, "endpoints.html", {"rows": rows, "tenant": tenant})
+
+    def _last_error(
+        self, sub_id: str, logged: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The current failure run (this worker's auto-disable state); on a log node,
+        which delivers nothing and keeps no such state, the newest error in the log."""
+        health = self.p.extras.get("health")
+        if health is None:
+            if logged is not None and logged.get("error"):
+                return {"error": logged["error"], "since": logged["at"]}
+            return None
+        state = health.state(sub_id)
+        if state is not None and state.last_error:
+            return {"error": state.last_error, "since": state.failing_since}
+        return None
+
+    def _form_context(self, request: web.Request, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "values": values,
+            "event_types": self.p.registry.event_types,
+            "profiles": list(PROFILES),
+            "tenant": self.tenant_of(request),
+            "error": None,
+        }
+
+    async def endpoint_form(self, request: web.Request) -> web.StreamResponse:
+        return self.render(request, "endpoint_new.html", self._form_context(request, {}))
+
+    @staticmethod
+    def create_body(form: Mapping[str, Any], event_types: list[str]) -> dict[str, Any]:
+        """The ``POST /v1/subscriptions`` body a form means (validated by the API's model)."""
+        chosen = [t for t in event_types if t]
+        typed = [t.strip() for t in str(form.get("event_types_other", "")).split(",") if t.strip()]
+        body: dict[str, Any] = {
+            "url": str(form.get("url", "")).strip(),
+            "description": str(form.get("description", "")),
+            "event_types": chosen + typed,
+            "signing": str(form.get("signing", "standard")),
+        }
+        headers: dict[str, str] = {}
+        for number, line in enumerate(str(form.get("headers", "")).splitlines(), 1):
+            if not line.strip():
+                continue
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise InvalidRequestError(
+                    f"`headers`: line {number} needs the form `Name: value`", field="headers"
+                )
+            headers[name.strip()] = value.strip()
+        if headers:
+            body["headers"] = headers
+        if form.get("body_format") in ("envelope", "keyed"):
+            body["body_format"] = form["body_format"]
+        if form.get("retry_schedule") in ("default", "none"):
+            body["retry_schedule"] = form["retry_schedule"]
+        return body
+
+    async def endpoint_create(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        values = {k: str(v) for k, v in form.items() if k != "event_types"}
+        picked = [str(v) for v in form.getall("event_types", [])]
+        values["picked"] = ",".join(picked)
+        try:
+            body = self.create_body(values, picked)
+            tenant = self.tenant_of(request, values)
+            if tenant is not None:
+                body["tenant_id"] = tenant
+            created = await self.subs.create_for(self.who(request), body)
+        except (InvalidRequestError, DestinationRefusedError) as exc:
+            context = self._form_context(request, values)
+            context["error"] = {"field": exc.field, "message": str(exc)}
+            return self.render(request, "endpoint_new.html", context, status=422)
+        except QuotaExceededError as exc:
+            # The tenant's subscription quota (create_for checks it, as for the API).
+            context = self._form_context(request, values)
+            context["error"] = {"field": None, "message": str(exc)}
+            return self.render(request, "endpoint_new.html", context, status=409)
+        shown = tenant if self.who(request).admin else None
+        resp = web.HTTPSeeOther(self.with_tenant(f"/console/endpoints/{created['id']}", shown))
+        self._show_once(request, resp, created["id"], created.get("signing_secret"))
+        return resp
+
+    def _show_once(
+        self, request: web.Request, resp: web.StreamResponse, sub_id: str, secret: str | None
+    ) -> None:
+        """Hand a new secret to the next page load alone, in a cookie only that page gets."""
+        if not secret:
+            return
+        session = self.session(request)
+        value = self.codec.seal_once(
+            {"s": session.id, "sub": sub_id, "secret": secret}, time.time()
+        )
+        resp.headers["Set-Cookie"] = security.cookie_header(
+            security.ONCE_COOKIE,
+            value,
+            max_age=ONCE_TTL_S,
+            embed=session.grant.embed,
+            secure=self.secure,
+            path=f"/console/endpoints/{sub_id}",
+        )
+
+    def _take_once(self, request: web.Request, sub_id: str) -> str | None:
+        raw = request.cookies.get(security.ONCE_COOKIE)
+        if not raw:
+            return None
+        claims = self.codec.open_once(raw, time.time(), ttl_s=ONCE_TTL_S)
+        if claims is None:
+            return None
+        if claims.get("s") != self.session(request).id or claims.get("sub") != sub_id:
+            return None
+        secret = claims.get("secret")
+        return secret if isinstance(secret, str) else None
+
+    async def endpoint(self, request: web.Request) -> web.StreamResponse:
+        sub = self.subs.find(self.who(request), request.match_info["id"])
+        secret = self._take_once(request, sub.id)
+        q = request.query
+        resp = self.render(
+            request,
+            "endpoint.html",
+            {
+                "sub": sub,
+                "view": self.subs.view(sub),
+                "secret": secret,
+                "last_error": self._last_error(sub.id),
+                "parked": q.get("parked"),
+                "parked_since": q.get("since"),
+                "notice": q.get("notice"),
+                "tenant": sub.tenant_id if self.who(request).admin else None,
+            },
+        )
+        if request.cookies.get(security.ONCE_COOKIE):
+            # Shown at most once: the cookie goes with this response, whatever it held.
+            resp.headers["Set-Cookie"] = security.cookie_header(
+                security.ONCE_COOKIE,
+                "",
+                max_age=0,
+                embed=self.session(request).grant.embed,
+                secure=self.secure,
+                path=f"/console/endpoints/{sub.id}",
+            )
+        return resp
+
+    async def endpoint_test(self, request: web.Request) -> web.StreamResponse:
+        sent = await self.subs.test_for(self.who(request), request.match_info["id"])
+        return web.json_response(sent, status=202, dumps=lambda o: orjson.dumps(o).decode())
+
+    async def endpoint_disable(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        reason = str(form.get("reason", "")).strip() or None
+        sub = self.subs.find(self.who(request), request.match_info["id"])
+        await self.subs.disable_for(self.who(request), sub.id, {"reason": reason})
+        raise web.HTTPSeeOther(self._back(request, sub, notice="Disabled."))
+
+    async def endpoint_enable(self, request: web.Request) -> web.StreamResponse:
+        sub = self.subs.find(self.who(request), request.match_info["id"])
+        since = sub.disabled_at
+        view = await self.subs.enable_for(self.who(request), sub.id, {})
+        parked = (view.get("parked") or {}).get("count")
+        params: dict[str, Any] = {"notice": "Enabled."}
+        if parked and since is not None:
+            params.update(parked=parked, since=int(since - 60))
+        raise web.HTTPSeeOther(self._back(request, sub, **params))
+
+    async def endpoint_rotate(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        grace = str(form.get("grace", "24h"))
+        sub = self.subs.find(self.who(request), request.match_info["id"])
+        rotated = await self.subs.rotate_for(self.who(request), sub.id, {"grace": grace})
+        resp = web.HTTPSeeOther(self._back(request, sub, notice="Secret rotated."))
+        self._show_once(request, resp, sub.id, rotated.get("signing_secret"))
+        return resp
+
+    def _back(self, request: web.Request, sub: Subscription, **params: Any) -> str:
+        tenant = sub.tenant_id if self.who(request).admin else None
+        return self.with_tenant(f"/console/endpoints/{sub.id}", tenant, **params)
+
+    async def endpoint_verify(self, request: web.Request) -> web.StreamResponse:
+        sub = self.subs.find(self.who(request), request.match_info["id"])
+        return self.render(
+            request,
+            "verify.html",
+            {"sub": sub, "recipe": RECIPES.get(sub.signing), "view": self.subs.view(sub)},
+        )
+
+    # -- the delivery log -------------------------------------------------------------
+
+    async def delivery_log(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        tenant = self.tenant_of(request)
+        filters = {
+            "subscription_id": q.get("endpoint") or None,
+            "status": q.get("status") or None,
+            "event_type": q.get("event_type") or None,
+            "since": q.get("since") or None,
+            "until": q.get("until") or None,
+            "cursor": q.get("cursor") or None,
+        }
+        query = {k: v for k, v in filters.items() if v is not None}
+        if tenant is not None:
+            query["tenant_id"] = tenant
+        query["limit"] = str(PAGE_ROWS)
+        error = None
+        page: dict[str, Any] = {"data": [], "next_cursor": None}
+        try:
+            page = await self.deliveries.page_for(self.who(request), query)
+        except InvalidRequestError as exc:
+            error = {"field": exc.field, "message": str(exc)}
+        rows: list[dict[str, Any]] = page["data"]
+        older = None
+        if page["next_cursor"]:
+            # The delivery log's cursor: the next page stays the same while attempts arrive.
+            older = self.with_tenant(
+                "/console/deliveries",
+                tenant if self.who(request).admin else None,
+                endpoint=q.get("endpoint"),
+                status=q.get("status"),
+                event_type=q.get("event_type"),
+                since=q.get("since"),
+                until=q.get("until"),
+                cursor=page["next_cursor"],
+            )
+        return self.render(
+            request,
+            "deliveries.html",
+            {
+                "rows": rows,
+                "q": q,
+                "error": error,
+                "older": older,
+                "endpoints": self.subs.visible(self.who(request), tenant),
+                "event_types": self.p.registry.event_types,
+                "tenant": tenant,
+            },
+            status=422 if error else 200,
+        )
+
+    async def delivery(self, request: web.Request) -> web.StreamResponse:
+        view, history = await self.deliveries.delivery_for(
+            self.who(request), request.match_info["id"]
+        )
+        attempts = [attempt_view(a) for a in history]
+        sent, sent_note = await self._request_sent(history)
+        return self.render(
+            request,
+            "delivery.html",
+            {
+                "d": view,
+                "attempts": attempts,
+                "sent": sent,
+                "sent_note": sent_note,
+                "notice": request.query.get("notice"),
+                "tenant": view["tenant_id"] if self.who(request).admin else None,
+            },
+        )
+
+    async def _request_sent(self, history: list[Attempt]) -> tuple[dict[str, Any] | None, str]:
+        """The latest request, rebuilt by the code that sent it from the delivery record.
+
+        The record is read back from Kafka by offset, as redeliver does, so the
+        body is the exact bytes sent. Signatures are recomputed for the attempt's
+        second with the current secret: after a rotation they differ from what went out.
+        """
+        source = next((a for a in reversed(history) if a.source_offset >= 0), None)
+        sub = self.p.subscriptions.get(history[-1].subscription_id)
+        if source is None or sub is None:
+            return None, "The record of this request is no longer available."
+        try:
+            found = await asyncio.to_thread(
+                read_at,
+                self.p.settings,
+                source.source_topic,
+                source.source_partition,
+                source.source_offset,
+            )
+            delivery = Delivery.from_bytes(found.value or b"")
+            built = build_request(
+                delivery,
+                sub,
+                secrets=secret_store.decrypt_active(self.p.box, sub.secrets, source.at),
+                timestamp=int(source.at),
+                user_agent=self.p.settings.user_agent,
+                reserved=reserved_headers(),
+                # Secret header values masked, as everywhere they are shown.
+                custom_headers=header_rules.view(sub),
+            )
+        except (StreamsError, DecodeError, OSError) as exc:
+            return None, f"The request could not be read back from Kafka: {exc}"
+        return {
+            "method": "POST",
+            "url": built.url,
+            "headers": dict(built.headers),
+            "body": built.body.decode("utf-8", "replace"),
+        }, "Signatures are recomputed with the secret valid at the attempt's time."
+
+    async def redeliver(self, request: web.Request) -> web.StreamResponse:
+        delivery_id = request.match_info["id"]
+        try:
+            again = await self.deliveries.redeliver_for(self.who(request), delivery_id)
+            notice = f"Redelivery queued (replay {again['replay_id']})."
+        except ConflictError as exc:
+            notice = f"Not redelivered: {exc}"
+        raise web.HTTPSeeOther(
+            self.with_tenant(
+                f"/console/deliveries/{delivery_id}",
+                request.query.get("tenant") if self.who(request).admin else None,
+                notice=notice,
+            )
+        )
+
+    async def api_delivery(self, request: web.Request) -> web.StreamResponse:
+        """A delivery's latest attempt, for the Test button's result (404 until one exists)."""
+        try:
+            history = await self.deliveries.history_for(self.who(request), request.match_info["id"])
+        except NotFoundError:
+            return web.json_response({"status": "pending"}, status=404)
+        last = attempt_view(history[-1])
+        return web.json_response(
+            {
+                "delivery_id": request.match_info["id"],
+                "outcome": last["outcome"],
+                "status": last["status"],
+                "duration_ms": last["duration_ms"],
+                "response_snippet": last["response_snippet"],
+                "error": last["error"],
+            },
+            dumps=lambda o: orjson.dumps(o).decode(),
+        )
+
+    # -- event catalog ------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        registry = self.p.registry
+        rows = []
+        for name in registry.event_types:
+            schema = registry.schemas[name]
+            rows.append(
+                {
+                    "name": name,
+                    "description": schema.get("description") or schema.get("title") or "",
+                    "schema": orjson.dumps(schema, option=orjson.OPT_INDENT_2).decode(),
+                    "example": orjson.dumps(
+                        registry.sample(name), option=orjson.OPT_INDENT_2
+                    ).decode(),
+                }
+            )
+        return self.render(request, "events.html", {"rows": rows})
+
+    # -- dead letters -------------------------------------------------------------------
+
+    def _dlq_query(self, request: web.Request, values: Mapping[str, str]) -> dict[str, str]:
+        tenant = self.tenant_of(request, values)
+        keys = ("subscription_id", "event_type", "reason", "since", "until")
+        query = {k: str(values[k]) for k in keys if values.get(k)}
+        if tenant is not None:
+            query["tenant_id"] = tenant
+        return query
+
+    async def dlq(self, request: web.Request) -> web.StreamResponse:
+        who = self.who(request)
+        query = self._dlq_query(request, request.query)
+        error = None
+        rows: list[dict[str, Any]] = []
+        try:
+            rows = await self.deliveries.dlq_list_for(who, {**query, "limit": str(PAGE_ROWS)})
+        except InvalidRequestError as exc:
+            error = {"field": exc.field, "message": str(exc)}
+        return self.render(
+            request,
+            "dlq.html",
+            {
+                "rows": rows,
+                "q": request.query,
+                "error": error,
+                "reasons": REASONS,
+                "replays": self.deliveries.replays_visible(who),
+                "endpoints": self.subs.visible(who, query.get("tenant_id")),
+                "event_types": self.p.registry.event_types,
+                "tenant": query.get("tenant_id"),
+            },
+            status=422 if error else 200,
+        )
+
+    async def dlq_replay(self, request: web.Request) -> web.StreamResponse:
+        """Step 1 (``dry_run``): show the count; step 2 (``confirm``): start, show progress."""
+        form = await request.post()
+        values = {k: str(v) for k, v in form.items()}
+        who = self.who(request)
+        body: dict[str, Any] = dict(self._dlq_query(request, values))
+        for key in ("since", "until"):
+            if key in body and body[key].replace(".", "", 1).isdigit():
+                body[key] = float(body[key])
+        if values.get("rate"):
+            try:
+                body["rate"] = float(values["rate"])
+            except ValueError:
+                raise InvalidRequestError(
+                    "`rate`: replays per second, a number", field="rate"
+                ) from None
+        confirm = values.get("step") == "confirm"
+        body["dry_run"] = not confirm
+        result = await self.deliveries.dlq_replay_for(who, body)
+        return self.render(
+            request,
+            "replay.html",
+            {"result": result, "values": values, "confirm": confirm},
+            status=202 if confirm else 200,
+        )
+
+    async def api_replay(self, request: web.Request) -> web.StreamResponse:
+        found = self.deliveries.replay_for(self.who(request), request.match_info["id"])
+        return web.json_response(found, dumps=lambda o: orjson.dumps(o).decode())
+
+    # -- operator pages -------------------------------------------------------------------
+
+    def _operator(self, request: web.Request) -> None:
+        if not self.who(request).admin:
+            raise NotFoundError("this page is the operator's")
+
+    async def live_page(self, request: web.Request) -> web.StreamResponse:
+        self._operator(request)
+        snapshot = await self.live.current()
+        template = "live_body.html" if request.query.get("fragment") else "live.html"
+        return self.render(request, template, {"live": snapshot})
+
+    async def api_live(self, request: web.Request) -> web.StreamResponse:
+        self._operator(request)
+        snapshot = await self.live.current()
+        return web.json_response(snapshot.as_dict(), dumps=lambda o: orjson.dumps(o).decode())
+
+    async def tenants(self, request: web.Request) -> web.StreamResponse:
+        self._operator(request)
+        by_tenant: dict[str, dict[str, Any]] = {}
+        for sub in self.subs.visible(ADMIN, None):
+            row = by_tenant.setdefault(
+                sub.tenant_id,
+                {"tenant": sub.tenant_id, "endpoints": 0, "enabled": 0, "failing": 0},
+            )
+            row["endpoints"] += 1
+            row["enabled"] += int(sub.enabled)
+            row["failing"] += int(self._last_error(sub.id) is not None)
+        rows = sorted(by_tenant.values(), key=lambda r: (-r["failing"], r["tenant"]))
+        return self.render(request, "tenants.html", {"rows": rows})
+
+
+def error_page(request: web.Request, exc: Exception, status: int, title: str) -> web.Response:
+    session = request.get("session")
+    return aiohttp_jinja2.render_template(
+        "error.html",
+        request,
+        {
+            "session": session,
+            "csrf": session.csrf if isinstance(session, Session) else "",
+            "is_admin": bool(isinstance(session, Session) and session.grant.admin),
+            "viewing_tenant": None,
+            "title": title,
+            "message": str(exc),
+            "path": request.path,
+        },
+        status=status,
+    )
+
+
+ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (NotFoundError, 404, "Not found"),
+    (InvalidRequestError, 422, "Cannot do that"),
+    (DestinationRefusedError, 422, "Cannot do that"),
+    (ConflictError, 409, "Cannot do that now"),
+    (UnavailableError, 503, "Unavailable"),
+    (StreamsError, 503, "Unavailable"),
+)

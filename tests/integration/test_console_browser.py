@@ -1,0 +1,450 @@
+"""The console in headless Chromium, against a real worker, receiver and broker.
+
+Chromium and chromedriver are Debian's (``.ci/run`` installs them); Selenium
+drives them. Third-party cookies are blocked in the browser's profile, as
+more and more browsers do by default, so the embedded console is tested
+where it is hardest. Screenshots of the main pages go to ``docs/console/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from streams.config import Settings
+from streams.publish import EventPublisher
+from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "console"
+HOSTILE = "<img src=x onerror=alert(1)>"
+ALERT = {
+    "organization_id": "o",
+    "alert_id": "a",
+    "watcher_id": "w",
+    "platform": "reddit",
+    "fired_at": "2026-01-01T00:00:00Z",
+}
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def host_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def worker(worker_settings: Settings, host_port: int) -> Iterator[WorkerProcess]:
+    """A worker whose console may be framed by the host page at http://localhost:<host_port>."""
+    from streams.kafka.topics import create_topics
+
+    create_topics(worker_settings)
+    proc = WorkerProcess(
+        worker_settings,
+        worker_settings.state_dir / "worker.log",
+        extra_env={"STREAMS_CONSOLE_FRAME_ANCESTORS": f"http://localhost:{host_port}"},
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+class _HostPage(BaseHTTPRequestHandler):
+    """Another site's dashboard: frames the console, or links to it (``?src=`` / ``?link=``)."""
+
+    def do_GET(self) -> None:
+        q = parse_qs(urlsplit(self.path).query)
+        if not q:
+            self.send_error(404)
+            return
+        if "src" in q:
+            src = q["src"][0]
+            body = f'<h1>Host</h1><iframe id="console" src="{src}" width="1200" height="700">'
+            body += "</iframe>"
+        else:
+            body = f'<h1>Host</h1><a id="go" href="{q["link"][0]}">Open the console</a>'
+        raw = f"<!doctype html><title>host</title>{body}".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def host(host_port: int) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", host_port), _HostPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{host_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium and chromedriver are missing (.ci/run installs them)")
+        pytest.skip("chromium and chromedriver are not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1280,900")
+    # Block third-party cookies, as the browsers the embedded console must survive do.
+    options.add_experimental_option(
+        "prefs", {"profile.cookie_controls_mode": 1, "profile.block_third_party_cookies": True}
+    )
+    drv = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
+    drv.set_page_load_timeout(30)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def shot(browser: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def until(browser: Any, check: Callable[[Any], Any], timeout: float = 20, what: str = "") -> Any:
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=0.2).until(check)
+    except TimeoutException:
+        raise AssertionError(
+            f"timed out: {what}\n{browser.current_url}\n{browser.page_source[:3000]}"
+        ) from None
+
+
+def text_of(browser: Any, css: str) -> str:
+    found = browser.find_elements(By.CSS_SELECTOR, css)
+    return str(found[0].text) if found else ""
+
+
+def reload_until(
+    browser: Any, check: Callable[[], bool], timeout: float = 30, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {what}\n{browser.page_source[:3000]}")
+        time.sleep(0.7)
+        browser.refresh()
+
+
+def link_for(api: Api, **body: Any) -> str:
+    resp = api.call("POST", "/v1/console/sessions", body)
+    assert resp.status_code == 201, resp.text
+    url: str = resp.json()["url"]
+    return url
+
+
+def tenant_api(admin: Api, tenant: str) -> Api:
+    resp = admin.call("POST", "/v1/tokens", {"tenant_id": tenant})
+    assert resp.status_code == 201, resp.text
+    return admin.as_token(resp.json()["token"])
+
+
+def publish(settings: Settings, tenant: str, n: int, prefix: str) -> None:
+    with EventPublisher(settings) as pub:
+        pub.publish_many(
+            [pub.build("alert.fired", tenant, ALERT, event_id=f"{prefix}-{i}") for i in range(n)]
+        )
+
+
+def add_endpoint(browser: Any, url: str, description: str) -> str:
+    browser.find_element(By.LINK_TEXT, "Add endpoint").click()
+    browser.find_element(By.ID, "url").send_keys(url)
+    browser.find_element(By.ID, "description").send_keys(description)
+    browser.find_element(By.CSS_SELECTOR, 'input[value="alert.fired"]').click()
+    browser.find_element(By.CSS_SELECTOR, "#endpoint-form button[type=submit]").click()
+    dialog = until(browser, lambda b: b.find_element(By.ID, "secret-dialog"), what="secret dialog")
+    assert dialog.is_displayed()
+    secret = str(browser.find_element(By.ID, "secret-value").get_attribute("value"))
+    assert secret.startswith("whsec_")
+    return secret
+
+
+@pytest.fixture(scope="module")
+def acme(admin: Api) -> Api:
+    return tenant_api(admin, "acme")
+
+
+def test_tenant_flow_from_link_to_replay(
+    browser: Any,
+    worker: WorkerProcess,
+    admin: Api,
+    acme: Api,
+    receiver: ReceiverProcess,
+    worker_settings: Settings,
+) -> None:
+    # 1. A magic link opens the console; the session cookie is HttpOnly and Strict.
+    link = link_for(acme)
+    browser.get(link)
+    until(browser, lambda b: b.current_url.endswith("/console/endpoints"), what="landing")
+    assert "/login/" not in browser.current_url  # nothing secret left in the address bar
+    cookie = next(c for c in browser.get_cookies() if c["name"] == "streams_console")
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+
+    # 2. Add an endpoint: the secret is shown once, never after a reload.
+    secret = add_endpoint(browser, receiver.url("acme-ok"), HOSTILE)
+    receiver.configure("acme-ok", secret=secret, profile="standard")
+    shot(browser, "secret-once")
+    browser.find_element(By.CSS_SELECTOR, "[data-close]").click()
+    endpoint_url = browser.current_url
+    browser.refresh()
+    assert not browser.find_elements(By.ID, "secret-dialog")
+    assert secret not in browser.page_source
+    # The hostile description is text, not an element.
+    assert text_of(browser, "p.description") == HOSTILE
+    assert not browser.find_elements(By.CSS_SELECTOR, "main img")
+
+    # 3. Test: the outcome appears in place.
+    browser.find_element(By.ID, "test-button").click()
+    until(browser, lambda b: "Status 200" in text_of(b, "#test-status"), 40, "test result")
+    shot(browser, "endpoint")
+
+    # 4. Published events show in the log.
+    publish(worker_settings, "acme", 3, "acme-ok")
+    browser.get(worker.base_url + "/console/deliveries")
+    reload_until(
+        browser,
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")) >= 4,
+        what="four deliveries in the log",
+    )
+    shot(browser, "delivery-log")
+
+    # 5. A failing endpoint: its attempts show the status and the response.
+    browser.get(worker.base_url + "/console/endpoints")
+    add_endpoint(browser, receiver.url("acme-bad"), "always 503")
+    receiver.configure("acme-bad", status=503)
+    bad_id = urlsplit(browser.current_url).path.rsplit("/", 1)[-1]
+    publish(worker_settings, "acme", 1, "acme-bad")
+    browser.get(f"{worker.base_url}/console/deliveries?endpoint={bad_id}&status=failed")
+    reload_until(
+        browser,
+        lambda: bool(browser.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr a")),
+        what="the failed delivery",
+    )
+    browser.find_element(By.CSS_SELECTOR, "#deliveries tbody tr a").click()
+    statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#attempts td.status")]
+    assert statuses == ["503", "503", "503"], statuses
+    assert "POST " + receiver.url("acme-bad") in text_of(browser, "#request-sent")
+    shot(browser, "delivery")
+
+    # 6. Redeliver; disable, publish (parked), re-enable, replay the parked ones.
+    browser.find_element(By.ID, "redeliver").click()
+    until(browser, lambda b: "Redelivery queued" in text_of(b, ".notice"), what="redeliver")
+    browser.get(endpoint_url)
+    browser.find_element(By.ID, "reason").send_keys("maintenance")
+    browser.find_element(By.ID, "reason").submit()
+    until(browser, lambda b: text_of(b, "#state") == "disabled", what="disabled")
+    before = len(receiver.ledger("acme-ok"))
+    publish(worker_settings, "acme", 2, "parked")
+    time.sleep(3)  # the fan-out parks them (no request goes out)
+    assert len(receiver.ledger("acme-ok")) == before
+    browser.find_element(By.ID, "enable-button").click()
+    until(browser, lambda b: text_of(b, "#state") == "enabled", what="enabled")
+    assert text_of(browser, "#parked-count") == "2"
+    browser.find_element(By.CSS_SELECTOR, "#parked button[type=submit]").click()
+    until(
+        browser,
+        lambda b: b.find_element(By.CSS_SELECTOR, "[data-finished=true]"),
+        30,
+        "parked replay",
+    )
+    assert receiver.wait_for("acme-ok", before + 2, timeout_s=30)[before:]
+
+    # 7. Replay from the dead letters: a dry run, then the progress bar reaches the end.
+    browser.get(f"{worker.base_url}/console/dlq?reason=exhausted")
+    reload_until(
+        browser,
+        lambda: bool(browser.find_elements(By.CSS_SELECTOR, "#letters tbody tr")),
+        what="the exhausted delivery in the DLQ",
+    )
+    shot(browser, "dead-letters")
+    browser.find_element(By.ID, "dry-run").click()
+    until(browser, lambda b: "would be replayed" in text_of(b, "#dry-run-count"), what="dry run")
+    browser.find_element(By.ID, "start-replay").click()
+    until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "[data-finished=true]"), 30, "replay")
+    bar = browser.find_element(By.ID, "replay-progress")
+    assert bar.get_attribute("value") == bar.get_attribute("max")
+    shot(browser, "replay-progress")
+
+    browser.get(worker.base_url + "/console/endpoints")
+    shot(browser, "endpoints")
+    browser.get(worker.base_url + "/console/events")
+    shot(browser, "event-catalog")
+    browser.get(endpoint_url + "/verify")
+    shot(browser, "how-to-verify")
+
+
+def test_operator_live_view_changes_while_events_flow(
+    browser: Any,
+    worker: WorkerProcess,
+    admin: Api,
+    worker_settings: Settings,
+    receiver: ReceiverProcess,
+) -> None:
+    receiver.configure("live", status=200)
+    admin.create(tenant_id="livecorp", url=receiver.url("live"), event_types=["*"])
+    browser.delete_all_cookies()
+    browser.get(link_for(admin))
+    until(browser, lambda b: b.current_url.endswith("/console/live"), what="live view")
+    before = text_of(browser, "#attempts-5m")
+    publish(worker_settings, "livecorp", 20, "live")
+    until(
+        browser,
+        lambda b: text_of(b, "#attempts-5m") not in ("", before),
+        30,
+        "the live view to change without a reload",
+    )
+    time.sleep(2.5)
+    shot(browser, "live")
+    browser.get(worker.base_url + "/console/tenants")
+    assert "livecorp" in text_of(browser, "#tenants")
+    shot(browser, "tenants")
+
+
+def test_another_tenant_cannot_see_or_change_acme(
+    browser: Any, worker: WorkerProcess, admin: Api, acme: Api
+) -> None:
+    theirs = acme.create(url="http://127.0.0.1:9/x", event_types=["*"])
+    browser.delete_all_cookies()
+    browser.get(link_for(tenant_api(admin, "bravo")))
+    until(browser, lambda b: "Tenant bravo" in text_of(b, ".who"), what="bravo's session")
+    for path in (
+        f"/console/endpoints/{theirs['id']}",
+        "/console/endpoints?tenant=acme",
+        "/console/dlq?tenant=acme",
+        "/console/live",
+    ):
+        browser.get(worker.base_url + path)
+        assert text_of(browser, "h1") in ("Not found", "Cannot do that"), path
+    status = browser.execute_script(
+        "const r = await fetch(arguments[0], {method: 'POST', headers: {'X-CSRF-Token':"
+        " document.querySelector('meta[name=csrf-token]').content}}); return r.status;",
+        f"/console/endpoints/{theirs['id']}/disable",
+    )
+    assert status == 404
+    no_token = browser.execute_script(
+        "const r = await fetch('/console/endpoints', {method: 'POST', body: new URLSearchParams("
+        "{url: 'https://example.com/x', event_types_other: '*'})}); return r.status;"
+    )
+    assert no_token == 403
+    assert acme.call("GET", f"/v1/subscriptions/{theirs['id']}").json()["state"] == "enabled"
+
+
+def test_a_reused_link_is_refused_and_csp_is_on_every_page(
+    browser: Any, worker: WorkerProcess, acme: Api
+) -> None:
+    link = link_for(acme)
+    browser.delete_all_cookies()
+    browser.get(link)
+    until(browser, lambda b: b.current_url.endswith("/console/endpoints"), what="first use")
+    browser.delete_all_cookies()
+    browser.get(link)
+    assert "already used" in text_of(browser, "#refused-reason")
+    shot(browser, "link-refused")
+    jar = httpx.Client(base_url=worker.base_url, follow_redirects=False)
+    assert jar.get(urlsplit(link_for(acme)).path).status_code == 200
+    for path in (
+        "/console/endpoints",
+        "/console/deliveries",
+        "/console/dlq",
+        "/console/events",
+        "/console/endpoints/new",
+        "/console/signin",
+        "/console/static/console.js",
+        "/console/nope",
+    ):
+        resp = jar.get(path)
+        csp = resp.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp, path
+        assert "default-src 'self'" in csp, path
+        assert "frame-ancestors http://localhost:" in csp, path
+
+
+def test_the_embedded_console_works_in_another_sites_frame(
+    browser: Any, worker: WorkerProcess, acme: Api, host: str
+) -> None:
+    from urllib.parse import quote
+
+    browser.delete_all_cookies()
+    # A top-level (SameSite=Strict) link does not survive inside another site's frame...
+    browser.get(f"{host}/?src={quote(link_for(acme), safe='')}")
+    browser.switch_to.frame("console")
+    until(browser, lambda b: "not signed in" in b.page_source, what="strict cookie refused")
+    browser.switch_to.default_content()
+    # ...an embedded link's partitioned cookie does, with third-party cookies blocked.
+    browser.get(f"{host}/?src={quote(link_for(acme, embed=True), safe='')}")
+    browser.switch_to.frame("console")
+    until(browser, lambda b: "Tenant acme" in text_of(b, ".who"), what="embedded session")
+    browser.find_element(By.LINK_TEXT, "Delivery log").click()
+    until(browser, lambda b: text_of(b, "h1").startswith("Delivery log"), what="navigate in frame")
+    browser.switch_to.default_content()
+    shot(browser, "embedded")
+
+
+def test_a_link_clicked_on_another_site_opens_the_console(
+    browser: Any, worker: WorkerProcess, acme: Api, host: str
+) -> None:
+    from urllib.parse import quote
+
+    browser.delete_all_cookies()
+    browser.get(f"{host}/?link={quote(link_for(acme), safe='')}")
+    browser.find_element(By.ID, "go").click()
+    until(
+        browser,
+        lambda b: "Tenant acme" in text_of(b, ".who"),
+        what="signed in after a cross-site click",
+    )
+
+
+def test_the_add_form_fills_prospektr_defaults(
+    browser: Any, worker: WorkerProcess, acme: Api
+) -> None:
+    browser.delete_all_cookies()
+    browser.get(link_for(acme))
+    until(browser, lambda b: b.current_url.endswith("/console/endpoints"), what="landing")
+    browser.get(worker.base_url + "/console/endpoints/new")
+    Select(browser.find_element(By.ID, "signing")).select_by_value("prospektr")
+    assert (
+        Select(browser.find_element(By.ID, "body_format")).first_selected_option.get_attribute(
+            "value"
+        )
+        == "keyed"
+    )
+    assert (
+        Select(browser.find_element(By.ID, "retry_schedule")).first_selected_option.get_attribute(
+            "value"
+        )
+        == "none"
+    )
+    shot(browser, "add-endpoint")

@@ -1,0 +1,420 @@
+"""The console in-process (no Kafka): links, sessions, CSRF, CSP, escaping, tenant isolation.
+
+The worker's web app is built by ``register_api`` on fakes, as in
+``test_api_inputs``; the fake ``send`` feeds the subscriptions index and the
+console's ledger the way the topic readers do in a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+
+from streams.api import register_api
+from streams.config import Settings
+from streams.console import pages, security
+from streams.console.sessions import Grant
+from streams.deadletter.scan import Located
+from streams.kafka.topics import TopicNames
+from streams.records import Attempt, Delivery
+from streams.schemas import SchemaRegistry
+from streams.subscriptions.index import SubscriptionIndex
+from streams.subscriptions.secrets import SecretBox
+
+ADMIN = "adm_test_0123456789abcdef"
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+class Pipeline(SimpleNamespace):
+    async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
+        name = key.decode() if isinstance(key, bytes) else key
+        if topic == self.names.subscriptions:
+            self.subscriptions.apply(name, value)
+        if topic == self.names.tokens and self.extras["console"].ledger.owns(name):
+            self.extras["console"].ledger.apply(name, value)
+        self.sent.append((topic, name))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    is_ready = True
+    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
+    settings = Settings.from_env(
+        {
+            "STREAMS_ENV": "development",
+            "STREAMS_ADMIN_TOKEN": ADMIN,
+            "STREAMS_SECRETS_KEY": Fernet.generate_key().decode(),
+            "STREAMS_STATE_DIR": str(tmp_path),
+        }
+    )
+    pipeline = Pipeline(
+        settings=settings,
+        app=SimpleNamespace(web=SimpleNamespace(web_app=web.Application())),
+        names=TopicNames(settings.topic_prefix),
+        registry=SchemaRegistry.from_settings(settings),
+        box=SecretBox.from_settings(settings),
+        subscriptions=SubscriptionIndex(),
+        readers=[],
+        extras={},
+        stats=Counter(),
+        sent=[],
+    )
+    register_api(pipeline)
+    async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
+        yield client, pipeline
+
+
+def bearer(token: str = ADMIN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def tenant_token(client: TestClient[Any, Any], tenant: str) -> str:
+    resp = await client.post("/v1/tokens", json={"tenant_id": tenant}, headers=bearer())
+    assert resp.status == 201, await resp.text()
+    token: str = (await resp.json())["token"]
+    return token
+
+
+async def link(client: TestClient[Any, Any], token: str = ADMIN, **body: Any) -> str:
+    resp = await client.post("/v1/console/sessions", json=body, headers=bearer(token))
+    assert resp.status == 201, await resp.text()
+    path: str = (await resp.json())["path"]
+    return path
+
+
+async def sign_in(client: TestClient[Any, Any], path: str) -> None:
+    resp = await client.get(path, allow_redirects=False)
+    assert resp.status == 200, await resp.text()
+    assert '<meta http-equiv="refresh" content="0; url=/console/">' in await resp.text()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+async def page(client: TestClient[Any, Any], path: str, status: int = 200) -> str:
+    resp = await client.get(path)
+    text = await resp.text()
+    assert resp.status == status, text[:2000]
+    assert "Content-Security-Policy" in resp.headers
+    return text
+
+
+async def test_a_link_opens_once_and_sets_a_strict_http_only_cookie(app: Any) -> None:
+    client, _ = app
+    token = await tenant_token(client, "acme")
+    path = await link(client, token)
+    resp = await client.get(path, allow_redirects=False)
+    assert resp.status == 200
+    cookie = resp.headers["Set-Cookie"]
+    assert cookie.startswith(security.SESSION_COOKIE + "=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # development: plain http on any host works
+    assert "Tenant <strong>acme</strong>" in await page(client, "/console/endpoints")
+
+    again = await client.get(path, allow_redirects=False)
+    assert again.status == 403
+    assert "already used" in await again.text()
+
+
+async def test_an_expired_or_altered_link_is_refused_with_the_reason(app: Any) -> None:
+    client, pipeline = app
+    codec = pipeline.extras["console"].codec
+    old, _ = codec.issue_link(Grant(tenant_id="acme", admin=False), now=time.time() - 601)
+    resp = await client.get(f"/console/login/{old}")
+    assert resp.status == 403
+    assert "expired" in await resp.text()
+    fresh = await link(client)
+    resp = await client.get(fresh[:-3] + "AAA")
+    assert resp.status == 403
+    assert "not valid" in await resp.text()
+
+
+async def test_a_tenant_token_gets_links_for_its_own_tenant_only(app: Any) -> None:
+    client, _ = app
+    token = await tenant_token(client, "acme")
+    resp = await client.post(
+        "/v1/console/sessions", json={"tenant_id": "other"}, headers=bearer(token)
+    )
+    assert resp.status == 422
+    resp = await client.post("/v1/console/sessions", json={"embed": "yes"}, headers=bearer(token))
+    assert (await resp.json())["error"]["field"] == "embed"
+    assert (await client.post("/v1/console/sessions", json={})).status == 401
+
+
+async def test_every_console_response_carries_the_strict_csp(app: Any) -> None:
+    client, _ = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    for path in ("/console/endpoints", "/console/nope", "/console/static/console.css"):
+        resp = await client.get(path)
+        csp = resp.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp, path
+        assert "frame-ancestors 'none'" in csp, path
+        assert "unsafe-inline" not in csp
+        assert resp.headers["X-Frame-Options"] == "DENY"
+    signed_out = await client.get("/console/live", cookies={security.SESSION_COOKIE: "x"})
+    assert "Content-Security-Policy" in signed_out.headers
+
+
+async def test_pages_have_no_inline_script_or_style(app: Any) -> None:
+    client, _ = app
+    await sign_in(client, await link(client))
+    for path in ("/console/endpoints", "/console/endpoints/new", "/console/events"):
+        html = await page(client, path)
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
+        assert " style=" not in html, path
+        assert "<style" not in html, path
+        assert not re.search(r"\son[a-z]+=", html), path
+
+
+async def add_endpoint(client: TestClient[Any, Any], csrf: str, **fields: str) -> Any:
+    form = {
+        "csrf_token": csrf,
+        "url": "https://example.com/hook",
+        "description": "",
+        "event_types_other": "*",
+        "signing": "standard",
+        **fields,
+    }
+    return await client.post("/console/endpoints", data=form, allow_redirects=False)
+
+
+async def test_add_endpoint_shows_the_secret_once_and_escapes_the_description(app: Any) -> None:
+    client, _ = app
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf, description=HOSTILE)
+    assert resp.status == 303, await resp.text()
+    location = resp.headers["Location"]
+    assert "whsec_" not in location
+    first = await page(client, location)
+    secret = re.search(r'id="secret-value" readonly value="(whsec_[^"]+)"', first)
+    assert secret, first
+    assert HOSTILE not in first
+    assert "&lt;img src=x onerror=alert(1)&gt;" in first
+    second = await page(client, location)
+    assert secret.group(1) not in second
+    assert "secret-dialog" not in second
+    listing = await page(client, "/console/endpoints")
+    assert HOSTILE not in listing
+    assert "&lt;img src=x" in listing
+
+
+async def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(app: Any) -> None:
+    client, _ = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    assert (await add_endpoint(client, "")).status == 403
+    assert (await add_endpoint(client, "wrong" + csrf)).status == 403
+    resp = await client.post(
+        "/console/endpoints",
+        data={"csrf_token": csrf, "url": "https://example.com/h", "event_types_other": "*"},
+        headers={"Origin": "http://evil.example"},
+        allow_redirects=False,
+    )
+    assert resp.status == 403
+    assert (await add_endpoint(client, csrf)).status == 303
+
+
+async def test_a_form_error_names_the_field_and_keeps_the_input(app: Any) -> None:
+    client, _ = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf, url="ftp://example.com/x", description="kept")
+    html = await resp.text()
+    assert resp.status == 422
+    assert "`url`" in html
+    assert 'value="kept"' in html
+
+
+async def test_one_tenant_cannot_reach_another_by_editing_urls_or_fields(app: Any) -> None:
+    client, pipeline = app
+    beta = await tenant_token(client, "beta")
+    resp = await client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/b", "event_types": ["*"]},
+        headers=bearer(beta),
+    )
+    theirs = (await resp.json())["id"]
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    for path in (f"/console/endpoints/{theirs}", f"/console/endpoints/{theirs}/verify"):
+        await page(client, path, status=404)
+    for action in ("disable", "enable", "rotate"):
+        resp = await client.post(
+            f"/console/endpoints/{theirs}/{action}", data={"csrf_token": csrf, "reason": "x"}
+        )
+        assert resp.status == 404, action
+    resp = await client.post(f"/console/endpoints/{theirs}/test", headers={"X-CSRF-Token": csrf})
+    assert resp.status == 404
+    assert "example.com/b" not in await page(client, "/console/endpoints")
+    await page(client, "/console/endpoints?tenant=beta", status=422)
+    await page(client, "/console/dlq?tenant=beta", status=422)
+    resp = await add_endpoint(client, csrf, tenant="beta")
+    assert resp.status == 422  # a form field naming another tenant is refused too
+    assert pipeline.subscriptions.get(theirs).enabled
+    for operator_page in ("/console/live", "/console/tenants"):
+        await page(client, operator_page, status=404)
+
+
+async def test_logout_ends_the_session_for_every_worker(app: Any) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints"))
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/console/"))
+    value = cookie[security.SESSION_COOKIE].value
+    resp = await client.post("/console/logout", data={"csrf_token": csrf})
+    assert resp.status == 200
+    assert any(topic == pipeline.names.tokens for topic, _ in pipeline.sent)
+    again = await client.get("/console/endpoints", cookies={security.SESSION_COOKIE: value})
+    assert again.status == 401
+
+
+async def test_the_operator_signs_in_with_the_admin_token(app: Any) -> None:
+    client, _ = app
+    form = await page(client, "/console/signin")
+    token = re.search(r'name="signin_token" value="([^"]+)"', form)
+    assert token
+    wrong = await client.post(
+        "/console/signin", data={"signin_token": token.group(1), "admin_token": "nope"}
+    )
+    assert wrong.status == 401
+    form = await page(client, "/console/signin")
+    token = re.search(r'name="signin_token" value="([^"]+)"', form)
+    assert token
+    missing = await client.post("/console/signin", data={"admin_token": ADMIN})
+    assert missing.status == 403
+    resp = await client.post(
+        "/console/signin",
+        data={"signin_token": token.group(1), "admin_token": ADMIN},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    assert "Operator" in await page(client, "/console/tenants")
+
+
+async def test_embedded_links_set_a_partitioned_cookie(app: Any) -> None:
+    client, _ = app
+    resp = await client.get(await link(client, tenant_id="acme", embed=True), allow_redirects=False)
+    cookie = resp.headers["Set-Cookie"]
+    for attribute in ("SameSite=None", "Secure", "Partitioned", "HttpOnly"):
+        assert attribute in cookie
+
+
+async def test_event_types_api_lists_the_catalog(app: Any) -> None:
+    client, pipeline = app
+    resp = await client.get("/v1/event-types", headers=bearer())
+    data = (await resp.json())["data"]
+    names = [row["type"] for row in data]
+    assert set(pipeline.registry.event_types) <= set(names)
+    first = next(r for r in data if r["type"] == pipeline.registry.event_types[0])
+    assert first["schema"] == pipeline.registry.schemas[first["type"]]
+    assert first["example"] == pipeline.registry.sample(first["type"])
+
+
+# -- the console goes through the same header and quota rules as the API ---------------
+
+HEADER_VALUE = "k-console-secret-123"
+
+
+async def test_headers_added_in_the_console_are_sealed_and_shown_masked(app: Any) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf, headers=f"X-Api-Key: {HEADER_VALUE}")
+    assert resp.status == 303, await resp.text()
+    [sub] = pipeline.subscriptions.all(tenant_id="acme")
+    assert sub.headers == {}
+    assert list(sub.secret_headers or {}) == ["X-Api-Key"]
+    assert HEADER_VALUE.encode() not in sub.to_bytes()
+    html = await page(client, resp.headers["Location"])
+    assert HEADER_VALUE not in html
+    assert "X-Api-Key: ********" in html
+    assert "(secret)" in html
+
+
+async def test_a_pre_encryption_record_is_shown_masked_in_the_console(app: Any) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf)
+    [sub] = pipeline.subscriptions.all(tenant_id="acme")
+    old = orjson.loads(sub.to_bytes())
+    del old["secret_headers"]  # as written before values were encrypted: clear, all secret
+    old["headers"] = {"X-Api-Key": HEADER_VALUE}
+    pipeline.subscriptions.apply(sub.id, orjson.dumps(old))
+    html = await page(client, resp.headers["Location"])
+    assert HEADER_VALUE not in html
+    assert "X-Api-Key: ********" in html
+
+
+async def test_the_request_sent_shows_secret_header_values_masked(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    await add_endpoint(client, csrf, headers=f"X-Api-Key: {HEADER_VALUE}")
+    [sub] = pipeline.subscriptions.all(tenant_id="acme")
+    delivery = Delivery(
+        delivery_id="dlv_1",
+        event_id="evt_1",
+        event_type="prospect.added",
+        tenant_id="acme",
+        subscription_id=sub.id,
+        body="{}",
+    )
+    record = Located(0, 5, 0, None, delivery.to_bytes())
+    monkeypatch.setattr(pages, "read_at", lambda *_: record)
+    attempt = Attempt(
+        delivery_id="dlv_1",
+        event_id="evt_1",
+        event_type="prospect.added",
+        tenant_id="acme",
+        subscription_id=sub.id,
+        attempt=1,
+        at=time.time(),
+        duration_ms=1.0,
+        outcome="delivered",
+        source_topic="deliveries",
+        source_partition=0,
+        source_offset=5,
+    )
+    sent, _ = await pipeline.extras["console"]._request_sent([attempt])
+    assert sent is not None
+    assert sent["headers"]["X-Api-Key"] == "********"
+    assert HEADER_VALUE not in str(sent)
+
+
+async def test_the_subscription_quota_applies_to_creates_in_the_console(app: Any) -> None:
+    client, pipeline = app
+    pipeline.settings = dataclasses.replace(pipeline.settings, tenant_max_subscriptions=1)
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    assert (await add_endpoint(client, csrf)).status == 303
+    resp = await add_endpoint(client, csrf, description="second")
+    html = await resp.text()
+    assert resp.status == 409, html[:2000]
+    assert "STREAMS_TENANT_MAX_SUBSCRIPTIONS=1" in html
+    assert 'value="second"' in html  # the form keeps what was typed
+    assert len(list(pipeline.subscriptions.all(tenant_id="acme"))) == 1
