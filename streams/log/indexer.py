@@ -40,6 +40,7 @@ from typing import Any
 from streams.config import Settings
 from streams.errors import StreamsError
 from streams.log.store import LogWriter, StoreFault, WriteResult, store_files
+from streams.records import MAX_REASON_CHARS, bounded
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ PRUNE_BATCH = 1000
 WATCH_EVERY_S = 5.0
 #: How long to wait for the topic to exist before each new look.
 TOPIC_RETRY_S = 5.0
+#: Undecodable records logged one by one in a run (each stays in the topic, and the store
+#: keeps the last 1,000 with their reasons: `streams log status`).
+MAX_SKIP_LOGS = 100
 #: How long to wait after a Kafka error before a new consumer starts.
 KAFKA_RETRY_S = 2.0
 
@@ -173,6 +177,7 @@ class LogIndexer:
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._skips_logged = 0
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -249,7 +254,9 @@ class LogIndexer:
             while not self._stop.is_set():
                 batch, records = self._gather(consumer)
                 if records:
-                    self.stats.add(writer.write(records))
+                    result = writer.write(records)
+                    self.stats.add(result)
+                    self._log_skipped(result)
                 self.stats.positions = writer.positions()
                 if (
                     not batch
@@ -267,6 +274,22 @@ class LogIndexer:
                 self.stats.busy_s = time.thread_time() - cpu0
         finally:
             consumer.close()
+
+    def _log_skipped(self, result: WriteResult) -> None:
+        """Each record the store could not keep, with where it is and why (at most
+        MAX_SKIP_LOGS of them per run; the store keeps the last 1,000)."""
+        for partition, offset, reason in result.skipped_records:
+            self._skips_logged += 1
+            if self._skips_logged <= MAX_SKIP_LOGS:
+                log.error(
+                    "log indexer: skipped the record at %s[%d]@%d (%s); it stays in the topic",
+                    self.topic,
+                    partition,
+                    offset,
+                    bounded(reason, MAX_REASON_CHARS),
+                )
+            elif self._skips_logged == MAX_SKIP_LOGS + 1:
+                log.error("log indexer: more records skipped; not logging each any more")
 
     def _gather(self, consumer: Any) -> tuple[bool, list[tuple[int, int, bytes | None]]]:
         """Records for one transaction: up to BATCH_RECORDS, gathered for at most

@@ -878,6 +878,8 @@ class WriteResult:
     deliveries: int = 0  # new deliveries
     duplicates: int = 0  # records before the stored position (read twice)
     skipped: int = 0  # undecodable records
+    #: (partition, offset, reason) of each undecodable record, for the operator's log.
+    skipped_records: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -954,6 +956,7 @@ class LogWriter:
             row, why = attempt_row(raw)
             if row is None:
                 skipped.append((pos, why, time.time()))
+                result.skipped_records.append((partition, offset, why))
             else:
                 rows.append((pos, row))
         result.skipped = len(skipped)

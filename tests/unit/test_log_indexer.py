@@ -122,7 +122,7 @@ def ids(path: Path) -> list[str]:
 
 
 def test_the_indexer_stores_the_topic_and_says_when_it_caught_up(
-    settings: Settings, path: Path
+    settings: Settings, path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic = Topic()
     for n in range(30):
@@ -134,6 +134,10 @@ def test_the_indexer_stores_the_topic_and_says_when_it_caught_up(
     assert indexer.caught_up.is_set()
     assert indexer.fault is None
     assert (indexer.stats.attempts, indexer.stats.skipped) == (30, 1)
+    (skip,) = [r.getMessage() for r in caplog.records if "skipped the record" in r.getMessage()]
+    assert skip.startswith("log indexer: skipped the record at attempts[1]@")
+    assert "not JSON" in skip
+    assert skip.endswith("; it stays in the topic")
     assert ids(path) == sorted(f"d{n}" for n in range(30))
     assert consumer.closed
 
