@@ -183,7 +183,7 @@ def build_app(
         # No agent, so no consumer group: Faust's web server and services alone (its
         # consumer would refuse to subscribe to nothing).
         app.producer_only = True
-        app.closers.append(pipeline.output.close)  # redeliver writes through it
+        app.closers += [pipeline.output.close]  # once every service has stopped
         app.service(_Readers(pipeline.readers))  # type: ignore[arg-type]
         return pipeline
 

@@ -72,7 +72,8 @@ def register_api(pipeline: Pipeline) -> None:
     # Before the server waits for requests in progress: their Kafka reads end at once.
     web_app.on_shutdown.append(deliveries.on_shutdown)
     TokenRoutes(pipeline, tokens).register(router)
-    StatsRoutes(pipeline, delivery_log).register(router)
+    stats = StatsRoutes(pipeline, delivery_log)
+    stats.register(router)
     EventTypeRoutes(pipeline.registry).register(router)
     from streams.console.app import register_console  # the console builds on the routes above
 
@@ -83,5 +84,5 @@ def register_api(pipeline: Pipeline) -> None:
         admin_token=admin_token,
         subscriptions=subscriptions,
         deliveries=deliveries,
-        delivery_log=delivery_log,
+        stats=stats,
     )

@@ -126,8 +126,8 @@ class DeliveryRoutes:
         return json_response(await self.page_for(principal(request), request.query))
 
     async def page_for(self, who: Principal, q: Mapping[str, str]) -> dict[str, Any]:
-        """A page of the delivery log, as ``GET /v1/deliveries`` answers it: newest first
-        by first attempt, and ``next_cursor``, which asks for the next page and stays
+        """A page of the delivery log, newest first (by first attempt), as ``GET
+        /v1/deliveries`` answers it; ``next_cursor`` asks for the next page and stays
         valid while attempts arrive."""
         tenant = scope(who, q.get("tenant_id"))
         query = DeliveryQuery(
@@ -145,10 +145,10 @@ class DeliveryRoutes:
         page = await asyncio.to_thread(reader.page, query, cursor)
         return {"data": page.data, "next_cursor": page.next_cursor}
 
-    async def delivery_for(
+    async def history_for(
         self, who: Principal, delivery_id: str
     ) -> tuple[dict[str, Any], list[Attempt]]:
-        """A delivery's summary and attempts, oldest first, when ``who`` may see it;
+        """A delivery's summary and attempts (oldest first), when ``who`` may see it;
         NotFoundError otherwise."""
         reader = self.log.reader()
         found = await asyncio.to_thread(reader.delivery, delivery_id)
@@ -156,25 +156,22 @@ class DeliveryRoutes:
             raise NotFoundError(f"no delivery {delivery_id} in the delivery log")
         return found
 
-    async def history_for(self, who: Principal, delivery_id: str) -> list[Attempt]:
-        """A delivery's attempts, oldest first (see :meth:`delivery_for`)."""
-        return (await self.delivery_for(who, delivery_id))[1]
-
     async def show(self, request: web.Request) -> web.Response:
-        view, history = await self.delivery_for(principal(request), request.match_info["id"])
+        view, history = await self.history_for(principal(request), request.match_info["id"])
         return json_response({**view, "attempts": [attempt_view(a) for a in history]})
 
     async def redeliver(self, request: web.Request) -> web.Response:
-        """Send a past delivery again, read back from Kafka by offset (no second copy)."""
+        """Send a past delivery again, read back from Kafka by offset (no second copy).
+
+        Its attempts are numbered on after the delivery's history (a fourth attempt
+        after three), so the log reads in order and its summary is the new outcome.
+        """
         return json_response(
             await self.redeliver_for(principal(request), request.match_info["id"]), status=202
         )
 
     async def redeliver_for(self, who: Principal, delivery_id: str) -> dict[str, Any]:
-        """Queue a redelivery. Its attempts are numbered on after the delivery's history
-        (a fourth attempt after three), so the log reads in order and its summary is the
-        new outcome."""
-        history = await self.history_for(who, delivery_id)
+        _, history = await self.history_for(who, delivery_id)
         source = next((a for a in reversed(history) if a.source_offset >= 0), None)
         if source is None:
             raise ConflictError(

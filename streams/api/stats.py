@@ -27,17 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from streams.api.auth import scope, visible
+from streams.api.auth import Principal, scope, visible
 from streams.api.http import json_response, principal
 from streams.errors import InvalidRequestError, NotFoundError
 from streams.log.service import DeliveryLog
+from streams.log.store import MINUTE
 
 if TYPE_CHECKING:
     from streams.pipeline import Pipeline
+    from streams.records import Subscription
 
 #: The window ``failing`` ranks subscriptions over.
 FAILING_WINDOW = ("1h", 3600)
@@ -54,6 +57,9 @@ def _parse_limit(value: str | None) -> int:
 
 
 class StatsRoutes:
+    """The statistics routes, and the methods behind them that take the caller
+    (:class:`~streams.api.auth.Principal`): the web console calls the same ones."""
+
     def __init__(self, pipeline: Pipeline, delivery_log: DeliveryLog) -> None:
         self.p = pipeline
         self.log = delivery_log
@@ -67,9 +73,16 @@ class StatsRoutes:
         return health.state(sub_id) if health is not None else None
 
     async def stats(self, request: web.Request) -> web.Response:
-        who = principal(request)
-        tenant = scope(who, request.query.get("tenant_id"))
         limit = _parse_limit(request.query.get("limit"))
+        return json_response(
+            await self.overall_for(principal(request), request.query.get("tenant_id"), limit)
+        )
+
+    async def overall_for(
+        self, who: Principal, tenant_id: str | None, limit: int = 10
+    ) -> dict[str, Any]:
+        """``GET /v1/stats`` for ``who``: a tenant's own figures only, whatever it asks."""
+        tenant = scope(who, tenant_id)
         reader = self.log.reader()
         now = time.time()
 
@@ -94,12 +107,17 @@ class StatsRoutes:
             row["consecutive_failures"] = state.consecutive if state is not None else None
         if who.admin:
             view["log_node"] = self.log.status()
-        return json_response(view)
+        return view
 
     async def subscription_stats(self, request: web.Request) -> web.Response:
-        sub_id = request.match_info["id"]
+        return json_response(
+            await self.subscription_for(principal(request), request.match_info["id"])
+        )
+
+    async def subscription_for(self, who: Principal, sub_id: str) -> dict[str, Any]:
+        """``GET /v1/subscriptions/{id}/stats``: NotFoundError unless ``who`` may see it."""
         sub = self.p.subscriptions.get(sub_id)
-        if sub is None or not visible(principal(request), sub.tenant_id):
+        if sub is None or not visible(who, sub.tenant_id):
             raise NotFoundError(f"no subscription {sub_id}")
         reader = self.log.reader()
         now = time.time()
@@ -110,19 +128,35 @@ class StatsRoutes:
 
         counts, hourly, figures = await asyncio.to_thread(compute)
         state = self._health(sub_id)
-        return json_response(
-            {
-                "subscription_id": sub.id,
-                "tenant_id": sub.tenant_id,
-                "state": sub.state,
-                "disabled_reason": sub.disabled_reason,
-                "consecutive_failures": state.consecutive if state is not None else None,
-                "failing_since": state.failing_since if state is not None else None,
-                "last_error": state.last_error if state is not None else None,
-                "now": now,
-                "windows": counts,
-                "hourly": hourly["chart"],
-                "newest_error": hourly["last_error"],
-                "attempt_log": figures,
-            }
-        )
+        return {
+            "subscription_id": sub.id,
+            "tenant_id": sub.tenant_id,
+            "state": sub.state,
+            "disabled_reason": sub.disabled_reason,
+            "consecutive_failures": state.consecutive if state is not None else None,
+            "failing_since": state.failing_since if state is not None else None,
+            "last_error": state.last_error if state is not None else None,
+            "now": now,
+            "windows": counts,
+            "hourly": hourly["chart"],
+            "newest_error": hourly["last_error"],
+            "attempt_log": figures,
+        }
+
+    async def hourly_for(
+        self, who: Principal, subscriptions: Iterable[Subscription], hours: int = 24
+    ) -> dict[str, dict[str, Any]]:
+        """Per subscription ``who`` may see: its attempts per hour over the last ``hours``
+        (``chart``, as ``hourly`` of the subscription's stats), success rate and newest
+        error; the console's endpoint list."""
+        ids = [s.id for s in subscriptions if visible(who, s.tenant_id)]
+        reader = self.log.reader()
+        return await asyncio.to_thread(reader.health, ids, time.time(), hours)
+
+    async def minutes_for(self, who: Principal, minutes: int = 60) -> list[dict[str, Any]]:
+        """Attempts and deliveries per minute over the last ``minutes``, oldest first, of
+        everything the admin sees or of ``who``'s tenant (the console's live view)."""
+        tenant = scope(who, None)
+        kind, key = ("all", "") if tenant is None else ("tenant", tenant)
+        reader = self.log.reader()
+        return await asyncio.to_thread(reader.series, kind, key, time.time(), MINUTE, minutes)

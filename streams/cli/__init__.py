@@ -15,6 +15,7 @@ import click
 from streams import __version__
 from streams.cli import (
     config,
+    console,
     deliveries,
     dlq,
     kafka,
@@ -50,6 +51,7 @@ for command in (
     worker.worker_cmd,
     subscriptions.subscriptions,
     tokens.tokens,
+    console.console,
     bench_cmd,  # benchmarks and fault injection, beside their harness
 ):
     cli.add_command(command)

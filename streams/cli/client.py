@@ -449,3 +449,20 @@ class ApiClient:
         """DELETE /v1/dlq/replays/{id}: the summary, stopped (200) or stopping (202)."""
         result: dict[str, Any] = self._request("DELETE", f"/v1/dlq/replays/{_path_part(replay_id)}")
         return result
+
+    # -- console ---------------------------------------------------------------
+
+    def console_link(self, *, tenant_id: str | None = None, embed: bool = False) -> dict[str, Any]:
+        """POST /v1/console/sessions: a single-use sign-in link to the web console.
+
+        A tenant's link (``tenant_id``; a tenant token may name only its own), or
+        with the admin token and no ``tenant_id`` the operator's. The answer's
+        ``url`` signs in whoever opens it first, within ``valid_for_s``.
+        """
+        body: dict[str, Any] = {}
+        if tenant_id is not None:
+            body["tenant_id"] = tenant_id
+        if embed:
+            body["embed"] = True
+        result: dict[str, Any] = self._request("POST", "/v1/console/sessions", body=body)
+        return result

@@ -20,6 +20,8 @@ def banner(
     The token appears only when it is a generated development token; a configured
     ``STREAMS_ADMIN_TOKEN`` is a secret and is only named.
     """
+    from streams.app import keeps_log  # with the worker: the app imports Faust
+
     rule = "-" * 72
     api = f"http://{settings.api_bind}:{settings.api_port}"
     if dev_token is not None:
@@ -34,21 +36,16 @@ def banner(
         f"  API          {api}   (/healthz, /openapi.json, /metrics)",
         f"  admin token  {where}",
         f"  Kafka        {settings.kafka_bootstrap}, topics {topics}",
-        f"  log          {where_log(settings, role)}",
+        f"  role         {role}; "
+        + (
+            f"delivery log in {settings.log_path}"
+            if keeps_log(role, settings)
+            else "no delivery log (ask a log node)"
+        ),
     ]
     if ready:
         lines.append("  next         streams subscriptions create ... | streams monitor")
     return [*lines, rule]
-
-
-def where_log(settings: Settings, role: str) -> str:
-    """The banner's line about the delivery log: where this worker keeps it, or none."""
-    from streams.app import keeps_log
-
-    if not keeps_log(role, settings):
-        return "none: delivery only (the log and stats routes answer 503)"
-    store = str(settings.log_path)
-    return f"{store}  (log node: delivers nothing)" if role == "log" else store
 
 
 @click.command("worker")

@@ -18,8 +18,8 @@ from streams.console.sessions import ConsoleLedger, SessionCodec
 
 if TYPE_CHECKING:
     from streams.api.deliveries import DeliveryRoutes
+    from streams.api.stats import StatsRoutes
     from streams.api.subscriptions import SubscriptionRoutes
-    from streams.log.service import DeliveryLog
     from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,15 @@ def make_middleware(codec: SessionCodec, ledger: ConsoleLedger, frame_ancestors:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             resp = await _guarded(request, handler)
         except web.HTTPException as exc:  # redirects, 401/403: answered, with the headers
             resp = web.Response(status=exc.status, headers=exc.headers, body=exc.body)
         resp.headers.update(headers)
+        # The server's own time for the response (browsers' developer tools show it;
+        # `streams bench console-log` reads it): no client or network time in it.
+        resp.headers["Server-Timing"] = security.server_timing(time.perf_counter() - started)
         if not request.path.startswith(PREFIX + "/static/"):
             resp.headers["Cache-Control"] = "no-store"  # pages may hold secrets
         return resp
@@ -110,7 +114,7 @@ def register_console(
     admin_token: str,
     subscriptions: SubscriptionRoutes,
     deliveries: DeliveryRoutes,
-    delivery_log: DeliveryLog,
+    stats: StatsRoutes,
 ) -> ConsolePages:
     """Mount ``/console/`` on the worker's web app and add ``/v1/console/sessions``."""
     settings = pipeline.settings
@@ -130,7 +134,7 @@ def register_console(
         admin_token=admin_token,
         subscriptions=subscriptions,
         deliveries=deliveries,
-        delivery_log=delivery_log,
+        stats=stats,
     )
     pages.register(console.router)
     console.router.add_static("/static/", HERE / "static", follow_symlinks=False)

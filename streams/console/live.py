@@ -7,12 +7,14 @@ nobody watches.
 
 A sample is :class:`streams.monitor.Monitor`'s (Kafka end offsets and the
 consumer groups' commits: rates, lag per stage, retry-tier depths, DLQ depth)
-with the delivery figures read from this worker's delivery-log store
-(:mod:`streams.log.store`) instead of over HTTP. The charts of the last hour
-come from the store's minute buckets (attempts and success rate per minute,
-there from the first sample) and from the samples kept since the view was
-first opened (events in per second). On a worker that keeps no log those
-figures are empty (no attempts).
+with the delivery figures of ``GET /v1/stats`` taken from this log node's
+delivery-log store through the same method (:meth:`StatsRoutes.overall_for
+<streams.api.stats.StatsRoutes.overall_for>`) instead of over HTTP. The charts
+of the last hour come from the store's minute buckets (attempts and success
+rate per minute, there from the first sample) and from the samples kept since
+the view was first opened (events in per second). On a worker without a log
+(or with a faulty store) the Kafka figures still show, with the reason the
+delivery figures do not.
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from streams.api.auth import ADMIN
 from streams.console import charts
 from streams.errors import UnavailableError
-from streams.log.store import MINUTE, window_view
 from streams.monitor import FAILING_ROWS, Monitor, api_view
 
 if TYPE_CHECKING:
-    from streams.log.service import DeliveryLog
+    from streams.api.stats import StatsRoutes
     from streams.pipeline import Pipeline
 
 #: A sample younger than this is served as it is.
@@ -37,6 +40,8 @@ FRESH_S = 1.5
 #: Samples kept for the events-in chart: one hour at one per 2 s.
 KEPT_SAMPLES = 1800
 HOUR_S = 3600.0
+#: Minutes the attempts and success-rate charts cover.
+CHART_MINUTES = 60
 
 
 @dataclass
@@ -57,15 +62,22 @@ class LiveSnapshot:
     chart_events: str = ""
     chart_attempts: str = ""
     chart_success: str = ""
+    #: Why the delivery figures are missing (no log on this worker, a store fault).
+    log_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def minute_series(minutes: Sequence[dict[str, Any]]) -> list[charts.Bucket]:
+    """The store's per-minute counts (:meth:`StatsRoutes.minutes_for`) as chart buckets."""
+    return [charts.Bucket(m["attempts"], m["delivered"]) for m in minutes]
+
+
 class LiveView:
-    def __init__(self, pipeline: Pipeline, delivery_log: DeliveryLog) -> None:
+    def __init__(self, pipeline: Pipeline, stats: StatsRoutes) -> None:
         self.p = pipeline
-        self.log = delivery_log
+        self.stats = stats
         self._monitor: Monitor | None = None
         self._stats: dict[str, Any] = {}
         self._last: LiveSnapshot | None = None
@@ -85,38 +97,23 @@ class LiveView:
         engine = self.p.extras.get("engine")
         breakers = getattr(engine, "breakers", {}) if engine is not None else {}
         open_breakers = sum(1 for b in list(breakers.values()) if not b.closed)
-        snap = await asyncio.to_thread(self._sample, time.time())
+        log_error = None
+        try:
+            # The operator's view: every tenant's figures, as /v1/stats answers the admin.
+            stats = await self.stats.overall_for(ADMIN, None, FAILING_ROWS)
+            minutes = await self.stats.minutes_for(ADMIN, CHART_MINUTES)
+        except UnavailableError as exc:
+            stats, minutes, log_error = {}, [], str(exc)
+        snap = await asyncio.to_thread(self._sample, stats, minutes, time.time())
         snap.open_breakers = open_breakers
-        for row in snap.failing:
-            sub = self.p.subscriptions.get(str(row.get("subscription_id")))
-            row["url"] = sub.url if sub is not None else None
-            row["state"] = sub.state if sub is not None else "deleted"
+        snap.log_error = log_error
         self._last = snap
         self.samples_taken += 1
         return snap
 
-    def _figures(
-        self, now: float
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[charts.Bucket]]:
-        """The last 5 minutes, the subscriptions failing in the last hour, and the
-        hour's attempts per minute, from the store; empty on a worker without a log."""
-        try:
-            reader = self.log.reader()
-            window = reader.windows("all", "", now, names=("5m",))["5m"]
-            failing = reader.failing(None, now, FAILING_ROWS)
-            minutes = reader.series("all", "", MINUTE, 60, now)
-        except UnavailableError:
-            return window_view([]), [], [charts.Bucket() for _ in range(60)]
-        return window, failing, [charts.Bucket(a, d) for _, a, d in minutes]
-
-    def _sample(self, now: float) -> LiveSnapshot:
-        window, failing, minutes = self._figures(now)
-        stats = {
-            "tenant_id": None,
-            "windows": {"5m": window},
-            "failing_window": "1h",
-            "failing": failing,
-        }
+    def _sample(
+        self, stats: dict[str, Any], minutes: Sequence[dict[str, Any]], now: float
+    ) -> LiveSnapshot:
         self._stats = stats
         if self._monitor is None:
             self._monitor = Monitor(self.p.settings, fetch_stats=lambda: self._stats)
@@ -142,12 +139,13 @@ class LiveView:
         snap.chart_events = charts.line_chart(
             series, width=360, height=60, label=f"Events in per second, {len(series)} samples"
         )
-        total = sum(b.attempts for b in minutes)
+        buckets = minute_series(minutes)
+        total = sum(b.attempts for b in buckets)
         snap.chart_attempts = charts.bar_chart(
-            minutes, width=360, height=60, label=f"Attempts per minute, last hour: {total}"
+            buckets, width=360, height=60, label=f"Attempts per minute, last hour: {total}"
         )
         snap.chart_success = charts.line_chart(
-            [b.success_rate for b in minutes],
+            [b.success_rate for b in buckets],
             width=360,
             height=60,
             label="Success rate per minute, last hour",

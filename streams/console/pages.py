@@ -59,12 +59,12 @@ from streams.records import Attempt, Delivery
 from streams.signing import PROFILES
 from streams.subscriptions import headers as header_rules
 from streams.subscriptions import secrets as secret_store
-from streams.subscriptions.model import reserved_headers
+from streams.subscriptions.model import BODY_FORMATS, reserved_headers
 
 if TYPE_CHECKING:
     from streams.api.deliveries import DeliveryRoutes
+    from streams.api.stats import StatsRoutes
     from streams.api.subscriptions import SubscriptionRoutes
-    from streams.log.service import DeliveryLog
     from streams.pipeline import Pipeline
     from streams.records import Subscription
 
@@ -74,8 +74,16 @@ log = logging.getLogger(__name__)
 ONCE_TTL_S = 300
 #: Rows on one page of the delivery log and of the dead letters.
 PAGE_ROWS = 50
-#: The endpoint list's chart: the last 24 h in hourly bars.
-CHART_SPAN_S, CHART_BARS = 86400.0, 24
+#: The endpoint list's chart: the last 24 h in hourly bars (the store's hour buckets).
+CHART_HOURS = 24
+#: What each body format sends, as the add-endpoint form names it.
+BODY_FORMAT_LABELS = {
+    "envelope": "envelope (the whole event)",
+    "keyed": "keyed (the data under its key)",
+    "slack": "slack (a Slack message)",
+    "discord": "discord (a Discord message)",
+    "telegram": "telegram (a Telegram message; needs the chat id)",
+}
 
 
 def iso(ts: float | None) -> str:
@@ -98,7 +106,7 @@ class ConsolePages:
         admin_token: str,
         subscriptions: SubscriptionRoutes,
         deliveries: DeliveryRoutes,
-        delivery_log: DeliveryLog,
+        stats: StatsRoutes,
     ) -> None:
         self.p = pipeline
         self.codec = codec
@@ -106,8 +114,8 @@ class ConsolePages:
         self.admin_token = admin_token
         self.subs = subscriptions
         self.deliveries = deliveries
-        self.log = delivery_log
-        self.live = LiveView(pipeline, delivery_log)
+        self.stats = stats
+        self.live = LiveView(pipeline, stats)
         self.secure = not pipeline.settings.development
 
     # -- routes -------------------------------------------------------------------
@@ -282,24 +290,23 @@ class ConsolePages:
 
     # -- endpoints ------------------------------------------------------------------
 
-    def _health(self, sub_ids: list[str], now: float) -> dict[str, dict[str, Any]]:
-        """Each endpoint's last 24 hours from the delivery-log store (empty without one)."""
-        try:
-            reader = self.log.reader()
-        except UnavailableError:
-            return {}
-        return reader.health(sub_ids, now, hours=CHART_BARS)
-
     async def endpoints(self, request: web.Request) -> web.StreamResponse:
         tenant = self.tenant_of(request)
-        subs = self.subs.visible(self.who(request), tenant)
-        health = await asyncio.to_thread(self._health, [s.id for s in subs], time.time())
+        who = self.who(request)
+        subs = self.subs.visible(who, tenant)
+        log_error = None
+        try:
+            # The store's hour buckets, as /v1/subscriptions/{id}/stats charts them.
+            health = await self.stats.hourly_for(who, subs, CHART_HOURS)
+        except UnavailableError as exc:
+            health, log_error = {}, str(exc)
         rows = []
         for sub in subs:
-            mine = health.get(sub.id)
+            found = health.get(sub.id)
             buckets = [
-                charts.Bucket(c["attempts"], c["delivered"]) for c in (mine or {}).get("chart", [])
-            ] or [charts.Bucket() for _ in range(CHART_BARS)]
+                charts.Bucket(h["attempts"], h["delivered"])
+                for h in (found["chart"] if found else [])
+            ] or [charts.Bucket() for _ in range(CHART_HOURS)]
             attempts = sum(b.attempts for b in buckets)
             delivered = sum(b.delivered for b in buckets)
             rate = f"{100 * delivered / attempts:.1f}%" if attempts else "no attempts"
@@ -310,22 +317,16 @@ class ConsolePages:
                     "attempts": attempts,
                     "rate": rate,
                     "chart": Markup(charts.bar_chart(buckets, label=label)),  # noqa: S704
-                    "last_error": self._last_error(sub.id, (mine or {}).get("last_error")),
+                    "last_error": self._last_error(sub.id),
                 }
             )
-        return self.render(request, "endpoints.html", {"rows": rows, "tenant": tenant})
+        return self.render(
+            request, "endpoints.html", {"rows": rows, "tenant": tenant, "log_error": log_error}
+        )
 
-    def _last_error(
-        self, sub_id: str, logged: dict[str, Any] | None = None
-    ) -> dict[str, Any] | None:
-        """The current failure run (this worker's auto-disable state); on a log node,
-        which delivers nothing and keeps no such state, the newest error in the log."""
+    def _last_error(self, sub_id: str) -> dict[str, Any] | None:
         health = self.p.extras.get("health")
-        if health is None:
-            if logged is not None and logged.get("error"):
-                return {"error": logged["error"], "since": logged["at"]}
-            return None
-        state = health.state(sub_id)
+        state = health.state(sub_id) if health is not None else None
         if state is not None and state.last_error:
             return {"error": state.last_error, "since": state.failing_since}
         return None
@@ -335,6 +336,7 @@ class ConsolePages:
             "values": values,
             "event_types": self.p.registry.event_types,
             "profiles": list(PROFILES),
+            "body_formats": [(f, BODY_FORMAT_LABELS.get(f, f)) for f in BODY_FORMATS],
             "tenant": self.tenant_of(request),
             "error": None,
         }
@@ -344,15 +346,24 @@ class ConsolePages:
 
     @staticmethod
     def create_body(form: Mapping[str, Any], event_types: list[str]) -> dict[str, Any]:
-        """The ``POST /v1/subscriptions`` body a form means (validated by the API's model)."""
+        """The ``POST /v1/subscriptions`` body a form means (validated by the API's model).
+
+        Signing and body format left on "automatic" (empty) are left out of the
+        body, so the API chooses them: its defaults, or for a Slack, Discord or
+        Telegram URL that service's message and no signature (``detected``).
+        Any other value is passed on for the API to accept or name as wrong.
+        """
         chosen = [t for t in event_types if t]
         typed = [t.strip() for t in str(form.get("event_types_other", "")).split(",") if t.strip()]
         body: dict[str, Any] = {
             "url": str(form.get("url", "")).strip(),
             "description": str(form.get("description", "")),
             "event_types": chosen + typed,
-            "signing": str(form.get("signing", "standard")),
         }
+        for key in ("signing", "body_format", "chat_id"):
+            value = str(form.get(key, "")).strip()
+            if value:
+                body[key] = value
         headers: dict[str, str] = {}
         for number, line in enumerate(str(form.get("headers", "")).splitlines(), 1):
             if not line.strip():
@@ -365,8 +376,6 @@ class ConsolePages:
             headers[name.strip()] = value.strip()
         if headers:
             body["headers"] = headers
-        if form.get("body_format") in ("envelope", "keyed"):
-            body["body_format"] = form["body_format"]
         if form.get("retry_schedule") in ("default", "none"):
             body["retry_schedule"] = form["retry_schedule"]
         return body
@@ -393,18 +402,26 @@ class ConsolePages:
             return self.render(request, "endpoint_new.html", context, status=409)
         shown = tenant if self.who(request).admin else None
         resp = web.HTTPSeeOther(self.with_tenant(f"/console/endpoints/{created['id']}", shown))
-        self._show_once(request, resp, created["id"], created.get("signing_secret"))
+        detected = (created.get("detected") or {}).get("message")
+        self._show_once(request, resp, created["id"], created.get("signing_secret"), detected)
         return resp
 
     def _show_once(
-        self, request: web.Request, resp: web.StreamResponse, sub_id: str, secret: str | None
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        sub_id: str,
+        secret: str | None,
+        detected: str | None = None,
     ) -> None:
-        """Hand a new secret to the next page load alone, in a cookie only that page gets."""
-        if not secret:
+        """Hand a new secret (and what the API detected from the URL) to the next page
+        load alone, in a cookie only that page gets."""
+        if not secret and not detected:
             return
         session = self.session(request)
         value = self.codec.seal_once(
-            {"s": session.id, "sub": sub_id, "secret": secret}, time.time()
+            {"s": session.id, "sub": sub_id, "secret": secret, "detected": detected},
+            time.time(),
         )
         resp.headers["Set-Cookie"] = security.cookie_header(
             security.ONCE_COOKIE,
@@ -415,21 +432,25 @@ class ConsolePages:
             path=f"/console/endpoints/{sub_id}",
         )
 
-    def _take_once(self, request: web.Request, sub_id: str) -> str | None:
+    def _take_once(self, request: web.Request, sub_id: str) -> tuple[str | None, str | None]:
+        """The new secret and the detected-defaults note handed to this page, if any."""
         raw = request.cookies.get(security.ONCE_COOKIE)
         if not raw:
-            return None
+            return None, None
         claims = self.codec.open_once(raw, time.time(), ttl_s=ONCE_TTL_S)
         if claims is None:
-            return None
+            return None, None
         if claims.get("s") != self.session(request).id or claims.get("sub") != sub_id:
-            return None
-        secret = claims.get("secret")
-        return secret if isinstance(secret, str) else None
+            return None, None
+        secret, detected = claims.get("secret"), claims.get("detected")
+        return (
+            secret if isinstance(secret, str) else None,
+            detected if isinstance(detected, str) else None,
+        )
 
     async def endpoint(self, request: web.Request) -> web.StreamResponse:
         sub = self.subs.find(self.who(request), request.match_info["id"])
-        secret = self._take_once(request, sub.id)
+        secret, detected = self._take_once(request, sub.id)
         q = request.query
         resp = self.render(
             request,
@@ -438,6 +459,7 @@ class ConsolePages:
                 "sub": sub,
                 "view": self.subs.view(sub),
                 "secret": secret,
+                "detected": detected,
                 "last_error": self._last_error(sub.id),
                 "parked": q.get("parked"),
                 "parked_since": q.get("since"),
@@ -509,23 +531,26 @@ class ConsolePages:
             "status": q.get("status") or None,
             "event_type": q.get("event_type") or None,
             "since": q.get("since") or None,
-            "until": q.get("until") or None,
-            "cursor": q.get("cursor") or None,
+            "until": q.get("before") or q.get("until") or None,
         }
         query = {k: v for k, v in filters.items() if v is not None}
         if tenant is not None:
             query["tenant_id"] = tenant
         query["limit"] = str(PAGE_ROWS)
+        if q.get("cursor"):
+            query["cursor"] = q["cursor"]
         error = None
-        page: dict[str, Any] = {"data": [], "next_cursor": None}
+        rows: list[dict[str, Any]] = []
+        next_cursor = None
         try:
-            page = await self.deliveries.page_for(self.who(request), query)
+            found = await self.deliveries.page_for(self.who(request), query)
+            rows, next_cursor = found["data"], found["next_cursor"]
         except InvalidRequestError as exc:
             error = {"field": exc.field, "message": str(exc)}
-        rows: list[dict[str, Any]] = page["data"]
         older = None
-        if page["next_cursor"]:
-            # The delivery log's cursor: the next page stays the same while attempts arrive.
+        if next_cursor is not None:
+            # The store's cursor: the next page starts after this one's last delivery,
+            # whatever arrived since (a time bound would skip or repeat rows).
             older = self.with_tenant(
                 "/console/deliveries",
                 tenant if self.who(request).admin else None,
@@ -533,8 +558,8 @@ class ConsolePages:
                 status=q.get("status"),
                 event_type=q.get("event_type"),
                 since=q.get("since"),
-                until=q.get("until"),
-                cursor=page["next_cursor"],
+                until=q.get("before") or q.get("until"),
+                cursor=next_cursor,
             )
         return self.render(
             request,
@@ -552,7 +577,7 @@ class ConsolePages:
         )
 
     async def delivery(self, request: web.Request) -> web.StreamResponse:
-        view, history = await self.deliveries.delivery_for(
+        view, history = await self.deliveries.history_for(
             self.who(request), request.match_info["id"]
         )
         attempts = [attempt_view(a) for a in history]
@@ -627,7 +652,9 @@ class ConsolePages:
     async def api_delivery(self, request: web.Request) -> web.StreamResponse:
         """A delivery's latest attempt, for the Test button's result (404 until one exists)."""
         try:
-            history = await self.deliveries.history_for(self.who(request), request.match_info["id"])
+            _, history = await self.deliveries.history_for(
+                self.who(request), request.match_info["id"]
+            )
         except NotFoundError:
             return web.json_response({"status": "pending"}, status=404)
         last = attempt_view(history[-1])

@@ -93,3 +93,8 @@ def same_origin(origin: str | None, scheme: str, host: str) -> bool:
 
 def csrf_ok(expected: str, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(expected.encode(), (sent or "").encode())
+
+
+def server_timing(seconds: float) -> str:
+    """A ``Server-Timing`` header value: the server's time for a response, in ms."""
+    return f"app;dur={max(0.0, seconds) * 1000:.1f}"

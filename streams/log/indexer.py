@@ -35,14 +35,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from streams.config import Settings
 from streams.errors import StreamsError
 from streams.log.store import LogWriter, StoreFault, WriteResult, store_files
-from streams.records import MAX_REASON_CHARS, bounded
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The most records written in one transaction, and how long a batch gathers them: a
 #: transaction costs the same whatever its size (the statistics of every subscription
@@ -65,11 +66,13 @@ PRUNE_BATCH = 1000
 WATCH_EVERY_S = 5.0
 #: How long to wait for the topic to exist before each new look.
 TOPIC_RETRY_S = 5.0
-#: Undecodable records logged one by one in a run (each stays in the topic, and the store
-#: keeps the last 1,000 with their reasons: `streams log status`).
-MAX_SKIP_LOGS = 100
 #: How long to wait after a Kafka error before a new consumer starts.
 KAFKA_RETRY_S = 2.0
+#: Kafka calls that wait (metadata, watermarks) wait at most this long at a time, and
+#: check the stop signal in between: a stopping worker never waits a call's whole timeout.
+STOP_CHECK_S = 0.5
+#: Skipped records logged one by one (position and reason); then only counted.
+MAX_SKIP_LOGS = 100
 
 
 class StoreLocked(StreamsError):
@@ -177,7 +180,6 @@ class LogIndexer:
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._skips_logged = 0
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -254,9 +256,7 @@ class LogIndexer:
             while not self._stop.is_set():
                 batch, records = self._gather(consumer)
                 if records:
-                    result = writer.write(records)
-                    self.stats.add(result)
-                    self._log_skipped(result)
+                    self._add(writer.write(records))
                 self.stats.positions = writer.positions()
                 if (
                     not batch
@@ -275,21 +275,40 @@ class LogIndexer:
         finally:
             consumer.close()
 
-    def _log_skipped(self, result: WriteResult) -> None:
-        """Each record the store could not keep, with where it is and why (at most
-        MAX_SKIP_LOGS of them per run; the store keeps the last 1,000)."""
-        for partition, offset, reason in result.skipped_records:
-            self._skips_logged += 1
-            if self._skips_logged <= MAX_SKIP_LOGS:
+    def _add(self, result: WriteResult) -> None:
+        """Count a batch; log each record it skipped (bounded), as the state readers do.
+
+        Skipped records stay in the topic and in the store's ``skipped`` table; they are
+        counted in ``streams_skipped_state_records_total{reader="attempts"}``."""
+        before = self.stats.skipped
+        self.stats.add(result)
+        for n, (partition, offset, reason) in enumerate(result.skips, start=before + 1):
+            if n <= MAX_SKIP_LOGS:
                 log.error(
                     "log indexer: skipped the record at %s[%d]@%d (%s); it stays in the topic",
                     self.topic,
                     partition,
                     offset,
-                    bounded(reason, MAX_REASON_CHARS),
+                    reason,
                 )
-            elif self._skips_logged == MAX_SKIP_LOGS + 1:
+            elif n == MAX_SKIP_LOGS + 1:
                 log.error("log indexer: more records skipped; not logging each any more")
+
+    def _waiting(self, call: Callable[[float], T], timeout_s: float) -> T:
+        """``call(timeout)`` in slices of STOP_CHECK_S while it times out, until it
+        answers; its timeout is raised once ``timeout_s`` passed or the indexer is
+        stopping, any other error at once."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return call(max(0.01, min(STOP_CHECK_S, deadline - time.monotonic())))
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                timed_out = isinstance(error, KafkaError) and error.code() == KafkaError._TIMED_OUT
+                if not timed_out or self._stop.is_set() or time.monotonic() >= deadline:
+                    raise
 
     def _gather(self, consumer: Any) -> tuple[bool, list[tuple[int, int, bytes | None]]]:
         """Records for one transaction: up to BATCH_RECORDS, gathered for at most
@@ -317,7 +336,7 @@ class LogIndexer:
         """The topic's partitions, waiting (and saying so) while it does not exist."""
         while not self._stop.is_set():
             try:
-                meta = consumer.list_topics(self.topic, timeout=10)
+                meta = self._waiting(lambda t: consumer.list_topics(self.topic, timeout=t), 10)
                 found = meta.topics.get(self.topic)
                 if found is not None and found.error is None and found.partitions:
                     return sorted(found.partitions)
@@ -340,7 +359,13 @@ class LogIndexer:
         ends: dict[int, int] = {}
         assign = []
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            tp = TopicPartition(self.topic, p)
+
+            def watermarks(t: float, tp: Any = tp) -> tuple[int, int]:
+                found: tuple[int, int] = consumer.get_watermark_offsets(tp, timeout=t)
+                return found
+
+            low, high = self._waiting(watermarks, 10)
             ends[p] = high
             start = stored.get(p)
             if start is not None and start > high:
@@ -378,7 +403,7 @@ class LogIndexer:
                 )
                 if high >= 0:
                     lag += max(0, high - positions.get(p, 0))
-            meta = consumer.list_topics(self.topic, timeout=5)
+            meta = self._waiting(lambda t: consumer.list_topics(self.topic, timeout=t), 5)
         except Exception as exc:  # a measurement: try again at the next look
             log.debug("log indexer: lag not measured: %s", exc)
             return

@@ -66,7 +66,7 @@ from typing import Any
 import orjson
 
 from streams.errors import InvalidRequestError, StreamsError, UnavailableError
-from streams.records import Attempt
+from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
 
 #: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild).
 SCHEMA_VERSION = 2
@@ -201,14 +201,21 @@ _TEXT = ("delivery_id", "event_id", "event_type", "tenant_id", "subscription_id"
 _OPTIONAL_TEXT = ("error", "replay_id")
 #: Keys of the summary and the statistics: never empty ("" is the key of "everything").
 _NON_EMPTY = ("delivery_id", "tenant_id", "subscription_id", "outcome")
+#: Ids the pipeline bounds in every record it writes (:data:`~streams.records.MAX_ID_CHARS`):
+#: a longer one was not written by it, and is refused rather than kept.
+_BOUNDED = ("delivery_id", "event_id", "event_type", "tenant_id", "subscription_id", "replay_id")
+#: Kafka's longest topic name.
+MAX_TOPIC_CHARS = 249
 
 
 def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
     """The attempt in ``raw`` as a row, or None and why it cannot be stored.
 
     Stricter than :meth:`Attempt.from_bytes`: every field must have the type the
-    store keeps, the snippet is cut to ``SNIPPET_BYTES``, and an unknown outcome is
-    refused, so no record in the topic can stop the indexer.
+    store keeps, ids are at most ``MAX_ID_CHARS`` (as the pipeline writes them), the
+    snippet is cut to ``SNIPPET_BYTES`` and the error to ``MAX_ERROR_READ_CHARS``, and
+    an unknown outcome is refused, so no record the topic can hold stops the indexer
+    or grows a row without bound.
     """
     if raw is None or raw == b"":
         return None, "empty record (no value)"
@@ -234,9 +241,13 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
         and type(event_type) is str
         and type(tenant_id) is str
         and type(sub_id) is str
-        and delivery_id
-        and tenant_id
-        and sub_id
+        and 0 < len(delivery_id) <= MAX_ID_CHARS
+        and 0 < len(tenant_id) <= MAX_ID_CHARS
+        and 0 < len(sub_id) <= MAX_ID_CHARS
+        and len(event_id) <= MAX_ID_CHARS
+        and len(event_type) <= MAX_ID_CHARS
+        and (replay_id is None or len(replay_id) <= MAX_ID_CHARS)
+        and len(source_topic) <= MAX_TOPIC_CHARS
         and outcome in _OUTCOME_SET
         and type(number) is int
         and 0 <= number < 1 << 31
@@ -258,6 +269,8 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
         return None, _why_not(obj)
     if len(snippet) > SNIPPET_BYTES // 4:  # 4 bytes a character at most: cut only if needed
         snippet = bounded_snippet(snippet)
+    if error is not None and len(error) > MAX_ERROR_READ_CHARS:
+        error = error[:MAX_ERROR_READ_CHARS]  # as a delivery's last_error is read back
     return (
         delivery_id,
         event_id,
@@ -291,6 +304,10 @@ def _why_not(obj: dict[str, Any]) -> str:
     for name in _OPTIONAL_TEXT:
         if not isinstance(obj.get(name), (str, type(None))):
             return f"`{name}` must be a string or null"
+    for name in _BOUNDED:
+        value = obj.get(name)
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            return f"`{name}` is longer than {MAX_ID_CHARS} characters"
     if obj["outcome"] not in OUTCOMES:
         return f"`outcome` must be one of {', '.join(OUTCOMES)}"
     if not _is_int(obj.get("attempt")) or not 0 <= obj["attempt"] < 1 << 31:
@@ -306,6 +323,8 @@ def _why_not(obj: dict[str, Any]) -> str:
     source_topic = obj.get("source_topic", "")
     source_partition = obj.get("source_partition", -1)
     source_offset = obj.get("source_offset", -1)
+    if isinstance(source_topic, str) and len(source_topic) > MAX_TOPIC_CHARS:
+        return f"`source_topic` is longer than {MAX_TOPIC_CHARS} characters (Kafka's limit)"
     if not isinstance(source_topic, str) or not (
         _is_int(source_partition) and _is_int(source_offset)
     ):
@@ -878,8 +897,8 @@ class WriteResult:
     deliveries: int = 0  # new deliveries
     duplicates: int = 0  # records before the stored position (read twice)
     skipped: int = 0  # undecodable records
-    #: (partition, offset, reason) of each undecodable record, for the operator's log.
-    skipped_records: list[tuple[int, int, str]] = field(default_factory=list)
+    #: Each skipped record's (partition, offset, reason), for the indexer's log lines.
+    skips: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -956,7 +975,7 @@ class LogWriter:
             row, why = attempt_row(raw)
             if row is None:
                 skipped.append((pos, why, time.time()))
-                result.skipped_records.append((partition, offset, why))
+                result.skips.append((partition, offset, why))
             else:
                 rows.append((pos, row))
         result.skipped = len(skipped)
@@ -1403,17 +1422,14 @@ class LogReader:
         )
         return [(r[3], bucket_of(r)) for r in rows]
 
-    def windows(
-        self, kind: str, key: str, now: float, names: Iterable[str] | None = None
-    ) -> dict[str, dict[str, Any]]:
+    def windows(self, kind: str, key: str, now: float) -> dict[str, dict[str, Any]]:
         """Statistics of one scope (``all`` with key "", ``tenant``, ``sub``) over each
-        window of :data:`WINDOWS` (or those ``names``), from its buckets."""
-        wanted = [w for w in WINDOWS if names is None or w[0] in set(names)]
+        window of :data:`WINDOWS`, from its buckets."""
         out: dict[str, dict[str, Any]] = {}
         fetched: dict[int, list[tuple[int, Bucket]]] = {}
-        for name, seconds, span in wanted:
+        for name, seconds, span in WINDOWS:
             if span not in fetched:
-                longest = max(s for _, s, w in wanted if w == span)
+                longest = max(s for _, s, w in WINDOWS if w == span)
                 fetched[span] = self._buckets(
                     kind, key, span, window_first_bucket(now, longest, span)
                 )
@@ -1461,19 +1477,6 @@ class LogReader:
         out.sort(key=lambda r: (-r["failures"], r["success_rate"] or 0.0, r["subscription_id"]))
         return out[:limit]
 
-    def series(
-        self, kind: str, key: str, span: int, count: int, now: float
-    ) -> list[tuple[int, int, int]]:
-        """(start, attempts, delivered) of the ``count`` buckets of ``span`` seconds up to
-        the one holding ``now``, oldest first, empty ones included (the charts)."""
-        first = bucket_start(now, span) - (count - 1) * span
-        found = dict(self._buckets(kind, key, span, first))
-        out = []
-        for i in range(count):
-            b = found.get(first + i * span)
-            out.append((first + i * span, b.counts[0] if b else 0, b.counts[1] if b else 0))
-        return out
-
     def health(
         self, subscription_ids: Iterable[str], now: float, hours: int = 24
     ) -> dict[str, dict[str, Any]]:
@@ -1482,16 +1485,13 @@ class LogReader:
         newest error the store still counts (the console's endpoint list)."""
         out: dict[str, dict[str, Any]] = {}
         for sub_id in subscription_ids:
-            chart = [
-                {"start": start, "attempts": attempts, "delivered": delivered}
-                for start, attempts, delivered in self.series("sub", sub_id, HOUR, hours, now)
-            ]
+            chart = self.series("sub", sub_id, now, HOUR, hours)
             total = sum(c["attempts"] for c in chart)
             delivered = sum(c["delivered"] for c in chart)
             newest = self._all(
                 "SELECT error_at, error_status, error FROM buckets INDEXED BY b_scope "
-                "WHERE kind = 'sub' AND key = ? AND span = ? AND error_at IS NOT NULL "
-                "ORDER BY start DESC LIMIT 1",
+                "WHERE kind = 'sub' AND "
+                "key = ? AND span = ? AND error_at IS NOT NULL ORDER BY start DESC LIMIT 1",
                 (sub_id, HOUR),
             )
             out[sub_id] = {
@@ -1501,6 +1501,26 @@ class LogReader:
                 "last_error": error_view(tuple(newest[0])) if newest else None,
             }
         return out
+
+    def series(
+        self, kind: str, key: str, now: float, span: int, count: int
+    ) -> list[dict[str, Any]]:
+        """Attempts and deliveries of one scope (as :meth:`windows`) per bucket of
+        ``span`` seconds over the last ``count`` buckets, oldest first, empty ones
+        included (the console's charts)."""
+        first = bucket_start(now, span) - (count - 1) * span
+        by_start = dict(self._buckets(kind, key, span, first))
+        chart = []
+        for i in range(count):
+            b = by_start.get(first + i * span)
+            chart.append(
+                {
+                    "start": first + i * span,
+                    "attempts": b.counts[0] if b else 0,
+                    "delivered": b.counts[1] if b else 0,
+                }
+            )
+        return chart
 
     def figures(self, tenant_id: str | None) -> dict[str, Any]:
         """How much of the log the store holds, for a tenant or (None) for everyone."""

@@ -332,6 +332,11 @@ class _ScrapeCollector:
         if p is not None:
             for reader in p.readers:
                 skipped.add_metric([reader.name], reader.skipped)
+            # A log node's indexer reads the attempts topic in a thread of its own.
+            delivery_log = p.extras.get("delivery_log")
+            indexer = getattr(delivery_log, "indexer", None)
+            if indexer is not None:
+                skipped.add_metric(["attempts"], indexer.stats.skipped)
         yield skipped
 
         subs = GaugeMetricFamily(

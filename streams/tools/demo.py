@@ -3,6 +3,7 @@
 It starts (or reuses) the local Kafka broker, creates the topics, starts a
 worker and the sample receiver as child processes, registers one subscription
 per signing style the reference products use (standard, prowlo, prospektr),
+prints sign-in links to the web console (the operator's and the tenant's),
 then publishes sample events of the three documented types every half second
 and prints, once a second, what was published and what the receiver got and
 verified. Ctrl-C stops the worker and the receiver (the broker keeps running:
@@ -196,6 +197,8 @@ def run_demo(events: int | None, interval_s: float) -> None:
             "(Ctrl-C here stops the demo)"
         )
         registry = SchemaRegistry.from_settings(settings)
+        for line in console_links(http, state):
+            click.echo(line)
         published = 0
         last_print = 0.0
         with EventPublisher(settings, registry=registry) as publisher:
@@ -246,3 +249,22 @@ def _report(receiver_url: str, published: int) -> None:
         f"published {published:>5} events | received {len(entries):>5} webhooks "
         f"({detail or 'none yet'}) | signatures verified {valid}"
     )
+
+
+def console_links(http: httpx.Client, state: Path) -> list[str]:
+    """Sign-in links to the web console: the operator's, then the demo tenant's.
+
+    ``http`` carries the demo worker's admin token. Each link opens once, within
+    10 minutes, so the last line says how to ask for more.
+    """
+    lines = []
+    for who, body in (("operator", {}), ("tenant demo", {"tenant_id": "demo"})):
+        resp = http.post("/v1/console/sessions", json=body)
+        if resp.status_code != 201:
+            raise StreamsError(f"asking for a console link ({who}) failed: {resp.text}")
+        lines.append(f"console, {who}: {resp.json()['url']}")
+    more = f"STREAMS_STATE_DIR={shlex.quote(str(state))} streams console link"
+    lines.append(
+        f"(each link opens once, within 10 minutes; more: `{more} --operator` or `--tenant demo`)"
+    )
+    return lines

@@ -129,3 +129,20 @@ def test_the_log_store_benchmark_runs_each_step(
     indexed = next(line for line in out.splitlines() if line.startswith("indexed "))
     done, sent = (int(x.replace(",", "")) for x in indexed.split()[1:4:2])
     assert done == sent > 0
+
+
+def test_console_live_smoke_measures_both_workers_in_every_window(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results, said = _smoke("console-live", tmp_path, kafka_bootstrap, monkeypatch)
+    assert results["checks"]["lost_pairs"] == 0
+    metrics = results["metrics"]
+    assert metrics["poll_errors"] == 0
+    assert metrics["polls"] >= results["params"]["viewers"]  # every viewer polled
+    assert metrics["attempts_in_the_log"] >= results["params"]["log_fill"]
+    (table,) = results["tables"]
+    assert [row[:2] for row in table["rows"]] == [["A", 0], ["B", 2], ["C", 0]]
+    assert all(row[2] > 0 and row[3] > 0 for row in table["rows"])  # both workers measured
+    assert "viewer_cost_percent_of_a_core" in metrics
+    assert any("window B" in line for line in said)
+    _assert_clean(results, kafka_bootstrap)

@@ -39,8 +39,12 @@ ALERT = {
 }
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
@@ -132,9 +136,27 @@ def shot(browser: Any, name: str) -> None:
     browser.save_screenshot(str(SHOTS / f"{name}.png"))
 
 
+def shot_whole_page(browser: Any, name: str) -> None:
+    """A screenshot of the whole page, not only what fits in the window (long forms)."""
+    size = browser.get_window_size()
+    height = int(browser.execute_script("return document.documentElement.scrollHeight"))
+    browser.set_window_size(size["width"], min(max(height + 140, size["height"]), 4000))
+    try:
+        shot(browser, name)
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
 def until(browser: Any, check: Callable[[Any], Any], timeout: float = 20, what: str = "") -> Any:
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.2).until(check)
+        # A polled fragment can replace an element between finding it and reading it:
+        # that is a retry, not a failure (the check finds it afresh each time).
+        return WebDriverWait(
+            browser,
+            timeout,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException,),
+        ).until(check)
     except TimeoutException:
         raise AssertionError(
             f"timed out: {what}\n{browser.current_url}\n{browser.page_source[:3000]}"
@@ -447,4 +469,57 @@ def test_the_add_form_fills_prospektr_defaults(
         )
         == "none"
     )
-    shot(browser, "add-endpoint")
+
+
+def test_the_add_form_takes_a_chat_destination_from_the_keyboard(
+    browser: Any, worker: WorkerProcess, admin: Api, receiver: ReceiverProcess
+) -> None:
+    """Every new control is labelled and works from the keyboard: a Telegram-shaped
+    endpoint (to the receiver on 127.0.0.1, so its format and signing are chosen, not
+    detected from the host) is added without the mouse."""
+    receiver.configure("chat", status=200)
+    browser.delete_all_cookies()
+    browser.get(link_for(tenant_api(admin, "chatco")))
+    until(browser, lambda b: b.current_url.endswith("/console/endpoints"), what="landing")
+    browser.get(worker.base_url + "/console/endpoints/new")
+    form = browser.find_element(By.ID, "endpoint-form")
+    for control in form.find_elements(
+        By.CSS_SELECTOR, "input:not([type=hidden]), select, textarea"
+    ):
+        named = control.get_attribute("id")
+        if control.get_attribute("type") == "checkbox":
+            assert control.find_element(By.XPATH, "ancestor::label"), control.get_attribute("value")
+            continue
+        labels = browser.find_elements(By.CSS_SELECTOR, f'label[for="{named}"]')
+        assert labels, f"#{named} has no label"
+        assert labels[0].text.strip(), f"#{named} has an empty label"
+    for select in ("signing", "body_format"):
+        chosen = Select(browser.find_element(By.ID, select)).first_selected_option
+        assert chosen.text == "automatic", select
+
+    # As a user with a Telegram bot fills it in (the screenshot); never submitted: tests
+    # reach only 127.0.0.1, and the API would look the host up.
+    url = browser.find_element(By.ID, "url")
+    url.send_keys("https://api.telegram.org/bot123456789:AAH-example-token-0123456/sendMessage")
+    browser.find_element(By.ID, "description").send_keys("alerts to the team chat")
+    browser.find_element(By.CSS_SELECTOR, 'input[value="alert.fired"]').send_keys(Keys.SPACE)
+    chat = browser.find_element(By.ID, "chat_id")
+    chat.send_keys("-1001234567890")
+    shot_whole_page(browser, "add-endpoint")
+    # What automatic would choose for that host, chosen by hand for the receiver's URL.
+    url.clear()
+    url.send_keys(receiver.url("chat"))
+    browser.find_element(By.ID, "signing").send_keys("none")  # type-ahead, as a person would
+    browser.find_element(By.ID, "body_format").send_keys("telegram")
+    for select, value in (("signing", "none"), ("body_format", "telegram")):
+        chosen = Select(browser.find_element(By.ID, select)).first_selected_option
+        assert chosen.get_attribute("value") == value, select
+    chat.send_keys(Keys.ENTER)  # submits the form
+
+    until(browser, lambda b: "/console/endpoints/sub_" in b.current_url, what="the new endpoint")
+    facts = text_of(browser, "dl.facts")
+    assert "none: requests are not signed" in facts
+    assert "telegram" in facts
+    assert "-1001234567890" in facts
+    assert not browser.find_elements(By.ID, "secret-dialog")  # unsigned: no secret at all
+    assert not browser.find_elements(By.ID, "rotate-title")

@@ -138,3 +138,11 @@ def test_the_python_verify_example_accepts_our_signature_and_refuses_a_change(
     exec(RECIPES[profile].python, scope)  # noqa: S102 - our own documentation's example
     assert scope["verify"](secret, headers, body) is True
     assert scope["verify"](secret, headers, body + b" ") is False
+
+
+# -- the live view's figures ------------------------------------------------------------
+
+
+def test_server_timing_is_the_servers_milliseconds() -> None:
+    assert security.server_timing(0.01234) == "app;dur=12.3"
+    assert security.server_timing(-1.0) == "app;dur=0.0"  # a clock step backwards

@@ -16,23 +16,33 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner, Result
 from cryptography.fernet import Fernet
 
 from streams.api import register_api
+from streams.api import subscriptions as api_subscriptions
+from streams.cli import cli
 from streams.config import Settings
 from streams.console import pages, security
+from streams.console.pages import ConsolePages
 from streams.console.sessions import Grant
 from streams.deadletter.scan import Located
+from streams.errors import StreamsError
 from streams.kafka.topics import TopicNames
 from streams.records import Attempt, Delivery
 from streams.schemas import SchemaRegistry
+from streams.signing import PROFILES
 from streams.subscriptions.index import SubscriptionIndex
+from streams.subscriptions.model import BODY_FORMATS
 from streams.subscriptions.secrets import SecretBox
+from streams.tools.demo import console_links
 
 ADMIN = "adm_test_0123456789abcdef"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -54,8 +64,17 @@ class Pipeline(SimpleNamespace):
     output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
 
 
+async def _no_dns(host: str, port: int, **_: Any) -> list[Any]:
+    raise OSError(f"unit tests look up no names ({host})")
+
+
 @pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
+async def app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
+    # The API checks where a new URL resolves; unresolvable is accepted (checked again
+    # per delivery). Tests reach only 127.0.0.1, so no name is looked up at all.
+    monkeypatch.setattr(api_subscriptions, "resolve_and_check", _no_dns)
     settings = Settings.from_env(
         {
             "STREAMS_ENV": "development",
@@ -172,6 +191,7 @@ async def test_every_console_response_carries_the_strict_csp(app: Any) -> None:
         assert "frame-ancestors 'none'" in csp, path
         assert "unsafe-inline" not in csp
         assert resp.headers["X-Frame-Options"] == "DENY"
+        assert re.fullmatch(r"app;dur=\d+\.\d", resp.headers["Server-Timing"]), path
     signed_out = await client.get("/console/live", cookies={security.SESSION_COOKIE: "x"})
     assert "Content-Security-Policy" in signed_out.headers
 
@@ -193,7 +213,7 @@ async def add_endpoint(client: TestClient[Any, Any], csrf: str, **fields: str) -
         "url": "https://example.com/hook",
         "description": "",
         "event_types_other": "*",
-        "signing": "standard",
+        "signing": "",  # the form's default: automatic
         **fields,
     }
     return await client.post("/console/endpoints", data=form, allow_redirects=False)
@@ -330,6 +350,235 @@ async def test_event_types_api_lists_the_catalog(app: Any) -> None:
     first = next(r for r in data if r["type"] == pipeline.registry.event_types[0])
     assert first["schema"] == pipeline.registry.schemas[first["type"]]
     assert first["example"] == pipeline.registry.sample(first["type"])
+
+
+# -- sign-in links from the command line and the demo ---------------------------------
+
+
+def cli_run(client: TestClient[Any, Any], token: str, *args: str) -> Result:
+    """``streams <args>`` in-process, calling this app's real API with ``token``."""
+    env = {
+        "STREAMS_API_URL": str(client.make_url("")).rstrip("/"),
+        "STREAMS_API_TOKEN": token,
+        "STREAMS_ADMIN_TOKEN": None,
+    }
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def local_path(client: TestClient[Any, Any], url: str) -> str:
+    """The path of a link the API built on the address it was called at (this server's)."""
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == str(client.make_url("")).rstrip("/"), url
+    assert parts.path.startswith("/console/login/"), url
+    return parts.path
+
+
+async def open_printed_link(client: TestClient[Any, Any], stdout: str) -> None:
+    url = next(line for line in stdout.splitlines() if "/console/login/" in line)
+    await sign_in(client, local_path(client, url.rpartition(" ")[2]))
+
+
+async def test_console_link_prints_a_link_that_signs_in_to_the_tenants_console(app: Any) -> None:
+    client, _ = app
+    result = await asyncio.to_thread(cli_run, client, ADMIN, "console", "link", "--tenant", "acme")
+    assert result.exit_code == 0, result.output
+    first, url = result.stdout.splitlines()
+    assert first.startswith("Sign-in link to the console of tenant acme: it opens once, within 10 ")
+    assert "/console/login/" in url
+    await open_printed_link(client, result.stdout)
+    html = await page(client, "/console/endpoints")
+    assert "Tenant <strong>acme</strong>" in html
+    await page(client, "/console/tenants", status=404)  # a tenant's, not the operator's
+
+
+async def test_console_link_operator_opens_the_operators_console(app: Any) -> None:
+    client, _ = app
+    result = await asyncio.to_thread(cli_run, client, ADMIN, "console", "link", "--operator")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Sign-in link to the operator's console")
+    await open_printed_link(client, result.stdout)
+    assert "Operator" in await page(client, "/console/tenants")
+
+
+async def test_console_link_embed_sets_a_partitioned_cookie_and_says_what_to_allow(
+    app: Any,
+) -> None:
+    client, _ = app
+    token = await tenant_token(client, "acme")
+    result = await asyncio.to_thread(
+        cli_run, client, token, "console", "link", "--tenant", "acme", "--embed", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    answer = orjson.loads(result.stdout)
+    assert (answer["tenant_id"], answer["operator"], answer["embed"]) == ("acme", False, True)
+    resp = await client.get(answer["path"], allow_redirects=False)
+    assert "Partitioned" in resp.headers["Set-Cookie"]
+    shown = await asyncio.to_thread(
+        cli_run, client, token, "console", "link", "--tenant", "acme", "--embed"
+    )
+    assert "STREAMS_CONSOLE_FRAME_ANCESTORS" in shown.stdout
+
+
+async def test_console_link_refusals_are_one_line_and_print_no_link(app: Any) -> None:
+    client, _ = app
+    token = await tenant_token(client, "acme")
+    cases = [
+        ((token, "--operator"), 1, "the operator's link needs the admin token"),
+        ((token, "--tenant", "beta"), 1, "error: "),
+        ((ADMIN, "--tenant", "bad tenant!"), 1, "tenant_id"),
+        (("not-a-token", "--tenant", "acme"), 1, "refused the token"),
+        ((ADMIN,), 2, "give either --tenant ID or --operator"),
+        ((ADMIN, "--operator", "--tenant", "acme"), 2, "give either --tenant ID or --operator"),
+    ]
+    for (who, *args), code, says in cases:
+        result = await asyncio.to_thread(cli_run, client, who, "console", "link", *args)
+        assert result.exit_code == code, (args, result.output)
+        assert says in result.stderr, (args, result.stderr)
+        assert "/console/login/" not in result.output, args
+        assert token not in result.output
+
+
+async def test_the_demo_prints_an_operator_link_and_a_tenant_link_that_open(app: Any) -> None:
+    client, _ = app
+    http = httpx.Client(base_url=str(client.make_url("")), headers=bearer(), timeout=10)
+    with http:
+        lines = await asyncio.to_thread(console_links, http, Path(".streams/demo"))
+    assert lines[0].startswith("console, operator: http://")
+    assert lines[1].startswith("console, tenant demo: http://")
+    assert "STREAMS_STATE_DIR=.streams/demo streams console link --operator" in lines[2]
+    await sign_in(client, local_path(client, lines[0].rpartition(" ")[2]))
+    assert "Operator" in await page(client, "/console/tenants")
+    client.session.cookie_jar.clear()
+    await sign_in(client, local_path(client, lines[1].rpartition(" ")[2]))
+    assert "Tenant <strong>demo</strong>" in await page(client, "/console/endpoints")
+
+
+async def test_the_demo_says_which_link_failed(app: Any) -> None:
+    client, _ = app
+    http = httpx.Client(base_url=str(client.make_url("")), headers=bearer("wrong"), timeout=10)
+    with http, pytest.raises(StreamsError, match=r"console link \(operator\) failed"):
+        await asyncio.to_thread(console_links, http, Path(".streams/demo"))
+
+
+# -- the add-endpoint form: chat destinations and the API's detected defaults ----------
+
+SLACK_URL = "https://hooks.slack.com/services/T0001/B0002/slackSecretPart0123456789"
+TELEGRAM_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"
+TELEGRAM_URL = f"https://api.telegram.org/bot{TELEGRAM_TOKEN}/sendMessage"
+
+
+def test_the_form_leaves_automatic_choices_to_the_api() -> None:
+    form = {
+        "url": " https://h.example/x ",
+        "description": "d",
+        "event_types_other": "prospect.*, ",
+        "signing": "",
+        "body_format": "",
+        "chat_id": " ",
+        "retry_schedule": "default",
+        "headers": "X-A: 1\n\nX-B:two",
+    }
+    assert ConsolePages.create_body(form, ["alert.fired", ""]) == {
+        "url": "https://h.example/x",
+        "description": "d",
+        "event_types": ["alert.fired", "prospect.*"],
+        "headers": {"X-A": "1", "X-B": "two"},
+        "retry_schedule": "default",
+    }
+    chosen = {**form, "signing": "none", "body_format": "telegram", "chat_id": " -100123 "}
+    body = ConsolePages.create_body(chosen, [])
+    assert (body["signing"], body["body_format"], body["chat_id"]) == (
+        "none",
+        "telegram",
+        "-100123",
+    )
+    # An unknown value is passed on, for the API to name (not dropped silently).
+    assert ConsolePages.create_body({**form, "body_format": "xml"}, [])["body_format"] == "xml"
+
+
+async def test_the_form_offers_every_body_format_and_signing_profile_with_automatic_first(
+    app: Any,
+) -> None:
+    client, _ = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    html = await page(client, "/console/endpoints/new")
+    for select, offered in (("signing", PROFILES), ("body_format", BODY_FORMATS)):
+        block = html[html.index(f'<select id="{select}"') :]
+        block = block[: block.index("</select>")]
+        values = re.findall(r'<option value="([^"]*)"', block)
+        assert values == ["", *offered], select
+        assert re.search(r'<option value="" selected>automatic</option>', block), select
+    assert 'name="chat_id"' in html
+    assert '<label for="chat_id">Telegram chat id</label>' in html
+
+
+async def test_a_slack_url_on_automatic_gets_slack_messages_unsigned_and_says_so_once(
+    app: Any,
+) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf, url=SLACK_URL)
+    assert resp.status == 303, await resp.text()
+    location = resp.headers["Location"]
+    sub = pipeline.subscriptions.get(location.rpartition("/")[2])
+    assert (sub.body_format, sub.signing, sub.secrets) == ("slack", "none", [])
+    first = await page(client, location)
+    note = re.search(r'<p class="notice" role="status" id="detected">([^<]+)</p>', first)
+    assert note, first
+    assert note.group(1) == (
+        "The URL is a Slack incoming webhook: body_format slack, signing none chosen for it "
+        "(give them explicitly to choose otherwise)."
+    )
+    assert "secret-dialog" not in first  # unsigned: no secret to show
+    assert "Rotate secret" not in first
+    assert "none: requests are not signed" in first
+    assert "slackSecretPart" not in first  # the URL's credential is shown masked
+    assert 'id="detected"' not in await page(client, location)
+    verify = await page(client, location + "/verify")
+    assert "are not signed" in verify
+
+
+async def test_a_telegram_url_takes_its_chat_id_and_a_missing_one_is_named(app: Any) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    missing = await add_endpoint(client, csrf, url=TELEGRAM_URL, description="kept")
+    html = await missing.text()
+    assert missing.status == 422
+    assert "`chat_id`" in html
+    assert re.search(r'<input id="chat_id"[^>]*aria-invalid="true"', html)
+    assert 'value="kept"' in html
+    assert TELEGRAM_TOKEN not in html.replace(f'value="{TELEGRAM_URL}"', "")
+    resp = await add_endpoint(client, csrf, url=TELEGRAM_URL, chat_id="-1001234567890")
+    assert resp.status == 303, await resp.text()
+    location = resp.headers["Location"]
+    sub = pipeline.subscriptions.get(location.rpartition("/")[2])
+    assert (sub.body_format, sub.signing, sub.chat_id) == ("telegram", "none", "-1001234567890")
+    shown = await page(client, location)
+    assert "Telegram&#39;s Bot API" in shown or "Telegram's Bot API" in shown
+    assert "<code>-1001234567890</code>" in shown
+    assert TELEGRAM_TOKEN not in shown
+    assert TELEGRAM_TOKEN not in await page(client, "/console/endpoints")
+
+
+async def test_an_explicit_choice_wins_over_the_detected_default(app: Any) -> None:
+    client, pipeline = app
+    await sign_in(client, await link(client, tenant_id="acme"))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(
+        client, csrf, url=SLACK_URL, signing="standard", body_format="envelope"
+    )
+    assert resp.status == 303, await resp.text()
+    location = resp.headers["Location"]
+    sub = pipeline.subscriptions.get(location.rpartition("/")[2])
+    assert (sub.body_format, sub.signing) == ("envelope", "standard")
+    shown = await page(client, location)
+    assert "secret-dialog" in shown  # signed: its secret, once
+    assert "body_format and signing as given" in shown
+    wrong = await add_endpoint(client, csrf, body_format="xml")
+    assert wrong.status == 422
+    assert re.search(r'<select id="body_format"[^>]*aria-invalid="true"', await wrong.text())
 
 
 # -- the console goes through the same header and quota rules as the API ---------------

@@ -38,8 +38,12 @@ NOW = time.time()
 class Pipeline(SimpleNamespace):
     async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
         self.sent.append((topic, key, value))
+        name = key.decode() if isinstance(key, bytes) else key
         if topic == self.names.subscriptions:
-            self.subscriptions.apply(key.decode() if isinstance(key, bytes) else key, value)
+            self.subscriptions.apply(name, value)
+        # The console's opened links, as its ledger reads them from the tokens topic.
+        if topic == self.names.tokens and self.extras["console"].ledger.owns(name):
+            self.extras["console"].ledger.apply(name, value)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
@@ -202,6 +206,10 @@ async def test_statistics_give_a_tenant_its_own_figures_and_the_admin_the_node(a
     assert set(mine["windows"]) == {"5m", "1h", "24h", "7d"}
     assert mine["windows"]["5m"]["attempts"] == 1
     assert mine["failing"] == []
+    # Naming another tenant does not widen a tenant token's view (issue 17 item 7).
+    resp = await client.get("/v1/stats?tenant_id=other", headers=auth(acme))
+    assert resp.status == 422
+    assert (await resp.json())["error"]["field"] == "tenant_id"
     everyone = await (await client.get("/v1/stats", headers=auth())).json()
     assert everyone["attempt_log"]["attempts"] == 3
     assert everyone["log_node"]["store"] == str(pipeline.settings.log_path)

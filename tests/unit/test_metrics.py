@@ -11,6 +11,7 @@ import pytest
 
 from streams.config import Settings
 from streams.kafka.offsets import PartitionOffsets
+from streams.log.indexer import IndexerStats
 from streams.ops.metrics import Metrics, OffsetSampler, attempt_bucket
 from streams.records import Attempt, Delivery
 
@@ -172,6 +173,10 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
             SimpleNamespace(name="subscriptions", skipped=2),
             SimpleNamespace(name="tokens", skipped=0),
         ],
+        # A log node: its indexer reads the attempts topic outside ``readers``.
+        extras={
+            "delivery_log": SimpleNamespace(indexer=SimpleNamespace(stats=IndexerStats(skipped=5)))
+        },
     )
     m.engine = SimpleNamespace(  # type: ignore[assignment]
         dispatcher=SimpleNamespace(in_flight=3),
@@ -204,6 +209,7 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
     assert got[("streams_invalid_deliveries_total", ())] == 6
     assert got[("streams_skipped_state_records_total", (("reader", "subscriptions"),))] == 2
     assert got[("streams_skipped_state_records_total", (("reader", "tokens"),))] == 0
+    assert got[("streams_skipped_state_records_total", (("reader", "attempts"),))] == 5
     assert got[("streams_deliveries_deferred_total", ())] == 4
     assert got[("streams_auto_disabled_total", ())] == 1
     assert got[("streams_breaker_opened_total", ())] == 2

@@ -8,9 +8,10 @@ holds) and one table of every handler the worker runs on a topic it reads:
   and the retry-tier consumer (every tier) must park each record on
   ``events.invalid`` with a reason, its key and value byte for byte, and ack it;
 - the readers of the state topics and the delivery log (``subscriptions``,
-  ``tokens``, ``endpoint.health``, ``attempts``) must skip it (or apply a
-  tombstone as the delete it means there) without raising and without taking
-  it into their view.
+  ``tokens``, ``endpoint.health``) must skip it (or apply a tombstone as the
+  delete it means there) without raising and without taking it into their view;
+- the log indexer's store (``attempts``) must skip it with its position and
+  reason, count it, and index the next record.
 
 Before the fixes of issue 17, a null value raised ``TypeError`` in the fan-out
 and in the engine's parking, a string ``due_at`` raised in the retry tiers, an
@@ -41,7 +42,7 @@ from streams.fanout.agent import fan_out_one
 from streams.health import HealthMonitor
 from streams.kafka.commits import OrderedAcks
 from streams.kafka.topics import TopicNames, parked_record_bytes, retry_tiers
-from streams.log.store import LogReader, LogWriter, attempt_row
+from streams.log.store import SNIPPET_BYTES, DeliveryQuery, LogReader, LogWriter
 from streams.records import (
     H_SOURCE_OFFSET,
     H_SOURCE_PARTITION,
@@ -374,42 +375,79 @@ def test_every_state_reader_skips_every_bad_record_and_keeps_reading(name: str, 
     assert holds("sub_1")
 
 
-@pytest.mark.parametrize("bad", BAD, ids=[b.name for b in BAD])
-def test_the_delivery_log_skips_every_bad_record_with_its_reason_and_keeps_indexing(
+GOOD_ATTEMPT = {
+    "delivery_id": "d",
+    "event_id": "e",
+    "subscription_id": "s",
+    "attempt": 1,
+    "at": 1.0,
+    "outcome": "retry",
+    "duration_ms": 1.0,
+    "event_type": "a.b",
+    "tenant_id": "t",
+}
+#: Attempt records past the bounds the pipeline writes within (ids of at most
+#: MAX_ID_CHARS): refused by the store, not kept as rows of any size.
+BAD_ATTEMPTS = [
+    Bad(
+        "an attempt with a 10,000-character event type",
+        orjson.dumps({**GOOD_ATTEMPT, "event_type": "a" * 10_000}),
+    ),
+    Bad(
+        "an attempt with an id one past the bound",
+        orjson.dumps({**GOOD_ATTEMPT, "delivery_id": "d" * (MAX_ID_CHARS + 1)}),
+    ),
+    Bad(
+        "an attempt with a 300-character source topic",
+        orjson.dumps(
+            {**GOOD_ATTEMPT, "source_topic": "t" * 300, "source_offset": 1, "source_partition": 0}
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("bad", BAD + BAD_ATTEMPTS, ids=[b.name for b in BAD + BAD_ATTEMPTS])
+def test_the_log_store_skips_every_bad_record_with_its_reason_and_keeps_indexing(
     bad: Bad, tmp_path: Path
 ) -> None:
-    """The log indexer's writer (the reader of ``attempts``): a bad record is skipped,
-    its position and reason kept; the position moves on; a good record after is stored."""
-    writer = LogWriter(tmp_path / "attempts.sqlite3", NAMES.attempts)
-    good = orjson.dumps(
-        {
-            "delivery_id": "d",
-            "event_id": "e",
-            "subscription_id": "s",
-            "attempt": 1,
-            "at": 1.0,
-            "outcome": "retry",
-            "duration_ms": 1.0,
-            "event_type": "a.b",
-            "tenant_id": "t",
-        }
-    )
-    result = writer.write([(0, 7, bad.value), (0, 8, good)])
-    writer.close()
-    reader = LogReader(tmp_path / "attempts.sqlite3")
+    """The indexer's decode path (LogWriter.write): where AttemptLog.apply returned a
+    skip reason, the store records one and the indexer logs and counts it."""
+    path = tmp_path / "log.sqlite3"
+    writer = LogWriter(path, NAMES.attempts)
     try:
-        stored = reader.delivery("d")
-        skipped = reader.skipped()
+        result = writer.write([(0, 7, bad.value), (0, 8, orjson.dumps(GOOD_ATTEMPT))])
+        assert writer.positions() == {0: 9}  # moved past it
+    finally:
+        writer.close()
+    assert (result.attempts, result.skipped) == (1, 1)
+    [(partition, offset, reason)] = result.skips
+    assert (partition, offset) == (0, 7)
+    assert reason
+    reader = LogReader(path)
+    try:
+        assert [r["delivery_id"] for r in reader.page(DeliveryQuery()).data] == ["d"]
+        assert [(s["offset"], s["reason"]) for s in reader.skipped()] == [(7, reason)]
     finally:
         reader.close()
-    assert stored is not None
-    assert writer.positions() == {0: 9}
-    row, why = attempt_row(bad.value)
-    if row is None:  # the bad part may be the key or a header only: then it is an attempt
-        assert result.skipped == 1
-        assert skipped == [{"partition": 0, "offset": 7, "reason": why, "at": skipped[0]["at"]}]
-    else:
-        assert (result.skipped, result.attempts) == (0, 2)
+
+
+def test_an_attempt_with_a_huge_error_is_kept_with_the_error_cut(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite3"
+    writer = LogWriter(path, NAMES.attempts)
+    huge = {**GOOD_ATTEMPT, "error": "e" * 900_000, "response_snippet": "s" * 900_000}
+    try:
+        assert writer.write([(0, 0, orjson.dumps(huge))]).attempts == 1
+    finally:
+        writer.close()
+    reader = LogReader(path)
+    try:
+        found = reader.delivery("d")
+    finally:
+        reader.close()
+    assert found is not None
+    [kept] = found[1]
+    assert kept.error == "e" * MAX_ERROR_READ_CHARS
+    assert len(kept.response_snippet.encode()) == SNIPPET_BYTES
 
 
 # -- what the engine writes from the largest delivery it accepts -------------------------

@@ -50,6 +50,8 @@ class Params:
     settle_s: float = 300.0  # how long to wait for the last pairs after publishing ends
     ceiling_s: float = 5.0  # length of the receiver-ceiling measurement (0: skip)
     worker_env: tuple[tuple[str, str], ...] = ()  # extra STREAMS_* settings of the workers
+    viewers: int = 0  # console-live: open live views polling worker 0
+    log_fill: int = 0  # console-live: synthetic attempts of the last hour in the log first
     #: paced: (deliveries/s, fan-out) of each row; fan-out 1 is one tenant with one endpoint
     rows: tuple[tuple[float, int], ...] = ()
     idle_s: float = 0.0  # paced: seconds of no traffic measured first (idle cost)
@@ -276,6 +278,33 @@ SCENARIOS: dict[str, Scenario] = {
                 tenants=4,
                 partitions=3,
                 subscriptions=300,
+                settle_s=60,
+                ceiling_s=0,
+            ),
+        ),
+        Scenario(
+            "console-live",
+            "the operator's live view open in 10 browsers: one worker watched, one not",
+            "10 live views cost the worker < 2% of a core",
+            full=Params(
+                workers=2,
+                fanout=5,
+                tenants=6,
+                rates=(100.0,),
+                duration_s=60,
+                viewers=10,
+                log_fill=180_000,
+                ceiling_s=0,
+            ),
+            smoke=Params(
+                workers=2,
+                fanout=2,
+                tenants=2,
+                partitions=3,
+                rates=(20.0,),
+                duration_s=6,
+                viewers=2,
+                log_fill=500,
                 settle_s=60,
                 ceiling_s=0,
             ),
@@ -567,6 +596,7 @@ def resolve(
         "kill-broker",
         "retry-lateness",
         "neighbours",
+        "console-live",
     )
     if (needs_rate or sc.fault) and not params.rates:
         raise BenchConfigError(f"scenario {name} needs --rate (deliveries/s)")
@@ -586,6 +616,10 @@ def resolve(
                     f"--rate {rate:g} for --duration {params.duration_s:g}s publishes no event "
                     f"(each event makes {params.fanout} deliveries): raise the rate or duration"
                 )
+    if name == "console-live" and params.workers != 2:
+        raise BenchConfigError(
+            "console-live runs exactly 2 workers (--workers 2): worker 1 is worker 0's control"
+        )
     if name == "kill-worker" and params.workers < 2 and params.kills:
         raise BenchConfigError(
             "kill-worker needs --workers 2 or more (the survivor takes over while one restarts)"

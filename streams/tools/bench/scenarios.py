@@ -1624,6 +1624,13 @@ def _last_json(text: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def console_live(bench: Bench) -> Outcome:
+    """:func:`streams.tools.bench.console.console_live` (there: it builds on this module)."""
+    from streams.tools.bench.console import console_live as run
+
+    return run(bench)
+
+
 RUNNERS: dict[str, Callable[[Bench], Outcome]] = {
     "throughput": throughput,
     "fanout-1": throughput,
@@ -1635,6 +1642,7 @@ RUNNERS: dict[str, Callable[[Bench], Outcome]] = {
     "retry-lateness": retry_lateness,
     "fanout": fanout,
     "replay": replay,
+    "console-live": console_live,
     "scale": scale,
     "soak": soak,
     "kill-worker": kill_worker,
