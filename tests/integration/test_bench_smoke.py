@@ -146,3 +146,18 @@ def test_console_live_smoke_measures_both_workers_in_every_window(
     assert "viewer_cost_percent_of_a_core" in metrics
     assert any("window B" in line for line in said)
     _assert_clean(results, kafka_bootstrap)
+
+
+def test_console_log_smoke_times_every_kind_of_page_on_a_filled_store(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results, _ = _smoke("console-log", tmp_path, kafka_bootstrap, monkeypatch)
+    assert results["ok"], results
+    assert results["metrics"]["attempts_in_the_store"] >= results["params"]["log_fill"]
+    (table,) = results["tables"]
+    assert len(table["rows"]) == 9
+    for page, requests, rows, p50, p99, _max in table["rows"]:
+        assert requests == results["params"]["requests"], page
+        assert rows > 0, page  # every kind of page found deliveries to show
+        assert 0 < p50 <= p99, page
+    _assert_clean(results, kafka_bootstrap)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import re
 import time
 from collections import Counter
@@ -36,6 +37,8 @@ from streams.console.sessions import Grant
 from streams.deadletter.scan import Located
 from streams.errors import StreamsError
 from streams.kafka.topics import TopicNames
+from streams.log.service import DeliveryLog
+from streams.log.store import LogWriter
 from streams.records import Attempt, Delivery
 from streams.schemas import SchemaRegistry
 from streams.signing import PROFILES
@@ -72,6 +75,22 @@ async def _no_dns(host: str, port: int, **_: Any) -> list[Any]:
 async def app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
+    async for built in _app(tmp_path, monkeypatch, log_node=False):
+        yield built
+
+
+@pytest.fixture
+async def log_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
+    """The app of a log node whose indexer is not started: tests write the store."""
+    async for built in _app(tmp_path, monkeypatch, log_node=True):
+        yield built
+
+
+async def _app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, log_node: bool
+) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
     # The API checks where a new URL resolves; unresolvable is accepted (checked again
     # per delivery). Tests reach only 127.0.0.1, so no name is looked up at all.
     monkeypatch.setattr(api_subscriptions, "resolve_and_check", _no_dns)
@@ -95,6 +114,10 @@ async def app(
         stats=Counter(),
         sent=[],
     )
+    if log_node:
+        pipeline.extras["delivery_log"] = DeliveryLog(
+            settings, pipeline.names.attempts, enabled=True
+        )
     register_api(pipeline)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client, pipeline
@@ -667,3 +690,51 @@ async def test_the_subscription_quota_applies_to_creates_in_the_console(app: Any
     assert "STREAMS_TENANT_MAX_SUBSCRIPTIONS=1" in html
     assert 'value="second"' in html  # the form keeps what was typed
     assert len(list(pipeline.subscriptions.all(tenant_id="acme"))) == 1
+
+
+# -- the delivery log pages page with the store's cursor --------------------------------
+
+
+def logged(n: int, tenant: str, at: float) -> bytes:
+    return Attempt(
+        delivery_id=f"msg_{tenant}_{n:03d}",
+        event_id=f"evt_{n}",
+        event_type="alert.fired",
+        tenant_id=tenant,
+        subscription_id=f"sub_{tenant}",
+        attempt=1,
+        at=at,
+        duration_ms=1.0,
+        outcome="delivered",
+        status=200,
+    ).to_bytes()
+
+
+async def test_the_log_pages_neither_skip_nor_repeat_deliveries_sharing_a_time(
+    log_app: Any,
+) -> None:
+    """120 deliveries in one second, the next page's link followed as a person would:
+    each exactly once (a time bound as the cursor skipped or repeated them)."""
+    client, pipeline = log_app
+    at = 1_800_000_000.0
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    records = [(0, n, logged(n, "acme", at)) for n in range(120)]
+    records += [(1, n, logged(n, "other", at)) for n in range(30)]
+    writer.write(records)
+    writer.close()
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    path: str | None = "/console/deliveries"
+    seen: list[str] = []
+    sizes: list[int] = []
+    for _ in range(10):  # bounded: three pages are expected
+        if path is None:
+            break
+        text = await page(client, path)
+        found = re.findall(r'<tr data-delivery="([^"]+)">', text)
+        seen += found
+        sizes.append(len(found))
+        older = re.search(r'<a href="([^"]+)" rel="next">Older deliveries</a>', text)
+        path = html.unescape(older.group(1)) if older else None
+    assert sizes == [50, 50, 20]
+    assert len(seen) == len(set(seen)) == 120
+    assert set(seen) == {f"msg_acme_{n:03d}" for n in range(120)}

@@ -51,7 +51,8 @@ class Params:
     ceiling_s: float = 5.0  # length of the receiver-ceiling measurement (0: skip)
     worker_env: tuple[tuple[str, str], ...] = ()  # extra STREAMS_* settings of the workers
     viewers: int = 0  # console-live: open live views polling worker 0
-    log_fill: int = 0  # console-live: synthetic attempts of the last hour in the log first
+    log_fill: int = 0  # console-live, console-log: synthetic attempts in the log first
+    requests: int = 0  # console-log: measured requests of each kind of page
     #: paced: (deliveries/s, fan-out) of each row; fan-out 1 is one tenant with one endpoint
     rows: tuple[tuple[float, int], ...] = ()
     idle_s: float = 0.0  # paced: seconds of no traffic measured first (idle cost)
@@ -308,6 +309,13 @@ SCENARIOS: dict[str, Scenario] = {
                 settle_s=60,
                 ceiling_s=0,
             ),
+        ),
+        Scenario(
+            "console-log",
+            "pages of the console's delivery log with 1,000,000 attempts in the store",
+            "a page of a tenant's delivery log <= 100 ms of server time",
+            full=Params(workers=1, log_fill=1_000_000, requests=200, ceiling_s=0),
+            smoke=Params(workers=1, partitions=3, log_fill=20_000, requests=5, ceiling_s=0),
         ),
         Scenario(
             "replay",

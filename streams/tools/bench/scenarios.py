@@ -1631,6 +1631,13 @@ def console_live(bench: Bench) -> Outcome:
     return run(bench)
 
 
+def console_log(bench: Bench) -> Outcome:
+    """:func:`streams.tools.bench.console.console_log` (there: it builds on this module)."""
+    from streams.tools.bench.console import console_log as run
+
+    return run(bench)
+
+
 RUNNERS: dict[str, Callable[[Bench], Outcome]] = {
     "throughput": throughput,
     "fanout-1": throughput,
@@ -1643,6 +1650,7 @@ RUNNERS: dict[str, Callable[[Bench], Outcome]] = {
     "fanout": fanout,
     "replay": replay,
     "console-live": console_live,
+    "console-log": console_log,
     "scale": scale,
     "soak": soak,
     "kill-worker": kill_worker,
