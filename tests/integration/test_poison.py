@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,12 +211,20 @@ def test_no_record_stops_the_worker_and_every_bad_record_is_found_with_its_reaso
     )
 
     # State topics: skipped with position and reason in the log; tombstones are deletes.
-    log = Path(worker.log_path).read_text(errors="replace")
-    for p in produced:
-        if p.topic in state and not (p.bad.value is None and p.bad.key == b"k"):
-            assert f"skipped the record at {p.topic}[{p.partition}]@{p.offset} " in log, (
-                p.bad.name,
-                p.topic,
-            )
+    # The log indexer writes (and so logs) in transactions of about two seconds: give the
+    # lines a bounded while to appear.
+    wanted = [
+        (p, f"skipped the record at {p.topic}[{p.partition}]@{p.offset} ")
+        for p in produced
+        if p.topic in state and not (p.bad.value is None and p.bad.key == b"k")
+    ]
+    deadline = time.monotonic() + 30
+    while True:
+        log = Path(worker.log_path).read_text(errors="replace")
+        missing = [(p.bad.name, p.topic) for p, line in wanted if line not in log]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert missing == []
     # The subscription the bad records were produced around is untouched.
     assert admin.call("GET", f"/v1/subscriptions/{sub['id']}").status_code == 200

@@ -35,6 +35,14 @@ ADMIN = "adm_test_0123456789abcdef"
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Each test's attempts are seconds old when its windows are read: a NOW taken at
+    import is minutes old by the time a long suite reaches the test (5 m window)."""
+    global NOW
+    NOW = time.time()
+
+
 class Pipeline(SimpleNamespace):
     async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
         self.sent.append((topic, key, value))
