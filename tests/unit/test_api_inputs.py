@@ -7,68 +7,23 @@ misread, before its fix (a review of the API with these requests).
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography.fernet import Fernet
 
-from streams.api import register_api
 from streams.api.deliveries import DeliveryRoutes
-from streams.config import Settings
-from streams.kafka.topics import TopicNames
-from streams.log.service import DeliveryLog
 from streams.log.store import LogWriter
 from streams.records import Attempt
-from streams.schemas import SchemaRegistry
-from streams.subscriptions.index import SubscriptionIndex
-from streams.subscriptions.secrets import SecretBox
-
-ADMIN = "adm_test_0123456789abcdef"
-
-
-class Pipeline(SimpleNamespace):
-    async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
-        if topic == self.names.subscriptions:
-            self.subscriptions.apply(key.decode() if isinstance(key, bytes) else key, value)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    is_ready = True
-    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
+from tests.fake_pipeline import ADMIN, dev_settings, fake_pipeline
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
-    settings = Settings.from_env(
-        {
-            "STREAMS_ENV": "development",
-            "STREAMS_ADMIN_TOKEN": ADMIN,
-            "STREAMS_SECRETS_KEY": Fernet.generate_key().decode(),
-            "STREAMS_STATE_DIR": str(tmp_path),
-        }
-    )
-    pipeline = Pipeline(
-        settings=settings,
-        app=SimpleNamespace(web=SimpleNamespace(web_app=web.Application())),
-        names=TopicNames(settings.topic_prefix),
-        registry=SchemaRegistry.from_settings(settings),
-        box=SecretBox.from_settings(settings),
-        subscriptions=SubscriptionIndex(),
-        readers=[],
-        extras={},
-        stats=Counter(),
-    )
     # A log node's delivery log whose indexer is not started: tests write the store.
-    pipeline.extras["delivery_log"] = DeliveryLog(settings, pipeline.names.attempts, enabled=True)
-    register_api(pipeline)
+    pipeline = fake_pipeline(dev_settings(tmp_path), log=True)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client, pipeline
 

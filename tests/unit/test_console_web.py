@@ -12,59 +12,32 @@ import dataclasses
 import html
 import re
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner, Result
-from cryptography.fernet import Fernet
 
-from streams.api import register_api
 from streams.api import subscriptions as api_subscriptions
 from streams.cli import cli
-from streams.config import Settings
 from streams.console import pages, security
 from streams.console.pages import ConsolePages
 from streams.console.sessions import Grant
 from streams.deadletter.scan import Located
 from streams.errors import StreamsError
-from streams.kafka.topics import TopicNames
-from streams.log.service import DeliveryLog
 from streams.log.store import LogWriter
 from streams.records import Attempt, Delivery
-from streams.schemas import SchemaRegistry
 from streams.signing import PROFILES
-from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.model import BODY_FORMATS
-from streams.subscriptions.secrets import SecretBox
 from streams.tools.demo import console_links
+from tests.fake_pipeline import ADMIN, dev_settings, fake_pipeline
 
-ADMIN = "adm_test_0123456789abcdef"
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-class Pipeline(SimpleNamespace):
-    async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
-        name = key.decode() if isinstance(key, bytes) else key
-        if topic == self.names.subscriptions:
-            self.subscriptions.apply(name, value)
-        if topic == self.names.tokens and self.extras["console"].ledger.owns(name):
-            self.extras["console"].ledger.apply(name, value)
-        self.sent.append((topic, name))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    is_ready = True
-    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
 
 
 async def _no_dns(host: str, port: int, **_: Any) -> list[Any]:
@@ -94,31 +67,7 @@ async def _app(
     # The API checks where a new URL resolves; unresolvable is accepted (checked again
     # per delivery). Tests reach only 127.0.0.1, so no name is looked up at all.
     monkeypatch.setattr(api_subscriptions, "resolve_and_check", _no_dns)
-    settings = Settings.from_env(
-        {
-            "STREAMS_ENV": "development",
-            "STREAMS_ADMIN_TOKEN": ADMIN,
-            "STREAMS_SECRETS_KEY": Fernet.generate_key().decode(),
-            "STREAMS_STATE_DIR": str(tmp_path),
-        }
-    )
-    pipeline = Pipeline(
-        settings=settings,
-        app=SimpleNamespace(web=SimpleNamespace(web_app=web.Application())),
-        names=TopicNames(settings.topic_prefix),
-        registry=SchemaRegistry.from_settings(settings),
-        box=SecretBox.from_settings(settings),
-        subscriptions=SubscriptionIndex(),
-        readers=[],
-        extras={},
-        stats=Counter(),
-        sent=[],
-    )
-    if log_node:
-        pipeline.extras["delivery_log"] = DeliveryLog(
-            settings, pipeline.names.attempts, enabled=True
-        )
-    register_api(pipeline)
+    pipeline = fake_pipeline(dev_settings(tmp_path), log=True if log_node else None)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client, pipeline
 
@@ -328,7 +277,7 @@ async def test_logout_ends_the_session_for_every_worker(app: Any) -> None:
     value = cookie[security.SESSION_COOKIE].value
     resp = await client.post("/console/logout", data={"csrf_token": csrf})
     assert resp.status == 200
-    assert any(topic == pipeline.names.tokens for topic, _ in pipeline.sent)
+    assert any(topic == pipeline.names.tokens for topic, *_ in pipeline.sent)
     again = await client.get("/console/endpoints", cookies={security.SESSION_COOKIE: value})
     assert again.status == 401
 

@@ -16,16 +16,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 
-from streams.api import register_api
 from streams.config import Settings
 from streams.delivery.engine import DeliveryEngine, SendResult
 from streams.delivery.request import PreparedRequest
@@ -35,7 +32,6 @@ from streams.kafka.commits import OrderedAcks
 from streams.kafka.topics import TopicNames
 from streams.ops.logs import JsonFormatter
 from streams.records import Attempt, DeadLetter, Subscription
-from streams.schemas import SchemaRegistry
 from streams.subscriptions import headers
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.model import (
@@ -45,6 +41,7 @@ from streams.subscriptions.model import (
     reserved_headers,
 )
 from streams.subscriptions.secrets import SecretBox
+from tests.fake_pipeline import ADMIN, dev_settings, fake_pipeline
 from tests.unit.test_breaker import SETTINGS, Clock, Event, Message, delivery
 
 KEY = Fernet.generate_key().decode()
@@ -205,46 +202,10 @@ def test_a_ciphertext_the_keys_cannot_open_is_an_error_that_names_no_value() -> 
 
 # -- the API --------------------------------------------------------------------------------------
 
-ADMIN = "adm_test_0123456789abcdef"
-
-
-class ApiPipeline(SimpleNamespace):
-    async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
-        if topic == self.names.subscriptions:
-            self.written.append(value)
-            self.subscriptions.apply(key.decode() if isinstance(key, bytes) else key, value)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    is_ready = True
-    # Kafka answers (streams.api.writes asks before every write).
-    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
-
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
-    settings = Settings.from_env(
-        {
-            "STREAMS_ENV": "development",
-            "STREAMS_ADMIN_TOKEN": ADMIN,
-            "STREAMS_SECRETS_KEY": KEY,
-            "STREAMS_STATE_DIR": str(tmp_path),
-        }
-    )
-    pipeline = ApiPipeline(
-        settings=settings,
-        app=SimpleNamespace(web=SimpleNamespace(web_app=web.Application())),
-        names=TopicNames(settings.topic_prefix),
-        registry=SchemaRegistry.from_settings(settings),
-        box=BOX,
-        subscriptions=SubscriptionIndex(),
-        readers=[],
-        extras={},
-        stats=Counter(),
-        written=[],
-    )
-    register_api(pipeline)
+    pipeline = fake_pipeline(dev_settings(tmp_path, secrets_key=KEY), box=BOX)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client, pipeline
 
@@ -281,7 +242,7 @@ async def test_the_api_lists_and_shows_secret_values_masked_and_writes_them_encr
     shown = orjson.loads(answers[2])
     assert shown["headers"] == {"X-Team": "growth", "X-Api-Key": headers.MASK}
     assert shown["secret_headers"] == ["X-Api-Key"]
-    for raw in pipeline.written:
+    for raw in pipeline.written(pipeline.names.subscriptions):
         assert SECRET_VALUE.encode() not in raw
         assert b"rotated-9" not in raw
     last = pipeline.subscriptions.get(sub_id)
@@ -301,7 +262,7 @@ async def test_any_save_of_a_record_written_in_clear_rewrites_it_encrypted(
     )
     assert resp.status == 200, await resp.text()
     assert SECRET_VALUE not in await resp.text()
-    (written,) = pipeline.written
+    (written,) = pipeline.written(pipeline.names.subscriptions)
     assert SECRET_VALUE.encode() not in written
     saved = Subscription.from_bytes(written)
     assert headers.reveal(saved, BOX) == {"X-Api-Key": SECRET_VALUE}

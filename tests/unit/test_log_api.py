@@ -7,31 +7,20 @@ directly; ``read_at`` (Kafka) is replaced by the original record for redeliver.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography.fernet import Fernet
 
-from streams.api import register_api
 from streams.config import Settings
 from streams.deadletter.scan import Located
-from streams.kafka.topics import TopicNames
-from streams.log.service import DeliveryLog
 from streams.log.store import LogWriter
 from streams.records import Attempt, Delivery, Subscription
-from streams.schemas import SchemaRegistry
-from streams.subscriptions.index import SubscriptionIndex
-from streams.subscriptions.secrets import SecretBox
+from tests.fake_pipeline import ADMIN, FakePipeline, dev_settings, fake_pipeline
 
-ADMIN = "adm_test_0123456789abcdef"
 NOW = time.time()
 
 
@@ -43,51 +32,12 @@ def _now() -> None:
     NOW = time.time()
 
 
-class Pipeline(SimpleNamespace):
-    async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
-        self.sent.append((topic, key, value))
-        name = key.decode() if isinstance(key, bytes) else key
-        if topic == self.names.subscriptions:
-            self.subscriptions.apply(name, value)
-        # The console's opened links, as its ledger reads them from the tokens topic.
-        if topic == self.names.tokens and self.extras["console"].ledger.owns(name):
-            self.extras["console"].ledger.apply(name, value)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    is_ready = True
-    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
-
-
-def make_pipeline(tmp_path: Path, *, log: bool = True) -> Pipeline:
-    settings = Settings.from_env(
-        {
-            "STREAMS_ENV": "development",
-            "STREAMS_ADMIN_TOKEN": ADMIN,
-            "STREAMS_SECRETS_KEY": Fernet.generate_key().decode(),
-            "STREAMS_STATE_DIR": str(tmp_path),
-        }
-    )
-    pipeline = Pipeline(
-        settings=settings,
-        app=SimpleNamespace(web=SimpleNamespace(web_app=web.Application())),
-        names=TopicNames(settings.topic_prefix),
-        registry=SchemaRegistry.from_settings(settings),
-        box=SecretBox.from_settings(settings),
-        subscriptions=SubscriptionIndex(),
-        readers=[],
-        extras={},
-        stats=Counter(),
-        sent=[],
-    )
-    pipeline.extras["delivery_log"] = DeliveryLog(settings, pipeline.names.attempts, enabled=log)
-    register_api(pipeline)
-    return pipeline
+def make_pipeline(tmp_path: Path, *, log: bool = True) -> FakePipeline:
+    return fake_pipeline(dev_settings(tmp_path), log=log)
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Pipeline]]:
+async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], FakePipeline]]:
     pipeline = make_pipeline(tmp_path)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client, pipeline
@@ -123,7 +73,7 @@ def attempt(delivery: str, number: int, at: float, tenant: str = "acme", **kw: A
     )
 
 
-def write(pipeline: Pipeline, *attempts: Attempt) -> None:
+def write(pipeline: FakePipeline, *attempts: Attempt) -> None:
     writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
     start = writer.positions().get(0, 0)
     writer.write([(0, start + n, a.to_bytes()) for n, a in enumerate(attempts)])

@@ -17,16 +17,12 @@ import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography.fernet import Fernet
 
-from streams.api import register_api
 from streams.config import Settings
 from streams.delivery import agent as agent_module
 from streams.delivery import engine as engine_module
@@ -35,11 +31,8 @@ from streams.delivery.engine import DeliveryEngine
 from streams.delivery.lanes import Dispatcher
 from streams.errors import ConfigError
 from streams.kafka.commits import OrderedAcks
-from streams.kafka.topics import TopicNames
 from streams.records import Delivery, Subscription
-from streams.schemas import SchemaRegistry
-from streams.subscriptions.index import SubscriptionIndex
-from streams.subscriptions.secrets import SecretBox
+from tests.fake_pipeline import ADMIN, dev_settings, fake_pipeline
 from tests.unit.test_breaker import Clock, Event, FakePipeline, Message
 from tests.unit.test_deferral import Hanging
 
@@ -343,49 +336,12 @@ def test_both_quotas_have_defaults_and_one_setting_each() -> None:
 
 # -- the subscription quota in the API ---------------------------------------------------------
 
-ADMIN = "adm_test_0123456789abcdef"
-
-
-class SlowPipeline(SimpleNamespace):
-    """Subscriptions are read back a little after they are written, as from Kafka."""
-
-    async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        future.set_result(None)
-        if topic == self.names.subscriptions:
-            sub_id = key.decode() if isinstance(key, bytes) else key
-            loop.call_later(0.02, self.subscriptions.apply, sub_id, value)
-        return future
-
-    is_ready = True
-    # Kafka answers (streams.api.writes asks before every write).
-    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
-
 
 @contextlib.asynccontextmanager
 async def api_with(tmp_path: Path, quota: str) -> AsyncIterator[TestClient[Any, Any]]:
-    settings = Settings.from_env(
-        {
-            "STREAMS_ENV": "development",
-            "STREAMS_ADMIN_TOKEN": ADMIN,
-            "STREAMS_SECRETS_KEY": Fernet.generate_key().decode(),
-            "STREAMS_STATE_DIR": str(tmp_path),
-            "STREAMS_TENANT_MAX_SUBSCRIPTIONS": quota,
-        }
-    )
-    pipeline = SlowPipeline(
-        settings=settings,
-        app=SimpleNamespace(web=SimpleNamespace(web_app=web.Application())),
-        names=TopicNames(settings.topic_prefix),
-        registry=SchemaRegistry.from_settings(settings),
-        box=SecretBox.from_settings(settings),
-        subscriptions=SubscriptionIndex(),
-        readers=[],
-        extras={},
-        stats=Counter(),
-    )
-    register_api(pipeline)
+    # Subscriptions are read back a little after they are written, as from Kafka.
+    settings = dev_settings(tmp_path, STREAMS_TENANT_MAX_SUBSCRIPTIONS=quota)
+    pipeline = fake_pipeline(settings, apply_delay=0.02)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client
 

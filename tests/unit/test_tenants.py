@@ -14,17 +14,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography.fernet import Fernet
 
 from streams import tenants
-from streams.api import register_api
 from streams.api.auth import TokenIndex, authenticate, new_tenant_token
 from streams.config import Settings
 from streams.errors import AuthError, InvalidEventError, InvalidRequestError
@@ -35,9 +31,8 @@ from streams.records import ParkedRecord, Subscription
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.model import check_tenant
-from streams.subscriptions.secrets import SecretBox
+from tests.fake_pipeline import ADMIN, dev_settings, fake_pipeline
 
-ADMIN = "adm_test_0123456789abcdef"
 REGISTRY = SchemaRegistry.load()
 RESERVED = ["_platform", "_", "_Platform", "_platform.eu", "__x"]
 ORDINARY = ["platform", "acme", "a_platform", "acme:eu-1", "t.1~x"]
@@ -74,41 +69,9 @@ def test_the_platform_tenant_is_itself_reserved() -> None:
 # -- the API -------------------------------------------------------------------------------
 
 
-class Pipeline(SimpleNamespace):
-    async def send(self, topic: str, key: Any, value: bytes | None) -> Any:
-        if topic == self.names.subscriptions:
-            self.subscriptions.apply(key.decode() if isinstance(key, bytes) else key, value)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    is_ready = True
-    # Kafka answers (streams.api.writes asks before every write).
-    output = SimpleNamespace(check_reachable=lambda topic, timeout_s: asyncio.sleep(0))
-
-
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
-    settings = Settings.from_env(
-        {
-            "STREAMS_ENV": "development",
-            "STREAMS_ADMIN_TOKEN": ADMIN,
-            "STREAMS_SECRETS_KEY": Fernet.generate_key().decode(),
-            "STREAMS_STATE_DIR": str(tmp_path),
-        }
-    )
-    pipeline = Pipeline(
-        settings=settings,
-        app=SimpleNamespace(web=SimpleNamespace(web_app=web.Application())),
-        names=TopicNames(settings.topic_prefix),
-        registry=REGISTRY,
-        box=SecretBox.from_settings(settings),
-        subscriptions=SubscriptionIndex(),
-        readers=[],
-        extras={},
-        stats=Counter(),
-    )
-    register_api(pipeline)
+    pipeline = fake_pipeline(dev_settings(tmp_path), registry=REGISTRY)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client, pipeline
 
