@@ -926,8 +926,8 @@ def open_schema(path: Path, topic: str) -> None:
                             "(or delete the file) to rebuild it from the topic"
                         )
                     log.warning(
-                        "delivery-log store %s: migrating schema %s to %s (%s); once, it "
-                        "takes about 2 s per million deliveries stored",
+                        "delivery-log store %s: migrating schema %s to %s (%s); once, about "
+                        "a second per million deliveries stored",
                         path,
                         version,
                         SCHEMA_VERSION,
