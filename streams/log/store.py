@@ -21,16 +21,6 @@ Tables:
   cursors that neither skip nor repeat a delivery while new attempts arrive.
   ``dkey`` is a hash of the delivery id: how a delivery is found by id, and the
   order of equal first times, the same in a rebuilt store.
-- ``keys``, ``recent_keys``, ``dead_keys``: the index from ``dkey`` to ``seq``, in
-  two levels. A hash is random, so in one big B-tree each new delivery dirtied a page
-  of its own (at 10 million attempts, most of a batch's writes). New keys go to
-  ``recent_keys``, small and hot; pruned keys to ``dead_keys`` (or out of
-  ``recent_keys``). Once they hold :func:`keys_merge_threshold` keys, the batches
-  that follow move them into ``keys`` one key range at a time
-  (``KEYS_MERGE_CHUNK`` keys a batch): each page of ``keys`` is written once per
-  merge, for many keys. A lookup reads both levels in one statement, so it sees a
-  key exactly once whatever a merge has moved; a restart mid-merge starts the
-  merge again from the lowest key (keys already moved are just not there).
 - ``attempts``: one row per attempt, clustered by delivery (``seq``) and keyed
   by its position in the topic (``partition << 40 | offset``): a delivery's
   history is one range read, and no record is stored twice.
@@ -62,7 +52,6 @@ import binascii
 import contextlib
 import errno
 import hashlib
-import logging
 import math
 import operator
 import sqlite3
@@ -79,11 +68,8 @@ import orjson
 from streams.errors import InvalidRequestError, StreamsError, UnavailableError
 from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
 
-log = logging.getLogger(__name__)
-
-#: Bumped when the schema changes; an older store is migrated when a step exists
-#: (:data:`_MIGRATIONS`), else refused with the fix (delete, rebuild).
-SCHEMA_VERSION = 3
+#: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild).
+SCHEMA_VERSION = 2
 #: An attempt's key: its partition in the high bits, its offset in the low 40 (10^12 records).
 OFFSET_BITS = 40
 #: The largest response snippet stored, in UTF-8 bytes (the engine keeps 4,096 characters).
@@ -98,19 +84,6 @@ KEPT_SKIPPED = 1000
 NAMES_CACHED = 100_000
 #: Seconds a reader waits for the writer's lock before the query fails.
 BUSY_TIMEOUT_MS = 5000
-
-#: The delivery-id index in two levels (see ``keys`` in the module's docstring): new keys
-#: go to ``recent_keys``, merged into ``keys`` once it holds this many (with the pruned
-#: keys waiting in ``dead_keys``): the square root of 2 x deliveries stored x a batch's
-#: new ones (10,000), which balances the recent pages every batch rewrites (the recent
-#: level's size) against the merged pages a merge rewrites (all of them, per merge),
-#: within these bounds.
-KEYS_MERGE_MIN = 20_000
-KEYS_MERGE_MAX = 4_000_000
-KEYS_MERGE_BATCH = 10_000
-#: Keys a batch moves while a merge runs: one range of keys, so each merged page a
-#: merge touches is written once in it.
-KEYS_MERGE_CHUNK = 100_000
 
 #: Bucket widths: a minute (windows up to a day) and an hour (7 days, charts).
 MINUTE, HOUR = 60, 3600
@@ -726,6 +699,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT,
     attempts INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS d_key ON deliveries (dkey);
 CREATE INDEX IF NOT EXISTS d_time ON deliveries ({_ORDER});
 CREATE INDEX IF NOT EXISTS d_tenant ON deliveries (tenant, {_ORDER});
 CREATE INDEX IF NOT EXISTS d_sub ON deliveries (sub, {_ORDER});
@@ -777,36 +751,7 @@ CREATE TABLE IF NOT EXISTS totals (
     attempts INTEGER NOT NULL,
     deliveries INTEGER NOT NULL
 );
-""" + "".join(
-    f"""
-CREATE TABLE IF NOT EXISTS {table} (
-    dkey INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (dkey, seq)
-) WITHOUT ROWID;
 """
-    for table in ("keys", "recent_keys", "dead_keys")
-)
-
-#: The deliveries of some keys (a delivery's key is in exactly one level).
-_BY_KEYS = (
-    "SELECT {columns} FROM deliveries WHERE seq IN (SELECT seq FROM keys WHERE dkey IN "
-    "({marks}) UNION ALL SELECT seq FROM recent_keys WHERE dkey IN ({marks}))"
-)
-
-
-def by_keys_sql(columns: str, count: int) -> str:
-    """The SELECT of ``columns`` of the deliveries whose key is one of ``count`` keys
-    (bound twice: ``[*keys, *keys]``)."""
-    return _BY_KEYS.format(columns=columns, marks=", ".join("?" * count))
-
-
-def keys_merge_threshold(deliveries: int) -> int:
-    """Keys waiting in the recent levels at which a merge into ``keys`` starts."""
-    return max(
-        KEYS_MERGE_MIN, min(KEYS_MERGE_MAX, math.isqrt(2 * max(deliveries, 0) * KEYS_MERGE_BATCH))
-    )
-
 
 #: The indexes a page of the delivery log may read through (see :func:`plan_index`).
 PAGE_INDEXES = (
@@ -900,90 +845,34 @@ def _faults(path: Path) -> Iterator[None]:
 
 def open_schema(path: Path, topic: str) -> None:
     """Create the store at ``path`` (and its directory), or check that an existing one
-    follows ``topic`` with this schema version, migrating an older one when a step
-    exists. Raises :class:`StoreFault` with the fix."""
+    follows ``topic`` with this schema version. Raises :class:`StoreFault` with the fix."""
     with _faults(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(path, create=True)
         try:
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise StoreFault(f"the delivery-log store {path}: WAL mode is not available")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                has_meta = conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-                ).fetchone()
-                meta = (
-                    dict(conn.execute("SELECT key, value FROM meta").fetchall()) if has_meta else {}
+            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("topic", topic)],
                 )
-                version = meta.get("schema_version")
-                if meta and version != str(SCHEMA_VERSION):
-                    step = _MIGRATIONS.get(version or "")
-                    if step is None:
-                        raise StoreFault(
-                            f"the delivery-log store {path} has schema version {version}, "
-                            f"this version uses {SCHEMA_VERSION}: run `streams log rebuild` "
-                            "(or delete the file) to rebuild it from the topic"
-                        )
-                    log.warning(
-                        "delivery-log store %s: migrating schema %s to %s (%s); once, about "
-                        "a second per million deliveries stored",
-                        path,
-                        version,
-                        SCHEMA_VERSION,
-                        step.__doc__,
-                    )
-                    started = time.monotonic()
-                    step(conn)
-                    conn.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                        (str(SCHEMA_VERSION),),
-                    )
-                    log.warning(
-                        "delivery-log store %s: migrated in %.1f s",
-                        path,
-                        time.monotonic() - started,
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                if not meta:
-                    conn.executemany(
-                        "INSERT INTO meta (key, value) VALUES (?, ?)",
-                        [("schema_version", str(SCHEMA_VERSION)), ("topic", topic)],
-                    )
-                elif meta.get("topic") != topic:
-                    raise StoreFault(
-                        f"the delivery-log store {path} follows the topic {meta.get('topic')!r}, "
-                        f"not {topic!r} (another STREAMS_TOPIC_PREFIX?): give this pipeline its "
-                        "own STREAMS_LOG_DIR, or run `streams log rebuild`"
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+            elif meta.get("schema_version") != str(SCHEMA_VERSION):
+                raise StoreFault(
+                    f"the delivery-log store {path} has schema version "
+                    f"{meta.get('schema_version')}, this version uses {SCHEMA_VERSION}: run "
+                    "`streams log rebuild` (or delete the file) to rebuild it from the topic"
+                )
+            elif meta.get("topic") != topic:
+                raise StoreFault(
+                    f"the delivery-log store {path} follows the topic {meta.get('topic')!r}, "
+                    f"not {topic!r} (another STREAMS_TOPIC_PREFIX?): give this pipeline its "
+                    "own STREAMS_LOG_DIR, or run `streams log rebuild`"
+                )
         finally:
             conn.close()
-
-
-def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
-    """the delivery-id index d_key becomes the two-level keys and recent_keys"""
-    for table in ("keys", "recent_keys", "dead_keys"):
-        conn.execute(
-            f"CREATE TABLE {table} (dkey INTEGER NOT NULL, seq INTEGER NOT NULL, "
-            "PRIMARY KEY (dkey, seq)) WITHOUT ROWID"
-        )
-    # Read in the old index's order: the new table is written from its first page on.
-    conn.execute(
-        "INSERT INTO keys (dkey, seq) SELECT dkey, seq FROM deliveries INDEXED BY d_key "
-        "ORDER BY dkey, seq"
-    )
-    conn.execute("DROP INDEX d_key")
-
-
-#: The steps from an older schema version to this one.
-_MIGRATIONS: dict[str, Callable[[sqlite3.Connection], None]] = {"2": _migrate_2_to_3}
 
 
 # -- the writer -----------------------------------------------------------------------
@@ -1042,11 +931,6 @@ class LogWriter:
                 self._conn.execute("SELECT partition, next_offset FROM positions").fetchall()
             )
             self._next_seq = self._max_seq() + 1
-            self._count_keys()
-        # Where the running merge of the recent keys into ``keys`` is (the last key
-        # moved; -1: from the start), None when none runs. Not stored: a restart starts
-        # the merge over, and finds the keys moved already gone from the recent level.
-        self._merge_after: int | None = None
         self._names: dict[tuple[int, str], int] = {}
         self._new_names: list[tuple[int, str]] = []
         # Buckets of the current minutes and hours, so a batch adds to them in memory.
@@ -1066,20 +950,6 @@ class LogWriter:
 
     def _max_seq(self) -> int:
         return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM deliveries").fetchone()[0])
-
-    def _count_keys(self) -> None:
-        """Count the keys waiting to be merged, and the deliveries stored."""
-        conn = self._conn
-        self._waiting_keys = int(
-            conn.execute("SELECT count(*) FROM recent_keys").fetchone()[0]
-            + conn.execute("SELECT count(*) FROM dead_keys").fetchone()[0]
-        )
-        found = conn.execute("SELECT deliveries FROM totals WHERE tenant = 0").fetchone()
-        self._stored = int(found[0]) if found else 0
-
-    def merge_state(self) -> tuple[int, int | None]:
-        """Keys waiting in the recent levels, and where a running merge is (None: none)."""
-        return self._waiting_keys, self._merge_after
 
     def close(self) -> None:
         self._conn.close()
@@ -1155,10 +1025,8 @@ class LogWriter:
                         (span,),
                     ).fetchone()[0]
                 )
-        self._merge_after = None  # the range it moved is back: start over
         with contextlib.suppress(sqlite3.Error):
             self._next_seq = self._max_seq() + 1
-            self._count_keys()
 
     def _name_id(self, kind: int, name: str) -> int:
         key = (kind, name)
@@ -1182,11 +1050,13 @@ class LogWriter:
         in a few queries for the whole batch."""
         keys = {d: delivery_key(d) for d in delivery_ids}
         by_id: dict[str, list[Any]] = {}
-        wanted = sorted(set(keys.values()))  # in key order: neighbouring pages
+        wanted = list(set(keys.values()))
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
             for row in self._conn.execute(
-                by_keys_sql(_SUMMARY_COLUMNS, len(chunk)), [*chunk, *chunk]
+                f"SELECT {_SUMMARY_COLUMNS} FROM deliveries INDEXED BY d_key "
+                f"WHERE dkey IN ({', '.join('?' * len(chunk))})",
+                chunk,
             ):
                 if row[S_DELIVERY] in keys:
                     by_id[row[S_DELIVERY]] = list(row)
@@ -1276,12 +1146,6 @@ class LogWriter:
             new,
         )
         conn.executemany(
-            "INSERT INTO recent_keys (dkey, seq) VALUES (?, ?)",
-            sorted((summary[S_DKEY], summary[S_SEQ]) for summary in new),
-        )
-        self._waiting_keys += len(new)
-        self._stored += len(new)
-        conn.executemany(
             "UPDATE deliveries SET last_at = ?, last_attempt = ?, last_pos = ?, outcome = ?, "
             "status = ?, last_error = ?, attempts = ? WHERE seq = ?",
             [(*p.row[S_LAST_AT:], p.row[S_SEQ]) for p in pending.values() if not p.new],
@@ -1293,40 +1157,7 @@ class LogWriter:
             totals.setdefault(name_id(TENANT, tenant_id), [0, 0])[0] += delta.counts[0]
         self._add_totals(totals)
         self._add_buckets(deltas)
-        self._merge_keys()
         return len(attempt_rows), len(new)
-
-    def _merge_keys(self) -> None:
-        """Move the next range of waiting keys into ``keys`` (in the batch's transaction),
-        when a merge runs or the waiting keys reached the threshold."""
-        if self._merge_after is None:
-            if self._waiting_keys < keys_merge_threshold(self._stored):
-                return
-            self._merge_after = -1  # keys are >= 0
-        conn = self._conn
-        lo = self._merge_after
-        edge = conn.execute(
-            "SELECT dkey FROM recent_keys WHERE dkey > ? ORDER BY dkey LIMIT 1 OFFSET ?",
-            (lo, KEYS_MERGE_CHUNK - 1),
-        ).fetchone()
-        hi = int(edge[0]) if edge is not None else KEY_MASK
-        # The pruned keys first: a key deleted, then stored again under the same seq
-        # (when the newest deliveries were all pruned), ends up stored.
-        dead = conn.execute(
-            "SELECT dkey, seq FROM dead_keys WHERE dkey > ? AND dkey <= ?", (lo, hi)
-        ).fetchall()
-        conn.executemany("DELETE FROM keys WHERE dkey = ? AND seq = ?", dead)
-        conn.execute("DELETE FROM dead_keys WHERE dkey > ? AND dkey <= ?", (lo, hi))
-        conn.execute(
-            "INSERT OR IGNORE INTO keys (dkey, seq) SELECT dkey, seq FROM recent_keys "
-            "WHERE dkey > ? AND dkey <= ? ORDER BY dkey, seq",
-            (lo, hi),
-        )
-        moved = conn.execute(
-            "DELETE FROM recent_keys WHERE dkey > ? AND dkey <= ?", (lo, hi)
-        ).rowcount
-        self._waiting_keys -= moved + len(dead)
-        self._merge_after = None if hi >= KEY_MASK else hi
 
     def _add_totals(self, totals: dict[int, list[int]], sign: int = 1) -> None:
         self._conn.executemany(
@@ -1419,7 +1250,6 @@ class LogWriter:
                 seqs = [(c[0],) for c in doomed]
                 conn.executemany("DELETE FROM attempts WHERE seq = ?", seqs)
                 conn.executemany("DELETE FROM deliveries WHERE seq = ?", seqs)
-                self._forget_keys([(c[2], c[0]) for c in doomed])
                 self._add_totals(totals, sign=-1)
                 if len(candidates) < limit:  # deliveries done: the buckets, a batch at a time
                     result.buckets = self._prune_buckets(now, retention_s, limit)
@@ -1434,19 +1264,6 @@ class LogWriter:
             (candidates[-1][1], candidates[-1][2]) if len(candidates) == limit else _PRUNE_START
         )
         return result
-
-    def _forget_keys(self, doomed: list[tuple[int, int]]) -> None:
-        """Take pruned deliveries' ``(dkey, seq)`` out of the key index: out of the recent
-        level if there, else into ``dead_keys``, for the next merge to delete."""
-        conn = self._conn
-        dead = [
-            k
-            for k in doomed
-            if not conn.execute("DELETE FROM recent_keys WHERE dkey = ? AND seq = ?", k).rowcount
-        ]
-        conn.executemany("INSERT OR IGNORE INTO dead_keys (dkey, seq) VALUES (?, ?)", dead)
-        self._waiting_keys += len(dead) - (len(doomed) - len(dead))
-        self._stored -= len(doomed)
 
     def _prune_buckets(self, now: float, retention_s: float, limit: int) -> int:
         deleted = 0
@@ -1553,7 +1370,10 @@ class LogReader:
         """A delivery's summary and every attempt stored, oldest first; None if unknown."""
         found = [
             r
-            for r in self._all(by_keys_sql(_SUMMARY_COLUMNS, 1), (delivery_key(delivery_id),) * 2)
+            for r in self._all(
+                f"SELECT {_SUMMARY_COLUMNS} FROM deliveries INDEXED BY d_key WHERE dkey = ?",
+                (delivery_key(delivery_id),),
+            )
             if r[S_DELIVERY] == delivery_id
         ]
         if not found:
