@@ -3,7 +3,7 @@
 Four steps, each bounded in count and time::
 
     python -m streams.tools.bench.logstore index [--rate 5000] [--seconds 30] [--store PATH]
-    python -m streams.tools.bench.logstore fill --store PATH [--attempts N] [--max-minutes 60]
+    python -m streams.tools.bench.logstore fill --store PATH [--attempts N] [--batch 5000]
     python -m streams.tools.bench.logstore query --store PATH [--samples 2000]
     python -m streams.tools.bench.logstore disk --store PATH
 
@@ -402,6 +402,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--attempts", type=int, default=10_000_000)
     p.add_argument("--max-minutes", type=float, default=60.0)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=5000,
+        help="attempts per transaction (larger fills a big store faster)",
+    )
     p = sub.add_parser("query", help="query latency on a store")
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--samples", type=int, default=2000)
@@ -421,7 +427,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "fill":
         if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
             parser.error("--attempts must be in (0, 1e8] and --max-minutes in (0, 600]")
-        fill(args.store, args.attempts, args.max_minutes)
+        if not 100 <= args.batch <= 500_000:
+            parser.error("--batch must be in [100, 500000]")
+        fill(args.store, args.attempts, args.max_minutes, args.batch)
     elif args.step == "query":
         if not 0 < args.samples <= 100_000:
             parser.error("--samples must be in (0, 100000]")
