@@ -852,24 +852,32 @@ def open_schema(path: Path, topic: str) -> None:
         try:
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise StoreFault(f"the delivery-log store {path}: WAL mode is not available")
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            if not meta:
-                conn.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("schema_version", str(SCHEMA_VERSION)), ("topic", topic)],
-                )
-            elif meta.get("schema_version") != str(SCHEMA_VERSION):
+            # Read the version before creating anything: a store of another schema is
+            # refused as it is (running this schema's script on it first would build
+            # this version's indexes in it, minutes at 10 million deliveries).
+            try:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                meta = {}  # a new store
+            if meta and meta.get("schema_version") != str(SCHEMA_VERSION):
                 raise StoreFault(
                     f"the delivery-log store {path} has schema version "
                     f"{meta.get('schema_version')}, this version uses {SCHEMA_VERSION}: run "
                     "`streams log rebuild` (or delete the file) to rebuild it from the topic"
                 )
-            elif meta.get("topic") != topic:
+            if meta and meta.get("topic") != topic:
                 raise StoreFault(
                     f"the delivery-log store {path} follows the topic {meta.get('topic')!r}, "
                     f"not {topic!r} (another STREAMS_TOPIC_PREFIX?): give this pipeline its "
                     "own STREAMS_LOG_DIR, or run `streams log rebuild`"
+                )
+            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            if not meta:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("topic", topic)],
                 )
         finally:
             conn.close()
