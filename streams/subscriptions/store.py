@@ -2,7 +2,8 @@
 
 Every worker reads each compacted topic from the beginning into an
 in-process index and then follows it: a plain consumer with no group,
-assigned every partition. The worker is *ready* once it has read up to the
+assigned every partition, one for all the worker's state topics
+(:func:`start_readers`). The worker is *ready* once it has read up to the
 end offsets it saw at start; the fan-out does not process an event before
 then, so no event is joined against a partial view.
 
