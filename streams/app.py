@@ -40,7 +40,7 @@ from streams.pipeline import Pipeline
 from streams.schemas import SchemaRegistry
 from streams.subscriptions.index import SubscriptionIndex
 from streams.subscriptions.secrets import SecretBox
-from streams.subscriptions.store import CompactedReader
+from streams.subscriptions.store import CompactedReader, start_readers
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ class _Readers(mode.Service):
         self.readers = readers
 
     async def on_start(self) -> None:
-        for reader in self.readers:
-            await reader.start()
+        await start_readers(self.readers)  # alike ones share a consumer
 
     async def on_stop(self) -> None:
         for reader in self.readers:

@@ -255,6 +255,13 @@ class Settings:
         "answers fast (0-5000 ms) before it is deferred to the first retry tier. The wait "
         "holds the agent (back-pressure on Kafka); 0 defers at once.",
     )
+    gc_threshold: int = _env(
+        "STREAMS_GC_THRESHOLD",
+        "10000",
+        "New container objects between two collections of the garbage collector's youngest "
+        "generation (700-1,000,000; CPython's default is 700): higher collects less often, "
+        "each collection walking what is alive then (streams.ops.gc_tuning).",
+    )
     event_schemas: str = _env(
         "STREAMS_EVENT_SCHEMAS",
         "",
@@ -644,6 +651,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_linger_ms": _int_between(0, 1000),
     "kafka_attempts_linger_ms": _linger_or_same,
     "lane_wait_ms": _int_between(0, 5000),
+    "gc_threshold": _int_between(700, 1_000_000),
     "kafka_fetch_max_wait_ms": _int_between(1, 1500),
     "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
     "disable_after_s": _duration,

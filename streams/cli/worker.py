@@ -94,7 +94,7 @@ def worker_cmd(role: str) -> None:
     # The API is a face: it is served by the worker but registered here, not by the app.
     register_api(pipeline)
     # Fewer, shorter collector pauses (streams.ops.gc_tuning); after the app is built.
-    gc_tuning.tune()
+    gc_tuning.tune(settings.gc_threshold)
     pipeline.app.service(gc_tuning.SettleWhenReady(pipeline.ready))  # type: ignore[arg-type]
     dev_token: str | None = None
     if settings.development and not settings.admin_token.reveal():

@@ -59,11 +59,13 @@ def settle() -> int:
     return gc.get_freeze_count()
 
 
-def tune() -> None:
-    """Apply the worker's collector settings (once, before the app starts)."""
+def tune(gen0: int | None = None) -> None:
+    """Apply the worker's collector settings (once, before the app starts); ``gen0``
+    replaces the first threshold (``STREAMS_GC_THRESHOLD``)."""
     frozen = settle()
-    gc.set_threshold(*THRESHOLDS)
-    log.info("gc: %d objects frozen at start; thresholds %s", frozen, THRESHOLDS)
+    thresholds = THRESHOLDS if gen0 is None else (gen0, *THRESHOLDS[1:])
+    gc.set_threshold(*thresholds)
+    log.info("gc: %d objects frozen at start; thresholds %s", frozen, thresholds)
 
 
 class PauseRecorder:

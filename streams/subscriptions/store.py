@@ -2,7 +2,8 @@
 
 Every worker reads each compacted topic from the beginning into an
 in-process index and then follows it: a plain consumer with no group,
-assigned every partition. The worker is *ready* once it has read up to the
+assigned every partition, one for all the worker's state topics
+(:func:`start_readers`). The worker is *ready* once it has read up to the
 end offsets it saw at start; the fan-out does not process an event before
 then, so no event is joined against a partial view.
 
@@ -80,75 +81,17 @@ class CompactedReader:
         self.ready = asyncio.Event()
         self.records = 0
         self.skipped = 0  # records that could not be applied (see _apply_record)
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._group: _ReaderGroup | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"reader:{self.topic}")
+        """Start reading with a consumer of this reader's own (:func:`start_readers`
+        shares one between readers)."""
+        await start_readers([self])
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-    async def _run(self) -> None:
-        # Reconnect forever: a broker restart must not leave a worker without its view.
-        while not self._stopping:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("%s reader: %s; reconnecting in 2s", self.name, exc)
-                await asyncio.sleep(2)
-
-    async def _consume(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from streams.kafka.security import aiokafka_kwargs
-
-        consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(self.settings),
-            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self.settings.app_id}-{self.name}-reader",
-            **(
-                {"fetch_min_bytes": BATCH_MIN_BYTES, "fetch_max_wait_ms": self.batch_wait_ms}
-                if self.batch_wait_ms
-                else {}
-            ),
-        )
-        await consumer.start()
-        try:
-            partitions = await self._partitions(consumer)
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            consumer.assign(tps)
-            end: dict[Any, int] = await consumer.end_offsets(tps)
-            if self.since_s is None:
-                await consumer.seek_to_beginning(*tps)
-            else:
-                since_ms = int((time.time() - self.since_s) * 1000)
-                found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-                for tp in tps:
-                    start = found.get(tp)
-                    consumer.seek(tp, start.offset if start is not None else end[tp])
-            if all(end[tp] == 0 for tp in tps):
-                self._mark_ready()
-            while not self._stopping:
-                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for records in batch.values():
-                    for record in records:
-                        self._apply_record(record)
-                if not self.ready.is_set():
-                    positions = {tp: await consumer.position(tp) for tp in tps}
-                    if all(positions[tp] >= end[tp] for tp in tps):
-                        self._mark_ready()
-        finally:
-            await consumer.stop()
+        group, self._group = self._group, None
+        if group is not None:
+            await group.release(self)
 
     def _apply_record(self, record: Any) -> None:
         """Apply one record, or skip it with the reason logged; never raise.
@@ -207,3 +150,121 @@ class CompactedReader:
         if not self.ready.is_set():
             log.info("%s: read %d records from %s; ready", self.name, self.records, self.topic)
             self.ready.set()
+
+
+async def start_readers(readers: list[CompactedReader]) -> None:
+    """Start ``readers``, those alike sharing one consumer.
+
+    Readers read from the beginning without a batch wait (the worker's state
+    topics: subscriptions, endpoint health, tokens) share one aiokafka
+    consumer: each consumer of an idle worker sends a fetch every 500 ms and
+    wakes the event loop for it, so three of them cost three times the idle
+    CPU of one (docs/benchmarks.md, issue 22). A write is applied as soon as a
+    fetch returns it, shared or not. Any other reader gets a consumer of its own.
+    """
+    shared = [r for r in readers if r.since_s is None and not r.batch_wait_ms]
+    groups = [shared] if shared else []
+    groups += [[r] for r in readers if r not in shared]
+    for members in groups:
+        group = _ReaderGroup(members)
+        for reader in members:
+            reader._group = group
+        group.start()
+
+
+#: How long one ``getmany`` waits for records: the reader loop wakes this often when
+#: nothing arrives (records arriving end the wait at once).
+POLL_TIMEOUT_MS = 2000
+
+
+class _ReaderGroup:
+    """One consumer assigned every partition of its readers' topics."""
+
+    def __init__(self, readers: list[CompactedReader]) -> None:
+        self.readers = list(readers)
+        self.first = readers[0]
+        self.active = set(readers)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return "+".join(r.name for r in self.readers)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"reader:{self.label}")
+
+    async def release(self, reader: CompactedReader) -> None:
+        """``reader`` stops; the consumer stops with the last of its readers."""
+        self.active.discard(reader)
+        if self.active or self._task is None:
+            return
+        task, self._task = self._task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def _run(self) -> None:
+        # Reconnect forever: a broker restart must not leave a worker without its view.
+        while self.active:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("%s reader: %s; reconnecting in 2s", self.label, exc)
+                await asyncio.sleep(2)
+
+    async def _consume(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from streams.kafka.security import aiokafka_kwargs
+
+        first = self.first
+        settings = first.settings
+        consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(settings),
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{settings.app_id}-{first.name}-reader",
+            **(
+                {"fetch_min_bytes": BATCH_MIN_BYTES, "fetch_max_wait_ms": first.batch_wait_ms}
+                if first.batch_wait_ms
+                else {}
+            ),
+        )
+        await consumer.start()
+        try:
+            owned: dict[CompactedReader, list[Any]] = {}
+            for reader in self.readers:
+                partitions = await reader._partitions(consumer)
+                owned[reader] = [TopicPartition(reader.topic, p) for p in partitions]
+            by_topic = {reader.topic: reader for reader in self.readers}
+            tps = [tp for reader_tps in owned.values() for tp in reader_tps]
+            consumer.assign(tps)
+            end: dict[Any, int] = await consumer.end_offsets(tps)
+            for reader, reader_tps in owned.items():
+                if reader.since_s is None:
+                    await consumer.seek_to_beginning(*reader_tps)
+                else:
+                    since_ms = int((time.time() - reader.since_s) * 1000)
+                    found = await consumer.offsets_for_times({tp: since_ms for tp in reader_tps})
+                    for tp in reader_tps:
+                        start = found.get(tp)
+                        consumer.seek(tp, start.offset if start is not None else end[tp])
+                if all(end[tp] == 0 for tp in reader_tps):
+                    reader._mark_ready()
+            while self.active:
+                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=5000)
+                for tp, records in batch.items():
+                    reader = by_topic[tp.topic]
+                    for record in records:
+                        reader._apply_record(record)
+                for reader, reader_tps in owned.items():
+                    if not reader.ready.is_set():
+                        positions = {tp: await consumer.position(tp) for tp in reader_tps}
+                        if all(positions[tp] >= end[tp] for tp in reader_tps):
+                            reader._mark_ready()
+        finally:
+            await consumer.stop()

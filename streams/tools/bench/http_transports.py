@@ -19,6 +19,9 @@ Variants (``--variant``):
   aiohttp-raw                 aiohttp.ClientSession only (baseline)
   httpx-pyreqwest             httpx.AsyncClient(transport=pyreqwest HttpxTransport)
                               (the pyreqwest variants need `pip install pyreqwest`)
+  httpx-curl-cffi             httpx.AsyncClient(transport=httpx_curl_cffi.AsyncCurlTransport)
+  curl-cffi-transport-direct  httpx.Request -> AsyncCurlTransport.handle_async_request
+                              (the curl-cffi variants need `pip install httpx-curl-cffi`)
   pyreqwest-transport-direct  httpx.Request -> pyreqwest HttpxTransport.handle_async_request
   pyreqwest-raw               pyreqwest Client only
 
@@ -333,6 +336,26 @@ class PyreqwestRaw(Variant):
             return response.status, got
 
 
+def make_curl_transport(concurrency: int) -> Any:
+    from httpx_curl_cffi import AsyncCurlTransport
+
+    return AsyncCurlTransport(max_connections=concurrency)
+
+
+class HttpxCurlCffi(HttpxDefault):
+    async def open(self) -> None:
+        self.client = httpx.AsyncClient(
+            transport=make_curl_transport(self.concurrency),
+            timeout=httpx_timeout(),
+            follow_redirects=False,
+        )
+
+
+class CurlCffiTransportDirect(AiohttpTransportDirect):
+    async def open(self) -> None:
+        self.transport = make_curl_transport(self.concurrency)
+
+
 VARIANTS: dict[str, type[Variant]] = {
     "httpx-default": HttpxDefault,
     "httpx-aiohttp": HttpxAiohttp,
@@ -343,6 +366,8 @@ VARIANTS: dict[str, type[Variant]] = {
     "httpx-pyreqwest": HttpxPyreqwest,
     "pyreqwest-transport-direct": PyreqwestTransportDirect,
     "pyreqwest-raw": PyreqwestRaw,
+    "httpx-curl-cffi": HttpxCurlCffi,
+    "curl-cffi-transport-direct": CurlCffiTransportDirect,
 }
 
 
