@@ -20,8 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from streams.console import live as live_module
 from streams.monitor import Snapshot
 from streams.records import Subscription
+from tests.fake_pipeline import FakePipeline
 from tests.unit.test_console_web import link, page, sign_in
-from tests.unit.test_log_api import Pipeline, attempt, make_pipeline, tenant_token, write
+from tests.unit.test_log_api import attempt, make_pipeline, tenant_token, write
 
 NOW = time.time()
 
@@ -34,7 +35,7 @@ def _now() -> None:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], Pipeline]]:
+async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], FakePipeline]]:
     pipeline = make_pipeline(tmp_path)
     async with TestClient(TestServer(pipeline.app.web.web_app)) as client:
         yield client, pipeline

@@ -61,6 +61,11 @@ class Params:
     private_broker: bool = False
     burst_s: float = 10.0  # neighbours: the flooding tenant publishes a burst this often
     rounds: int = 1  # neighbours: pairs of phases (without, with), interleaved
+    #: Workers that keep the delivery log (0: every worker, each indexing the whole
+    #: attempts topic); the others run with STREAMS_DELIVERY_LOG=off, as delivery-only
+    #: workers beside one log node (docs/design.md). A --worker-env STREAMS_DELIVERY_LOG
+    #: applies to every worker instead.
+    log_nodes: int = 0
 
     @property
     def deliveries(self) -> int:
@@ -123,7 +128,13 @@ SCENARIOS: dict[str, Scenario] = {
             "one tenant, one endpoint (fan-out 1, as Prospektr), as fast as possible",
             "<= 1,100 us of pipeline CPU (workers + broker) per delivery",
             full=Params(
-                workers=2, events=30_000, fanout=1, tenants=1, ceiling_s=0, private_broker=True
+                workers=2,
+                events=30_000,
+                fanout=1,
+                tenants=1,
+                ceiling_s=0,
+                private_broker=True,
+                log_nodes=1,
             ),
             smoke=Params(events=200, fanout=1, tenants=1, partitions=3, settle_s=60, ceiling_s=0),
             notes=(
@@ -144,6 +155,7 @@ SCENARIOS: dict[str, Scenario] = {
                 idle_s=30,
                 ceiling_s=0,
                 private_broker=True,
+                log_nodes=1,
             ),
             smoke=Params(
                 tenants=2,

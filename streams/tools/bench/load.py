@@ -224,6 +224,9 @@ class Stack:
             "STREAMS_API_PORT": str(port),
             "STREAMS_API_BIND": "127.0.0.1",
         }
+        log_nodes = self.bench.params.log_nodes
+        if log_nodes and index >= log_nodes and "STREAMS_DELIVERY_LOG" not in self.base_env:
+            env["STREAMS_DELIVERY_LOG"] = "off"  # delivery-only: one log node indexes
         return Worker(
             index=index,
             env=env,
