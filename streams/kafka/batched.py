@@ -206,6 +206,8 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        # As aiokafka's (librdkafka's default is read_committed); nothing here is transactional.
+        "isolation.level": "read_uncommitted",
         # As the Faust worker's: a killed worker's partitions move after 10 s.
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 3_000,
