@@ -41,7 +41,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -69,17 +68,60 @@ LISTENER_TIMEOUT_S = 10.0
 LOOKUP_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
 class BatchedMessage:
-    """What a stage reads of a record: the fields Faust's ``Message`` has that the engine uses."""
+    """What a stage reads of a record: the fields of Faust's ``Message`` that the engine and
+    the parking code use. ``key`` and ``headers`` are read from the record only when asked
+    (only parking a record does)."""
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float  # seconds, as Faust gives it
-    tp: TopicPartition
-    key: bytes | None = None
-    headers: Any = None
+    __slots__ = ("_record", "offset", "partition", "timestamp", "topic", "tp")
+
+    def __init__(self, tp: TopicPartition, offset: int, timestamp: float, record: Any) -> None:
+        self.topic = tp.topic
+        self.partition = tp.partition
+        self.offset = offset
+        self.timestamp = timestamp  # seconds, as Faust gives it
+        self.tp = tp
+        self._record = record
+
+    @property
+    def key(self) -> bytes | None:
+        key: bytes | None = self._record.key()
+        return key
+
+    @property
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return read_headers(self._record)
+
+
+class _Check:
+    """Calling it goes through CPython's check for a pending exception (``tp_call``)."""
+
+    __slots__ = ()
+
+
+def read_headers(record: Any) -> list[tuple[str, bytes | None]] | None:
+    """A record's headers, or None when confluent-kafka cannot read them.
+
+    confluent-kafka decodes header names as strict UTF-8. For a name that is not
+    (Kafka never checks), ``headers()`` returns with a ``UnicodeDecodeError``
+    left set, and the next C call that checks raises it as ``SystemError``,
+    wherever that is. ``_Check()`` is such a call, made here inside the ``try``.
+    Such a record is parked without its original headers rather than stopping the
+    worker (tests/integration/test_poison.py).
+    """
+    try:
+        headers = record.headers()
+        _Check()
+    except (UnicodeDecodeError, SystemError) as exc:
+        log.warning(
+            "a record at %s[%d]@%d has headers that cannot be read (%s); they are left out",
+            record.topic(),
+            record.partition(),
+            record.offset(),
+            type(exc).__name__,
+        )
+        return None
+    return list(headers) if headers is not None else None
 
 
 class BatchedEvent:
@@ -365,13 +407,7 @@ class BatchedConsumer:
                 continue  # not owned any more (revoked within this consume call)
             _, stamp = record.timestamp()
             message = BatchedMessage(
-                self.topic,
-                tp.partition,
-                record.offset(),
-                stamp / 1000.0 if stamp > 0 else 0.0,
-                tp,
-                record.key(),
-                record.headers(),
+                tp, record.offset(), stamp / 1000.0 if stamp > 0 else 0.0, record
             )
             events.append(BatchedEvent(self.book, message, record.value(), generation))
         if events:

@@ -22,6 +22,7 @@ from streams.kafka.batched import (
     CommitBook,
     consumer_config,
     flow,
+    read_headers,
     start_offset,
 )
 from streams.kafka.commits import OrderedAcks
@@ -179,6 +180,9 @@ class FakeRecord:
 
     def value(self) -> bytes:
         return self._value
+
+    def topic(self) -> str:
+        return T
 
 
 class FakeKafkaTP:
@@ -425,3 +429,13 @@ def test_the_thread_pauses_while_the_loop_has_not_taken_its_records() -> None:
 
     asyncio.run(scenario())
     assert len(held) == 4500  # nothing returned by consume() was dropped
+
+
+class UnreadableHeaders(FakeRecord):
+    def headers(self) -> list[tuple[str, bytes]]:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+def test_headers_that_cannot_be_read_are_left_out_not_fatal() -> None:
+    assert read_headers(FakeRecord(0, 1)) == [("h", b"1")]
+    assert read_headers(UnreadableHeaders(0, 1)) is None
