@@ -248,6 +248,14 @@ class Settings:
         "few records at a paced load); more means fewer, fuller fetches, each up to "
         "STREAMS_KAFKA_FETCH_MAX_WAIT_MS later.",
     )
+    delivery_consumer: str = _env(
+        "STREAMS_DELIVERY_CONSUMER",
+        "faust",
+        "What reads the deliveries topic: `faust` (a Faust agent, in the worker's consumer "
+        "group) or `librdkafka` (a confluent-kafka consumer in the group <STREAMS_APP_ID>-deliver, "
+        "batched consume() on a thread of its own; docs/design.md). Every worker of one app "
+        "must use the same; switching re-reads from the furthest offset either group committed.",
+    )
     lane_wait_ms: int = _env(
         "STREAMS_LANE_WAIT_MS",
         "0",
@@ -589,6 +597,17 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+#: What STREAMS_DELIVERY_CONSUMER accepts.
+DELIVERY_CONSUMERS = ("faust", "librdkafka")
+
+
+def _delivery_consumer(raw: str) -> str:
+    value = raw.lower()
+    if value not in DELIVERY_CONSUMERS:
+        raise ValueError(f"expected one of {', '.join(DELIVERY_CONSUMERS)}")
+    return value
+
+
 def _readable_file(raw: str) -> str:
     if raw and not os.path.isfile(raw):
         raise ValueError("no such file: give the path of a PEM file, or leave it empty")
@@ -652,6 +671,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_attempts_linger_ms": _linger_or_same,
     "lane_wait_ms": _int_between(0, 5000),
     "gc_threshold": _int_between(700, 1_000_000),
+    "delivery_consumer": _delivery_consumer,
     "kafka_fetch_max_wait_ms": _int_between(1, 1500),
     "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
     "disable_after_s": _duration,

@@ -4,8 +4,9 @@ Both the worker's metrics (:mod:`streams.ops.metrics`) and ``streams monitor``
 (:mod:`streams.monitor`) read Kafka directly through :class:`OffsetReader`:
 per partition, the low and high watermarks and the offset the worker's
 consumer groups committed (:func:`consumer_groups`: Faust's, named
-``STREAMS_APP_ID``, and the retry tiers' own, ``<app id>-retry-tiers``; per
-partition the furthest commit of either counts). Three numbers follow:
+``STREAMS_APP_ID``, the retry tiers' own, ``<app id>-retry-tiers``, and the
+delivery consumer's, ``<app id>-deliver``; per partition the furthest commit of
+any counts). Three numbers follow:
 
 - **lag** of a stage (``events``, ``ops``, ``deliveries``, a retry tier): high
   watermark minus the committed offset. A partition the group never committed
@@ -77,11 +78,18 @@ class Stage:
 
 #: The retry tiers' consumer group is ``STREAMS_APP_ID`` + this (see :mod:`streams.retry.agent`).
 RETRY_GROUP_SUFFIX = "-retry-tiers"
+#: The delivery consumer's group with ``STREAMS_DELIVERY_CONSUMER=librdkafka``
+#: (see :mod:`streams.kafka.batched`).
+DELIVER_GROUP_SUFFIX = "-deliver"
 
 
 def consumer_groups(settings: Settings) -> tuple[str, ...]:
     """The consumer groups that commit the stages' offsets."""
-    return (settings.app_id, settings.app_id + RETRY_GROUP_SUFFIX)
+    return (
+        settings.app_id,
+        settings.app_id + RETRY_GROUP_SUFFIX,
+        settings.app_id + DELIVER_GROUP_SUFFIX,
+    )
 
 
 def stages(settings: Settings) -> list[Stage]:

@@ -18,7 +18,8 @@ committed by hand in the same order contract as every agent
 (:mod:`streams.kafka.commits`): a record's offset is committed only after the
 outputs of its attempt are acknowledged by Kafka.
 
-Partitions follow Faust's assignment of ``deliveries``: when the worker owns
+Partitions follow the assignment of ``deliveries`` (Faust's, or the delivery
+consumer's with ``STREAMS_DELIVERY_CONSUMER=librdkafka``): when the worker owns
 ``deliveries`` partition *p*, it reads partition *p* of every tier, so all
 records of a subscription (keyed by its id) are handled by one worker, which
 is what per-subscription lanes and ordered holds rely on.
@@ -284,6 +285,12 @@ class TierConsumer(mode.Service):
 def register_retry_tiers(pipeline: Pipeline, engine: DeliveryEngine) -> TierConsumer:
     tiers = TierConsumer(pipeline, engine)
     pipeline.app.service(tiers)  # type: ignore[arg-type]
+    stage = pipeline.extras.get("delivery_consumer")
+    if stage is not None:
+        # STREAMS_DELIVERY_CONSUMER=librdkafka: `deliveries` is not Faust's, follow its reader.
+        stage.consumer.on_assigned.append(tiers.on_assigned)
+        stage.consumer.on_revoked.append(tiers.on_revoked)
+        return tiers
 
     @pipeline.app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(app: Any, assigned: set[Any], **kwargs: Any) -> None:

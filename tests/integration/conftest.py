@@ -73,29 +73,9 @@ def settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Setting
 @pytest.fixture(scope="module")
 def worker_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of this module's worker: own topics, own API port, own state."""
-    import uuid
+    from tests.integration.harness import module_worker_settings
 
-    from tests.integration.harness import free_port
-
-    state = tmp_path_factory.mktemp("worker-state")
-    return Settings.from_env(
-        {
-            "STREAMS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "STREAMS_TOPIC_PREFIX": f"w{uuid.uuid4().hex[:10]}.",
-            "STREAMS_PARTITIONS": "3",
-            "STREAMS_STATE_DIR": str(state),
-            "STREAMS_ENV": "development",
-            # Only 127.0.0.1 itself: other loopback, private and metadata addresses stay refused.
-            "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.1/32",
-            "STREAMS_API_PORT": str(free_port()),
-            "STREAMS_APP_ID": f"streams-{uuid.uuid4().hex[:8]}",
-            "STREAMS_RETRY_SCHEDULE": "1s,2s",
-            "STREAMS_DISABLE_AFTER_FAILURES": "5",
-            # Below the auto-disable count, so a test can see skips not counting towards it.
-            "STREAMS_BREAKER_FAILURES": "3",
-            "STREAMS_BREAKER_OPEN": "30s",
-        }
-    )
+    return module_worker_settings(kafka_bootstrap, tmp_path_factory.mktemp("worker-state"))
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,35 @@ def start_private_broker(
     raise AssertionError("unreachable")
 
 
+def module_worker_settings(
+    kafka_bootstrap: str, state: Path, extra: dict[str, str] | None = None
+) -> Settings:
+    """Settings of a module's worker: own topics, own API port, own state (``extra`` wins)."""
+    import uuid
+
+    return Settings.from_env(
+        {
+            "STREAMS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "STREAMS_TOPIC_PREFIX": f"w{uuid.uuid4().hex[:10]}.",
+            "STREAMS_PARTITIONS": "3",
+            "STREAMS_STATE_DIR": str(state),
+            "STREAMS_ENV": "development",
+            # Only 127.0.0.1 itself: other loopback, private and metadata addresses stay refused.
+            "STREAMS_DESTINATION_ALLOWLIST": "127.0.0.1/32",
+            "STREAMS_API_PORT": str(free_port()),
+            "STREAMS_APP_ID": f"streams-{uuid.uuid4().hex[:8]}",
+            "STREAMS_RETRY_SCHEDULE": "1s,2s",
+            "STREAMS_DISABLE_AFTER_FAILURES": "5",
+            # Below the auto-disable count, so a test can see skips not counting towards it.
+            "STREAMS_BREAKER_FAILURES": "3",
+            "STREAMS_BREAKER_OPEN": "30s",
+            # Empty: the default; set in the environment to run every module's worker with it.
+            "STREAMS_DELIVERY_CONSUMER": os.environ.get("STREAMS_DELIVERY_CONSUMER", ""),
+            **(extra or {}),
+        }
+    )
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces ``settings`` in a child process."""
     return {
@@ -104,6 +133,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STREAMS_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
         "STREAMS_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
         "STREAMS_KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password.reveal(),
+        # Only when not the default, so a STREAMS_DELIVERY_CONSUMER in the test run's
+        # environment still reaches workers whose settings were built without it.
+        **(
+            {"STREAMS_DELIVERY_CONSUMER": settings.delivery_consumer}
+            if settings.delivery_consumer != "faust"
+            else {}
+        ),
     }
 
 

@@ -4,6 +4,8 @@ A run of thousands of deliveries is interrupted by SIGKILL twice; the worker
 is restarted each time. A receiver-side ledger then must hold every
 (event, subscription) pair with a valid signature, or, for pairs whose
 endpoint kept failing, a dead letter. Retries (1 s, 2 s) are in the mix.
+Run with each delivery consumer (``STREAMS_DELIVERY_CONSUMER``: the Faust
+agent and the librdkafka one), each with a worker and topics of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import pytest
 from streams.config import Settings
 from streams.publish import EventPublisher
 from streams.records import DeadLetter
-from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, read_topic
+from tests.integration.harness import (
+    Api,
+    ReceiverProcess,
+    WorkerProcess,
+    module_worker_settings,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +40,37 @@ CRAWL = {
 }
 
 
+@pytest.fixture(scope="module", params=["faust", "librdkafka"])
+def delivery_consumer(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def worker_settings(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, delivery_consumer: str
+) -> Settings:
+    return module_worker_settings(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp(f"worker-state-{delivery_consumer}"),
+        {"STREAMS_DELIVERY_CONSUMER": delivery_consumer},
+    )
+
+
 def test_sigkill_twice_mid_run_loses_no_delivery_and_duplicates_share_the_webhook_id(
-    admin: Api, receiver: ReceiverProcess, worker: WorkerProcess, worker_settings: Settings
+    admin: Api,
+    receiver: ReceiverProcess,
+    worker: WorkerProcess,
+    worker_settings: Settings,
+    delivery_consumer: str,
 ) -> None:
+    assert worker_settings.delivery_consumer == delivery_consumer
     subs = {}
+    # Endpoint names of this run's own: the receiver (and its ledger) serves both runs.
+    steady, second, flaky = (f"{delivery_consumer}-{n}" for n in ("steady", "second", "flaky"))
     for name, behaviour in (
-        ("k-steady", {}),
-        ("k-second", {}),
-        ("k-flaky", {"fail_rate": 0.3, "fail_status": 503}),
+        (steady, {}),
+        (second, {}),
+        (flaky, {"fail_rate": 0.3, "fail_status": 503}),
     ):
         sub = admin.create(tenant_id="crash", url=receiver.url(name), event_types=["crawl.*"])
         receiver.configure(name, secret=sub["signing_secret"], **behaviour)
@@ -85,7 +116,7 @@ def test_sigkill_twice_mid_run_loses_no_delivery_and_duplicates_share_the_webhoo
                     worker_settings.topic_prefix + "deliveries.dlq",
                     expected=10**9,
                     timeout_s=3,
-                    where=lambda m: m.key() == subs["k-flaky"].encode(),
+                    where=lambda m: m.key() == subs[flaky].encode(),
                 )
             ]
             parked = {

@@ -197,7 +197,11 @@ def test_a_scrape_reads_the_pipelines_counters_states_in_flight_and_offsets() ->
         ]
     )
     sampler.sample_once(reader)
-    assert reader.calls[0][1] == (SETTINGS.app_id, SETTINGS.app_id + "-retry-tiers")
+    assert reader.calls[0][1] == (
+        SETTINGS.app_id,
+        SETTINGS.app_id + "-retry-tiers",
+        SETTINGS.app_id + "-deliver",
+    )
     assert "p.deliveries.dlq" in reader.calls[0][0]
     m.sampler = sampler
     got = scraped(m)

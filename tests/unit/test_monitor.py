@@ -80,7 +80,7 @@ def test_two_samples_give_rates_lag_and_depths() -> None:
     assert first.events_in_per_s is None  # one sample: no rate yet
     clock.t += 2.0
     snap = monitor.sample()
-    assert reader.calls[0][1] == ("grp", "grp-retry-tiers")
+    assert reader.calls[0][1] == ("grp", "grp-retry-tiers", "grp-deliver")
     assert snap.events_in_per_s == 25.0
     assert snap.fanout_per_s == 50.0
     assert snap.deliveries_out_per_s == 50.0  # attempts: webhook requests made
