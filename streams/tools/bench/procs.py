@@ -261,6 +261,10 @@ def _local_version() -> str:
     return kafka_version()
 
 
+#: Settings of the local broker that a private broker takes from the bench's environment.
+BROKER_SETTINGS = ("STREAMS_KAFKA_HEAP", "STREAMS_KAFKA_JAVA_OPTS", "STREAMS_KAFKA_BROKER_CONFIG")
+
+
 def start_private_broker(state_dir: Path, say: Callable[[str], None]) -> Broker:
     """A LocalKafka on two free ports with its data under ``state_dir``."""
     from streams.kafka.local import LocalKafka
@@ -270,6 +274,8 @@ def start_private_broker(state_dir: Path, say: Callable[[str], None]) -> Broker:
         {
             "STREAMS_KAFKA_BOOTSTRAP": f"{HOST}:{port}",
             "STREAMS_STATE_DIR": str(state_dir),
+            # The broker's own knobs pass through, so a run can measure them.
+            **{var: os.environ[var] for var in BROKER_SETTINGS if os.environ.get(var, "").strip()},
         }
     )
     local = LocalKafka(settings)
