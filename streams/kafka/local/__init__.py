@@ -358,9 +358,9 @@ class LocalKafka:
                 "-XX:+UseG1GC",
                 "-XX:MaxGCPauseMillis=20",
                 "-Djava.awt.headless=true",
-                *self.settings.kafka_java_opts,
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                 f"-Dkafka.logs.dir={self.home}",
+                *self.settings.kafka_java_opts,  # last: a later option wins
                 "-cp",
                 self._classpath(jars),
                 "kafka.Kafka",
