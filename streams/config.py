@@ -249,6 +249,13 @@ class Settings:
         "few records at a paced load); more means fewer, fuller fetches, each up to "
         "STREAMS_KAFKA_FETCH_MAX_WAIT_MS later.",
     )
+    kafka_reader_fetch_max_wait_ms: int = _env(
+        "STREAMS_KAFKA_READER_FETCH_MAX_WAIT_MS",
+        "500",
+        "How long the broker may hold a fetch of the worker's readers of compacted topics "
+        "(subscriptions, tokens, health) when nothing is new (1-10000 ms). A change is read "
+        "as soon as it is written whatever this is; it is how often an idle reader asks.",
+    )
     lane_wait_ms: int = _env(
         "STREAMS_LANE_WAIT_MS",
         "0",
@@ -690,6 +697,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "lane_wait_ms": _int_between(0, 5000),
     "kafka_fetch_max_wait_ms": _int_between(1, 1500),
     "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
+    "kafka_reader_fetch_max_wait_ms": _int_between(1, 10_000),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,
