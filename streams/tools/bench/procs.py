@@ -93,6 +93,32 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+#: Thread names (``/proc/PID/task/TID/comm``, cut to 15 bytes) of HotSpot's JIT compilers.
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds a JVM's JIT compiler threads used so far (None: not a JVM we can read).
+
+    A compiler thread that HotSpot retired takes its time with it, so this can only
+    undercount (JDK 17 keeps at least one thread of each compiler).
+    """
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    total = 0.0
+    for task in tasks:
+        try:
+            if not (task / "comm").read_text().startswith(JIT_THREADS):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[-1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
