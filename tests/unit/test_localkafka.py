@@ -32,14 +32,15 @@ def test_extra_broker_config_is_written_after_the_defaults(tmp_path: Path) -> No
         {
             "STREAMS_STATE_DIR": str(tmp_path),
             "STREAMS_KAFKA_BOOTSTRAP": "127.0.0.1:29092",
-            "STREAMS_KAFKA_BROKER_CONFIG": "num.io.threads=2, log.retention.check.interval.ms=5000",
+            "STREAMS_KAFKA_BROKER_CONFIG": "num.io.threads=4, log.retention.check.interval.ms=5000",
             "STREAMS_KAFKA_JAVA_OPTS": "-XX:+UseSerialGC  -Xss512k",
         }
     )
     assert settings.kafka_java_opts == ("-XX:+UseSerialGC", "-Xss512k")
     assert settings.public_view()["STREAMS_KAFKA_JAVA_OPTS"] == "-XX:+UseSerialGC -Xss512k"
     lines = LocalKafka(settings)._write_config().read_text().splitlines()
-    assert "num.io.threads=2" in lines
     # java.util.Properties keeps the last value of a key: the setting wins.
-    checks = [line for line in lines if line.startswith("log.retention.check.interval.ms=")]
-    assert checks[-1] == "log.retention.check.interval.ms=5000"
+    for key, value in (("num.io.threads", "4"), ("log.retention.check.interval.ms", "5000")):
+        values = [line for line in lines if line.startswith(f"{key}=")]
+        assert len(values) == 2  # the broker's own, then the setting's
+        assert values[-1] == f"{key}={value}"
