@@ -370,7 +370,7 @@ class Settings:
         "STREAMS_KAFKA_BROKER_CONFIG",
         "",
         "Extra server.properties of the local development broker: KEY=VALUE pairs separated "
-        "by commas, replacing its own values of those keys, e.g. num.io.threads=2.",
+        "by commas, replacing its own values of those keys, e.g. num.io.threads=8.",
     )
 
     def __post_init__(self) -> None:

@@ -98,7 +98,8 @@ JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
 
 
 def jit_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds a JVM's JIT compiler threads used so far (None: not a JVM we can read).
+    """CPU seconds a JVM's JIT compiler threads used so far (0 for another process; None:
+    gone).
 
     A compiler thread that HotSpot retired takes its time with it, so this can only
     undercount (JDK 17 keeps at least one thread of each compiler).
