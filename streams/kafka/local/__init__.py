@@ -268,12 +268,6 @@ class LocalKafka:
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
                     "log.retention.check.interval.ms=60000",
-                    # A development broker's clients are a few workers: one network
-                    # thread and two request handlers serve them (Kafka's 3 and 8
-                    # park and wake more threads for the same requests;
-                    # docs/benchmarks.md, "Broker CPU").
-                    "num.network.threads=1",
-                    "num.io.threads=2",
                     *self._extra_config(),
                     "",
                 ]
