@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -256,6 +257,13 @@ class Settings:
         "batched consume() on a thread of its own; docs/design.md). Every worker of one app "
         "must use the same; switching re-reads from the furthest offset either group committed.",
     )
+    kafka_reader_fetch_max_wait_ms: int = _env(
+        "STREAMS_KAFKA_READER_FETCH_MAX_WAIT_MS",
+        "500",
+        "How long the broker may hold a fetch of the worker's readers of compacted topics "
+        "(subscriptions, tokens, health) when nothing is new (1-10000 ms). A change is read "
+        "as soon as it is written whatever this is; it is how often an idle reader asks.",
+    )
     lane_wait_ms: int = _env(
         "STREAMS_LANE_WAIT_MS",
         "0",
@@ -367,6 +375,18 @@ class Settings:
     kafka_heap: str = _env(
         "STREAMS_KAFKA_HEAP", "512m", "Java heap of the local development broker."
     )
+    kafka_java_opts: tuple[str, ...] = _env(
+        "STREAMS_KAFKA_JAVA_OPTS",
+        "",
+        "Extra JVM options of the local development broker, separated by spaces, after its "
+        "own (a later option wins), e.g. -XX:StartFlightRecording=filename=kafka.jfr.",
+    )
+    kafka_broker_config: tuple[tuple[str, str], ...] = _env(
+        "STREAMS_KAFKA_BROKER_CONFIG",
+        "",
+        "Extra server.properties of the local development broker: KEY=VALUE pairs separated "
+        "by commas, replacing its own values of those keys, e.g. num.io.threads=8.",
+    )
 
     def __post_init__(self) -> None:
         if self.replays_per_tenant >= self.replay_slots:
@@ -452,6 +472,10 @@ class Settings:
                 out[f.metadata["env"]] = "(set)" if value else "(unset)"
             elif f.name.endswith("_s") and isinstance(value, float):
                 out[f.metadata["env"]] = format_duration(value)
+            elif f.name == "kafka_java_opts":
+                out[f.metadata["env"]] = " ".join(value)
+            elif f.name == "kafka_broker_config":
+                out[f.metadata["env"]] = ",".join(f"{k}={v}" for k, v in value)
             elif isinstance(value, tuple):
                 out[f.metadata["env"]] = ",".join(str(v) for v in value)
             else:
@@ -628,6 +652,33 @@ def _heap(raw: str) -> str:
     return raw
 
 
+def _java_opts(raw: str) -> tuple[str, ...]:
+    words = tuple(raw.split())
+    for word in words:
+        if not word.startswith("-") or not word.isprintable():
+            raise ValueError(f"{word!r} is not a JVM option: each starts with '-'")
+    return words
+
+
+_PROPERTY_KEY = re.compile(r"[a-z][a-z0-9._-]*")
+
+
+def _broker_config(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _PROPERTY_KEY.fullmatch(key) or not value.isprintable():
+            raise ValueError(
+                f"{item.strip()!r} is not KEY=VALUE with a Kafka property name "
+                "(e.g. num.io.threads=2)"
+            )
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
 def _frame_ancestors(raw: str) -> str:
     """CSP sources separated by spaces; nothing that could end the directive or the header."""
     words = raw.split()
@@ -674,6 +725,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "delivery_consumer": _delivery_consumer,
     "kafka_fetch_max_wait_ms": _int_between(1, 1500),
     "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
+    "kafka_reader_fetch_max_wait_ms": _int_between(1, 10_000),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,
@@ -692,6 +744,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "metrics": _on_off,
     "kafka_heap": _heap,
+    "kafka_java_opts": _java_opts,
+    "kafka_broker_config": _broker_config,
     "egress_proxy": _egress_proxy,
 }
 #: Settings whose parser is not ``Secret`` itself but whose value is secret all the same.

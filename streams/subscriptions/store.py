@@ -228,10 +228,12 @@ class _ReaderGroup:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{settings.app_id}-{first.name}-reader",
+            # A batched reader waits for bytes; the others answer at the first record and
+            # otherwise ask again every STREAMS_KAFKA_READER_FETCH_MAX_WAIT_MS (idle cost).
             **(
                 {"fetch_min_bytes": BATCH_MIN_BYTES, "fetch_max_wait_ms": first.batch_wait_ms}
                 if first.batch_wait_ms
-                else {}
+                else {"fetch_max_wait_ms": settings.kafka_reader_fetch_max_wait_ms}
             ),
         )
         await consumer.start()

@@ -51,6 +51,9 @@ def test_values_are_parsed_from_their_variables() -> None:
         ("STREAMS_RETRY_SCHEDULE", "5s,-1m"),
         ("STREAMS_TOPIC_PREFIX", "bad prefix!"),
         ("STREAMS_KAFKA_HEAP", "lots"),
+        ("STREAMS_KAFKA_JAVA_OPTS", "-Xss1m UseSerialGC"),
+        ("STREAMS_KAFKA_BROKER_CONFIG", "num.io.threads"),
+        ("STREAMS_KAFKA_BROKER_CONFIG", "Num.IO=2"),
     ],
 )
 def test_a_bad_value_names_its_variable(var: str, value: str) -> None:

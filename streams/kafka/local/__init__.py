@@ -241,6 +241,10 @@ class LocalKafka:
             *extra,
         ]
 
+    def _extra_config(self) -> list[str]:
+        """STREAMS_KAFKA_BROKER_CONFIG's lines: a later line of a key wins in the file."""
+        return [f"{key}={value}" for key, value in self.settings.kafka_broker_config]
+
     def _write_config(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
@@ -264,6 +268,7 @@ class LocalKafka:
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
                     "log.retention.check.interval.ms=60000",
+                    *self._extra_config(),
                     "",
                 ]
             )
@@ -355,6 +360,7 @@ class LocalKafka:
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                 f"-Dkafka.logs.dir={self.home}",
+                *self.settings.kafka_java_opts,  # last: a later option wins
                 "-cp",
                 self._classpath(jars),
                 "kafka.Kafka",

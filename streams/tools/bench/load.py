@@ -49,6 +49,7 @@ from streams.tools.bench.procs import (
     cpu_seconds,
     find_broker,
     free_port,
+    jit_cpu_seconds,
     rss_mb,
 )
 
@@ -675,6 +676,9 @@ class CpuMeter:
     machine_start: float | None = None
     #: CPU seconds by role over the last window (set by :meth:`end`).
     used: dict[str, float] = field(default_factory=dict)
+    #: The broker's JIT compiler threads at :meth:`begin` (part of its CPU, reported apart:
+    #: a broker started for the run spends its first minutes compiling).
+    jit_start: float | None = None
 
     def begin(self) -> None:
         self.started_at = time.monotonic()
@@ -687,6 +691,11 @@ class CpuMeter:
                     self.start[pid] = cpu
         self.self_start = _self_cpu()
         self.machine_start = machine_busy_seconds()
+        self.jit_start = self._broker_jit()
+
+    def _broker_jit(self) -> float | None:
+        pids = self.roles().get("broker") or []
+        return jit_cpu_seconds(pids[0]) if pids else None
 
     def end(self) -> dict[str, Any]:
         wall = max(1e-9, time.monotonic() - self.started_at)
@@ -701,6 +710,10 @@ class CpuMeter:
             total += used
             self.used[role] = used
             out[f"{role}_cores"] = round(used / wall, 2)
+        jit = self._broker_jit()
+        if jit is not None and self.jit_start is not None:
+            self.used["broker_jit"] = max(0.0, jit - self.jit_start)
+            out["broker_jit_cores"] = round(self.used["broker_jit"] / wall, 3)
         harness = _self_cpu() - self.self_start
         out["harness_cores"] = round(harness / wall, 2)
         out["total_cores"] = round((total + harness) / wall, 2)

@@ -93,6 +93,33 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+#: Thread names (``/proc/PID/task/TID/comm``, cut to 15 bytes) of HotSpot's JIT compilers.
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds a JVM's JIT compiler threads used so far (0 for another process; None:
+    gone).
+
+    A compiler thread that HotSpot retired takes its time with it, so this can only
+    undercount (JDK 17 keeps at least one thread of each compiler).
+    """
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    total = 0.0
+    for task in tasks:
+        try:
+            if not (task / "comm").read_text().startswith(JIT_THREADS):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[-1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -261,6 +288,10 @@ def _local_version() -> str:
     return kafka_version()
 
 
+#: Settings of the local broker that a private broker takes from the bench's environment.
+BROKER_SETTINGS = ("STREAMS_KAFKA_HEAP", "STREAMS_KAFKA_JAVA_OPTS", "STREAMS_KAFKA_BROKER_CONFIG")
+
+
 def start_private_broker(state_dir: Path, say: Callable[[str], None]) -> Broker:
     """A LocalKafka on two free ports with its data under ``state_dir``."""
     from streams.kafka.local import LocalKafka
@@ -270,6 +301,8 @@ def start_private_broker(state_dir: Path, say: Callable[[str], None]) -> Broker:
         {
             "STREAMS_KAFKA_BOOTSTRAP": f"{HOST}:{port}",
             "STREAMS_STATE_DIR": str(state_dir),
+            # The broker's own knobs pass through, so a run can measure them.
+            **{var: os.environ[var] for var in BROKER_SETTINGS if os.environ.get(var, "").strip()},
         }
     )
     local = LocalKafka(settings)

@@ -385,7 +385,13 @@ def cpu_target(out: Outcome, metrics: dict[str, Any], limit: float | None, label
     pipeline = metrics.get("cpu_us_per_delivery_pipeline")
     measured = (
         f"{_n(pipeline, ' us')} (workers {_n(metrics.get('cpu_us_per_delivery_workers'))}, "
-        f"broker {_n(metrics.get('cpu_us_per_delivery_broker'))}; receivers apart: "
+        f"broker {_n(metrics.get('cpu_us_per_delivery_broker'))}"
+        + (
+            f" of which JIT compiling {_n(metrics['cpu_us_per_delivery_broker_jit'])}"
+            if metrics.get("cpu_us_per_delivery_broker_jit") is not None
+            else ""
+        )
+        + "; receivers apart: "
         f"{_n(metrics.get('cpu_us_per_delivery_receivers'))})"
         if pipeline is not None
         else "- (the broker's process is unknown: run with --private-broker)"
@@ -722,6 +728,7 @@ def paced(bench: Bench) -> Outcome:
         # From the raw CPU seconds: the meter's cores are rounded to 0.01, the target's size.
         per_worker = idle.used.get("workers", 0.0) / idle_cpu["wall_s"] / max(1, len(stack.pids))
         broker_idle = idle.used.get("broker")
+        broker_jit = idle.used.get("broker_jit")
         out.metrics["idle_pct_of_a_core_per_worker"] = round(per_worker * 100, 2)
         out.metrics["idle_cores_broker"] = (
             None if broker_idle is None else round(broker_idle / idle_cpu["wall_s"], 4)
@@ -734,6 +741,11 @@ def paced(bench: Bench) -> Outcome:
                 "unknown"
                 if broker_idle is None
                 else f"{broker_idle / idle_cpu['wall_s']:.3f} cores"
+                + (
+                    ""
+                    if broker_jit is None
+                    else f" (of which JIT compiling {broker_jit / idle_cpu['wall_s']:.3f})"
+                )
             ),
             per_worker < IDLE_WORKER_TARGET_CORES,
         )
