@@ -73,6 +73,8 @@ def test_rates_parse_as_a_list() -> None:
         ("duration", 0, "--duration 0"),
         ("kills", -1, "--kills -1"),
         ("retry_schedule", "soon", "--retry-schedule"),
+        ("warm", -1, "--warm -1"),
+        ("warm", 601, "--warm 601"),
     ],
 )
 def test_bad_sizes_are_refused(key: str, value: object, message: str) -> None:
@@ -101,6 +103,13 @@ def test_every_scenario_resolves_at_both_sizes() -> None:
 def test_overrides_win_over_the_scenario_size() -> None:
     params = resolve("throughput", smoke=True, overrides={"events": 7, "workers": 2})
     assert (params.events, params.workers) == (7, 2)
+
+
+def test_paced_warms_the_broker_and_keeps_one_log_node() -> None:
+    params = resolve("paced")
+    assert (params.warm_s, params.log_nodes) == (20, 1)
+    assert resolve("paced", overrides={"warm": 0}).warm_s == 0
+    assert resolve("throughput").log_nodes == 0  # every worker a log node, as before
 
 
 def test_a_configured_broker_that_does_not_answer_fails_at_once() -> None:

@@ -48,6 +48,12 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 )
 @click.option("--idle", type=float, default=None, help="paced: seconds of idle cost measured.")
 @click.option(
+    "--warm",
+    type=float,
+    default=None,
+    help="paced: seconds of each row's load run first, not measured (JIT, caches).",
+)
+@click.option(
     "--private-broker/--shared-broker",
     default=None,
     help="Start a broker of the run's own (its CPU is then this pipeline's alone).",
@@ -105,6 +111,7 @@ def bench_cmd(
     duration: float | None,
     rows: str | None,
     idle: float | None,
+    warm: float | None,
     private_broker: bool | None,
     partitions: int | None,
     kills: int | None,
@@ -145,6 +152,7 @@ def bench_cmd(
         "duration": duration,
         "rows": rows,
         "idle": idle,
+        "warm": warm,
         "private_broker": private_broker,
         "partitions": partitions,
         "kills": kills,

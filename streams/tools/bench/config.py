@@ -56,6 +56,10 @@ class Params:
     #: paced: (deliveries/s, fan-out) of each row; fan-out 1 is one tenant with one endpoint
     rows: tuple[tuple[float, int], ...] = ()
     idle_s: float = 0.0  # paced: seconds of no traffic measured first (idle cost)
+    #: paced: seconds of each row's load run first and not measured, so the broker's JVM
+    #: has compiled its request path (a fresh broker spends about half its CPU compiling
+    #: for a minute: docs/benchmarks.md, "Broker CPU") and every cache is warm
+    warm_s: float = 0.0
     #: A broker of the run's own, so the broker's CPU is this pipeline's alone (the shared
     #: one serves other users too, and its process is not always known to the harness).
     private_broker: bool = False
@@ -153,6 +157,7 @@ SCENARIOS: dict[str, Scenario] = {
                 rows=((1000.0, 10), (500.0, 1)),
                 duration_s=30,
                 idle_s=30,
+                warm_s=20,
                 ceiling_s=0,
                 private_broker=True,
                 log_nodes=1,
@@ -592,6 +597,14 @@ def resolve(
             ):
                 raise BenchConfigError(f"--idle {value!r}: expected seconds from 0 to 3,600")
             changes["idle_s"] = float(value)
+        elif key == "warm":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0 <= value <= 600)
+            ):
+                raise BenchConfigError(f"--warm {value!r}: expected seconds from 0 to 600")
+            changes["warm_s"] = float(value)
         elif key == "private_broker":
             changes["private_broker"] = bool(value)
         elif key == "worker_env":

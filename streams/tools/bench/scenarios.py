@@ -718,6 +718,10 @@ def paced(bench: Bench) -> Outcome:
         stack.create_subscriptions(plan)
         tenants_of[fanout] = sorted({t for t, _e in plan})
     warm_up(bench, stack)
+    for i, (r, fanout) in enumerate(p.rows if p.warm_s > 0 else ()):
+        events = max(1, int(r * p.warm_s / fanout))
+        plan = event_plan(events, tenants_of[fanout], f"w{i}")
+        run_load(bench, stack, plan, events_per_s=r / fanout, label=f" warm {r:g}/s x {fanout}")
     rows: list[list[Any]] = []
     if p.idle_s > 0:
         bench.say(f"measuring the idle cost for {p.idle_s:g}s (no traffic)")
