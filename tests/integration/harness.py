@@ -21,6 +21,15 @@ from streams.config import Settings
 from streams.errors import LocalKafkaError
 from streams.kafka.local import LocalKafka
 
+#: A valid `alert.fired` event body: what most integration tests publish.
+ALERT = {
+    "organization_id": "o",
+    "alert_id": "a",
+    "watcher_id": "w",
+    "platform": "reddit",
+    "fired_at": "2026-01-01T00:00:00Z",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -23,20 +23,13 @@ import pytest
 
 from streams.config import Settings
 from streams.publish import EventPublisher
-from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port
+from tests.integration.harness import ALERT, Api, ReceiverProcess, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "console"
 HOSTILE = "<img src=x onerror=alert(1)>"
-ALERT = {
-    "organization_id": "o",
-    "alert_id": "a",
-    "watcher_id": "w",
-    "platform": "reddit",
-    "fired_at": "2026-01-01T00:00:00Z",
-}
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import (  # noqa: E402

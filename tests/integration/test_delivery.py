@@ -13,17 +13,16 @@ from streams.config import Settings
 from streams.kafka.topics import check_reachable, create_topics
 from streams.publish import EventPublisher
 from streams.records import Attempt, DeadLetter
-from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, free_port, read_topic
+from tests.integration.harness import (
+    ALERT,
+    Api,
+    ReceiverProcess,
+    WorkerProcess,
+    free_port,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
-
-ALERT = {
-    "organization_id": "o",
-    "alert_id": "a",
-    "watcher_id": "w",
-    "platform": "reddit",
-    "fired_at": "2026-01-01T00:00:00Z",
-}
 
 
 def subscribe(admin: Api, receiver: ReceiverProcess, name: str, **extra: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from streams.kafka.offsets import OffsetReader
 from streams.kafka.topics import create_topics
 from streams.publish import EventPublisher
 from tests.integration.harness import (
+    ALERT,
     Api,
     ReceiverProcess,
     WorkerProcess,
@@ -33,13 +34,6 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-ALERT = {
-    "organization_id": "o",
-    "alert_id": "a",
-    "watcher_id": "w",
-    "platform": "reddit",
-    "fired_at": "2026-01-01T00:00:00Z",
-}
 SUBSCRIPTIONS = 6
 PER_PHASE = 150
 

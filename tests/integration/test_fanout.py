@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from streams.config import Settings
 from streams.publish import EventPublisher
 from streams.records import Delivery, ParkedRecord, delivery_id_for
-from tests.integration.harness import Api, read_topic
+from tests.integration.harness import ALERT, Api, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,6 @@ CRAWL = {
     "status": "ok",
     "errored": False,
     "started_at": "2026-01-01T00:00:00Z",
-}
-ALERT = {
-    "organization_id": "o",
-    "alert_id": "a",
-    "watcher_id": "w",
-    "platform": "reddit",
-    "fired_at": "2026-01-01T00:00:00Z",
 }
 URL = "http://127.0.0.1:9/hook"
 

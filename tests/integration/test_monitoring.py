@@ -27,17 +27,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config import Settings
 from streams.publish import EventPublisher
-from tests.integration.harness import Api, ReceiverProcess, WorkerProcess, read_topic, settings_env
+from tests.integration.harness import (
+    ALERT,
+    Api,
+    ReceiverProcess,
+    WorkerProcess,
+    read_topic,
+    settings_env,
+)
 
 pytestmark = pytest.mark.integration
-
-ALERT = {
-    "organization_id": "o",
-    "alert_id": "a",
-    "watcher_id": "w",
-    "platform": "reddit",
-    "fired_at": "2026-01-01T00:00:00Z",
-}
 
 
 def subscribe(admin: Api, receiver: ReceiverProcess, name: str, **behaviour: Any) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_sigterm_under_delivery_load_exits_cleanly_and_promptly(
     of this test before the fix.
     """
     from tests.integration.harness import ReceiverProcess
-    from tests.integration.test_delivery import ALERT
+    from tests.integration.harness import ALERT
 
     create_topics(own_settings)
     park(own_settings, LETTERS, sub_id="sub_gone")

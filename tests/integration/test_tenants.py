@@ -23,18 +23,11 @@ from streams.config import Settings
 from streams.errors import InvalidEventError
 from streams.publish import EventPublisher
 from streams.records import ParkedRecord
-from tests.integration.harness import Api, read_topic
+from tests.integration.harness import ALERT, Api, read_topic
 
 pytestmark = pytest.mark.integration
 
 SECRET = "k-5d1e-integration-header-value"
-ALERT = {
-    "organization_id": "o",
-    "alert_id": "a",
-    "watcher_id": "w",
-    "platform": "reddit",
-    "fired_at": "2026-01-01T00:00:00Z",
-}
 
 
 class Endpoint:
