@@ -78,6 +78,13 @@ SNIPPET_BYTES = 4096
 #: memory a connection holds (a reader per API thread).
 WRITER_CACHE_KIB = 256 * 1024
 READER_CACHE_KIB = 8 * 1024
+#: Bytes of the file the writer reads through a memory map instead of read() calls
+#: (0: none). The map is the OS's page cache of the file, not memory of the process's own.
+WRITER_MMAP_BYTES = 0
+#: WAL pages after which a commit copies the WAL into the database (a checkpoint), and
+#: the size the WAL file is cut back to after one.
+WAL_AUTOCHECKPOINT_PAGES = 8192
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 #: Undecodable records remembered (position and reason) for the operator.
 KEPT_SKIPPED = 1000
 #: Names (tenants, subscriptions, event types) whose ids each writer or reader remembers.
@@ -933,8 +940,9 @@ class LogWriter:
             self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent, not fsynced
             # Checkpoint every 32 MB of WAL, not 4 MB: pages written by several batches
             # (buckets, index ends) are copied into the database once.
-            self._conn.execute("PRAGMA wal_autocheckpoint = 8192")
-            self._conn.execute("PRAGMA journal_size_limit = 67108864")
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            self._conn.execute(f"PRAGMA mmap_size = {WRITER_MMAP_BYTES}")
             self._positions: dict[int, int] = dict(
                 self._conn.execute("SELECT partition, next_offset FROM positions").fetchall()
             )
