@@ -81,6 +81,7 @@ READER_CACHE_KIB = 8 * 1024
 #: Bytes of the file the writer reads through a memory map instead of read() calls
 #: (0: none). The map is the OS's page cache of the file, not memory of the process's own.
 WRITER_MMAP_BYTES = 0
+READER_MMAP_BYTES = 0
 #: WAL pages after which a commit copies the WAL into the database (a checkpoint), and
 #: the size the WAL file is cut back to after one.
 WAL_AUTOCHECKPOINT_PAGES = 8192
@@ -1329,6 +1330,7 @@ class LogReader:
             with _faults(self.path):
                 conn = _connect(self.path, create=False)
                 conn.execute("PRAGMA query_only = 1")
+                conn.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)

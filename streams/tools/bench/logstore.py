@@ -182,6 +182,7 @@ def write_bench(
     warmup: int,
     seed: int,
     checkpoint_every: int,
+    query_samples: int = 0,
 ) -> None:
     from streams.log import store as log_store
 
@@ -225,6 +226,17 @@ def write_bench(
             per_batch.append((t1.user - t0.user, t1.system - t0.system, frames, checkpointed))
     wal = path.with_name(path.name + "-wal")
     wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
+    if query_samples:
+        # Queries at the WAL's largest: batches without checkpoints until it holds the
+        # pages that trigger one, then the query step with the writer still open.
+        limit = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        for _ in range(100):
+            if _wal_header(path)[0] >= limit:
+                break
+            writer.write(make())
+        print(f"queries with {_wal_header(path)[0]:,} frames in the WAL:")
+        query(path, query_samples)
     writer.close()
     total = batches * batch
     user = sum(b[0] for b in per_batch)
@@ -516,6 +528,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=None, help="deliveries of their own (default: new)")
     p.add_argument("--mmap-mib", type=int, default=None, help="the writer's PRAGMA mmap_size")
     p.add_argument("--cache-mib", type=int, default=None, help="the writer's page cache")
+    p.add_argument("--reader-mmap-mib", type=int, default=None, help="the readers' mmap_size")
     p.add_argument(
         "--autocheckpoint", type=int, default=None, help="the writer's wal_autocheckpoint"
     )
@@ -527,6 +540,12 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=0,
         help="a PASSIVE checkpoint after every N batches (measured with them)",
+    )
+    p.add_argument(
+        "--query-samples",
+        type=int,
+        default=0,
+        help="then the query step, with the WAL as full as it gets before a checkpoint",
     )
     p = sub.add_parser("produce", help=argparse.SUPPRESS)
     p.add_argument("--bootstrap", required=True)
@@ -558,6 +577,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if args.mmap_mib is not None:
             log_store.WRITER_MMAP_BYTES = args.mmap_mib << 20
+        if args.reader_mmap_mib is not None:
+            log_store.READER_MMAP_BYTES = args.reader_mmap_mib << 20
         if args.cache_mib is not None:
             log_store.WRITER_CACHE_KIB = args.cache_mib << 10
         if args.autocheckpoint is not None:
@@ -572,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
             min(max(args.warmup, 0), 100),
             seed,
             max(args.checkpoint_every, 0),
+            min(max(args.query_samples, 0), 100_000),
         )
     else:
         produce(args.bootstrap, args.topic, args.rate, args.seconds, args.seed)
