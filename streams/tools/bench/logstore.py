@@ -175,6 +175,15 @@ def _wal_header(path: Path) -> tuple[int, bytes, int]:
     return max_frame, head[32:40], backfill
 
 
+def _io() -> dict[str, int]:
+    """This process's read and write calls and bytes so far (Linux), {} elsewhere."""
+    try:
+        text = Path("/proc/self/io").read_text()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines())}
+
+
 def write_bench(
     path: Path,
     batches: int,
@@ -211,7 +220,10 @@ def write_bench(
         return records
 
     per_batch: list[tuple[float, float, int, bool]] = []
+    io0: dict[str, int] = {}
     for i in range(warmup + batches):
+        if i == warmup:
+            io0 = _io()
         records = make()
         before = _wal_header(path)
         t0 = os.times()
@@ -224,8 +236,18 @@ def write_bench(
         checkpointed = after[2] != before[2]
         if i >= warmup:
             per_batch.append((t1.user - t0.user, t1.system - t0.system, frames, checkpointed))
+    io1 = _io()
     wal = path.with_name(path.name + "-wal")
     wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
+    if io0:
+        print(
+            "  per batch: "
+            + ", ".join(
+                f"{k} {(io1[k] - io0[k]) / batches / (1e6 if 'char' in k else 1):,.1f}"
+                + (" MB" if "char" in k else "")
+                for k in ("rchar", "wchar", "syscr", "syscw")
+            )
+        )
     if query_samples:
         # Queries at the WAL's largest: batches without checkpoints until it holds the
         # pages that trigger one, then the query step with the writer still open.
@@ -498,6 +520,37 @@ def _retopic(path: Path, topic: str) -> None:
     conn.close()
 
 
+def _pragma_options(p: argparse.ArgumentParser) -> None:
+    """Options that set the store's pragmas for one run (A/B runs of one commit)."""
+    p.add_argument("--mmap-mib", type=int, default=None, help="the writer's mmap_size")
+    p.add_argument("--cache-mib", type=int, default=None, help="the writer's page cache")
+    p.add_argument("--reader-mmap-mib", type=int, default=None, help="the readers' mmap_size")
+    p.add_argument(
+        "--autocheckpoint", type=int, default=None, help="the writer's wal_autocheckpoint"
+    )
+    p.add_argument(
+        "--wal-limit-mib", type=int, default=None, help="the writer's journal_size_limit"
+    )
+
+
+def _apply_pragmas(args: argparse.Namespace) -> None:
+    from streams.log import store as log_store
+
+    if args.mmap_mib is not None:
+        log_store.WRITER_MMAP_BYTES = args.mmap_mib << 20
+    if args.reader_mmap_mib is not None:
+        log_store.READER_MMAP_BYTES = args.reader_mmap_mib << 20
+    if args.cache_mib is not None:
+        log_store.WRITER_CACHE_KIB = args.cache_mib << 10
+    if args.autocheckpoint is not None:
+        log_store.WAL_AUTOCHECKPOINT_PAGES = args.autocheckpoint
+    if args.wal_limit_mib is not None:
+        log_store.WAL_SIZE_LIMIT_BYTES = args.wal_limit_mib << 20
+    changed = {k: v for k, v in vars(args).items() if k.endswith(("_mib", "checkpoint"))}
+    if any(v is not None for v in changed.values()):
+        print(f"pragmas for this run: {changed}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -505,6 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=5000.0)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--store", type=Path, default=None)
+    _pragma_options(p)
     p = sub.add_parser("fill", help="write synthetic attempts into a store")
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--attempts", type=int, default=10_000_000)
@@ -526,15 +580,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--warmup", type=int, default=3, help="batches written before measuring")
     p.add_argument("--seed", type=int, default=None, help="deliveries of their own (default: new)")
-    p.add_argument("--mmap-mib", type=int, default=None, help="the writer's PRAGMA mmap_size")
-    p.add_argument("--cache-mib", type=int, default=None, help="the writer's page cache")
-    p.add_argument("--reader-mmap-mib", type=int, default=None, help="the readers' mmap_size")
-    p.add_argument(
-        "--autocheckpoint", type=int, default=None, help="the writer's wal_autocheckpoint"
-    )
-    p.add_argument(
-        "--wal-limit-mib", type=int, default=None, help="the writer's journal_size_limit"
-    )
+    _pragma_options(p)
     p.add_argument(
         "--checkpoint-every",
         type=int,
@@ -557,6 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "index":
         if not 0 < args.rate <= 50_000 or not 5 <= args.seconds <= 600:
             parser.error("--rate must be in (0, 50000] and --seconds in [5, 600]")
+        _apply_pragmas(args)
         index(args.rate, args.seconds, args.store)
     elif args.step == "fill":
         if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
@@ -573,18 +620,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "write":
         if not 1 <= args.batches <= 1000 or not 100 <= args.batch <= 100_000:
             parser.error("--batches must be in [1, 1000] and --batch in [100, 100000]")
-        from streams.log import store as log_store
-
-        if args.mmap_mib is not None:
-            log_store.WRITER_MMAP_BYTES = args.mmap_mib << 20
-        if args.reader_mmap_mib is not None:
-            log_store.READER_MMAP_BYTES = args.reader_mmap_mib << 20
-        if args.cache_mib is not None:
-            log_store.WRITER_CACHE_KIB = args.cache_mib << 10
-        if args.autocheckpoint is not None:
-            log_store.WAL_AUTOCHECKPOINT_PAGES = args.autocheckpoint
-        if args.wal_limit_mib is not None:
-            log_store.WAL_SIZE_LIMIT_BYTES = args.wal_limit_mib << 20
+        _apply_pragmas(args)
         seed = args.seed if args.seed is not None else uuid.uuid4().int >> 100
         write_bench(
             args.store,
