@@ -78,16 +78,20 @@ SNIPPET_BYTES = 4096
 #: memory a connection holds (a reader per API thread).
 WRITER_CACHE_KIB = 256 * 1024
 READER_CACHE_KIB = 8 * 1024
-#: Bytes of the file the writer reads through a memory map instead of read() calls
-#: (0: none). The map is the OS's page cache of the file, not memory of the process's own.
+#: Bytes of the file the writer and each reader read through a memory map instead of
+#: read() calls (0: none; this SQLite build maps at most 2 GiB). Not used: at 6.6 million
+#: attempts the writer's reads of the database file were ~600 a batch (its cache holds
+#: what a batch touches); its other reads are the checkpoint's, of the WAL, which SQLite
+#: never maps. A 2 GiB map measured no CPU gain (docs/benchmarks.md, issue 19).
 WRITER_MMAP_BYTES = 0
 READER_MMAP_BYTES = 0
 #: WAL pages after which a commit copies the WAL into the database (a checkpoint): 256
-#: MiB. At 10 million attempts a batch of 10,000 writes 17,000-20,000 pages, so at 32
-#: MiB every batch paid a checkpoint, copying (and syncing) each of its pages again; at
-#: 256 MiB one checkpoint every few batches copies a page they all dirtied (the ends of
-#: the per-subscription indexes, the buckets) once. The WAL file stays at most this plus
-#: one batch's pages: it is cut back to WAL_SIZE_LIMIT_BYTES after a checkpoint.
+#: MiB. With millions of attempts stored a batch of 10,000 writes 15,000-20,000 pages, so
+#: at 32 MiB every batch paid a checkpoint, reading each of its pages back from the WAL,
+#: writing it again and syncing; at 256 MiB one checkpoint every two or three batches
+#: copies a page they all dirtied (index ends, buckets, the random delivery-id index's
+#: pages hit twice) once. The WAL file stays at most this plus one batch's pages: it is
+#: cut back to WAL_SIZE_LIMIT_BYTES after a checkpoint.
 WAL_AUTOCHECKPOINT_PAGES = 65_536
 WAL_SIZE_LIMIT_BYTES = 384 * 1024 * 1024
 #: Undecodable records remembered (position and reason) for the operator.
