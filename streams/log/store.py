@@ -90,8 +90,8 @@ READER_MMAP_BYTES = 0
 #: at 32 MiB every batch paid a checkpoint, reading each of its pages back from the WAL,
 #: writing it again and syncing; at 256 MiB one checkpoint every two or three batches
 #: copies a page they all dirtied (index ends, buckets, the random delivery-id index's
-#: pages hit twice) once. The WAL file stays at most this plus one batch's pages: it is
-#: cut back to WAL_SIZE_LIMIT_BYTES after a checkpoint.
+#: pages hit twice) once. The WAL file stays at most this plus one batch's pages (up to
+#: ~160 MB): it is cut back to WAL_SIZE_LIMIT_BYTES after a checkpoint.
 WAL_AUTOCHECKPOINT_PAGES = 65_536
 WAL_SIZE_LIMIT_BYTES = 384 * 1024 * 1024
 #: Undecodable records remembered (position and reason) for the operator.
