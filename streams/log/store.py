@@ -78,6 +78,22 @@ SNIPPET_BYTES = 4096
 #: memory a connection holds (a reader per API thread).
 WRITER_CACHE_KIB = 256 * 1024
 READER_CACHE_KIB = 8 * 1024
+#: Bytes of the file the writer and each reader read through a memory map instead of
+#: read() calls (0: none; this SQLite build maps at most 2 GiB). Not used: at 6.6 million
+#: attempts the writer's reads of the database file were ~600 a batch (its cache holds
+#: what a batch touches); its other reads are the checkpoint's, of the WAL, which SQLite
+#: never maps. A 2 GiB map measured no CPU gain (docs/benchmarks.md, issue 19).
+WRITER_MMAP_BYTES = 0
+READER_MMAP_BYTES = 0
+#: WAL pages after which a commit copies the WAL into the database (a checkpoint): 256
+#: MiB. With millions of attempts stored a batch of 10,000 writes 15,000-20,000 pages, so
+#: at 32 MiB every batch paid a checkpoint, reading each of its pages back from the WAL,
+#: writing it again and syncing; at 256 MiB one checkpoint every two or three batches
+#: copies a page they all dirtied (index ends, buckets, the random delivery-id index's
+#: pages hit twice) once. The WAL file stays at most this plus one batch's pages (up to
+#: ~160 MB): it is cut back to WAL_SIZE_LIMIT_BYTES after a checkpoint.
+WAL_AUTOCHECKPOINT_PAGES = 65_536
+WAL_SIZE_LIMIT_BYTES = 384 * 1024 * 1024
 #: Undecodable records remembered (position and reason) for the operator.
 KEPT_SKIPPED = 1000
 #: Names (tenants, subscriptions, event types) whose ids each writer or reader remembers.
@@ -173,7 +189,10 @@ def hist_percentile(hist: dict[int, int], q: float) -> float | None:
 
 
 def encode_hist(hist: dict[int, int]) -> bytes:
-    return orjson.dumps(sorted(hist.items()))
+    # [[bin, count], ...] in the order the bins were first seen: nothing reads them in
+    # order, and sorting an hour's 60-odd bins took 13 of the 21 us this costs (the
+    # indexer encodes a few thousand buckets per batch).
+    return orjson.dumps(list(hist.items()))
 
 
 def decode_hist(raw: bytes | None) -> dict[int, int]:
@@ -931,10 +950,9 @@ class LogWriter:
         with _faults(path):
             self._conn = _connect(path, create=False, cache_kib=WRITER_CACHE_KIB)
             self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent, not fsynced
-            # Checkpoint every 32 MB of WAL, not 4 MB: pages written by several batches
-            # (buckets, index ends) are copied into the database once.
-            self._conn.execute("PRAGMA wal_autocheckpoint = 8192")
-            self._conn.execute("PRAGMA journal_size_limit = 67108864")
+            self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            self._conn.execute(f"PRAGMA mmap_size = {WRITER_MMAP_BYTES}")
             self._positions: dict[int, int] = dict(
                 self._conn.execute("SELECT partition, next_offset FROM positions").fetchall()
             )
@@ -1321,6 +1339,7 @@ class LogReader:
             with _faults(self.path):
                 conn = _connect(self.path, create=False)
                 conn.execute("PRAGMA query_only = 1")
+                conn.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)

@@ -6,6 +6,7 @@ Four steps, each bounded in count and time::
     python -m streams.tools.bench.logstore fill --store PATH [--attempts N] [--batch 5000]
     python -m streams.tools.bench.logstore query --store PATH [--samples 2000]
     python -m streams.tools.bench.logstore disk --store PATH
+    python -m streams.tools.bench.logstore write --store PATH [--batches 20] [--batch 10000]
 
 - ``index``: a producer process writes attempt records at ``--rate`` to a topic of
   the run's own while a :class:`~streams.log.indexer.LogIndexer` in this process
@@ -20,6 +21,11 @@ Four steps, each bounded in count and time::
   event type, time range, the second page of a cursor) and of a delivery's history,
   after a warm-up, on the store as it is.
 - ``disk``: the store's bytes on disk per million attempts (after a checkpoint).
+- ``write``: the writer alone, without Kafka: batches of new attempts (made before
+  the clock starts, as the indexer's consumer would hand them over, two seconds of
+  5,000/s each) written straight into a store with ``LogWriter.write``; reports the
+  process's CPU seconds per attempt (user and system) and the WAL pages each batch
+  wrote. Options set the writer's pragmas, for A/B runs on copies of one store.
 
 The broker is the one at ``STREAMS_KAFKA_BOOTSTRAP`` when it answers, else a private
 local broker started (and stopped) for the run. Results go to stdout; the analysis
@@ -146,6 +152,129 @@ def _prune(writer: Any, now: float, retention_s: float) -> None:
     for _ in range(1_000_000):  # bounded: each round deletes up to 5,000 rows
         if not writer.prune(now, retention_s, 5000).more:
             return
+
+
+# -- write ------------------------------------------------------------------------------
+
+
+def _wal_header(path: Path) -> tuple[int, bytes, int]:
+    """(frames in the WAL, its salt, frames copied into the database) from the WAL index
+    (the ``-shm`` file's header, SQLite's WalIndexHdr and WalCkptInfo)."""
+    import struct
+
+    shm = path.with_name(path.name + "-shm")
+    try:
+        with shm.open("rb") as f:
+            head = f.read(136)
+    except FileNotFoundError:
+        return 0, b"", 0
+    if len(head) < 136:
+        return 0, b"", 0
+    (max_frame,) = struct.unpack_from("=I", head, 16)
+    (backfill,) = struct.unpack_from("=I", head, 96)
+    return max_frame, head[32:40], backfill
+
+
+def _io() -> dict[str, int]:
+    """This process's read and write calls and bytes so far (Linux), {} elsewhere."""
+    try:
+        text = Path("/proc/self/io").read_text()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines())}
+
+
+def write_bench(
+    path: Path,
+    batches: int,
+    batch: int,
+    warmup: int,
+    seed: int,
+    checkpoint_every: int,
+    query_samples: int = 0,
+) -> None:
+    from streams.log import store as log_store
+
+    writer = log_store.LogWriter(path, _topic_of(path) or "bench.attempts")
+    conn = writer._conn
+    pragmas = {
+        name: conn.execute(f"PRAGMA {name}").fetchone()[0]
+        for name in ("cache_size", "mmap_size", "wal_autocheckpoint", "journal_size_limit")
+    }
+    print(f"store {path}: {writer._next_seq - 1:,} deliveries; {pragmas}", flush=True)
+    rnd = random.Random(seed)  # noqa: S311 - benchmark data
+    offsets = [writer.positions().get(FILL_PARTITION_BASE + p, 0) for p in range(6)]
+    at = time.time()
+    n = (seed + 1) * 10**10  # delivery numbers no fill or other run uses
+
+    def make() -> list[tuple[int, int, bytes | None]]:
+        nonlocal n, at
+        records: list[tuple[int, int, bytes | None]] = []
+        while len(records) < batch:
+            for a in synthetic(n, rnd, at):
+                p = n % 6
+                records.append((FILL_PARTITION_BASE + p, offsets[p], a.to_bytes()))
+                offsets[p] += 1
+            n += 1
+            at += 1 / 5000
+        return records
+
+    per_batch: list[tuple[float, float, int, bool]] = []
+    io0: dict[str, int] = {}
+    for i in range(warmup + batches):
+        if i == warmup:
+            io0 = _io()
+        records = make()
+        before = _wal_header(path)
+        t0 = os.times()
+        writer.write(records)
+        if checkpoint_every and (i + 1) % checkpoint_every == 0:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        t1 = os.times()
+        after = _wal_header(path)
+        frames = after[0] - (0 if after[1] != before[1] else before[0])
+        checkpointed = after[2] != before[2]
+        if i >= warmup:
+            per_batch.append((t1.user - t0.user, t1.system - t0.system, frames, checkpointed))
+    io1 = _io()
+    wal = path.with_name(path.name + "-wal")
+    wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
+    if io0:
+        print(
+            "  per batch: "
+            + ", ".join(
+                f"{k} {(io1[k] - io0[k]) / batches / (1e6 if 'char' in k else 1):,.1f}"
+                + (" MB" if "char" in k else "")
+                for k in ("rchar", "wchar", "syscr", "syscw")
+            )
+        )
+    if query_samples:
+        # Queries at the WAL's largest: batches without checkpoints until it holds the
+        # pages that trigger one, then the query step with the writer still open.
+        limit = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        for _ in range(100):
+            if _wal_header(path)[0] >= limit:
+                break
+            writer.write(make())
+        print(f"queries with {_wal_header(path)[0]:,} frames in the WAL:")
+        query(path, query_samples)
+    writer.close()
+    total = batches * batch
+    user = sum(b[0] for b in per_batch)
+    system = sum(b[1] for b in per_batch)
+    counts = sorted(b[2] for b in per_batch)
+    print(
+        f"wrote {batches} batches of {batch:,} (after {warmup} unmeasured): "
+        f"{1e6 * (user + system) / total:.1f} us of CPU per attempt "
+        f"(user {1e6 * user / total:.1f}, system {1e6 * system / total:.1f}); "
+        f"WAL frames per batch median {counts[len(counts) // 2]:,} "
+        f"(min {counts[0]:,}, max {counts[-1]:,}); "
+        f"{sum(b[3] for b in per_batch)} checkpoints; "
+        f"WAL file {wal_mb:.0f} MB at the end"
+    )
+    per = sorted(1e6 * (b[0] + b[1]) / batch for b in per_batch)
+    print(f"  per batch, us per attempt: {' '.join(f'{x:.0f}' for x in per)}")
 
 
 # -- query --------------------------------------------------------------------------------
@@ -391,6 +520,37 @@ def _retopic(path: Path, topic: str) -> None:
     conn.close()
 
 
+def _pragma_options(p: argparse.ArgumentParser) -> None:
+    """Options that set the store's pragmas for one run (A/B runs of one commit)."""
+    p.add_argument("--mmap-mib", type=int, default=None, help="the writer's mmap_size")
+    p.add_argument("--cache-mib", type=int, default=None, help="the writer's page cache")
+    p.add_argument("--reader-mmap-mib", type=int, default=None, help="the readers' mmap_size")
+    p.add_argument(
+        "--autocheckpoint", type=int, default=None, help="the writer's wal_autocheckpoint"
+    )
+    p.add_argument(
+        "--wal-limit-mib", type=int, default=None, help="the writer's journal_size_limit"
+    )
+
+
+def _apply_pragmas(args: argparse.Namespace) -> None:
+    from streams.log import store as log_store
+
+    if args.mmap_mib is not None:
+        log_store.WRITER_MMAP_BYTES = args.mmap_mib << 20
+    if args.reader_mmap_mib is not None:
+        log_store.READER_MMAP_BYTES = args.reader_mmap_mib << 20
+    if args.cache_mib is not None:
+        log_store.WRITER_CACHE_KIB = args.cache_mib << 10
+    if args.autocheckpoint is not None:
+        log_store.WAL_AUTOCHECKPOINT_PAGES = args.autocheckpoint
+    if args.wal_limit_mib is not None:
+        log_store.WAL_SIZE_LIMIT_BYTES = args.wal_limit_mib << 20
+    changed = {k: v for k, v in vars(args).items() if k.endswith(("_mib", "checkpoint"))}
+    if any(v is not None for v in changed.values()):
+        print(f"pragmas for this run: {changed}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -398,6 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=5000.0)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--store", type=Path, default=None)
+    _pragma_options(p)
     p = sub.add_parser("fill", help="write synthetic attempts into a store")
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--attempts", type=int, default=10_000_000)
@@ -413,6 +574,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=2000)
     p = sub.add_parser("disk", help="bytes per attempt of a store")
     p.add_argument("--store", type=Path, required=True)
+    p = sub.add_parser("write", help="the writer's CPU per attempt, without Kafka")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--batch", type=int, default=10_000)
+    p.add_argument("--warmup", type=int, default=3, help="batches written before measuring")
+    p.add_argument("--seed", type=int, default=None, help="deliveries of their own (default: new)")
+    _pragma_options(p)
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="a PASSIVE checkpoint after every N batches (measured with them)",
+    )
+    p.add_argument(
+        "--query-samples",
+        type=int,
+        default=0,
+        help="then the query step, with the WAL as full as it gets before a checkpoint",
+    )
     p = sub.add_parser("produce", help=argparse.SUPPRESS)
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
@@ -423,6 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "index":
         if not 0 < args.rate <= 50_000 or not 5 <= args.seconds <= 600:
             parser.error("--rate must be in (0, 50000] and --seconds in [5, 600]")
+        _apply_pragmas(args)
         index(args.rate, args.seconds, args.store)
     elif args.step == "fill":
         if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
@@ -436,6 +617,20 @@ def main(argv: list[str] | None = None) -> None:
         query(args.store, args.samples)
     elif args.step == "disk":
         disk(args.store)
+    elif args.step == "write":
+        if not 1 <= args.batches <= 1000 or not 100 <= args.batch <= 100_000:
+            parser.error("--batches must be in [1, 1000] and --batch in [100, 100000]")
+        _apply_pragmas(args)
+        seed = args.seed if args.seed is not None else uuid.uuid4().int >> 100
+        write_bench(
+            args.store,
+            args.batches,
+            args.batch,
+            min(max(args.warmup, 0), 100),
+            seed,
+            max(args.checkpoint_every, 0),
+            min(max(args.query_samples, 0), 100_000),
+        )
     else:
         produce(args.bootstrap, args.topic, args.rate, args.seconds, args.seed)
 
