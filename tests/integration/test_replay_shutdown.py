@@ -141,8 +141,7 @@ def test_sigterm_under_delivery_load_exits_cleanly_and_promptly(
     crashed, and the worker exited with status 1 after logging CRITICAL: 3 runs of 3
     of this test before the fix.
     """
-    from tests.integration.harness import ReceiverProcess
-    from tests.integration.harness import ALERT
+    from tests.integration.harness import ALERT, ReceiverProcess
 
     create_topics(own_settings)
     park(own_settings, LETTERS, sub_id="sub_gone")
