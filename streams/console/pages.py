@@ -42,7 +42,7 @@ from streams.console.sessions import (
     SessionCodec,
 )
 from streams.console.verify import RECIPES
-from streams.deadletter.replay import REASONS
+from streams.deadletter.replay import REASONS, RESUMABLE
 from streams.deadletter.scan import read_at
 from streams.delivery.request import build_request
 from streams.errors import (
@@ -142,6 +142,8 @@ class ConsolePages:
         get("/events", self.events)
         get("/dlq", self.dlq)
         post("/dlq/replay", self.dlq_replay)
+        post("/dlq/replays/{id}/cancel", self.replay_cancel)
+        post("/dlq/replays/{id}/resume", self.replay_resume)
         get("/live", self.live_page)
         get("/tenants", self.tenants)
         get("/api/deliveries/{id}", self.api_delivery)
@@ -717,6 +719,8 @@ class ConsolePages:
                 "error": error,
                 "reasons": REASONS,
                 "replays": self.deliveries.replays_visible(who),
+                "resumable": RESUMABLE,
+                "notice": request.query.get("notice"),
                 "endpoints": self.subs.visible(who, query.get("tenant_id")),
                 "event_types": self.p.registry.event_types,
                 "tenant": query.get("tenant_id"),
@@ -749,6 +753,39 @@ class ConsolePages:
             {"result": result, "values": values, "confirm": confirm},
             status=202 if confirm else 200,
         )
+
+    async def replay_cancel(self, request: web.Request) -> web.StreamResponse:
+        """Cancel a replay this worker runs (whoever may see it may cancel it, as in
+        ``DELETE /v1/dlq/replays/{id}``); back to the dead letters with what happened."""
+        replay_id = request.match_info["id"]
+        try:
+            view, stopped = await self.deliveries.replays.cancel_for(self.who(request), replay_id)
+            sent = f"{view.get('replayed') or 0}" + (
+                f" of {view['to_send']}" if view.get("to_send") is not None else ""
+            )
+            notice = (
+                f"Replay {replay_id} cancelled: {sent} sent. Resume picks up where it "
+                "stopped; what it sent is not sent again."
+                if stopped
+                else f"Replay {replay_id} is stopping."
+            )
+        except ConflictError as exc:
+            notice = f"Not cancelled: {exc}"
+        raise web.HTTPSeeOther(self._dlq_back(request, notice))
+
+    async def replay_resume(self, request: web.Request) -> web.StreamResponse:
+        """Run a cancelled, interrupted or failed replay again under its id."""
+        replay_id = request.match_info["id"]
+        try:
+            await self.deliveries.replays.resume_for(self.who(request), replay_id)
+            notice = f"Replay {replay_id} resumed where it stopped."
+        except ConflictError as exc:
+            notice = f"Not resumed: {exc}"
+        raise web.HTTPSeeOther(self._dlq_back(request, notice))
+
+    def _dlq_back(self, request: web.Request, notice: str) -> str:
+        tenant = request.query.get("tenant") if self.who(request).admin else None
+        return self.with_tenant("/console/dlq", tenant, notice=notice)
 
     async def api_replay(self, request: web.Request) -> web.StreamResponse:
         found = self.deliveries.replay_for(self.who(request), request.match_info["id"])

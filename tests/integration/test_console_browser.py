@@ -310,7 +310,34 @@ def test_tenant_flow_from_link_to_replay(
     until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "[data-finished=true]"), 30, "replay")
     bar = browser.find_element(By.ID, "replay-progress")
     assert bar.get_attribute("value") == bar.get_attribute("max")
+    assert not browser.find_element(By.ID, "cancel-form").is_displayed()  # nothing to cancel
     shot(browser, "replay-progress")
+    # The replay is listed with the dead letters; a finished one offers no Cancel.
+    browser.get(f"{worker.base_url}/console/dlq")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#replays tbody tr")
+    assert [text_of(r, ".replay-status") for r in rows][:1] == ["finished"]
+    assert not browser.find_elements(By.CSS_SELECTOR, "#replays .cancel-replay")
+
+    # 8. A slow replay, cancelled from its progress page; the dead letters offer to resume.
+    browser.get(endpoint_url)
+    browser.find_element(By.ID, "reason").send_keys("maintenance")
+    browser.find_element(By.ID, "reason").submit()
+    until(browser, lambda b: text_of(b, "#state") == "disabled", what="disabled again")
+    publish(worker_settings, "acme", 3, "slow")
+    time.sleep(3)  # the fan-out parks them
+    browser.find_element(By.ID, "enable-button").click()
+    until(browser, lambda b: text_of(b, "#state") == "enabled", what="enabled again")
+    browser.get(f"{worker.base_url}/console/dlq?reason=subscription_disabled")
+    browser.find_element(By.ID, "dry-run").click()
+    until(browser, lambda b: "would be replayed" in text_of(b, "#dry-run-count"), what="dry run")
+    assert int(text_of(browser, "#dry-run-count strong")) >= 3
+    browser.find_element(By.ID, "rate").send_keys("0.2")  # one letter per 5 s
+    browser.find_element(By.ID, "start-replay").click()
+    until(browser, lambda b: "running" in text_of(b, "#replay-status"), what="slow replay")
+    browser.find_element(By.ID, "cancel-replay").click()
+    until(browser, lambda b: "cancelled" in text_of(b, ".notice"), what="cancelled")
+    assert browser.find_elements(By.CSS_SELECTOR, "#replays .resume-replay")
+    shot_whole_page(browser, "replays")
 
     browser.get(worker.base_url + "/console/endpoints")
     shot(browser, "endpoints")

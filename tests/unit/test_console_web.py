@@ -23,7 +23,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner, Result
 
+from streams.api import replays as replays_module
 from streams.api import subscriptions as api_subscriptions
+from streams.api.deliveries import DeliveryRoutes
 from streams.cli import cli
 from streams.console import pages, security
 from streams.console.pages import ConsolePages
@@ -36,6 +38,8 @@ from streams.signing import PROFILES
 from streams.subscriptions.model import BODY_FORMATS
 from streams.tools.demo import console_links
 from tests.fake_pipeline import ADMIN, dev_settings, fake_pipeline
+from tests.unit.test_api_inputs import delivery_routes
+from tests.unit.test_replays import FakeReplays
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -687,3 +691,65 @@ async def test_the_log_pages_neither_skip_nor_repeat_deliveries_sharing_a_time(
     assert sizes == [50, 50, 20]
     assert len(seen) == len(set(seen)) == 120
     assert set(seen) == {f"msg_acme_{n:03d}" for n in range(120)}
+
+
+@pytest.fixture
+def replays(monkeypatch: pytest.MonkeyPatch) -> FakeReplays:
+    """Replays that walk 1,000 pretend letters without Kafka (tests/unit/test_replays.py)."""
+    walker = FakeReplays()
+    monkeypatch.setattr(replays_module.dlq, "replay", walker)
+    monkeypatch.setattr(replays_module.dlq, "load_summary", lambda *a, **kw: None)
+
+    async def no_letters(self: Any, who: Any, query: Any) -> list[Any]:
+        return []  # the dead-letters list reads Kafka; these tests need the replays alone
+
+    monkeypatch.setattr(DeliveryRoutes, "dlq_list_for", no_letters)
+    return walker
+
+
+async def test_a_replay_is_cancelled_and_resumed_from_the_console_by_whoever_may_see_it(
+    app: Any, replays: FakeReplays
+) -> None:
+    client, _ = app
+    acme = await tenant_token(client, "acme")
+    resp = await client.post("/v1/dlq/replay", json={"rate": 1}, headers=bearer(acme))
+    assert resp.status == 202, await resp.text()
+    replay_id = (await resp.json())["replay_id"]
+    await asyncio.sleep(0.05)
+    # Another tenant sees neither the replay nor a way to cancel it.
+    await sign_in(client, await link(client, await tenant_token(client, "beta")))
+    html = await page(client, "/console/dlq")
+    assert replay_id not in html
+    resp = await client.post(
+        f"/console/dlq/replays/{replay_id}/cancel", data={"csrf_token": csrf_of(html)}
+    )
+    assert resp.status == 404
+    # Acme's console lists it running, with a Cancel button that needs the CSRF token.
+    await sign_in(client, await link(client, acme))
+    html = await page(client, "/console/dlq")
+    assert f'action="/console/dlq/replays/{replay_id}/cancel"' in html
+    resp = await client.post(f"/console/dlq/replays/{replay_id}/cancel", data={})
+    assert resp.status == 403
+    resp = await client.post(
+        f"/console/dlq/replays/{replay_id}/cancel",
+        data={"csrf_token": csrf_of(html)},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    html = await page(client, resp.headers["Location"])
+    assert f"Replay {replay_id} cancelled" in html
+    assert "of 1000 sent" in html
+    assert f'action="/console/dlq/replays/{replay_id}/resume"' in html
+    assert f'action="/console/dlq/replays/{replay_id}/cancel"' not in html
+    # Cancelling again says why not; Resume runs it again under its id.
+    resp = await client.post(
+        f"/console/dlq/replays/{replay_id}/cancel", data={"csrf_token": csrf_of(html)}
+    )
+    assert "Not cancelled: replay" in await resp.text()
+    resp = await client.post(
+        f"/console/dlq/replays/{replay_id}/resume", data={"csrf_token": csrf_of(html)}
+    )
+    html = await resp.text()
+    assert f"Replay {replay_id} resumed where it stopped." in html
+    assert replays.calls[-1]["resume"] is True
+    await delivery_routes(client).replays.stop_all(timeout_s=5)

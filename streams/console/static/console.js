@@ -86,7 +86,12 @@ function pollReplay(block) {
       bar.value = s.status === "finished" ? total : done;
       bar.textContent = done;
       text(status, s.status === "running" ? s.status + ": " + done + " of " + total : s.message);
-      if (s.status !== "running") { block.dataset.finished = "true"; return; }
+      if (s.status !== "running") {
+        block.dataset.finished = "true";
+        const cancel = document.getElementById("cancel-form");
+        if (cancel) { cancel.hidden = true; }  // nothing left to cancel
+        return;
+      }
     }
     setTimeout(tick, 500);
   };
