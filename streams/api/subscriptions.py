@@ -292,8 +292,16 @@ class SubscriptionRoutes:
         return json_response(self.view(self._find(request)))
 
     async def update(self, request: web.Request) -> web.Response:
-        current = self._find(request)
+        self._find(request)  # an unknown id is named before anything wrong in the body
         body = await json_body(request)
+        return json_response(
+            await self.update_for(principal(request), request.match_info["id"], body)
+        )
+
+    async def update_for(self, who: Principal, sub_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``PATCH``: validate ``body`` against the subscription, write it, answer its view
+        (with ``warnings`` for event types that match nothing known)."""
+        current = self.find(who, sub_id)
         updated = model.apply_update(
             current, body, settings=self.p.settings, now=time.time(), box=self.p.box
         )
@@ -303,13 +311,19 @@ class SubscriptionRoutes:
         view = self.view(updated)
         if "event_types" in body:
             self._warn(view, updated.event_types)
-        return json_response(view)
+        return view
 
     async def delete(self, request: web.Request) -> web.Response:
-        sub = self._find(request)
+        await self.delete_for(principal(request), request.match_info["id"])
+        return web.Response(status=204)
+
+    async def delete_for(self, who: Principal, sub_id: str) -> Subscription:
+        """Write the subscription's tombstone and wait until this worker has read it;
+        answers the subscription as it was."""
+        sub = self.find(who, sub_id)
         await write(self.p, self.p.names.subscriptions, sub.id, None, check_with="GET it to see")
         await self.p.subscriptions.wait_until(sub.id, None, APPLY_TIMEOUT_S)
-        return web.Response(status=204)
+        return sub
 
     async def rotate_secret(self, request: web.Request) -> web.Response:
         body = await json_body(request, required=False)
