@@ -76,6 +76,18 @@ ONCE_TTL_S = 300
 PAGE_ROWS = 50
 #: The endpoint list's chart: the last 24 h in hourly bars (the store's hour buckets).
 CHART_HOURS = 24
+#: The windows of the endpoint page's statistics (keys of the stats' ``windows``).
+STATS_WINDOWS = (("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"))
+#: How the edit form's notice names each field of the PATCH body it sent.
+FIELD_NAMES = {
+    "url": "URL",
+    "description": "description",
+    "event_types": "event types",
+    "body_format": "body format",
+    "chat_id": "Telegram chat id",
+    "retry_schedule": "retries",
+    "headers": "custom headers",
+}
 #: What each body format sends, as the add-endpoint form names it.
 BODY_FORMAT_LABELS = {
     "envelope": "envelope (the whole event)",
@@ -136,6 +148,10 @@ class ConsolePages:
         post("/endpoints/{id}/enable", self.endpoint_enable)
         post("/endpoints/{id}/rotate", self.endpoint_rotate)
         get("/endpoints/{id}/verify", self.endpoint_verify)
+        get("/endpoints/{id}/edit", self.endpoint_edit_form)
+        post("/endpoints/{id}/edit", self.endpoint_update)
+        get("/endpoints/{id}/delete", self.endpoint_delete_form)
+        post("/endpoints/{id}/delete", self.endpoint_delete)
         get("/deliveries", self.delivery_log)
         get("/deliveries/{id}", self.delivery)
         post("/deliveries/{id}/redeliver", self.redeliver)
@@ -323,7 +339,14 @@ class ConsolePages:
                 }
             )
         return self.render(
-            request, "endpoints.html", {"rows": rows, "tenant": tenant, "log_error": log_error}
+            request,
+            "endpoints.html",
+            {
+                "rows": rows,
+                "tenant": tenant,
+                "log_error": log_error,
+                "notice": request.query.get("notice"),
+            },
         )
 
     def _last_error(self, sub_id: str) -> dict[str, Any] | None:
@@ -454,6 +477,12 @@ class ConsolePages:
         sub = self.subs.find(self.who(request), request.match_info["id"])
         secret, detected = self._take_once(request, sub.id)
         q = request.query
+        stats, stats_error = None, None
+        try:
+            # What GET /v1/subscriptions/{id}/stats answers, read the same way.
+            stats = await self.stats.subscription_for(self.who(request), sub.id)
+        except UnavailableError as exc:
+            stats_error = str(exc)
         resp = self.render(
             request,
             "endpoint.html",
@@ -467,6 +496,9 @@ class ConsolePages:
                 "parked_since": q.get("since"),
                 "notice": q.get("notice"),
                 "tenant": sub.tenant_id if self.who(request).admin else None,
+                "stats": stats,
+                "stats_windows": STATS_WINDOWS,
+                "stats_error": stats_error,
             },
         )
         if request.cookies.get(security.ONCE_COOKIE):
@@ -514,6 +546,155 @@ class ConsolePages:
     def _back(self, request: web.Request, sub: Subscription, **params: Any) -> str:
         tenant = sub.tenant_id if self.who(request).admin else None
         return self.with_tenant(f"/console/endpoints/{sub.id}", tenant, **params)
+
+    # -- edit and delete: PATCH and DELETE /v1/subscriptions/{id} ----------------------
+
+    @staticmethod
+    def _retry_choice(sub: Subscription) -> str:
+        if sub.retry_schedule is None:
+            return "default"
+        return "none" if list(sub.retry_schedule) == [0] else "keep"
+
+    def _edit_values(self, sub: Subscription) -> dict[str, str]:
+        """The edit form filled from the subscription (no secret: header values and the
+        signing secret are never put in the page; a URL with a credential is masked)."""
+        known = set(self.p.registry.event_types)
+        return {
+            "url": sub.url,
+            "description": sub.description,
+            "picked": ",".join(t for t in sub.event_types if t in known),
+            "event_types_other": ", ".join(t for t in sub.event_types if t not in known),
+            "body_format": sub.body_format,
+            "chat_id": sub.chat_id or "",
+            "retry_schedule": self._retry_choice(sub),
+            "headers": "",
+            "removed": "",
+        }
+
+    def _edit_context(
+        self, request: web.Request, sub: Subscription, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        view = self.subs.view(sub)
+        return {
+            "sub": sub,
+            "view": view,
+            "values": values,
+            "removed": set(str(values.get("removed", "")).split(",")) - {""},
+            "event_types": self.p.registry.event_types,
+            "body_formats": [(f, BODY_FORMAT_LABELS.get(f, f)) for f in BODY_FORMATS],
+            "tenant": sub.tenant_id if self.who(request).admin else None,
+            "error": None,
+        }
+
+    async def endpoint_edit_form(self, request: web.Request) -> web.StreamResponse:
+        sub = self.subs.find(self.who(request), request.match_info["id"])
+        return self.render(
+            request, "endpoint_edit.html", self._edit_context(request, sub, self._edit_values(sub))
+        )
+
+    def update_body(
+        self, sub: Subscription, form: Mapping[str, Any], picked: list[str], removed: list[str]
+    ) -> dict[str, Any]:
+        """The ``PATCH /v1/subscriptions/{id}`` body an edit form means: only the fields
+        that differ from ``sub`` (the API validates them as for any PATCH).
+
+        The form is read by :meth:`create_body`, as the add form is. The URL is sent only
+        when changed (a URL with a credential is shown masked, and the mask is no URL).
+        ``headers`` replaces every header in a PATCH, so when headers are added or removed
+        the body carries the kept ones too, with their stored values and secrecy: a
+        header is removed only when its box is ticked, replaced only when typed again.
+        """
+        wanted = self.create_body(form, picked)
+        body: dict[str, Any] = {}
+        if wanted["url"] != sub.url:
+            body["url"] = wanted["url"]
+        if wanted["description"] != sub.description:
+            body["description"] = wanted["description"]
+        if set(wanted["event_types"]) != set(sub.event_types) or not wanted["event_types"]:
+            body["event_types"] = wanted["event_types"]
+        if wanted.get("body_format", sub.body_format) != sub.body_format:
+            body["body_format"] = wanted["body_format"]
+        if wanted.get("chat_id") != sub.chat_id:
+            body["chat_id"] = wanted.get("chat_id")
+        retry = wanted.get("retry_schedule")
+        if retry is not None and form.get("retry_schedule") != self._retry_choice(sub):
+            body["retry_schedule"] = retry
+        added: dict[str, str] = wanted.get("headers", {})
+        gone = {n.lower() for n in removed} | {n.lower() for n in added}
+        if added or any(n.lower() in gone for n in header_rules.view(sub)):
+            secret = set(header_rules.secret_names(sub))
+            kept = [
+                {"name": name, "value": value, "secret": name in secret}
+                for name, value in header_rules.reveal(sub, self.p.box).items()
+                if name.lower() not in gone
+            ]
+            body["headers"] = kept + [{"name": n, "value": v} for n, v in added.items()]
+        return body
+
+    @staticmethod
+    def _changes(before: Subscription, body: Mapping[str, Any], view: Mapping[str, Any]) -> str:
+        """What an edit changed, for the notice on the endpoint page."""
+        parts = []
+        for key, label in FIELD_NAMES.items():
+            if key not in body:
+                continue
+            if key == "event_types":
+                parts.append(f"{label} now {', '.join(view['event_types'])}")
+            elif key == "headers":
+                old, new = set(header_rules.view(before)), set(view["headers"])
+                said = [f"removed {', '.join(sorted(old - new))}"] if old - new else []
+                said += [f"set {', '.join(sorted(new - old))}"] if new - old else []
+                replaced = {h["name"] for h in body["headers"] if "secret" not in h} & old
+                said += [f"replaced {', '.join(sorted(replaced))}"] if replaced else []
+                parts.append(f"{label} ({'; '.join(said) or 'unchanged'})")
+            elif key == "retry_schedule":
+                parts.append(f"{label} now {view['retry_schedule']}")
+            else:
+                parts.append(label)
+        notice = "Saved: " + "; ".join(parts) + "."
+        for warning in view.get("warnings", []):
+            notice += f" Warning: {warning}."
+        return notice
+
+    async def endpoint_update(self, request: web.Request) -> web.StreamResponse:
+        who = self.who(request)
+        sub = self.subs.find(who, request.match_info["id"])
+        form = await request.post()
+        values = {k: str(v) for k, v in form.items() if k not in ("event_types", "remove_header")}
+        picked = [str(v) for v in form.getall("event_types", [])]
+        removed = [str(v) for v in form.getall("remove_header", [])]
+        values["picked"] = ",".join(picked)
+        values["removed"] = ",".join(removed)
+        try:
+            body = self.update_body(sub, values, picked, removed)
+            if not body:
+                raise web.HTTPSeeOther(self._back(request, sub, notice="Nothing changed."))
+            view = await self.subs.update_for(who, sub.id, body)
+        except (InvalidRequestError, DestinationRefusedError) as exc:
+            # The same refusal PATCH answers, beside the form as the user left it.
+            context = self._edit_context(request, sub, values)
+            context["error"] = {"field": exc.field or "", "message": str(exc)}
+            return self.render(request, "endpoint_edit.html", context, status=422)
+        raise web.HTTPSeeOther(self._back(request, sub, notice=self._changes(sub, body, view)))
+
+    async def endpoint_delete_form(self, request: web.Request) -> web.StreamResponse:
+        sub = self.subs.find(self.who(request), request.match_info["id"])
+        return self.render(
+            request,
+            "endpoint_delete.html",
+            {"sub": sub, "tenant": sub.tenant_id if self.who(request).admin else None},
+        )
+
+    async def endpoint_delete(self, request: web.Request) -> web.StreamResponse:
+        who = self.who(request)
+        gone = await self.subs.delete_for(who, request.match_info["id"])
+        raise web.HTTPSeeOther(
+            self.with_tenant(
+                "/console/endpoints",
+                gone.tenant_id if who.admin else None,
+                notice=f"Endpoint {gone.url} ({gone.id}) deleted.",
+            )
+        )
 
     async def endpoint_verify(self, request: web.Request) -> web.StreamResponse:
         sub = self.subs.find(self.who(request), request.match_info["id"])

@@ -753,3 +753,305 @@ async def test_a_replay_is_cancelled_and_resumed_from_the_console_by_whoever_may
     assert f"Replay {replay_id} resumed where it stopped." in html
     assert replays.calls[-1]["resume"] is True
     await delivery_routes(client).replays.stop_all(timeout_s=5)
+
+
+# -- edit and delete an endpoint: PATCH and DELETE /v1/subscriptions/{id} ---------------
+
+
+async def acme_endpoint(client: TestClient[Any, Any], pipeline: Any, **fields: str) -> Any:
+    """A signed-in acme session and one endpoint of acme's, added with the console's form."""
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(client, csrf, **fields)
+    assert resp.status == 303, await resp.text()
+    return pipeline.subscriptions.get(resp.headers["Location"].rpartition("/")[2])
+
+
+def edit_form(csrf: str, sub: Any, **fields: Any) -> dict[str, Any]:
+    """The edit form as the browser posts it unchanged, with ``fields`` changed."""
+    return {
+        "csrf_token": csrf,
+        "url": sub.url,
+        "description": sub.description,
+        "event_types_other": ", ".join(sub.event_types),
+        "body_format": sub.body_format,
+        "chat_id": sub.chat_id or "",
+        "retry_schedule": "default",
+        "headers": "",
+        **fields,
+    }
+
+
+async def test_edit_is_prefilled_without_secrets_and_saves_what_changed(app: Any) -> None:
+    client, pipeline = app
+    sub = await acme_endpoint(
+        client, pipeline, description="old words", headers=f"X-Api-Key: {HEADER_VALUE}"
+    )
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    assert f'href="/console/endpoints/{sub.id}/edit"' in shown  # the Edit button
+    form = await page(client, f"/console/endpoints/{sub.id}/edit")
+    assert 'value="old words"' in form
+    assert 'name="event_types_other" value="*"' in form
+    assert HEADER_VALUE not in form
+    assert "whsec_" not in form
+    assert 'name="remove_header" value="X-Api-Key"' in form
+    assert 'name="signing"' not in form  # PATCH cannot change it: not offered
+    assert not re.search(r"\son[a-z]+=|<style| style=", form)
+    written = len(pipeline.written(pipeline.names.subscriptions))
+
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/edit",
+        data={
+            **edit_form(csrf_of(form), sub),
+            "description": "new words",
+            "event_types": "alert.fired",
+            "event_types_other": "prospect.*",
+        },
+        allow_redirects=False,
+    )
+    assert resp.status == 303, await resp.text()
+    location = resp.headers["Location"]
+    assert location.startswith(f"/console/endpoints/{sub.id}?notice=")
+    after = pipeline.subscriptions.get(sub.id)
+    assert after.description == "new words"
+    assert after.event_types == ["alert.fired", "prospect.*"]
+    assert (after.url, after.signing, after.secrets) == (sub.url, sub.signing, sub.secrets)
+    assert after.secret_headers == sub.secret_headers  # untouched: not sent in the PATCH
+    assert after.version == sub.version + 1
+    assert len(pipeline.written(pipeline.names.subscriptions)) == written + 1
+    shown = await page(client, location)
+    assert "Saved: description; event types now alert.fired, prospect.*." in shown
+    assert '<p class="description">new words</p>' in shown
+
+    # Unchanged: nothing written; a header removed keeps the others' stored values.
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/edit",
+        data=edit_form(csrf_of(shown), after),
+        allow_redirects=False,
+    )
+    assert "Nothing+changed" in resp.headers["Location"]
+    assert len(pipeline.written(pipeline.names.subscriptions)) == written + 1
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/edit",
+        data={**edit_form(csrf_of(shown), after), "headers": "X-Team: growth"},
+        allow_redirects=False,
+    )
+    kept = pipeline.subscriptions.get(sub.id)
+    assert pipeline.box.decrypt_text(kept.secret_headers["X-Api-Key"], what="h") == HEADER_VALUE
+    assert set(kept.secret_headers) == {"X-Api-Key", "X-Team"}
+    assert "custom headers (set X-Team)" in await page(client, resp.headers["Location"])
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/edit",
+        data={**edit_form(csrf_of(shown), kept), "remove_header": "X-Api-Key"},
+        allow_redirects=False,
+    )
+    assert set(pipeline.subscriptions.get(sub.id).secret_headers) == {"X-Team"}
+    assert "removed X-Api-Key" in await page(client, resp.headers["Location"])
+
+
+async def test_edit_refuses_what_patch_refuses_with_its_message_and_keeps_the_input(
+    app: Any,
+) -> None:
+    client, pipeline = app
+    sub = await acme_endpoint(client, pipeline, description="before")
+    form = await page(client, f"/console/endpoints/{sub.id}/edit")
+    hostile = "https://169.254.169.254/latest/meta-data"
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/edit",
+        data={**edit_form(csrf_of(form), sub), "url": hostile, "description": "typed"},
+    )
+    html_text = await resp.text()
+    assert resp.status == 422
+    # The API answers the same body with the same words.
+    token = await tenant_token(client, "acme")
+    api = await client.patch(
+        f"/v1/subscriptions/{sub.id}",
+        json={"url": hostile, "description": "typed"},
+        headers=bearer(token),
+    )
+    message = (await api.json())["error"]["message"]
+    assert api.status == 422
+    assert "cloud metadata address" in message
+    error = re.search(r'<p class="error" role="alert" id="form-error">([^<]+)</p>', html_text)
+    assert error
+    assert html.unescape(error.group(1)) == message
+    assert f'value="{hostile}"' in html_text
+    assert 'value="typed"' in html_text
+    assert re.search(r'<input id="url"[^>]*aria-invalid="true"', html_text)
+    assert pipeline.subscriptions.get(sub.id) == sub  # nothing written
+    for fields, field in (
+        ({"event_types_other": "bad pattern!"}, "event_types"),
+        ({"event_types_other": ""}, "event_types"),
+        ({"body_format": "telegram"}, "chat_id"),
+        ({"headers": "Webhook-Id: mine"}, "headers"),
+    ):
+        resp = await client.post(
+            f"/console/endpoints/{sub.id}/edit", data={**edit_form(csrf_of(form), sub), **fields}
+        )
+        assert resp.status == 422, fields
+        assert f"`{field}" in await resp.text(), fields
+    assert pipeline.subscriptions.get(sub.id) == sub
+
+
+async def test_one_tenant_cannot_edit_or_delete_anothers_endpoint(app: Any) -> None:
+    client, pipeline = app
+    beta = await tenant_token(client, "beta")
+    resp = await client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/b", "event_types": ["*"]},
+        headers=bearer(beta),
+    )
+    theirs = pipeline.subscriptions.get((await resp.json())["id"])
+    await acme_endpoint(client, pipeline)
+    csrf = csrf_of(await page(client, "/console/endpoints"))
+    for path in (f"/console/endpoints/{theirs.id}/edit", f"/console/endpoints/{theirs.id}/delete"):
+        await page(client, path, status=404)
+    resp = await client.post(
+        f"/console/endpoints/{theirs.id}/edit",
+        data={**edit_form(csrf, theirs), "description": "taken over", "tenant": "acme"},
+    )
+    assert resp.status == 404
+    resp = await client.post(f"/console/endpoints/{theirs.id}/delete", data={"csrf_token": csrf})
+    assert resp.status == 404
+    assert pipeline.subscriptions.get(theirs.id) == theirs
+
+
+async def test_edit_and_delete_need_the_csrf_token(app: Any) -> None:
+    client, pipeline = app
+    sub = await acme_endpoint(client, pipeline)
+    form = edit_form("", sub, description="changed")
+    for data in (form, {**form, "csrf_token": "wrong"}):
+        resp = await client.post(f"/console/endpoints/{sub.id}/edit", data=data)
+        assert resp.status == 403
+        resp = await client.post(
+            f"/console/endpoints/{sub.id}/delete", data={"csrf_token": data["csrf_token"]}
+        )
+        assert resp.status == 403
+    assert pipeline.subscriptions.get(sub.id) == sub
+
+
+async def test_delete_asks_first_says_what_happens_and_goes_back_to_the_list(app: Any) -> None:
+    client, pipeline = app
+    sub = await acme_endpoint(client, pipeline, description="to be deleted")
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    assert f'href="/console/endpoints/{sub.id}/delete"' in shown
+    confirm = await page(client, f"/console/endpoints/{sub.id}/delete")
+    assert pipeline.subscriptions.get(sub.id) is not None  # the GET deletes nothing
+    assert "subscription_deleted" in confirm
+    assert "cannot be undone" in confirm
+    assert f'action="/console/endpoints/{sub.id}/delete"' in confirm
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/delete",
+        data={"csrf_token": csrf_of(confirm)},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    assert resp.headers["Location"].startswith("/console/endpoints?notice=")
+    assert pipeline.subscriptions.get(sub.id) is None
+    assert pipeline.written(pipeline.names.subscriptions)[-1] is None  # the API's tombstone
+    listing = await page(client, resp.headers["Location"])
+    assert f"Endpoint https://example.com/hook ({sub.id}) deleted." in listing
+    assert f'data-endpoint="{sub.id}"' not in listing
+    await page(client, f"/console/endpoints/{sub.id}", status=404)
+
+
+async def test_the_operator_edits_and_deletes_a_tenants_endpoint_keeping_the_tenant(
+    app: Any,
+) -> None:
+    client, pipeline = app
+    token = await tenant_token(client, "acme")
+    resp = await client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/a", "event_types": ["*"]},
+        headers=bearer(token),
+    )
+    sub = pipeline.subscriptions.get((await resp.json())["id"])
+    await sign_in(client, await link(client))
+    shown = await page(client, f"/console/endpoints/{sub.id}?tenant=acme")
+    assert f'href="/console/endpoints/{sub.id}/edit?tenant=acme"' in shown
+    form = await page(client, f"/console/endpoints/{sub.id}/edit?tenant=acme")
+    assert f'action="/console/endpoints/{sub.id}/edit?tenant=acme"' in form
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/edit?tenant=acme",
+        data=edit_form(csrf_of(form), sub, description="by the operator"),
+        allow_redirects=False,
+    )
+    assert resp.headers["Location"].startswith(f"/console/endpoints/{sub.id}?notice=")
+    assert resp.headers["Location"].endswith("&tenant=acme")
+    assert pipeline.subscriptions.get(sub.id).description == "by the operator"
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/delete?tenant=acme",
+        data={"csrf_token": csrf_of(form)},
+        allow_redirects=False,
+    )
+    assert resp.headers["Location"].endswith("&tenant=acme")
+    assert pipeline.subscriptions.get(sub.id) is None
+
+
+# -- the endpoint page's statistics: GET /v1/subscriptions/{id}/stats ---------------------
+
+
+def attempt_of(
+    sub_id: str, n: int, at: float, outcome: str, status: int | None, ms: float
+) -> bytes:
+    return Attempt(
+        delivery_id=f"msg_{n:03d}",
+        event_id=f"evt_{n}",
+        event_type="alert.fired",
+        tenant_id="acme",
+        subscription_id=sub_id,
+        attempt=1,
+        at=at,
+        duration_ms=ms,
+        outcome=outcome,
+        status=status,
+        error=None if status == 200 else "connection refused" if status is None else None,
+    ).to_bytes()
+
+
+async def test_the_endpoint_page_shows_the_stats_the_api_answers(log_app: Any) -> None:
+    client, pipeline = log_app
+    sub = await acme_endpoint(client, pipeline)
+    now = time.time()
+    records = [attempt_of(sub.id, n, now - 120, "delivered", 200, 40.0) for n in range(6)]
+    records += [attempt_of(sub.id, 6, now - 90, "retry", 503, 900.0)]
+    records += [attempt_of(sub.id, 7, now - 60, "give_up", None, 5.0)]
+    # Two days ago: in the 7 days only.
+    records += [
+        attempt_of(sub.id, 8 + n, now - 2 * 86400, "delivered", 200, 40.0) for n in range(2)
+    ]
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    writer.write([(0, n, value) for n, value in enumerate(records)])
+    writer.close()
+    token = await tenant_token(client, "acme")
+    api = await client.get(f"/v1/subscriptions/{sub.id}/stats", headers=bearer(token))
+    windows = (await api.json())["windows"]
+    assert (windows["1h"]["attempts"], windows["7d"]["attempts"]) == (8, 10)
+
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+
+    def cell(name: str) -> str:
+        found = re.search(rf'<td class="num" id="{name}">(.*?)</td>', shown, re.S)
+        assert found, name
+        return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", found.group(1)))).strip()
+
+    for key in ("1h", "24h"):
+        assert cell(f"attempts-{key}") == "8"
+        assert cell(f"rate-{key}") == "75.0%"
+        assert cell(f"delivered-{key}") == "6"
+        assert cell(f"retried-{key}") == "1"
+        assert cell(f"failed-{key}") == "1"
+        assert cell(f"classes-{key}") == "2xx: 6 · 5xx: 1 · error: 1"
+        p50, p99 = windows[key]["latency_ms"]["p50"], windows[key]["latency_ms"]["p99"]
+        assert cell(f"latency-{key}") == f"{p50:.0f} / {p99:.0f} ms"
+        assert cell(f"error-{key}").startswith("connection refused")
+    assert cell("attempts-7d") == "10"
+    assert cell("rate-7d") == "80.0%"
+
+
+async def test_the_endpoint_page_says_when_stats_are_unavailable(app: Any) -> None:
+    client, pipeline = app  # a worker that keeps no delivery log
+    sub = await acme_endpoint(client, pipeline)
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    assert 'id="stats-error">Statistics unavailable: ' in shown
+    assert 'id="attempts-1h"' not in shown
