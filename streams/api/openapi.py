@@ -305,6 +305,7 @@ def _op(
     schema: Any = None,
     params: list[dict[str, Any]] | None = None,
     also: dict[int, str] | None = None,
+    body_required: bool = True,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -344,7 +345,10 @@ def _op(
             "content": {"application/json": {"schema": schema if status < 400 else _ERROR}},
         }
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": body}},
+        }
     if params:
         op["parameters"] = params
     return op
@@ -497,7 +501,10 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/subscriptions/{id}/test": {
                 "post": _op(
-                    "Send a sample event of the first event type to this subscription now",
+                    "Send a sample event to this subscription now: of `event_type` (a known "
+                    "type it receives), else of its first event type",
+                    body={"type": "object", "properties": {"event_type": {"type": "string"}}},
+                    body_required=False,
                     ok=202,
                     schema={"type": "object"},
                     params=_ID,

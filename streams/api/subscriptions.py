@@ -462,16 +462,37 @@ class SubscriptionRoutes:
         return self.view(updated)
 
     async def test(self, request: web.Request) -> web.Response:
-        """Send a sample event of the subscription's first type, to it alone, at once."""
+        """Send a sample event to the subscription alone, at once: of the type the body
+        names (``{"event_type": "..."}``, one it receives), else of its first type."""
+        self._find(request)  # an unknown id is named before anything wrong in the body
+        body = await json_body(request, required=False)
+        unknown = set(body) - {"event_type"}
+        if unknown:
+            raise InvalidRequestError("`event_type`: the only field", field=sorted(unknown)[0])
         return json_response(
-            await self.test_for(principal(request), request.match_info["id"]), status=202
+            await self.test_for(
+                principal(request), request.match_info["id"], body.get("event_type")
+            ),
+            status=202,
         )
 
-    async def test_for(self, who: Principal, sub_id: str) -> dict[str, Any]:
+    def test_types(self, sub: Subscription) -> tuple[str, ...]:
+        """The known event types ``sub`` receives: those a test event can be made of."""
+        matcher = TypeMatcher(sub.event_types)
+        return tuple(t for t in self.p.registry.event_types if matcher.matches(t))
+
+    async def test_for(self, who: Principal, sub_id: str, event_type: Any = None) -> dict[str, Any]:
         sub = self.find(who, sub_id)
         if not sub.enabled:
             raise ConflictError(f"subscription {sub.id} is disabled: enable it before testing")
-        event_type = self._sample_type(sub)
+        if event_type is None:
+            event_type = self._sample_type(sub)
+        elif event_type not in self.test_types(sub):
+            raise InvalidRequestError(
+                "`event_type`: a known event type this subscription receives: "
+                + (", ".join(self.test_types(sub)) or "it receives none"),
+                field="event_type",
+            )
         event = EventEnvelope(
             id=f"evt_test_{uuid.uuid4().hex}",
             type=event_type,

@@ -496,6 +496,7 @@ class ConsolePages:
                 "parked_since": q.get("since"),
                 "notice": q.get("notice"),
                 "tenant": sub.tenant_id if self.who(request).admin else None,
+                "test_types": self.subs.test_types(sub),
                 "stats": stats,
                 "stats_windows": STATS_WINDOWS,
                 "stats_error": stats_error,
@@ -514,7 +515,14 @@ class ConsolePages:
         return resp
 
     async def endpoint_test(self, request: web.Request) -> web.StreamResponse:
-        sent = await self.subs.test_for(self.who(request), request.match_info["id"])
+        form = await request.post()
+        chosen = str(form.get("event_type", "")) or None
+        try:
+            sent = await self.subs.test_for(self.who(request), request.match_info["id"], chosen)
+        except (InvalidRequestError, ConflictError) as exc:
+            # Answered to the Test button's script, which shows the reason beside it.
+            status = 409 if isinstance(exc, ConflictError) else 422
+            return web.json_response({"error": str(exc)}, status=status)
         return web.json_response(sent, status=202, dumps=lambda o: orjson.dumps(o).decode())
 
     async def endpoint_disable(self, request: web.Request) -> web.StreamResponse:

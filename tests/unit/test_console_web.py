@@ -1055,3 +1055,49 @@ async def test_the_endpoint_page_says_when_stats_are_unavailable(app: Any) -> No
     shown = await page(client, f"/console/endpoints/{sub.id}")
     assert 'id="stats-error">Statistics unavailable: ' in shown
     assert 'id="attempts-1h"' not in shown
+
+
+# -- the Test panel sends the event type the user picks -----------------------------------
+
+
+async def test_the_test_panel_sends_the_picked_event_type_the_endpoint_receives(app: Any) -> None:
+    client, pipeline = app
+    sub = await acme_endpoint(client, pipeline)  # event types: *
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    block = shown[shown.index('<select id="test-type">') :]
+    offered = re.findall(r'<option value="([^"]+)">', block[: block.index("</select>")])
+    assert offered == pipeline.registry.event_types
+    csrf = {"X-CSRF-Token": csrf_of(shown)}
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/test", data={"event_type": "prospect.added"}, headers=csrf
+    )
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["event_type"] == "prospect.added"
+    sent = Delivery.from_bytes(pipeline.written(pipeline.names.deliveries)[-1])
+    assert (sent.event_type, sent.subscription_id) == ("prospect.added", sub.id)
+    # Without a choice: the first type, as before.
+    resp = await client.post(f"/console/endpoints/{sub.id}/test", headers=csrf)
+    assert (await resp.json())["event_type"] == pipeline.registry.event_types[0]
+    # A type the endpoint does not receive is refused, by the API's own check.
+    token = await tenant_token(client, "acme")
+    resp = await client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/only", "event_types": ["alert.fired"]},
+        headers=bearer(token),
+    )
+    only = (await resp.json())["id"]
+    assert '<select id="test-type">' not in await page(client, f"/console/endpoints/{only}")
+    resp = await client.post(
+        f"/console/endpoints/{only}/test", data={"event_type": "prospect.added"}, headers=csrf
+    )
+    assert resp.status == 422
+    assert "alert.fired" in (await resp.json())["error"]
+    api = await client.post(
+        f"/v1/subscriptions/{only}/test", json={"event_type": "nope"}, headers=bearer(token)
+    )
+    assert api.status == 422
+    assert (await api.json())["error"]["field"] == "event_type"
+    before = len(pipeline.written(pipeline.names.deliveries))
+    api = await client.post(f"/v1/subscriptions/{only}/test", json={}, headers=bearer(token))
+    assert api.status == 202
+    assert len(pipeline.written(pipeline.names.deliveries)) == before + 1

@@ -29,8 +29,10 @@ async function runTest(button) {
   button.disabled = true;
   text(out, "Sending…");
   try {
+    const picked = button.dataset.testType && document.querySelector(button.dataset.testType);
     const resp = await fetch(button.dataset.test, {
       method: "POST", headers: { "X-CSRF-Token": csrf() }, credentials: "same-origin",
+      body: new URLSearchParams(picked ? { event_type: picked.value } : {}),
     });
     const body = await resp.json().catch(() => ({}));
     if (!resp.ok) { text(out, "Not sent: " + (body.error || resp.status)); return; }
