@@ -255,6 +255,45 @@ def test_tenant_flow_from_link_to_replay(
     )
     shot(browser, "delivery-log")
 
+    # 4b. Edit the endpoint: the form comes filled in (no secret in it); the endpoint's
+    # page says what changed and shows the new description and event types.
+    browser.get(endpoint_url)
+    browser.find_element(By.ID, "edit-endpoint").click()
+    until(browser, lambda b: text_of(b, "h1").startswith("Edit endpoint"), what="edit form")
+    assert browser.find_element(By.ID, "url").get_attribute("value") == receiver.url("acme-ok")
+    assert browser.find_element(By.ID, "description").get_attribute("value") == HOSTILE
+    assert browser.find_element(By.CSS_SELECTOR, 'input[value="alert.fired"]').is_selected()
+    assert secret not in browser.page_source
+    description = browser.find_element(By.ID, "description")
+    description.clear()
+    description.send_keys("Orders to the warehouse")
+    browser.find_element(By.CSS_SELECTOR, 'input[value="prospect.added"]').click()
+    shot_whole_page(browser, "edit-endpoint")
+    browser.find_element(By.CSS_SELECTOR, "#edit-form button[type=submit]").click()
+    until(browser, lambda b: "Saved: description" in text_of(b, ".notice"), what="saved")
+    assert browser.current_url.startswith(endpoint_url)
+    assert text_of(browser, "p.description") == "Orders to the warehouse"
+    tags = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "dl.facts code.tag")]
+    assert tags == ["alert.fired", "prospect.added"], tags
+    # The Test panel now offers both types; the picked one is sent.
+    Select(browser.find_element(By.ID, "test-type")).select_by_value("prospect.added")
+    browser.find_element(By.ID, "test-button").click()
+    until(browser, lambda b: "Status 200" in text_of(b, "#test-status"), 40, "picked test")
+    endpoint_id = urlsplit(endpoint_url).path.rsplit("/", 1)[-1]
+    found = acme.call(
+        "GET", f"/v1/deliveries?subscription_id={endpoint_id}&event_type=prospect.added"
+    ).json()["data"]
+    assert [d["event_id"][:9] for d in found] == ["evt_test_"], found
+    # The statistics panel counts the two tests and the three published events.
+    browser.get(endpoint_url)
+    reload_until(
+        browser,
+        lambda: text_of(browser, "#attempts-1h") not in ("", "0", "1", "2", "3"),
+        what="four attempts in the endpoint's statistics",
+    )
+    assert text_of(browser, "#rate-1h") == "100.0%"
+    shot_whole_page(browser, "endpoint-stats")
+
     # 5. A failing endpoint: its attempts show the status and the response.
     browser.get(worker.base_url + "/console/endpoints")
     add_endpoint(browser, receiver.url("acme-bad"), "always 503")
@@ -341,6 +380,20 @@ def test_tenant_flow_from_link_to_replay(
 
     browser.get(worker.base_url + "/console/endpoints")
     shot(browser, "endpoints")
+
+    # 9. Delete the failing endpoint: a confirmation page first, then the list without it.
+    browser.get(f"{worker.base_url}/console/endpoints/{bad_id}")
+    browser.find_element(By.ID, "delete-endpoint").click()
+    until(browser, lambda b: text_of(b, "h1") == "Delete endpoint?", what="confirm page")
+    assert "subscription_deleted" in text_of(browser, "#delete-consequences")
+    assert acme.call("GET", f"/v1/subscriptions/{bad_id}").status_code == 200  # not yet
+    shot(browser, "delete-endpoint")
+    browser.find_element(By.ID, "confirm-delete").click()
+    until(browser, lambda b: "deleted" in text_of(b, ".notice"), what="deleted")
+    assert urlsplit(browser.current_url).path == "/console/endpoints"
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-endpoint="{bad_id}"]')
+    assert browser.find_elements(By.CSS_SELECTOR, "#endpoints tbody tr")  # acme-ok stays
+    assert acme.call("GET", f"/v1/subscriptions/{bad_id}").status_code == 404
     browser.get(worker.base_url + "/console/events")
     shot(browser, "event-catalog")
     browser.get(endpoint_url + "/verify")
@@ -452,6 +505,19 @@ def test_the_embedded_console_works_in_another_sites_frame(
     until(browser, lambda b: text_of(b, "h1").startswith("Delivery log"), what="navigate in frame")
     browser.switch_to.default_content()
     shot(browser, "embedded")
+    # Forms post from inside the frame too: edit an endpoint's description there.
+    mine = acme.create(url="http://127.0.0.1:9/framed", event_types=["*"])
+    browser.switch_to.frame("console")
+    # Navigated inside the frame (the driver's get would load the page top-level).
+    browser.execute_script("location.assign(arguments[0])", f"/console/endpoints/{mine['id']}/edit")
+    until(browser, lambda b: text_of(b, "h1").startswith("Edit endpoint"), what="edit in frame")
+    browser.find_element(By.ID, "description").send_keys("edited in a frame")
+    browser.find_element(By.CSS_SELECTOR, "#edit-form button[type=submit]").click()
+    until(browser, lambda b: "Saved: description" in text_of(b, ".notice"), what="framed save")
+    assert acme.call("GET", f"/v1/subscriptions/{mine['id']}").json()["description"] == (
+        "edited in a frame"
+    )
+    browser.switch_to.default_content()
 
 
 def test_a_link_clicked_on_another_site_opens_the_console(
