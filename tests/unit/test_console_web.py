@@ -767,6 +767,16 @@ async def acme_endpoint(client: TestClient[Any, Any], pipeline: Any, **fields: s
     return pipeline.subscriptions.get(resp.headers["Location"].rpartition("/")[2])
 
 
+async def api_endpoint(client: TestClient[Any, Any], pipeline: Any, tenant: str, url: str) -> Any:
+    """An endpoint of ``tenant``'s, added through the API with that tenant's token."""
+    resp = await client.post(
+        "/v1/subscriptions",
+        json={"url": url, "event_types": ["*"]},
+        headers=bearer(await tenant_token(client, tenant)),
+    )
+    return pipeline.subscriptions.get((await resp.json())["id"])
+
+
 def edit_form(csrf: str, sub: Any, **fields: Any) -> dict[str, Any]:
     """The edit form as the browser posts it unchanged, with ``fields`` changed."""
     return {
@@ -895,13 +905,7 @@ async def test_edit_refuses_what_patch_refuses_with_its_message_and_keeps_the_in
 
 async def test_one_tenant_cannot_edit_or_delete_anothers_endpoint(app: Any) -> None:
     client, pipeline = app
-    beta = await tenant_token(client, "beta")
-    resp = await client.post(
-        "/v1/subscriptions",
-        json={"url": "https://example.com/b", "event_types": ["*"]},
-        headers=bearer(beta),
-    )
-    theirs = pipeline.subscriptions.get((await resp.json())["id"])
+    theirs = await api_endpoint(client, pipeline, "beta", "https://example.com/b")
     await acme_endpoint(client, pipeline)
     csrf = csrf_of(await page(client, "/console/endpoints"))
     for path in (f"/console/endpoints/{theirs.id}/edit", f"/console/endpoints/{theirs.id}/delete"):
@@ -959,13 +963,7 @@ async def test_the_operator_edits_and_deletes_a_tenants_endpoint_keeping_the_ten
     app: Any,
 ) -> None:
     client, pipeline = app
-    token = await tenant_token(client, "acme")
-    resp = await client.post(
-        "/v1/subscriptions",
-        json={"url": "https://example.com/a", "event_types": ["*"]},
-        headers=bearer(token),
-    )
-    sub = pipeline.subscriptions.get((await resp.json())["id"])
+    sub = await api_endpoint(client, pipeline, "acme", "https://example.com/a")
     await sign_in(client, await link(client))
     shown = await page(client, f"/console/endpoints/{sub.id}?tenant=acme")
     assert f'href="/console/endpoints/{sub.id}/edit?tenant=acme"' in shown
