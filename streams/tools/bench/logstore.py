@@ -551,6 +551,25 @@ def _apply_pragmas(args: argparse.Namespace) -> None:
         print(f"pragmas for this run: {changed}", flush=True)
 
 
+def _apply_batching(args: argparse.Namespace) -> None:
+    from streams.log import indexer as log_indexer
+
+    if args.gather_s is not None:
+        if not 0.1 <= args.gather_s <= 60:
+            raise SystemExit("--gather-s must be in [0.1, 60]")
+        log_indexer.BATCH_GATHER_S = args.gather_s
+    if args.batch_records is not None:
+        if not 100 <= args.batch_records <= 500_000:
+            raise SystemExit("--batch-records must be in [100, 500000]")
+        log_indexer.BATCH_RECORDS = args.batch_records
+    if args.gather_s is not None or args.batch_records is not None:
+        print(
+            f"batching for this run: gather {log_indexer.BATCH_GATHER_S} s, "
+            f"at most {log_indexer.BATCH_RECORDS} records",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -558,6 +577,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=5000.0)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--store", type=Path, default=None)
+    p.add_argument(
+        "--gather-s",
+        type=float,
+        default=None,
+        help="the indexer's BATCH_GATHER_S (how long a batch gathers records)",
+    )
+    p.add_argument("--batch-records", type=int, default=None, help="the indexer's BATCH_RECORDS")
     _pragma_options(p)
     p = sub.add_parser("fill", help="write synthetic attempts into a store")
     p.add_argument("--store", type=Path, required=True)
@@ -604,6 +630,7 @@ def main(argv: list[str] | None = None) -> None:
         if not 0 < args.rate <= 50_000 or not 5 <= args.seconds <= 600:
             parser.error("--rate must be in (0, 50000] and --seconds in [5, 600]")
         _apply_pragmas(args)
+        _apply_batching(args)
         index(args.rate, args.seconds, args.store)
     elif args.step == "fill":
         if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
