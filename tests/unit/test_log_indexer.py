@@ -360,3 +360,61 @@ def test_a_stop_ends_a_slow_kafka_call_within_its_slice(
     assert time.monotonic() - started < 1.0
     assert max(calls) <= 0.05
     assert indexer.fault is None
+
+
+# -- batching: how long a batch gathers -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("held", "limit"),
+    [(0, 2.0), (1, 2.0), (4_999, 2.0), (5_000, 5.0), (49_999, 5.0)],
+)
+def test_a_batch_gathers_longer_once_it_holds_a_busy_topics_worth(held: int, limit: float) -> None:
+    assert indexer_module.gather_limit_s(held) == limit
+
+
+class SteadyStream:
+    """A topic receiving ``rate`` records a second without a pause: each poll waits its
+    whole timeout (on a clock of its own) and returns what arrived meanwhile."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.now = 100.0
+        self.asked: list[int] = []
+        self.offset = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def consume(self, n: int, timeout: float) -> list[Msg]:
+        self.asked.append(n)
+        self.now += timeout
+        got = min(n, round(self.rate * timeout))
+        out = [Msg(0, self.offset + i, b"") for i in range(got)]
+        self.offset += got
+        return out
+
+
+@pytest.mark.parametrize(
+    ("rate", "records", "seconds"),
+    [
+        (200, 400, 2.0),  # a quiet topic: the log lags it by 2 s at most
+        (2_000, 4_000, 2.0),  # under BATCH_BUSY_RECORDS at 2 s
+        (4_000, 20_000, 5.0),  # busy: one transaction for 5 s of records
+        (40_000, 50_000, 1.5),  # at most BATCH_RECORDS, asked for no more than that
+    ],
+)
+def test_a_batch_closes_at_its_time_or_size(
+    settings: Settings, path: Path, rate: int, records: int, seconds: float
+) -> None:
+    stream = SteadyStream(rate)
+    indexer = LogIndexer(settings, TOPIC, path)
+    seen, batch = indexer._gather(stream, stream.clock)
+    assert seen
+    assert len(batch) == records
+    assert stream.now - 100.0 == pytest.approx(seconds)
+    # Each poll asks for what is left of BATCH_RECORDS, never more.
+    held = 0
+    for n in stream.asked:
+        assert n == indexer_module.BATCH_RECORDS - held
+        held += min(n, round(rate * indexer_module.BATCH_WAIT_S))

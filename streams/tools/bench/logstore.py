@@ -470,6 +470,7 @@ def index(rate: float, seconds: float, store: Path | None) -> None:
                 stdout=subprocess.PIPE,
                 text=True,
             )
+            first_cpu, first_done = _cpu(), indexer.stats.attempts
             time.sleep(2)  # the producer's start-up is not the indexer's work
             cpu0, wall0, done0 = _cpu(), time.monotonic(), indexer.stats.attempts
             time.sleep(max(1.0, seconds - 4))
@@ -479,6 +480,9 @@ def index(rate: float, seconds: float, store: Path | None) -> None:
             deadline = time.monotonic() + 60
             while indexer.stats.attempts < sent and time.monotonic() < deadline:
                 time.sleep(0.1)
+            # Every attempt of the run, drained: whole batches, however long they gather
+            # (a window of the steady state cuts batches of several seconds in two).
+            all_cpu, all_done = _cpu() - first_cpu, indexer.stats.attempts - first_done
             indexer.stop()
             if indexer.fault:
                 raise SystemExit(f"indexer failed: {indexer.fault}")
@@ -488,7 +492,9 @@ def index(rate: float, seconds: float, store: Path | None) -> None:
                 f"indexed {indexer.stats.attempts:,} of {sent:,} attempts written at "
                 f"{rate:,.0f}/s; steady {per_s:,.0f}/s using {100 * core:.1f}% of a core "
                 f"({1e6 * (cpu1 - cpu0) / max(done1 - done0, 1):.1f} us of CPU per attempt); "
-                f"batches {indexer.stats.batches}"
+                f"batches {indexer.stats.batches}; the whole run, drained: "
+                f"{1e6 * all_cpu / max(all_done, 1):.1f} us of CPU per attempt, "
+                f"{100 * all_cpu * rate / max(all_done, 1):.1f}% of a core at {rate:,.0f}/s"
             )
         finally:
             broker.stop()
@@ -557,7 +563,7 @@ def _apply_batching(args: argparse.Namespace) -> None:
     if args.gather_s is not None:
         if not 0.1 <= args.gather_s <= 60:
             raise SystemExit("--gather-s must be in [0.1, 60]")
-        log_indexer.BATCH_GATHER_S = args.gather_s
+        log_indexer.BATCH_GATHER_S = log_indexer.BATCH_GATHER_BUSY_S = args.gather_s
     if args.batch_records is not None:
         if not 100 <= args.batch_records <= 500_000:
             raise SystemExit("--batch-records must be in [100, 500000]")
@@ -581,7 +587,8 @@ def main(argv: list[str] | None = None) -> None:
         "--gather-s",
         type=float,
         default=None,
-        help="the indexer's BATCH_GATHER_S (how long a batch gathers records)",
+        help="a fixed gather time for every batch (the indexer's two BATCH_GATHER_*); "
+        "--gather-s 2 --batch-records 20000 is the indexer before busy batches",
     )
     p.add_argument("--batch-records", type=int, default=None, help="the indexer's BATCH_RECORDS")
     _pragma_options(p)
