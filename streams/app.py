@@ -158,6 +158,7 @@ def build_app(
     app = App(settings.app_id, **faust_settings(settings))
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     app.fetch_min_bytes = settings.kafka_fetch_min_bytes
+    app.idle_fetch_max_wait_ms = settings.kafka_idle_fetch_max_wait_ms
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
     pipeline = Pipeline(

@@ -42,6 +42,8 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 
+from streams.kafka.fetch_wait import adapt_fetch_wait
+
 #: How long the broker may hold a fetch of the worker's consumer open without data
 #: (the default of ``STREAMS_KAFKA_FETCH_MAX_WAIT_MS``).
 FETCH_MAX_WAIT_MS = 100
@@ -54,6 +56,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = getattr(transport.app, "fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
         consumer._fetch_min_bytes = getattr(transport.app, "fetch_min_bytes", 1)
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # Once started (the fetcher exists): the longer wait while idle (streams.kafka.fetch_wait).
+        idle_ms = getattr(self.consumer.app, "idle_fetch_max_wait_ms", 0)
+        if self._consumer is not None and idle_ms:
+            adapt_fetch_wait(self._consumer, idle_ms)
 
 
 async def finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
@@ -145,6 +154,8 @@ class App(faust.App):
 
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
     fetch_min_bytes: int = 1
+    #: The fetch wait while the consumer is idle (0: always ``fetch_max_wait_ms``).
+    idle_fetch_max_wait_ms: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -46,6 +46,7 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.delivery.agent import MAX_PENDING, MAX_UNACKED, crash_handler
 from streams.errors import DecodeError
 from streams.kafka.commits import OrderedAcks
+from streams.kafka.fetch_wait import adapt_fetch_wait
 from streams.kafka.security import aiokafka_kwargs
 from streams.records import Delivery
 from streams.retry.schedule import tier_for_delay
@@ -133,6 +134,7 @@ class TierConsumer(mode.Service):
             max_poll_records=MAX_POLL_RECORDS,
         )
         await self._consumer.start()
+        adapt_fetch_wait(self._consumer, settings.kafka_idle_fetch_max_wait_ms)
         self._acks = OrderedAcks(
             max_pending=MAX_PENDING, max_unacked=MAX_UNACKED, on_fatal=crash_handler(self.p)
         )

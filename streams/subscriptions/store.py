@@ -217,6 +217,7 @@ class _ReaderGroup:
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from streams.kafka.fetch_wait import adapt_fetch_wait
         from streams.kafka.security import aiokafka_kwargs
 
         first = self.first
@@ -237,6 +238,7 @@ class _ReaderGroup:
             ),
         )
         await consumer.start()
+        adapt_fetch_wait(consumer, settings.kafka_idle_fetch_max_wait_ms)
         try:
             owned: dict[CompactedReader, list[Any]] = {}
             for reader in self.readers:
