@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -60,7 +61,7 @@ def main() -> int:
     parser.add_argument("--warm", type=float, default=40.0)
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--broker-pid", type=int, default=None)
-    parser.add_argument("--dir", default="/tmp/idle-runs")
+    parser.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "idle-runs"))
     args = parser.parse_args()
 
     run = Path(args.dir) / f"{args.label}-{uuid.uuid4().hex[:6]}"

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -137,6 +138,21 @@ class _Consumer(faust_aiokafka.Consumer):
                 other.close()
             raise
         return await super().wait_first(finish(callback, waiting_on), other)
+
+    async def verify_all_partitions_active(self) -> None:
+        """Faust's livelock check (every 2.5 commit intervals), without a ``sleep(0)``
+        before each assigned partition.
+
+        Each of those sleeps is a ``wait_for`` (a task, a timer and five callbacks)
+        only to yield between checks that take microseconds: with 18 partitions
+        assigned, 36 of an idle worker's 90 main-loop callbacks a second
+        (docs/benchmarks.md, issue 22). The checks and what they log are Faust's.
+        """
+        now = time.monotonic()
+        for tp in self.assignment():
+            if self.should_stop:
+                return
+            self.verify_event_path(now, tp)
 
 
 class _Transport(faust_aiokafka.Transport):

@@ -26,12 +26,17 @@ that names every partition has nothing left out to hold back. What it can
 still delay is a request sent to the same broker on the same connection
 behind it (the broker answers a connection's requests in order): a position
 reset (``ListOffsets``) or a metadata refresh waits for the held fetch, at
-most ``idle_ms``. Group traffic (heartbeats, commits, joins) uses a
-connection of its own. A change of assignment starts the count again, so
-the first fetches after a rebalance use the short wait.
+most ``idle_ms``; so a consumer that seeks should seek its partitions in
+one call (``seek_to_beginning(*tps)``), not one by one. Group traffic
+(heartbeats, commits, joins) uses a connection of its own. A change of
+assignment and a seek start the count again, so the fetches after a
+rebalance or a seek use the short wait.
 
 The first fetch that returns a record, or a request that leaves a partition
-out, goes back to the consumer's own wait.
+out, goes back to the consumer's own wait. While idle, the fetcher's
+background routine also stops polling five times a second (aiokafka's
+``fetcher_timeout``, 0.2 s) and waits up to ``idle_ms`` for the events it
+acts on, all of which wake it anyway.
 """
 
 from __future__ import annotations
@@ -66,11 +71,27 @@ class _IdleAwareFetcher(Fetcher):  # type: ignore[misc]
         return True
 
     def _get_actions_per_node(self, assignment: Any) -> Any:
+        idle = self._is_idle(assignment)
         # Read by the parent when it builds each FetchRequest below.
-        self._fetch_max_wait_ms = (
-            self._idle_wait_ms if self._is_idle(assignment) else self._busy_wait_ms
+        self._fetch_max_wait_ms = self._idle_wait_ms if idle else self._busy_wait_ms
+        fetches, resets, timeout, invalid_metadata, resume_futures = super()._get_actions_per_node(
+            assignment
         )
-        return super()._get_actions_per_node(assignment)
+        if idle and not resets and not invalid_metadata:
+            # The routine's poll (``fetcher_timeout``, 0.2 s): every event it acts on
+            # while idle (a fetch done, records taken, a seek, a resume, a change of
+            # assignment) is one of the futures it waits on.
+            timeout = max(timeout, self._idle_wait_ms / 1000)
+        return fetches, resets, timeout, invalid_metadata, resume_futures
+
+    def request_offset_reset(self, tps: Any, strategy: Any) -> Any:
+        # A seek_to_* waits for the fetch in flight: the next ones use the short wait.
+        self._empty_fetches = 0
+        return super().request_offset_reset(tps, strategy)
+
+    def seek_to(self, tp: Any, offset: int) -> Any:
+        self._empty_fetches = 0
+        return super().seek_to(tp, offset)
 
     async def _proc_fetch_request(self, assignment: Any, node_id: Any, request: Any) -> bool:
         got_records: bool = await super()._proc_fetch_request(assignment, node_id, request)
