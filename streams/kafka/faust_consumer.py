@@ -17,8 +17,11 @@ idle poll interval: it bounds how long *busy* partitions can go unfetched.
 Measured with ``streams bench latency --rate 1000`` (docs/benchmarks.md): with
 1500 ms, runs fell into a state where both stages lagged by 1.5-2 s (the
 records' Kafka timestamp to the agent) while the machine was a third idle.
-:data:`FETCH_MAX_WAIT_MS` caps that lag; the price is an idle worker's fetch
-requests: ten per second instead of two-thirds of one.
+:data:`FETCH_MAX_WAIT_MS` caps that lag. Its price, ten fetches a second from an
+idle worker, is not paid while the consumer is idle: after a few empty fetches,
+a fetch that names every assigned partition (so none is held back behind it)
+waits ``STREAMS_KAFKA_IDLE_FETCH_MAX_WAIT_MS`` instead (2 s; Kafka answers it as
+soon as any of them has a record), :mod:`streams.kafka.fetch_wait`.
 
 A second change: how each fetched record is handed to the agents. Faust's
 drain loop passes every record through ``Service.wait_first(callback(record),
