@@ -43,7 +43,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
+from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 from mode.services import WaitResults
 
 from streams.kafka.fetch_wait import adapt_fetch_wait
@@ -156,6 +158,21 @@ class _Consumer(faust_aiokafka.Consumer):
             if self.should_stop:
                 return
             self.verify_event_path(now, tp)
+
+
+class QuietMonitor(Monitor):
+    """Faust's monitor without its once-a-second sampler.
+
+    The sampler only turns the monitor's counters into rates and medians
+    (``events_s``, ``commit_latency_avg``, ...) for Faust's own stats pages and
+    sensors, none of which this worker serves or reads (its metrics are
+    :mod:`streams.ops.metrics`). The counters and the per-record hooks stay:
+    Faust's livelock check reads ``stream_inbound_time``.
+    """
+
+    @Service.task
+    async def _sampler(self) -> None:
+        return None
 
 
 class _Transport(faust_aiokafka.Transport):
