@@ -12,7 +12,7 @@ its own). :func:`adapt_fetch_wait` makes a started consumer ask with
   record; and
 - the request names *every* assigned partition: none has fetched records the
   application has not taken yet, none is paused, every one has a position
-  (no offset reset pending).
+  (no offset reset pending) and a known leader.
 
 With ``fetch_min_bytes=1`` the broker answers a fetch as soon as any
 partition in it has a record (Kafka's long polling), so a long wait adds no
@@ -77,7 +77,11 @@ class _IdleAwareFetcher(Fetcher):  # type: ignore[misc]
         fetches, resets, timeout, invalid_metadata, resume_futures = super()._get_actions_per_node(
             assignment
         )
-        if idle and not resets and not invalid_metadata:
+        if idle and (resets or invalid_metadata):
+            # A partition to reset, or without a leader, is left out of the request.
+            self._fetch_max_wait_ms = self._busy_wait_ms
+            return super()._get_actions_per_node(assignment)
+        if idle:
             # The routine's poll (``fetcher_timeout``, 0.2 s): every event it acts on
             # while idle (a fetch done, records taken, a seek, a resume, a change of
             # assignment) is one of the futures it waits on.

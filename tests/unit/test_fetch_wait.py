@@ -120,6 +120,24 @@ def test_the_idle_wait_and_poll_are_used_only_while_idle(monkeypatch: pytest.Mon
     assert seen == [100, 2000, 100]
 
 
+@pytest.mark.parametrize("left_out", ["reset", "no leader"])
+def test_a_request_that_leaves_a_partition_out_is_rebuilt_short(
+    monkeypatch: pytest.MonkeyPatch, left_out: str
+) -> None:
+    seen = []
+
+    def parent(self: Any, assignment: Any) -> Any:
+        seen.append(self._fetch_max_wait_ms)
+        resets = {0: ["tp0"]} if left_out == "reset" else {}
+        return ["request"], resets, 0.2, left_out == "no leader", []
+
+    monkeypatch.setattr(Fetcher, "_get_actions_per_node", parent)
+    fetcher = _fetcher()
+    assignment = _idle_assignment(fetcher)
+    assert fetcher._get_actions_per_node(assignment)[2] == 0.2
+    assert seen == [2000, 100]
+
+
 def _started(wait_ms: int = 100, min_bytes: int = 1) -> Any:
     fetcher = Fetcher.__new__(Fetcher)
     fetcher._fetch_max_wait_ms = wait_ms
