@@ -93,6 +93,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_host": settings.api_bind,
         # Faust's built-in pages would list table contents: never expose them.
         "web_tables_enabled": False,
+        # Faust's monitor without its 1 s sampler: nothing here reads its rates.
+        "Monitor": "streams.kafka.faust_consumer:QuietMonitor",
         "web_router_enabled": False,
         # Our topics are created by `streams topics create`; the leader topic is unused.
         "topic_disable_leader": True,
@@ -158,6 +160,7 @@ def build_app(
     app = App(settings.app_id, **faust_settings(settings))
     app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     app.fetch_min_bytes = settings.kafka_fetch_min_bytes
+    app.idle_fetch_max_wait_ms = settings.kafka_idle_fetch_max_wait_ms
     names = TopicNames(settings.topic_prefix)
     index = SubscriptionIndex()
     pipeline = Pipeline(

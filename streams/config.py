@@ -239,7 +239,9 @@ class Settings:
         "100",
         "How long the broker may hold a fetch of the worker's stage consumer open while it "
         "has less than STREAMS_KAFKA_FETCH_MIN_BYTES to return (1-1500 ms). It bounds the "
-        "added latency per stage, and is how often an idle worker asks.",
+        "added latency per stage; once idle (and with STREAMS_KAFKA_FETCH_MIN_BYTES=1) the "
+        "worker asks every "
+        "STREAMS_KAFKA_IDLE_FETCH_MAX_WAIT_MS instead.",
     )
     kafka_fetch_min_bytes: int = _env(
         "STREAMS_KAFKA_FETCH_MIN_BYTES",
@@ -262,7 +264,18 @@ class Settings:
         "500",
         "How long the broker may hold a fetch of the worker's readers of compacted topics "
         "(subscriptions, tokens, health) when nothing is new (1-10000 ms). A change is read "
-        "as soon as it is written whatever this is; it is how often an idle reader asks.",
+        "as soon as it is written whatever this is; it is how often an idle reader asks "
+        "until STREAMS_KAFKA_IDLE_FETCH_MAX_WAIT_MS, if longer, takes over.",
+    )
+    kafka_idle_fetch_max_wait_ms: int = _env(
+        "STREAMS_KAFKA_IDLE_FETCH_MAX_WAIT_MS",
+        "2000",
+        "How long the broker may hold a fetch of the worker's aiokafka consumers (the stage "
+        "consumer, the retry tiers, the compacted readers) while they are idle: after a few "
+        "empty fetches, and only for a fetch that names every partition the consumer reads "
+        "(0-30000 ms; 0, or no more than the consumer's own wait, keeps its own wait). A "
+        "record is returned as soon as it is written whatever this is; it is how often an "
+        "idle worker asks (streams/kafka/fetch_wait.py).",
     )
     lane_wait_ms: int = _env(
         "STREAMS_LANE_WAIT_MS",
@@ -726,6 +739,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "kafka_fetch_max_wait_ms": _int_between(1, 1500),
     "kafka_fetch_min_bytes": _int_between(1, 1_048_576),
     "kafka_reader_fetch_max_wait_ms": _int_between(1, 10_000),
+    "kafka_idle_fetch_max_wait_ms": _int_between(0, 30_000),
     "disable_after_s": _duration,
     "state_dir": Path,
     "api_port": _port,

@@ -17,8 +17,11 @@ idle poll interval: it bounds how long *busy* partitions can go unfetched.
 Measured with ``streams bench latency --rate 1000`` (docs/benchmarks.md): with
 1500 ms, runs fell into a state where both stages lagged by 1.5-2 s (the
 records' Kafka timestamp to the agent) while the machine was a third idle.
-:data:`FETCH_MAX_WAIT_MS` caps that lag; the price is an idle worker's fetch
-requests: ten per second instead of two-thirds of one.
+:data:`FETCH_MAX_WAIT_MS` caps that lag. Its price, ten fetches a second from an
+idle worker, is not paid while the consumer is idle: after a few empty fetches,
+a fetch that names every assigned partition (so none is held back behind it)
+waits ``STREAMS_KAFKA_IDLE_FETCH_MAX_WAIT_MS`` instead (2 s; Kafka answers it as
+soon as any of them has a record), :mod:`streams.kafka.fetch_wait`.
 
 A second change: how each fetched record is handed to the agents. Faust's
 drain loop passes every record through ``Service.wait_first(callback(record),
@@ -35,12 +38,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
+from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 from mode.services import WaitResults
+
+from streams.kafka.fetch_wait import adapt_fetch_wait
 
 #: How long the broker may hold a fetch of the worker's consumer open without data
 #: (the default of ``STREAMS_KAFKA_FETCH_MAX_WAIT_MS``).
@@ -54,6 +62,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = getattr(transport.app, "fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
         consumer._fetch_min_bytes = getattr(transport.app, "fetch_min_bytes", 1)
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # Once started (the fetcher exists): the longer wait while idle (streams.kafka.fetch_wait).
+        idle_ms = getattr(self.consumer.app, "idle_fetch_max_wait_ms", 0)
+        if self._consumer is not None and idle_ms:
+            adapt_fetch_wait(self._consumer, idle_ms)
 
 
 async def finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
@@ -129,6 +144,36 @@ class _Consumer(faust_aiokafka.Consumer):
             raise
         return await super().wait_first(finish(callback, waiting_on), other)
 
+    async def verify_all_partitions_active(self) -> None:
+        """Faust's livelock check (every 2.5 commit intervals), without a ``sleep(0)``
+        before each assigned partition.
+
+        Each of those sleeps is a ``wait_for`` (a task, a timer and five callbacks)
+        only to yield between checks that take microseconds: with 18 partitions
+        assigned, 36 of an idle worker's 90 main-loop callbacks a second
+        (docs/benchmarks.md, issue 22). The checks and what they log are Faust's.
+        """
+        now = time.monotonic()
+        for tp in self.assignment():
+            if self.should_stop:
+                return
+            self.verify_event_path(now, tp)
+
+
+class QuietMonitor(Monitor):
+    """Faust's monitor without its once-a-second sampler.
+
+    The sampler only turns the monitor's counters into rates and medians
+    (``events_s``, ``commit_latency_avg``, ...) for Faust's own stats pages and
+    sensors, none of which this worker serves or reads (its metrics are
+    :mod:`streams.ops.metrics`). The counters and the per-record hooks stay:
+    Faust's livelock check reads ``stream_inbound_time``.
+    """
+
+    @Service.task
+    async def _sampler(self) -> None:
+        return None
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
@@ -145,6 +190,8 @@ class App(faust.App):
 
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
     fetch_min_bytes: int = 1
+    #: The fetch wait while the consumer is idle (0: always ``fetch_max_wait_ms``).
+    idle_fetch_max_wait_ms: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -46,6 +46,7 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.delivery.agent import MAX_PENDING, MAX_UNACKED, crash_handler
 from streams.errors import DecodeError
 from streams.kafka.commits import OrderedAcks
+from streams.kafka.fetch_wait import adapt_fetch_wait
 from streams.kafka.security import aiokafka_kwargs
 from streams.records import Delivery
 from streams.retry.schedule import tier_for_delay
@@ -118,6 +119,9 @@ class TierConsumer(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._acks: OrderedAcks | None = None
         self._reassign = asyncio.Event()
+        #: How long a poll waits when no record is held (records arriving end it at once):
+        #: an idle worker's loop wakes this often. A new assignment is applied after it.
+        self._idle_poll_ms = max(500, min(2000, pipeline.settings.kafka_idle_fetch_max_wait_ms))
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -133,6 +137,7 @@ class TierConsumer(mode.Service):
             max_poll_records=MAX_POLL_RECORDS,
         )
         await self._consumer.start()
+        adapt_fetch_wait(self._consumer, settings.kafka_idle_fetch_max_wait_ms)
         self._acks = OrderedAcks(
             max_pending=MAX_PENDING, max_unacked=MAX_UNACKED, on_fatal=crash_handler(self.p)
         )
@@ -172,13 +177,18 @@ class TierConsumer(mode.Service):
                 self.committable.pop(tp, None)
                 self._committed.pop(tp, None)
         self._consumer.assign(list(tps))
+        fresh = []
         for tp in tps:
             committed = await self._consumer.committed(tp)
             if committed is None:
-                await self._consumer.seek_to_beginning(tp)
+                fresh.append(tp)
             else:
                 self._consumer.seek(tp, committed)
                 self._committed[tp] = committed
+        if fresh:
+            # In one call: each seek_to_beginning waits for the fetch in flight (one per
+            # partition took 54 x 500 ms for 6 partitions of 9 tiers).
+            await self._consumer.seek_to_beginning(*fresh)
         log.info(
             "retry tiers: reading partitions %s of %d tiers",
             sorted(self.partitions),
@@ -199,7 +209,9 @@ class TierConsumer(mode.Service):
                 await self.sleep(0.5)
                 continue
             timeout_ms = (
-                int(max(10.0, min(500.0, (wake_at - time.time()) * 1000))) if wake_at else 500
+                int(max(10.0, min(500.0, (wake_at - time.time()) * 1000)))
+                if wake_at
+                else self._idle_poll_ms
             )
             batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
             for tp, records in batch.items():

@@ -157,7 +157,9 @@ async def start_readers(readers: list[CompactedReader]) -> None:
 
     Readers read from the beginning without a batch wait (the worker's state
     topics: subscriptions, endpoint health, tokens) share one aiokafka
-    consumer: each consumer of an idle worker sends a fetch every 500 ms and
+    consumer: each consumer of an idle worker sends a fetch every 500 ms
+    (``STREAMS_KAFKA_READER_FETCH_MAX_WAIT_MS``; every 2 s once idle,
+    ``STREAMS_KAFKA_IDLE_FETCH_MAX_WAIT_MS``, :mod:`streams.kafka.fetch_wait`) and
     wakes the event loop for it, so three of them cost three times the idle
     CPU of one (docs/benchmarks.md, issue 22). A write is applied as soon as a
     fetch returns it, shared or not. Any other reader gets a consumer of its own.
@@ -217,6 +219,7 @@ class _ReaderGroup:
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from streams.kafka.fetch_wait import adapt_fetch_wait
         from streams.kafka.security import aiokafka_kwargs
 
         first = self.first
@@ -237,6 +240,7 @@ class _ReaderGroup:
             ),
         )
         await consumer.start()
+        adapt_fetch_wait(consumer, settings.kafka_idle_fetch_max_wait_ms)
         try:
             owned: dict[CompactedReader, list[Any]] = {}
             for reader in self.readers:

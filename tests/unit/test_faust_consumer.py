@@ -219,3 +219,32 @@ def test_the_attempts_linger_is_minus_one_or_a_linger() -> None:
     for bad in ("-2", "1001", "soon"):
         with pytest.raises(Exception, match="STREAMS_KAFKA_ATTEMPTS_LINGER_MS"):
             Settings.from_env({"STREAMS_KAFKA_ATTEMPTS_LINGER_MS": bad})
+
+
+def test_the_app_monitor_has_no_sampler_but_keeps_its_hooks(tmp_path: Path) -> None:
+    from faust.sensors.monitor import Monitor
+
+    from streams.kafka.faust_consumer import QuietMonitor
+
+    app = _app(tmp_path)
+    monitor = app.monitor
+    assert isinstance(monitor, QuietMonitor)
+    assert isinstance(monitor, Monitor)  # the per-record hooks Faust's livelock check reads
+    assert asyncio.run(QuietMonitor._sampler.fun(monitor)) is None
+
+
+async def test_the_livelock_check_runs_for_every_partition_without_sleeping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _app(tmp_path)
+    consumer = app.consumer
+    checked: list[Any] = []
+    monkeypatch.setattr(consumer, "assignment", lambda: {"a", "b", "c"})
+    monkeypatch.setattr(consumer, "verify_event_path", lambda now, tp: checked.append(tp))
+
+    async def no_sleep(n: float) -> None:
+        raise AssertionError("slept")
+
+    monkeypatch.setattr(consumer, "sleep", no_sleep)
+    await consumer.verify_all_partitions_active()
+    assert sorted(checked) == ["a", "b", "c"]
