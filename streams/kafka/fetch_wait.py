@@ -41,9 +41,12 @@ acts on, all of which wake it anyway.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
+
+log = logging.getLogger(__name__)
 
 #: Empty fetches in a row before the wait is lengthened.
 EMPTY_FETCHES = 3
@@ -111,11 +114,16 @@ def adapt_fetch_wait(consumer: Any, idle_ms: int) -> bool:
     wait, or when the consumer waits for more than one byte (the broker would then hold
     the first records of a quiet spell for up to ``idle_ms``).
     """
-    fetcher = consumer._fetcher
+    fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or isinstance(fetcher, _IdleAwareFetcher):
         return isinstance(fetcher, _IdleAwareFetcher)
-    busy_ms = int(fetcher._fetch_max_wait_ms)
-    if idle_ms <= busy_ms or int(fetcher._fetch_min_bytes) > 1:
+    try:
+        busy_ms = int(fetcher._fetch_max_wait_ms)
+        min_bytes = int(fetcher._fetch_min_bytes)
+    except AttributeError:  # another aiokafka's internals: keep its own fetcher
+        log.warning("idle fetch wait: this aiokafka's fetcher is not the one known; not used")
+        return False
+    if idle_ms <= busy_ms or min_bytes > 1:
         return False
     fetcher._busy_wait_ms = busy_ms
     fetcher._idle_wait_ms = int(idle_ms)
