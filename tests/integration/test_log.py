@@ -28,7 +28,7 @@ from tests.integration.harness import Api, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
-RECORDS = 30_000
+RECORDS = 120_000  # more than one batch of the indexer (at most 50,000 records)
 SPACING_S = 0.5
 #: The attempts span the last 15 hours: within the retention (nothing is pruned) and
 #: within the day the minute buckets are kept, so every window has data at run time.
