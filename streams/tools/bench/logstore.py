@@ -43,11 +43,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from streams.config import Settings
+from streams.log.store import PAGE_INDEXES
 from streams.records import Attempt, delivery_id_for
 
 TENANTS = 200
@@ -184,6 +185,35 @@ def _io() -> dict[str, int]:
     return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines())}
 
 
+#: Indexes the writer never reads through, which ``write --without-index`` may drop to
+#: see what keeping each one up costs (``d_key`` and ``d_time`` are read by the writer).
+DROPPABLE = (*(i for i in PAGE_INDEXES if i != "d_time"), "b_scope", "b_failing")
+
+
+def _drop_indexes(path: Path, names: Sequence[str]) -> None:
+    """Drop ``names`` from the store at ``path`` *for good*, and from this process's
+    schema so opening the writer does not build them again. Run it on a copy."""
+    from streams.log import store as log_store
+
+    if not names:
+        return
+    unknown = sorted(set(names) - set(DROPPABLE))
+    if unknown:
+        raise SystemExit(f"--without-index: {unknown} not among {', '.join(DROPPABLE)}")
+    statements = log_store._SCHEMA.split(";")
+    log_store._SCHEMA = ";".join(
+        st for st in statements if not any(f"EXISTS {n} ON" in st for n in names)
+    )
+    conn = sqlite3.connect(path)
+    try:
+        for name in names:
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+        conn.commit()
+    finally:
+        conn.close()
+    print(f"dropped for this run and from the store: {', '.join(names)}", flush=True)
+
+
 def write_bench(
     path: Path,
     batches: int,
@@ -192,9 +222,11 @@ def write_bench(
     seed: int,
     checkpoint_every: int,
     query_samples: int = 0,
+    without: Sequence[str] = (),
 ) -> None:
     from streams.log import store as log_store
 
+    _drop_indexes(path, without)
     writer = log_store.LogWriter(path, _topic_of(path) or "bench.attempts")
     conn = writer._conn
     pragmas = {
@@ -621,6 +653,14 @@ def main(argv: list[str] | None = None) -> None:
         help="a PASSIVE checkpoint after every N batches (measured with them)",
     )
     p.add_argument(
+        "--without-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="drop this index from the store first (repeatable; on a copy: it is gone "
+        "for good), to see what keeping it up costs",
+    )
+    p.add_argument(
         "--query-samples",
         type=int,
         default=0,
@@ -664,6 +704,7 @@ def main(argv: list[str] | None = None) -> None:
             seed,
             max(args.checkpoint_every, 0),
             min(max(args.query_samples, 0), 100_000),
+            args.without_index,
         )
     else:
         produce(args.bootstrap, args.topic, args.rate, args.seconds, args.seed)
