@@ -55,7 +55,7 @@ from streams.errors import (
     StreamsError,
     UnavailableError,
 )
-from streams.records import Attempt, Delivery
+from streams.records import Attempt, Delivery, delivery_id_for
 from streams.signing import PROFILES
 from streams.subscriptions import headers as header_rules
 from streams.subscriptions import secrets as secret_store
@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 ONCE_TTL_S = 300
 #: Rows on one page of the delivery log and of the dead letters.
 PAGE_ROWS = 50
+#: The most endpoints an event id is looked up under (one delivery id each).
+FIND_ENDPOINTS = 2000
 #: The endpoint list's chart: the last 24 h in hourly bars (the store's hour buckets).
 CHART_HOURS = 24
 #: The windows of the endpoint page's statistics (keys of the stats' ``windows``).
@@ -714,9 +716,42 @@ class ConsolePages:
 
     # -- the delivery log -------------------------------------------------------------
 
+    async def find_delivery(self, request: web.Request, wanted: str) -> str | None:
+        """The delivery page of ``wanted``: a delivery id (the ``webhook-id`` header), or
+        an event id, whose delivery to each endpoint the user may see has the id
+        :func:`delivery_id_for` gives (no index of event ids needed). ``None``: none."""
+        who = self.who(request)
+        endpoints = self.subs.visible(who, self.tenant_of(request))[:FIND_ENDPOINTS]
+        candidates = [wanted] + [delivery_id_for(wanted, s.id) for s in endpoints]
+        for delivery_id in dict.fromkeys(candidates):
+            try:
+                view, _ = await self.deliveries.history_for(who, delivery_id)
+            except NotFoundError:
+                continue
+            return self.with_tenant(
+                f"/console/deliveries/{delivery_id}", view["tenant_id"] if who.admin else None
+            )
+        return None
+
     async def delivery_log(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         tenant = self.tenant_of(request)
+        wanted = q.get("find", "").strip()
+        find_error = None
+        if wanted:
+            if len(wanted) > 200:
+                find_error = "An id is at most 200 characters: paste a delivery id or an event id."
+            else:
+                try:
+                    found_at = await self.find_delivery(request, wanted)
+                except UnavailableError as exc:
+                    found_at, find_error = None, str(exc)
+                if found_at is not None:
+                    raise web.HTTPSeeOther(found_at)
+                find_error = find_error or (
+                    f"No delivery {wanted!r}, and no delivery of an event with that id to "
+                    "an endpoint you have now, is in the delivery log."
+                )
         filters = {
             "subscription_id": q.get("endpoint") or None,
             "status": q.get("status") or None,
@@ -763,8 +798,9 @@ class ConsolePages:
                 "endpoints": self.subs.visible(self.who(request), tenant),
                 "event_types": self.p.registry.event_types,
                 "tenant": tenant,
+                "find_error": find_error,
             },
-            status=422 if error else 200,
+            status=422 if error else 404 if find_error else 200,
         )
 
     async def delivery(self, request: web.Request) -> web.StreamResponse:

@@ -255,6 +255,18 @@ def test_tenant_flow_from_link_to_replay(
     )
     shot(browser, "delivery-log")
 
+    # 4a. Find a delivery by its event's id (what a receiver logs); an unknown id is
+    # answered on the log page, the id kept in the box.
+    box = browser.find_element(By.CSS_SELECTOR, "#find-form input[name=find]")
+    box.send_keys("acme-ok-1")
+    browser.find_element(By.CSS_SELECTOR, "#find-form button[type=submit]").click()
+    until(browser, lambda b: "/console/deliveries/msg_" in b.current_url, what="found")
+    assert text_of(browser, "dl.facts").count("acme-ok-1") == 1
+    browser.get(worker.base_url + "/console/deliveries?find=acme-ok-404")
+    assert "No delivery 'acme-ok-404'" in text_of(browser, "#find-error")
+    assert browser.find_element(By.NAME, "find").get_attribute("value") == "acme-ok-404"
+    shot(browser, "find-delivery")
+
     # 4b. Edit the endpoint: the form comes filled in (no secret in it); the endpoint's
     # page says what changed and shows the new description and event types.
     browser.get(endpoint_url)

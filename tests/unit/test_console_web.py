@@ -33,7 +33,7 @@ from streams.console.sessions import Grant
 from streams.deadletter.scan import Located
 from streams.errors import StreamsError
 from streams.log.store import LogWriter
-from streams.records import Attempt, Delivery
+from streams.records import Attempt, Delivery, delivery_id_for
 from streams.signing import PROFILES
 from streams.subscriptions.model import BODY_FORMATS
 from streams.tools.demo import console_links
@@ -1099,3 +1099,57 @@ async def test_the_test_panel_sends_the_picked_event_type_the_endpoint_receives(
     api = await client.post(f"/v1/subscriptions/{only}/test", json={}, headers=bearer(token))
     assert api.status == 202
     assert len(pipeline.written(pipeline.names.deliveries)) == before + 1
+
+
+# -- find a delivery by its id or its event's id ----------------------------------------
+
+
+async def test_find_a_delivery_by_its_id_or_its_events_id_within_the_tenant(
+    log_app: Any,
+) -> None:
+    client, pipeline = log_app
+    sub = await api_endpoint(client, pipeline, "acme", "https://example.com/a")
+    did = delivery_id_for("evt_find_me", sub.id)
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    writer.write(
+        [
+            (
+                0,
+                0,
+                Attempt(
+                    delivery_id=did,
+                    event_id="evt_find_me",
+                    event_type="alert.fired",
+                    tenant_id="acme",
+                    subscription_id=sub.id,
+                    attempt=1,
+                    at=1_800_000_000.0,
+                    duration_ms=1.0,
+                    outcome="delivered",
+                    status=200,
+                ).to_bytes(),
+            )
+        ]
+    )
+    writer.close()
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    shown = await page(client, "/console/deliveries")
+    assert 'name="find"' in shown
+    for wanted in ("evt_find_me", did, f"  {did} "):
+        resp = await client.get(
+            "/console/deliveries", params={"find": wanted}, allow_redirects=False
+        )
+        assert resp.status == 303, wanted
+        assert resp.headers["Location"] == f"/console/deliveries/{did}"
+    resp = await client.get("/console/deliveries", params={"find": "evt_never_sent"})
+    assert resp.status == 404
+    text = await resp.text()
+    assert "No delivery &#39;evt_never_sent&#39;" in text
+    assert 'value="evt_never_sent"' in text  # kept in the box
+    # Another tenant finds neither the event nor the delivery id.
+    await sign_in(client, await link(client, await tenant_token(client, "beta")))
+    for wanted in ("evt_find_me", did):
+        resp = await client.get(
+            "/console/deliveries", params={"find": wanted}, allow_redirects=False
+        )
+        assert resp.status == 404, wanted
