@@ -19,6 +19,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import secrets
 import shlex
 import time
@@ -115,6 +116,11 @@ def iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+#: A JSON body's tokens: a string (escapes included), a bracket, comma or colon, a
+#: literal (number, true, false, null), or whitespace between them.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+|\s+')
+
+
 def pretty_json(text: str) -> str | None:
     """``text`` indented (two spaces) when it is JSON, else None.
 
@@ -126,46 +132,24 @@ def pretty_json(text: str) -> str | None:
         json.loads(text)  # the standard library's: any size of integer is JSON
     except ValueError:
         return None
+    parts = [t for t in _JSON_TOKEN.findall(text) if not t.isspace()]
     out: list[str] = []
     depth = 0
-    in_string = escaped = False
-    pad = "  "
-    n = len(text)
-    i = 0
-    while i < n:
-        ch = text[i]
-        i += 1
-        if in_string:
-            out.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch in " \t\r\n":
-            continue
-        if ch == '"':
-            in_string = True
-            out.append(ch)
-        elif ch in "{[":
-            rest = text[i:].lstrip(" \t\r\n")
-            if rest[:1] in ("}", "]"):  # empty: {} or []
-                out.append(ch + rest[0])
-                i = n - len(rest) + 1
-                continue
+    for i, part in enumerate(parts):
+        if part in ("{", "["):
+            closing = i + 1 < len(parts) and parts[i + 1] in ("}", "]")
             depth += 1
-            out.append(ch + "\n" + pad * depth)
-        elif ch in "}]":
+            out.append(part if closing else part + "\n" + "  " * depth)
+        elif part in ("}", "]"):
             depth -= 1
-            out.append("\n" + pad * depth + ch)
-        elif ch == ",":
-            out.append(",\n" + pad * depth)
-        elif ch == ":":
+            empty = i > 0 and parts[i - 1] in ("{", "[")
+            out.append(part if empty else "\n" + "  " * depth + part)
+        elif part == ",":
+            out.append(",\n" + "  " * depth)
+        elif part == ":":
             out.append(": ")
         else:
-            out.append(ch)
+            out.append(part)
     return "".join(out)
 
 
