@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
+import re
 import secrets
+import shlex
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -31,7 +34,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from streams.api.auth import ADMIN, Principal, scope
-from streams.api.deliveries import attempt_view
+from streams.api.deliveries import attempt_view, parse_limit
 from streams.console import charts, security
 from streams.console.live import LiveView
 from streams.console.sessions import (
@@ -55,6 +58,7 @@ from streams.errors import (
     StreamsError,
     UnavailableError,
 )
+from streams.log.store import Cursor, StoreFault, delivery_key
 from streams.records import Attempt, Delivery, delivery_id_for
 from streams.signing import PROFILES
 from streams.subscriptions import headers as header_rules
@@ -80,6 +84,12 @@ FIND_ENDPOINTS = 2000
 CHART_HOURS = 24
 #: The windows of the endpoint page's statistics (keys of the stats' ``windows``).
 STATS_WINDOWS = (("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"))
+#: Rows of the endpoint page's recent deliveries.
+RECENT_ROWS = 10
+#: The console's status word for "not delivered": retrying or given up. The store has
+#: a word for each (``retrying``, ``failed``); a page of both is the two pages merged.
+UNDELIVERED = "undelivered"
+NOT_DELIVERED_WORDS = ("retrying", "failed")
 #: How the edit form's notice names each field of the PATCH body it sent.
 FIELD_NAMES = {
     "url": "URL",
@@ -104,6 +114,51 @@ def iso(ts: float | None) -> str:
     if ts is None:
         return ""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+#: A JSON body's tokens: a string (escapes included), a bracket, comma or colon, a
+#: literal (number, true, false, null), or whitespace between them.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+|\s+')
+
+
+def pretty_json(text: str) -> str | None:
+    """``text`` indented (two spaces) when it is JSON, else None.
+
+    Only whitespace outside strings is changed: keys keep their order, numbers and
+    strings stay exactly as sent, and taking the added whitespace out gives the
+    compact body back.
+    """
+    try:
+        json.loads(text)  # the standard library's: any size of integer is JSON
+    except ValueError:
+        return None
+    parts = [t for t in _JSON_TOKEN.findall(text) if not t.isspace()]
+    out: list[str] = []
+    depth = 0
+    for i, part in enumerate(parts):
+        if part in ("{", "["):
+            closing = i + 1 < len(parts) and parts[i + 1] in ("}", "]")
+            depth += 1
+            out.append(part if closing else part + "\n" + "  " * depth)
+        elif part in ("}", "]"):
+            depth -= 1
+            empty = i > 0 and parts[i - 1] in ("{", "[")
+            out.append(part if empty else "\n" + "  " * depth + part)
+        elif part == ",":
+            out.append(",\n" + "  " * depth)
+        elif part == ":":
+            out.append(": ")
+        else:
+            out.append(part)
+    return "".join(out)
+
+
+def curl_command(url: str, headers: Mapping[str, str], body: str) -> str:
+    """A shell command that sends this request again: every value shell-quoted."""
+    lines = [f"curl -X POST {shlex.quote(url)}"]
+    lines += [f"-H {shlex.quote(f'{k}: {v}')}" for k, v in headers.items()]
+    lines.append(f"--data-raw {shlex.quote(body)}")
+    return " \\\n  ".join(lines)
 
 
 def _form_tenant(values: Mapping[str, str]) -> str | None:
@@ -485,6 +540,7 @@ class ConsolePages:
             stats = await self.stats.subscription_for(self.who(request), sub.id)
         except UnavailableError as exc:
             stats_error = str(exc)
+        recent = await self._recent(request, sub, failed=q.get("recent") == "failed")
         resp = self.render(
             request,
             "endpoint.html",
@@ -502,6 +558,7 @@ class ConsolePages:
                 "stats": stats,
                 "stats_windows": STATS_WINDOWS,
                 "stats_error": stats_error,
+                "recent": recent,
             },
         )
         if request.cookies.get(security.ONCE_COOKIE):
@@ -515,6 +572,39 @@ class ConsolePages:
                 path=f"/console/endpoints/{sub.id}",
             )
         return resp
+
+    async def _recent(
+        self, request: web.Request, sub: Subscription, *, failed: bool
+    ) -> dict[str, Any]:
+        """The endpoint's latest deliveries (all, or not delivered), read as the delivery
+        log page reads them; ``error`` says why there are none to show when the log
+        cannot be read."""
+        shown = sub.tenant_id if self.who(request).admin else None
+        query = {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "limit": str(RECENT_ROWS)}
+        if failed:
+            query["status"] = UNDELIVERED
+        rows: list[dict[str, Any]] = []
+        error = None
+        try:
+            rows = (await self.log_page(self.who(request), query))["data"]
+        except (UnavailableError, StoreFault) as exc:
+            error = str(exc)
+        here = f"/console/endpoints/{sub.id}"
+        return {
+            "tab": "failed" if failed else "all",
+            "rows": rows,
+            "error": error,
+            "tabs": [
+                ("all", "All", self.with_tenant(here, shown) + "#recent"),
+                ("failed", "Failed", self.with_tenant(here, shown, recent="failed") + "#recent"),
+            ],
+            "log_link": self.with_tenant(
+                "/console/deliveries",
+                shown,
+                endpoint=sub.id,
+                status=UNDELIVERED if failed else None,
+            ),
+        }
 
     async def endpoint_test(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -733,6 +823,33 @@ class ConsolePages:
             )
         return None
 
+    async def log_page(self, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+        """A page of the delivery log as ``GET /v1/deliveries`` answers it (``page_for``),
+        and for the status :data:`UNDELIVERED` the pages of ``retrying`` and ``failed``
+        merged: both are in the store's order (newest first attempt, then delivery key)
+        and its cursor is a place in that order, so one cursor pages both."""
+        if query.get("status") != UNDELIVERED:
+            return await self.deliveries.page_for(who, query)
+        limit = parse_limit(query.get("limit"))
+        pages = [
+            await self.deliveries.page_for(who, {**query, "status": word})
+            for word in NOT_DELIVERED_WORDS
+        ]
+        merged = sorted(
+            (row for found in pages for row in found["data"]),
+            key=lambda r: (r["first_attempt_at"], delivery_key(r["delivery_id"])),
+            reverse=True,
+        )
+        data = merged[:limit]
+        more = len(merged) > limit or any(found["next_cursor"] for found in pages)
+        last = data[-1] if data else None
+        next_cursor = (
+            Cursor(last["first_attempt_at"], delivery_key(last["delivery_id"])).encode()
+            if more and last
+            else None
+        )
+        return {"data": data, "next_cursor": next_cursor}
+
     async def delivery_log(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         tenant = self.tenant_of(request)
@@ -769,7 +886,7 @@ class ConsolePages:
         rows: list[dict[str, Any]] = []
         next_cursor = None
         try:
-            found = await self.deliveries.page_for(self.who(request), query)
+            found = await self.log_page(self.who(request), query)
             rows, next_cursor = found["data"], found["next_cursor"]
         except InvalidRequestError as exc:
             error = {"field": exc.field, "message": str(exc)}
@@ -854,11 +971,16 @@ class ConsolePages:
             )
         except (StreamsError, DecodeError, OSError) as exc:
             return None, f"The request could not be read back from Kafka: {exc}"
+        body = built.body.decode("utf-8", "replace")
+        headers = dict(built.headers)
         return {
             "method": "POST",
             "url": built.url,
-            "headers": dict(built.headers),
-            "body": built.body.decode("utf-8", "replace"),
+            "headers": headers,
+            "body": body,
+            # Shown indented; sent (and signed) as ``body``, byte for byte.
+            "pretty": pretty_json(body),
+            "curl": curl_command(built.url, headers, body),
         }, "Signatures are recomputed with the secret valid at the attempt's time."
 
     async def redeliver(self, request: web.Request) -> web.StreamResponse:

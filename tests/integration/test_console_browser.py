@@ -9,7 +9,9 @@ where it is hardest. Screenshots of the main pages go to ``docs/console/``.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import orjson
 import pytest
 
 from streams.config import Settings
@@ -305,24 +308,105 @@ def test_tenant_flow_from_link_to_replay(
     )
     assert text_of(browser, "#rate-1h") == "100.0%"
     shot_whole_page(browser, "endpoint-stats")
+    # Recent deliveries: the three events and the two tests, newest first (the picked
+    # test last sent); none failed.
+    recent = browser.find_elements(By.CSS_SELECTOR, "#recent-deliveries tbody tr")
+    assert len(recent) == 5, text_of(browser, "#recent")
+    assert text_of(recent[0], "code") == "prospect.added"
+    assert [text_of(r, ".outcome") for r in recent] == ["delivered"] * 5
+    browser.find_element(By.ID, "recent-tab-failed").click()
+    until(browser, lambda b: "recent=failed" in b.current_url, what="the Failed tab")
+    assert text_of(browser, "#recent-empty") == "No failed deliveries."
+    browser.find_element(By.ID, "recent-tab-all").click()
+    until(browser, lambda b: "recent=failed" not in b.current_url, what="the All tab")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#recent-deliveries tbody tr")) == 5
+    browser.execute_script("document.getElementById('recent').scrollIntoView()")
+    shot(browser, "endpoint-recent")
 
-    # 5. A failing endpoint: its attempts show the status and the response.
+    # 5. A failing endpoint: its page lists the failed delivery under Failed, the delivery
+    # log the panel links to lists the same; its attempts show the status and response.
     browser.get(worker.base_url + "/console/endpoints")
-    add_endpoint(browser, receiver.url("acme-bad"), "always 503")
-    receiver.configure("acme-bad", status=503)
-    bad_id = urlsplit(browser.current_url).path.rsplit("/", 1)[-1]
+    bad_secret = add_endpoint(browser, receiver.url("acme-bad"), "always 503")
+    receiver.configure("acme-bad", status=503, secret=bad_secret, profile="standard")
+    bad_url = browser.current_url
+    bad_id = urlsplit(bad_url).path.rsplit("/", 1)[-1]
     publish(worker_settings, "acme", 1, "acme-bad")
-    browser.get(f"{worker.base_url}/console/deliveries?endpoint={bad_id}&status=failed")
+    browser.get(f"{worker.base_url}/console/endpoints/{bad_id}?recent=failed")
     reload_until(
         browser,
-        lambda: bool(browser.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr a")),
-        what="the failed delivery",
+        lambda: text_of(browser, "#recent-deliveries tbody tr .outcome") == "give_up",
+        what="the given-up delivery under Failed",
     )
+    row = browser.find_element(By.CSS_SELECTOR, "#recent-deliveries tbody tr")
+    failed_id = row.get_attribute("data-delivery")
+    assert text_of(row, "td.status") == "503"
+    browser.execute_script("document.getElementById('recent').scrollIntoView({block: 'end'})")
+    shot(browser, "endpoint-recent-failed")
+    browser.find_element(By.ID, "recent-log").click()
+    until(browser, lambda b: text_of(b, "h1").startswith("Delivery log"), what="the log")
+    assert parse_qs(urlsplit(browser.current_url).query) == {
+        "endpoint": [bad_id],
+        "status": ["undelivered"],
+    }
+    listed = browser.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")
+    assert [r.get_attribute("data-delivery") for r in listed] == [failed_id]
     browser.find_element(By.CSS_SELECTOR, "#deliveries tbody tr a").click()
     statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#attempts td.status")]
     assert statuses == ["503", "503", "503"], statuses
-    assert "POST " + receiver.url("acme-bad") in text_of(browser, "#request-sent")
-    shot(browser, "delivery")
+    sent = text_of(browser, "#request-sent")
+    assert "POST " + receiver.url("acme-bad") in sent
+    assert '{\n  "' in sent  # the JSON body, indented
+
+    # 5a. Copy payload and Copy as curl, read back from the clipboard (a sentinel first,
+    # so a button that copies nothing fails); the curl command, run in a shell, sends a
+    # request the receiver verifies: the same delivery id, body and a valid signature.
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {
+            "origin": worker.base_url,
+            "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+        },
+    )
+    clipboard_js = (
+        "const done = arguments[arguments.length - 1];"
+        "const w = arguments[0];"
+        "(w === null ? navigator.clipboard.readText() : "
+        "navigator.clipboard.writeText(w).then(() => w)).then(done, (e) => done('ERR ' + e));"
+    )
+
+    def clipboard(write: str | None = None) -> str:
+        return str(browser.execute_async_script(clipboard_js, write))
+
+    assert clipboard("sentinel") == "sentinel"
+    browser.find_element(By.ID, "copy-payload").click()
+    until(browser, lambda b: text_of(b, "#copy-status").startswith("Copied payload"), what="copy")
+    payload = clipboard()
+    assert payload != "sentinel"
+    assert "\n" not in payload  # compact, as sent
+    assert orjson.loads(payload)["id"] == "acme-bad-0"
+    assert clipboard("sentinel") == "sentinel"
+    browser.find_element(By.ID, "copy-curl").click()
+    until(browser, lambda b: text_of(b, "#copy-status").startswith("Copied as curl"), what="curl")
+    command = clipboard()
+    argv = shlex.split(command.replace("\\\n", ""))
+    assert argv[:4] == ["curl", "-X", "POST", receiver.url("acme-bad")], argv[:4]
+    assert argv[-2:] == ["--data-raw", payload]
+    assert f"webhook-id: {failed_id}" in argv
+    before = len(receiver.ledger("acme-bad"))
+    ran = subprocess.run(
+        ["bash", "-c", command + " -sS -o /dev/null -w '%{http_code}'"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ran.stdout == "503", ran
+    again = receiver.wait_for("acme-bad", before + 1, timeout_s=10)[before:]
+    assert [(e["webhook_id"], e["event_id"], e["valid"]) for e in again] == [
+        (failed_id, "acme-bad-0", True)
+    ], again
+    browser.find_element(By.CSS_SELECTOR, "#curl-details summary").click()
+    shot_whole_page(browser, "delivery")
 
     # 6. Redeliver; disable, publish (parked), re-enable, replay the parked ones.
     browser.find_element(By.ID, "redeliver").click()
@@ -420,7 +504,7 @@ def test_operator_live_view_changes_while_events_flow(
     receiver: ReceiverProcess,
 ) -> None:
     receiver.configure("live", status=200)
-    admin.create(tenant_id="livecorp", url=receiver.url("live"), event_types=["*"])
+    theirs = admin.create(tenant_id="livecorp", url=receiver.url("live"), event_types=["*"])
     browser.delete_all_cookies()
     browser.get(link_for(admin))
     until(browser, lambda b: b.current_url.endswith("/console/live"), what="live view")
@@ -434,6 +518,20 @@ def test_operator_live_view_changes_while_events_flow(
     )
     time.sleep(2.5)
     shot(browser, "live")
+    # The operator opens a tenant's endpoint: its recent deliveries, every link keeping
+    # the tenant viewed.
+    browser.get(f"{worker.base_url}/console/endpoints/{theirs['id']}?tenant=livecorp")
+    reload_until(
+        browser,
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "#recent-deliveries tbody tr")) == 10,
+        what="ten recent deliveries of livecorp's endpoint",
+    )
+    link = browser.find_element(By.CSS_SELECTOR, "#recent-deliveries tbody tr a")
+    assert str(link.get_attribute("href")).endswith("?tenant=livecorp")
+    browser.find_element(By.ID, "recent-tab-failed").click()
+    until(browser, lambda b: "recent=failed" in b.current_url, what="the Failed tab")
+    assert "tenant=livecorp" in browser.current_url
+    assert text_of(browser, "#recent-empty") == "No failed deliveries."
     browser.get(worker.base_url + "/console/tenants")
     assert "livecorp" in text_of(browser, "#tenants")
     shot(browser, "tenants")
@@ -529,6 +627,14 @@ def test_the_embedded_console_works_in_another_sites_frame(
     assert acme.call("GET", f"/v1/subscriptions/{mine['id']}").json()["description"] == (
         "edited in a frame"
     )
+    # The recent deliveries' tabs and log link work inside the frame too.
+    browser.find_element(By.ID, "recent-tab-failed").click()
+    until(browser, lambda b: "No failed" in text_of(b, "#recent-empty"), what="framed tab")
+    assert "Tenant acme" in text_of(browser, ".who")
+    browser.find_element(By.ID, "recent-log").click()
+    until(browser, lambda b: text_of(b, "h1").startswith("Delivery log"), what="framed log")
+    status = Select(browser.find_element(By.NAME, "status")).first_selected_option
+    assert status.get_attribute("value") == "undelivered"
     browser.switch_to.default_content()
 
 

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import html
 import re
+import shlex
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1153,3 +1154,245 @@ async def test_find_a_delivery_by_its_id_or_its_events_id_within_the_tenant(
             "/console/deliveries", params={"find": wanted}, allow_redirects=False
         )
         assert resp.status == 404, wanted
+
+
+# -- the endpoint page's recent deliveries: the delivery log's own reads ---------------------
+
+
+def recent_attempt(sub: Any, n: int, at: float, outcome: str, tenant: str = "acme") -> bytes:
+    return Attempt(
+        delivery_id=f"msg_{sub.id[-6:]}_{n:03d}",
+        event_id=f"evt_{n}",
+        event_type="alert.fired" if n % 2 else "prospect.added",
+        tenant_id=tenant,
+        subscription_id=sub.id,
+        attempt=1 if outcome == "delivered" else 3,
+        at=at,
+        duration_ms=2.0,
+        outcome=outcome,
+        status=200 if outcome == "delivered" else 503,
+        error=None if outcome == "delivered" else "HTTP 503",
+    ).to_bytes()
+
+
+def recent_rows(shown: str) -> list[str]:
+    block = shown[shown.index('id="recent"') : shown.index('id="stats"')]
+    return re.findall(r'<tr data-delivery="([^"]+)">', block)
+
+
+async def test_the_endpoint_page_lists_its_recent_deliveries_all_or_failed(
+    log_app: Any,
+) -> None:
+    client, pipeline = log_app
+    sub = await api_endpoint(client, pipeline, "acme", "https://example.com/a")
+    other = await api_endpoint(client, pipeline, "acme", "https://example.com/b")
+    empty = await api_endpoint(client, pipeline, "acme", "https://example.com/c")
+    at = 1_800_000_000.0
+    outcomes = ["delivered"] * 14
+    outcomes[3], outcomes[9], outcomes[12] = "retry", "give_up", "retry"
+    records = [recent_attempt(sub, n, at + n, o) for n, o in enumerate(outcomes)]
+    records.append(recent_attempt(other, 99, at + 99, "give_up"))  # another endpoint's
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    writer.write([(0, n, value) for n, value in enumerate(records)])
+    writer.close()
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    ids = [f"msg_{sub.id[-6:]}_{n:03d}" for n in range(14)]
+
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    assert recent_rows(shown) == ids[::-1][:10]  # the latest 10, newest first
+    assert '<a href="#recent" ' not in shown
+    assert f'href="/console/deliveries/{ids[13]}">2027-01-15 08:00:13 UTC</a>' in shown
+    assert 'id="recent-tab-all" aria-current="page"' in shown
+    assert f'href="/console/deliveries?endpoint={sub.id}" id="recent-log"' in shown
+
+    failed = await page(client, f"/console/endpoints/{sub.id}?recent=failed")
+    assert recent_rows(failed) == [ids[12], ids[9], ids[3]]  # retrying or given up
+    assert 'id="recent-tab-failed" aria-current="page"' in failed
+    log_link = f"/console/deliveries?endpoint={sub.id}&amp;status=undelivered"
+    assert f'href="{log_link}" id="recent-log"' in failed
+    # The delivery log the link opens lists the same deliveries.
+    listed = await page(client, html.unescape(log_link))
+    assert re.findall(r'<tr data-delivery="([^"]+)">', listed) == [ids[12], ids[9], ids[3]]
+
+    assert "No deliveries yet." in await page(client, f"/console/endpoints/{empty.id}")
+    none_failed = await page(client, f"/console/endpoints/{empty.id}?recent=failed")
+    assert "No failed deliveries." in none_failed
+    assert recent_rows(none_failed) == []
+
+    # Another tenant: no endpoint page, so no recent deliveries either.
+    await sign_in(client, await link(client, await tenant_token(client, "beta")))
+    for path in (f"/console/endpoints/{sub.id}", f"/console/endpoints/{sub.id}?recent=failed"):
+        gone = await page(client, path, status=404)
+        assert ids[13] not in gone
+        assert ids[12] not in gone
+
+    # The operator: every link keeps the tenant viewed.
+    await sign_in(client, await link(client))
+    operator = await page(client, f"/console/endpoints/{sub.id}?tenant=acme&recent=failed")
+    assert recent_rows(operator) == [ids[12], ids[9], ids[3]]
+    assert f'href="/console/deliveries/{ids[12]}?tenant=acme"' in operator
+    assert f'href="/console/endpoints/{sub.id}?tenant=acme#recent" id="recent-tab-all"' in operator
+    assert (
+        f'href="/console/endpoints/{sub.id}?recent=failed&amp;tenant=acme#recent" '
+        'id="recent-tab-failed"'
+    ) in operator
+    assert f'href="{log_link}&amp;tenant=acme" id="recent-log"' in operator
+
+
+async def test_the_recent_deliveries_say_why_when_the_log_is_unavailable(app: Any) -> None:
+    client, pipeline = app  # a worker that keeps no delivery log
+    sub = await acme_endpoint(client, pipeline)
+    for path in (f"/console/endpoints/{sub.id}", f"/console/endpoints/{sub.id}?recent=failed"):
+        shown = await page(client, path)
+        assert 'id="recent-error">Recent deliveries unavailable: ' in shown
+        assert "STREAMS_DELIVERY_LOG=off" in shown
+        assert "No deliveries yet" not in shown
+        assert "No failed deliveries" not in shown
+
+
+async def test_the_log_pages_not_delivered_ones_without_skipping_or_repeating(
+    log_app: Any,
+) -> None:
+    """``undelivered``: retrying and given-up deliveries, sharing times, merged in the
+    store's order and paged with its cursor."""
+    client, pipeline = log_app
+    sub = await api_endpoint(client, pipeline, "acme", "https://example.com/a")
+    at = 1_800_000_000.0
+    outcomes = ("retry", "give_up", "delivered")
+    records = [recent_attempt(sub, n, at + n // 7, outcomes[n % 3]) for n in range(180)]
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    writer.write([(0, n, value) for n, value in enumerate(records)])
+    writer.close()
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    path: str | None = "/console/deliveries?status=undelivered"
+    seen: list[str] = []
+    sizes: list[int] = []
+    for _ in range(10):
+        if path is None:
+            break
+        text = await page(client, path)
+        assert '<option value="undelivered" selected>' in text
+        found = re.findall(r'<tr data-delivery="([^"]+)">', text)
+        seen += found
+        sizes.append(len(found))
+        older = re.search(r'<a href="([^"]+)" rel="next">Older deliveries</a>', text)
+        path = html.unescape(older.group(1)) if older else None
+    assert sizes == [50, 50, 20]
+    wanted = {f"msg_{sub.id[-6:]}_{n:03d}" for n in range(180) if n % 3 != 2}
+    assert len(seen) == len(set(seen)) == 120
+    assert set(seen) == wanted
+
+
+# -- the delivery page: the body indented, Copy payload, Copy as curl --------------------------
+
+
+def test_pretty_json_indents_only_whitespace_keeping_order_and_numbers() -> None:
+    sent = (
+        '{"zeta":1,"alpha":{"b":[1,2,{}],"a":"it\'s {not}, \\"json\\": $(x)"},'
+        '"n":1.10,"big":123456789012345678901234567890,"empty":[],"u":"\\u00e9"}'
+    )
+    shown = pages.pretty_json(sent)
+    assert shown is not None
+    assert shown.splitlines()[:3] == ["{", '  "zeta": 1,', '  "alpha": {']
+    assert '    "a": "it\'s {not}, \\"json\\": $(x)"' in shown.splitlines()
+    assert '  "n": 1.10,' in shown
+    assert '  "big": 123456789012345678901234567890,' in shown
+    assert '  "empty": [],' in shown
+    assert "      {}" in shown
+    # Only whitespace between tokens was added: taking it out gives the bytes sent.
+    compact = re.sub(r'("(?:[^"\\]|\\.)*")|\s+', lambda m: m.group(1) or "", shown)
+    assert compact == sent
+    for not_json in ("plain text", "{'a': 1}", "", "{"):
+        assert pages.pretty_json(not_json) is None
+
+
+def test_the_curl_command_quotes_every_value_for_the_shell() -> None:
+    body = '{"a":"it\'s $(rm -rf ~) `id` \\n"}'
+    headers = {"webhook-signature": "v1,abc=", "X-Note": "a 'quoted' $HOME; rm"}
+    command = pages.curl_command("https://example.com/h?a=1&b=2", headers, body)
+    argv = shlex.split(command.replace("\\\n", ""))
+    assert argv == [
+        "curl",
+        "-X",
+        "POST",
+        "https://example.com/h?a=1&b=2",
+        "-H",
+        "webhook-signature: v1,abc=",
+        "-H",
+        "X-Note: a 'quoted' $HOME; rm",
+        "--data-raw",
+        body,
+    ]
+
+
+async def test_the_delivery_page_indents_the_body_and_copies_it_and_curl_without_secrets(
+    log_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, pipeline = log_app
+    token_url = "https://api.telegram.org/bot123456789:AAH-sekret-token-0123456/sendMessage"
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    csrf = csrf_of(await page(client, "/console/endpoints/new"))
+    resp = await add_endpoint(
+        client,
+        csrf,
+        url=token_url,
+        chat_id="-100123",
+        signing="standard",
+        headers=f"X-Api-Key: {HEADER_VALUE}",
+    )
+    assert resp.status == 303, await resp.text()
+    [sub] = pipeline.subscriptions.all(tenant_id="acme")
+    body = '{"chat_id":"-100123","text":"it\'s <b>down</b>","n":1.10}'
+    delivery = Delivery(
+        delivery_id="dlv_pretty",
+        event_id="evt_pretty",
+        event_type="alert.fired",
+        tenant_id="acme",
+        subscription_id=sub.id,
+        body=body,
+    )
+    monkeypatch.setattr(pages, "read_at", lambda *_: Located(0, 5, 0, None, delivery.to_bytes()))
+    attempt = Attempt(
+        delivery_id="dlv_pretty",
+        event_id="evt_pretty",
+        event_type="alert.fired",
+        tenant_id="acme",
+        subscription_id=sub.id,
+        attempt=1,
+        at=time.time(),
+        duration_ms=1.0,
+        outcome="give_up",
+        status=400,
+        source_topic="deliveries",
+        source_partition=0,
+        source_offset=5,
+    )
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    writer.write([(0, 0, attempt.to_bytes())])
+    writer.close()
+
+    shown = await page(client, "/console/deliveries/dlv_pretty")
+    sent = html.unescape(re.search(r'<pre id="request-sent"><code>(.*?)</code>', shown, re.S)[1])
+    assert sent.endswith(
+        '{\n  "chat_id": "-100123",\n  "text": "it\'s <b>down</b>",\n  "n": 1.10\n}'
+    )
+    assert "The JSON body is shown indented; it was sent (and signed) compact" in shown
+    payload = html.unescape(re.search(r'<pre id="payload-sent" hidden>(.*?)</pre>', shown, re.S)[1])
+    assert payload == body  # Copy payload: the bytes sent
+    curl = html.unescape(re.search(r'<pre id="curl-command">(.*?)</pre>', shown, re.S)[1])
+    argv = shlex.split(curl.replace("\\\n", ""))
+    masked = "https://api.telegram.org/bot***/sendMessage"  # as the page shows it
+    assert argv[:4] == ["curl", "-X", "POST", masked]
+    assert "X-Api-Key: ********" in argv
+    assert argv[-2:] == ["--data-raw", body]
+    # The headers of the curl command are the headers shown, signature included.
+    for header in [a for a in argv[4:-2] if a != "-H"]:
+        assert header in sent, header
+    assert any(a.startswith("webhook-signature: v1,") for a in argv)
+    assert 'data-copy="#payload-sent"' in shown
+    assert 'data-copy="#curl-command"' in shown
+    # No secret anywhere in the page: not the header's value, not the bot token.
+    assert HEADER_VALUE not in shown
+    assert "AAH-sekret-token" not in shown
+    assert not re.search(r"\son[a-z]+=", shown)
+    assert "<script>" not in shown

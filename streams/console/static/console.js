@@ -1,6 +1,6 @@
 // The console's only script (CSP: script-src 'self', nothing inline).
-// Copy buttons, dialogs, the Test button's result, live polling, replay progress,
-// Prospektr's defaults. Every page works from the keyboard; without this file the
+// Copy buttons (a secret, a payload, a curl command), dialogs, the Test button's
+// result, live polling, replay progress, Prospektr's defaults. Every page works from the keyboard; without this file the
 // forms still submit.
 "use strict";
 
@@ -11,18 +11,31 @@ function text(el, value) { el.textContent = value; }
 
 document.addEventListener("click", async (ev) => {
   const copy = ev.target.closest("[data-copy]");
-  if (copy) {
-    const source = document.querySelector(copy.dataset.copy);
-    const value = source.value !== undefined ? source.value : source.textContent;
-    try { await navigator.clipboard.writeText(value); text(copy, "Copied"); }
-    catch (e) { if (source.select) { source.select(); } text(copy, "Press Ctrl+C to copy"); }
-    return;
-  }
+  if (copy) { copyFrom(copy); return; }
   const close = ev.target.closest("[data-close]");
   if (close) { document.querySelector(close.dataset.close).close(); return; }
   const test = ev.target.closest("[data-test]");
   if (test) { runTest(test); }
 });
+
+// Copies the value (inputs) or the text (anything else, hidden or not) of the element
+// named by data-copy. With data-copied, says what happened in that status element and
+// leaves the button's label alone; without, the button itself says "Copied".
+async function copyFrom(button) {
+  const source = document.querySelector(button.dataset.copy);
+  const value = source.value !== undefined ? source.value : source.textContent;
+  const status = button.dataset.copied && document.querySelector(button.dataset.copied);
+  const say = (words) => { if (status) { text(status, words); } else { text(button, words); } };
+  try {
+    await navigator.clipboard.writeText(value);
+    const done = button.textContent.replace(/^Copy/, "Copied");
+    say(status ? done + " (" + value.length + " characters)." : "Copied");
+    button.dataset.copiedLength = String(value.length);
+  } catch (e) {
+    if (source.select) { source.select(); }
+    say(status ? "Could not copy: select the text and press Ctrl+C." : "Press Ctrl+C to copy");
+  }
+}
 
 async function runTest(button) {
   const out = document.getElementById("test-result");
