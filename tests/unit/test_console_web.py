@@ -1304,6 +1304,10 @@ def test_pretty_json_indents_only_whitespace_keeping_order_and_numbers() -> None
     assert compact == sent
     for not_json in ("plain text", "{'a': 1}", "", "{"):
         assert pages.pretty_json(not_json) is None
+    # Past the cap a JSON body is shown as sent (a page view stays cheap).
+    big = '{"a":"' + "x" * pages.PRETTY_MAX_CHARS + '"}'
+    assert pages.pretty_json(big) is None
+    assert pages.pretty_json(big[: pages.PRETTY_MAX_CHARS - 2] + '"}') is not None
 
 
 def test_the_curl_command_quotes_every_value_for_the_shell() -> None:
