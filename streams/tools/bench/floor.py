@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 #: Record sizes of the product's records at these rows (bytes, measured from the topics of
 #: a `streams bench paced` run: an event ~480, a delivery ~700, an attempt ~420).
 EVENT_BYTES, DELIVERY_BYTES, ATTEMPT_BYTES = 480, 700, 420
@@ -54,18 +56,56 @@ class Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _consumer(bootstrap: str, group: str, topic: str, ready: threading.Event) -> Any:
+#: The latest librdkafka statistics of each client (requests sent, by type).
+_STATS: dict[str, dict[str, int]] = {}
+_STATS_LOCK = threading.Lock()
+
+
+def _stats_of(name: str) -> dict[str, Any]:
+    """librdkafka statistics every second, kept as requests sent by type (all brokers)."""
+
+    def keep(raw: str) -> None:
+        by_type: dict[str, int] = {}
+        for broker in orjson.loads(raw).get("brokers", {}).values():
+            for kind, count in broker.get("req", {}).items():
+                by_type[kind] = by_type.get(kind, 0) + int(count)
+        with _STATS_LOCK:
+            _STATS[name] = by_type
+
+    return {"statistics.interval.ms": 1000, "stats_cb": keep}
+
+
+def _requests() -> dict[str, int]:
+    total: dict[str, int] = {}
+    with _STATS_LOCK:
+        for by_type in _STATS.values():
+            for kind, count in by_type.items():
+                total[kind] = total.get(kind, 0) + count
+    return total
+
+
+def _consumer(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    ready: threading.Event,
+    wait_ms: int = 0,
+    min_bytes: int = 1_048_576,
+) -> Any:
+    """A consumer of ``topic``; ``wait_ms`` > 0: each fetch is held that long for up to
+    ``min_bytes`` (fewer, fuller fetches), else it is answered at the first record."""
     from confluent_kafka import Consumer
 
     c = Consumer(
         {
+            **_stats_of(group),
             "bootstrap.servers": bootstrap,
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
             "auto.commit.interval.ms": int(COMMIT_EVERY_S * 1000),
-            "fetch.min.bytes": 1,
-            "fetch.wait.max.ms": 100,
+            "fetch.min.bytes": min_bytes if wait_ms else 1,
+            "fetch.wait.max.ms": wait_ms or 100,
             "enable.partition.eof": False,
         }
     )
@@ -90,10 +130,17 @@ def _take(c: Any, n: int, wait_s: float) -> list[Any]:
     return got
 
 
-def _producer(bootstrap: str, linger_ms: int) -> Any:
+def _producer(bootstrap: str, linger_ms: int, name: str) -> Any:
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "acks": "all"})
+    return Producer(
+        {
+            **_stats_of(name),
+            "bootstrap.servers": bootstrap,
+            "linger.ms": linger_ms,
+            "acks": "all",
+        }
+    )
 
 
 def run(
@@ -106,6 +153,7 @@ def run(
     partitions: int,
     linger_ms: int,
     attempts_linger_ms: int,
+    fetch_wait_ms: int,
     broker_pid: int | None,
 ) -> dict[str, float]:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -127,8 +175,8 @@ def run(
     attempt_pad = b"a" * (ATTEMPT_BYTES - 24)
 
     def fan_out() -> None:
-        c = _consumer(bootstrap, prefix + "fanout", events_t, ready[0])
-        p = _producer(bootstrap, linger_ms)
+        c = _consumer(bootstrap, prefix + "fanout", events_t, ready[0], fetch_wait_ms)
+        p = _producer(bootstrap, linger_ms, "fanout-out")
         while not stop.is_set():
             for m in _take(c, 500, 0.1):
                 if m.error():
@@ -143,8 +191,8 @@ def run(
         c.close()
 
     def deliver() -> None:
-        c = _consumer(bootstrap, prefix + "deliver", deliveries_t, ready[1])
-        p = _producer(bootstrap, attempts_linger_ms)
+        c = _consumer(bootstrap, prefix + "deliver", deliveries_t, ready[1], fetch_wait_ms)
+        p = _producer(bootstrap, attempts_linger_ms, "attempts-out")
         while not stop.is_set():
             got = _take(c, 500, 0.1)
             now = time.time()
@@ -165,7 +213,8 @@ def run(
         c.close()
 
     def log() -> None:
-        c = _consumer(bootstrap, prefix + "log", attempts_t, ready[2])
+        # The log node's reader, as the product's: fetches held 500 ms for 256 KiB.
+        c = _consumer(bootstrap, prefix + "log", attempts_t, ready[2], 500, 256 * 1024)
         while not stop.is_set():
             got = _take(c, 5000, 0.5)
             with n.lock:
@@ -178,7 +227,7 @@ def run(
     for r in ready:  # joined and assigned before the publisher starts
         if not r.wait(60):
             raise SystemExit("a consumer was not assigned its partitions within 60 s")
-    publisher = _producer(bootstrap, linger_ms)
+    publisher = _producer(bootstrap, linger_ms, "publisher")
     event_pad = b"e" * (EVENT_BYTES - 24)
     events_per_s = rate / fanout
     start = time.perf_counter()
@@ -202,6 +251,7 @@ def run(
     while (now := time.perf_counter()) - start < total_s:
         if "a" not in marks and now - start >= warm_s:
             mark("a")
+            requests_a = _requests()
             with n.lock:
                 n.measuring = True
         due = start + published / events_per_s
@@ -211,6 +261,7 @@ def run(
         publisher.produce(events_t, f"{time.time():<24.6f}".encode() + event_pad, b"tenant")
         published += 1
         publisher.poll(0)
+    requests_b = _requests()
     mark("b")
     with n.lock:
         n.measuring = False
@@ -225,7 +276,11 @@ def run(
     done = max(d1 - d0, 1)
     lat = sorted(n.latencies_ms) or [0.0]
     admin.delete_topics([events_t, deliveries_t, attempts_t])
+    sent = {k: requests_b.get(k, 0) - requests_a.get(k, 0) for k in requests_b}
     return {
+        "requests_per_delivery": sum(sent.values()) / done,
+        "produce_per_delivery": sent.get("Produce", 0) / done,
+        "fetch_per_delivery": sent.get("Fetch", 0) / done,
         "deliveries_per_s": done / (w1 - w0),
         "broker_us": 1e6 * ((b1 - b0) - (j1 - j0)) / done,
         "broker_jit_us": 1e6 * (j1 - j0) / done,
@@ -248,6 +303,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--linger-ms", type=int, default=8)
     p.add_argument("--attempts-linger-ms", type=int, default=8)
+    p.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=0,
+        help="stage consumers hold each fetch this long for 1 MiB (0: answered at once)",
+    )
     args = p.parse_args(argv)
     from streams.tools.bench.procs import find_broker
 
@@ -266,16 +327,20 @@ def main(argv: list[str] | None = None) -> None:
                     partitions=args.partitions,
                     linger_ms=args.linger_ms,
                     attempts_linger_ms=args.attempts_linger_ms,
+                    fetch_wait_ms=args.fetch_wait_ms,
                     broker_pid=broker.pid,
                 )
                 print(
                     f"floor {rate:,.0f}/s x {fanout:.0f} ({args.partitions} partitions, "
-                    f"linger {args.linger_ms} ms, attempts {args.attempts_linger_ms} ms): "
+                    f"linger {args.linger_ms} ms, attempts {args.attempts_linger_ms} ms, "
+                    f"fetch wait {args.fetch_wait_ms} ms): "
                     f"{r['deliveries_per_s']:,.0f} deliveries/s; broker {r['broker_us']:,.0f} "
                     f"us per delivery (+{r['broker_jit_us']:,.0f} JIT); clients "
                     f"{r['clients_us']:,.0f} us; Kafka latency p50 {r['p50_ms']:.1f} ms, "
                     f"p99 {r['p99_ms']:.1f} ms; {r['delivered']:,.0f} of "
-                    f"{r['published'] * fanout:,.0f} read, {r['logged']:,.0f} attempts logged",
+                    f"{r['published'] * fanout:,.0f} read, {r['logged']:,.0f} attempts logged; "
+                    f"requests per delivery {r['requests_per_delivery']:.2f} (produce "
+                    f"{r['produce_per_delivery']:.2f}, fetch {r['fetch_per_delivery']:.2f})",
                     flush=True,
                 )
         finally:
