@@ -594,6 +594,43 @@ async def test_a_pre_encryption_record_is_shown_masked_in_the_console(app: Any) 
     assert "X-Api-Key: ********" in html
 
 
+def sent_delivery(
+    monkeypatch: pytest.MonkeyPatch,
+    sub_id: str,
+    delivery_id: str,
+    event_type: str,
+    body: str,
+    outcome: str,
+    status: int | None = None,
+) -> Attempt:
+    """A delivery of tenant acme at deliveries offset 5 (read back by the page through
+    ``read_at``) and its one attempt."""
+    delivery = Delivery(
+        delivery_id=delivery_id,
+        event_id=f"evt_{delivery_id}",
+        event_type=event_type,
+        tenant_id="acme",
+        subscription_id=sub_id,
+        body=body,
+    )
+    monkeypatch.setattr(pages, "read_at", lambda *_: Located(0, 5, 0, None, delivery.to_bytes()))
+    return Attempt(
+        delivery_id=delivery_id,
+        event_id=delivery.event_id,
+        event_type=event_type,
+        tenant_id="acme",
+        subscription_id=sub_id,
+        attempt=1,
+        at=time.time(),
+        duration_ms=1.0,
+        outcome=outcome,
+        status=status,
+        source_topic="deliveries",
+        source_partition=0,
+        source_offset=5,
+    )
+
+
 async def test_the_request_sent_shows_secret_header_values_masked(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -602,30 +639,7 @@ async def test_the_request_sent_shows_secret_header_values_masked(
     csrf = csrf_of(await page(client, "/console/endpoints/new"))
     await add_endpoint(client, csrf, headers=f"X-Api-Key: {HEADER_VALUE}")
     [sub] = pipeline.subscriptions.all(tenant_id="acme")
-    delivery = Delivery(
-        delivery_id="dlv_1",
-        event_id="evt_1",
-        event_type="prospect.added",
-        tenant_id="acme",
-        subscription_id=sub.id,
-        body="{}",
-    )
-    record = Located(0, 5, 0, None, delivery.to_bytes())
-    monkeypatch.setattr(pages, "read_at", lambda *_: record)
-    attempt = Attempt(
-        delivery_id="dlv_1",
-        event_id="evt_1",
-        event_type="prospect.added",
-        tenant_id="acme",
-        subscription_id=sub.id,
-        attempt=1,
-        at=time.time(),
-        duration_ms=1.0,
-        outcome="delivered",
-        source_topic="deliveries",
-        source_partition=0,
-        source_offset=5,
-    )
+    attempt = sent_delivery(monkeypatch, sub.id, "dlv_1", "prospect.added", "{}", "delivered")
     sent, _ = await pipeline.extras["console"]._request_sent([attempt])
     assert sent is not None
     assert sent["headers"]["X-Api-Key"] == "********"
@@ -1347,29 +1361,8 @@ async def test_the_delivery_page_indents_the_body_and_copies_it_and_curl_without
     assert resp.status == 303, await resp.text()
     [sub] = pipeline.subscriptions.all(tenant_id="acme")
     body = '{"chat_id":"-100123","text":"it\'s <b>down</b>","n":1.10}'
-    delivery = Delivery(
-        delivery_id="dlv_pretty",
-        event_id="evt_pretty",
-        event_type="alert.fired",
-        tenant_id="acme",
-        subscription_id=sub.id,
-        body=body,
-    )
-    monkeypatch.setattr(pages, "read_at", lambda *_: Located(0, 5, 0, None, delivery.to_bytes()))
-    attempt = Attempt(
-        delivery_id="dlv_pretty",
-        event_id="evt_pretty",
-        event_type="alert.fired",
-        tenant_id="acme",
-        subscription_id=sub.id,
-        attempt=1,
-        at=time.time(),
-        duration_ms=1.0,
-        outcome="give_up",
-        status=400,
-        source_topic="deliveries",
-        source_partition=0,
-        source_offset=5,
+    attempt = sent_delivery(
+        monkeypatch, sub.id, "dlv_pretty", "alert.fired", body, "give_up", status=400
     )
     writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
     writer.write([(0, 0, attempt.to_bytes())])
