@@ -13,7 +13,7 @@ import html
 import re
 import shlex
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -594,6 +594,27 @@ async def test_a_pre_encryption_record_is_shown_masked_in_the_console(app: Any) 
     assert "X-Api-Key: ********" in html
 
 
+async def walk_log(
+    client: Any, path: str | None, each: Callable[[str], bool] = lambda _: True
+) -> tuple[list[str], list[int]]:
+    """Every delivery id listed by the delivery log from ``path`` on, following *Older
+    deliveries* (at most 10 pages), and the size of each page; ``each`` must hold for
+    every page."""
+    seen: list[str] = []
+    sizes: list[int] = []
+    for _ in range(10):  # bounded: a few pages are expected
+        if path is None:
+            break
+        text = await page(client, path)
+        assert each(text), path
+        found = re.findall(r'<tr data-delivery="([^"]+)">', text)
+        seen += found
+        sizes.append(len(found))
+        older = re.search(r'<a href="([^"]+)" rel="next">Older deliveries</a>', text)
+        path = html.unescape(older.group(1)) if older else None
+    return seen, sizes
+
+
 def sent_delivery(
     monkeypatch: pytest.MonkeyPatch,
     sub_id: str,
@@ -691,18 +712,7 @@ async def test_the_log_pages_neither_skip_nor_repeat_deliveries_sharing_a_time(
     writer.write(records)
     writer.close()
     await sign_in(client, await link(client, await tenant_token(client, "acme")))
-    path: str | None = "/console/deliveries"
-    seen: list[str] = []
-    sizes: list[int] = []
-    for _ in range(10):  # bounded: three pages are expected
-        if path is None:
-            break
-        text = await page(client, path)
-        found = re.findall(r'<tr data-delivery="([^"]+)">', text)
-        seen += found
-        sizes.append(len(found))
-        older = re.search(r'<a href="([^"]+)" rel="next">Older deliveries</a>', text)
-        path = html.unescape(older.group(1)) if older else None
+    seen, sizes = await walk_log(client, "/console/deliveries")
     assert sizes == [50, 50, 20]
     assert len(seen) == len(set(seen)) == 120
     assert set(seen) == {f"msg_acme_{n:03d}" for n in range(120)}
@@ -1278,19 +1288,11 @@ async def test_the_log_pages_not_delivered_ones_without_skipping_or_repeating(
     writer.write([(0, n, value) for n, value in enumerate(records)])
     writer.close()
     await sign_in(client, await link(client, await tenant_token(client, "acme")))
-    path: str | None = "/console/deliveries?status=undelivered"
-    seen: list[str] = []
-    sizes: list[int] = []
-    for _ in range(10):
-        if path is None:
-            break
-        text = await page(client, path)
-        assert '<option value="undelivered" selected>' in text
-        found = re.findall(r'<tr data-delivery="([^"]+)">', text)
-        seen += found
-        sizes.append(len(found))
-        older = re.search(r'<a href="([^"]+)" rel="next">Older deliveries</a>', text)
-        path = html.unescape(older.group(1)) if older else None
+    seen, sizes = await walk_log(
+        client,
+        "/console/deliveries?status=undelivered",
+        each=lambda text: '<option value="undelivered" selected>' in text,
+    )
     assert sizes == [50, 50, 20]
     wanted = {f"msg_{sub.id[-6:]}_{n:03d}" for n in range(180) if n % 3 != 2}
     assert len(seen) == len(set(seen)) == 120
