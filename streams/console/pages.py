@@ -162,6 +162,23 @@ def pretty_json(text: str) -> str | None:
     return "".join(out)
 
 
+def outcome_note(outcome: str, status: int | None, last_at: float | None) -> str:
+    """What a delivery's outcome means for its owner, in one sentence."""
+    answer = f"answered {status}" if status is not None else "gave no HTTP answer"
+    when = iso(last_at)
+    if outcome == "delivered":
+        return f"Delivered: the endpoint {answer} at {when}."
+    if outcome == "retry":
+        return (
+            f"Not delivered yet: at the last attempt ({when}) the endpoint {answer}. "
+            "It is tried again on the endpoint's retry schedule."
+        )
+    return (
+        f"Given up: at the last attempt ({when}) the endpoint {answer}, and no more "
+        "attempts will be made. Redeliver sends it again now."
+    )
+
+
 def curl_command(url: str, headers: Mapping[str, str], body: str) -> str:
     """A shell command that sends this request again: every value shell-quoted."""
     lines = [f"curl -X POST {shlex.quote(url)}"]
@@ -940,6 +957,9 @@ class ConsolePages:
             "delivery.html",
             {
                 "d": view,
+                "outcome_note": outcome_note(
+                    view["outcome"], view.get("status"), view.get("last_attempt_at")
+                ),
                 "attempts": attempts,
                 "sent": sent,
                 "sent_note": sent_note,

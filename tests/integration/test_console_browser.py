@@ -405,6 +405,9 @@ def test_tenant_flow_from_link_to_replay(
     assert [(e["webhook_id"], e["event_id"], e["valid"]) for e in again] == [
         (failed_id, "acme-bad-0", True)
     ], again
+    note = text_of(browser, "#outcome-note")
+    assert note.startswith("Given up: at the last attempt ("), note
+    assert "answered 503" in note, note
     browser.find_element(By.CSS_SELECTOR, "#curl-details summary").click()
     shot_whole_page(browser, "delivery")
 

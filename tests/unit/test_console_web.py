@@ -1326,6 +1326,21 @@ def test_pretty_json_indents_only_whitespace_keeping_order_and_numbers() -> None
     assert pages.pretty_json(big[: pages.PRETTY_MAX_CHARS - 2] + '"}') is not None
 
 
+def test_the_outcome_note_says_what_each_outcome_means() -> None:
+    at = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+    assert pages.outcome_note("delivered", 204, at) == (
+        "Delivered: the endpoint answered 204 at 2027-01-15 08:00:00 UTC."
+    )
+    retry = pages.outcome_note("retry", None, at)
+    assert retry.startswith("Not delivered yet: at the last attempt (2027-01-15 08:00:00 UTC)")
+    assert "gave no HTTP answer" in retry
+    assert "retry schedule" in retry
+    gone = pages.outcome_note("give_up", 503, at)
+    assert gone.startswith("Given up:")
+    assert "answered 503" in gone
+    assert "no more attempts will be made. Redeliver sends it again now." in gone
+
+
 def test_the_curl_command_quotes_every_value_for_the_shell() -> None:
     body = '{"a":"it\'s $(rm -rf ~) `id` \\n"}'
     headers = {"webhook-signature": "v1,abc=", "X-Note": "a 'quoted' $HOME; rm"}
@@ -1371,6 +1386,9 @@ async def test_the_delivery_page_indents_the_body_and_copies_it_and_curl_without
     writer.close()
 
     shown = await page(client, "/console/deliveries/dlv_pretty")
+    note = re.search(r'<p class="hint" id="outcome-note">(.*?)</p>', shown, re.S)
+    assert note
+    assert html.unescape(note[1]).startswith("Given up: at the last attempt (")
     sent = html.unescape(re.search(r'<pre id="request-sent"><code>(.*?)</code>', shown, re.S)[1])
     assert sent.endswith(
         '{\n  "chat_id": "-100123",\n  "text": "it\'s <b>down</b>",\n  "n": 1.10\n}'
