@@ -21,6 +21,14 @@ Tables:
   cursors that neither skip nor repeat a delivery while new attempts arrive.
   ``dkey`` is a hash of the delivery id: how a delivery is found by id, and the
   order of equal first times, the same in a rebuilt store.
+- ``dkeys`` and ``dkeys_delta``: the delivery id index, in two levels. A hash
+  is random, so a B-tree of every delivery's key took a page write per new
+  delivery once the store held millions (a batch's keys fall on as many
+  pages): most of what made a large store slower to write. New keys, and the
+  keys of pruned deliveries (``live = 0``), go to the small ``dkeys_delta``;
+  when it outgrows :func:`merge_after` of the large level, it is merged into
+  ``dkeys`` in key order, each of that level's pages written once for many
+  keys. A lookup reads both levels; a key whose delivery is gone finds no row.
 - ``attempts``: one row per attempt, clustered by delivery (``seq``) and keyed
   by its position in the topic (``partition << 40 | offset``): a delivery's
   history is one range read, and no record is stored twice.
@@ -68,8 +76,13 @@ import orjson
 from streams.errors import InvalidRequestError, StreamsError, UnavailableError
 from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
 
-#: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild).
-SCHEMA_VERSION = 2
+#: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild),
+#: except a version-2 store, which is upgraded in place (:func:`open_schema`).
+SCHEMA_VERSION = 3
+#: The delta level of the delivery id index is merged into the large one when it holds
+#: ``max(MERGE_MIN_ROWS, sqrt(large rows * MERGE_FACTOR))`` keys (:func:`merge_after`).
+MERGE_MIN_ROWS = 50_000
+MERGE_FACTOR = 20_000
 #: An attempt's key: its partition in the high bits, its offset in the low 40 (10^12 records).
 OFFSET_BITS = 40
 #: The largest response snippet stored, in UTF-8 bytes (the engine keeps 4,096 characters).
@@ -153,6 +166,18 @@ def delivery_key(delivery_id: str) -> int:
     attempts have the same time, the same in a rebuilt store."""
     digest = hashlib.blake2b(delivery_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 2
+
+
+def merge_after(large_rows: int) -> int:
+    """Keys the delta level of the delivery id index holds before it is merged.
+
+    Each batch writes the delta's pages its new keys fall on (up to all of them, so a
+    larger delta costs more per batch); each merge writes every page of the large
+    level once (so a smaller delta merges more often). The square root of the large
+    level's size balances the two: at 10 million deliveries, a merge every ~450,000
+    keys (docs/benchmarks.md, issue 19).
+    """
+    return max(MERGE_MIN_ROWS, math.isqrt(max(0, large_rows) * MERGE_FACTOR))
 
 
 def bounded_snippet(text: str, limit: int = SNIPPET_BYTES) -> str:
@@ -547,6 +572,18 @@ _SUMMARY_COLUMNS = (
 ) = range(15)
 
 
+def by_key_sql(n: int) -> str:
+    """The summary rows of the deliveries with one of ``n`` keys, through both levels of
+    the delivery id index: bind the ``n`` keys twice. A key of a pruned delivery finds
+    no row; one shared by two ids finds both (the caller compares ids)."""
+    marks = ", ".join("?" * n)
+    return (
+        f"SELECT {_SUMMARY_COLUMNS} FROM deliveries WHERE seq IN "
+        f"(SELECT seq FROM dkeys WHERE dkey IN ({marks}) "
+        f"UNION ALL SELECT seq FROM dkeys_delta WHERE dkey IN ({marks}) AND live)"
+    )
+
+
 def summary_view(row: Sequence[Any], names: Callable[[int], str]) -> dict[str, Any]:
     """A delivery as the API shows it: its latest attempt by time, and the count."""
     return {
@@ -718,7 +755,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT,
     attempts INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS d_key ON deliveries (dkey);
 CREATE INDEX IF NOT EXISTS d_time ON deliveries ({_ORDER});
 CREATE INDEX IF NOT EXISTS d_tenant ON deliveries (tenant, {_ORDER});
 CREATE INDEX IF NOT EXISTS d_sub ON deliveries (sub, {_ORDER});
@@ -732,6 +768,17 @@ CREATE INDEX IF NOT EXISTS d_tenant_status ON deliveries (tenant, status, {_ORDE
     WHERE {_NOT_DELIVERED};
 CREATE INDEX IF NOT EXISTS d_sub_status ON deliveries (sub, status, {_ORDER})
     WHERE {_NOT_DELIVERED};
+CREATE TABLE IF NOT EXISTS dkeys (
+    dkey INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (dkey, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dkeys_delta (
+    dkey INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    live INTEGER NOT NULL,
+    PRIMARY KEY (dkey, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
     seq INTEGER NOT NULL,
     pos INTEGER NOT NULL,
@@ -880,17 +927,20 @@ def open_schema(path: Path, topic: str) -> None:
                 if "no such table" not in str(exc):
                     raise
                 meta = {}  # a new store
-            if meta and meta.get("schema_version") != str(SCHEMA_VERSION):
-                raise StoreFault(
-                    f"the delivery-log store {path} has schema version "
-                    f"{meta.get('schema_version')}, this version uses {SCHEMA_VERSION}: run "
-                    "`streams log rebuild` (or delete the file) to rebuild it from the topic"
-                )
             if meta and meta.get("topic") != topic:
                 raise StoreFault(
                     f"the delivery-log store {path} follows the topic {meta.get('topic')!r}, "
                     f"not {topic!r} (another STREAMS_TOPIC_PREFIX?): give this pipeline its "
                     "own STREAMS_LOG_DIR, or run `streams log rebuild`"
+                )
+            if meta.get("schema_version") == "2":
+                _upgrade_from_2(conn)
+                meta["schema_version"] = str(SCHEMA_VERSION)
+            if meta and meta.get("schema_version") != str(SCHEMA_VERSION):
+                raise StoreFault(
+                    f"the delivery-log store {path} has schema version "
+                    f"{meta.get('schema_version')}, this version uses {SCHEMA_VERSION}: run "
+                    "`streams log rebuild` (or delete the file) to rebuild it from the topic"
                 )
             conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
             if not meta:
@@ -900,6 +950,27 @@ def open_schema(path: Path, topic: str) -> None:
                 )
         finally:
             conn.close()
+
+
+def _upgrade_from_2(conn: sqlite3.Connection) -> None:
+    """Version 2 to 3, in place and in one transaction: the delivery id index moves from
+    ``d_key`` (an index of ``deliveries``) to the two-level ``dkeys`` tables, filled in
+    key order from it (about 20 s at 10 million deliveries, instead of a rebuild)."""
+    conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA)
+    try:
+        rows = conn.execute(
+            "INSERT INTO dkeys (dkey, seq) SELECT dkey, seq FROM deliveries ORDER BY dkey, seq"
+        ).rowcount
+        conn.execute("DROP INDEX IF EXISTS d_key")
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("schema_version", str(SCHEMA_VERSION)), ("dkeys_rows", str(rows))],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 # -- the writer -----------------------------------------------------------------------
@@ -923,6 +994,7 @@ class WriteResult:
     attempts: int = 0
     deliveries: int = 0  # new deliveries
     duplicates: int = 0  # records before the stored position (read twice)
+    merged: int = 0  # keys merged into the large level of the delivery id index
     skipped: int = 0  # undecodable records
     #: Each skipped record's (partition, offset, reason), for the indexer's log lines.
     skips: list[tuple[int, int, str]] = field(default_factory=list)
@@ -957,6 +1029,7 @@ class LogWriter:
                 self._conn.execute("SELECT partition, next_offset FROM positions").fetchall()
             )
             self._next_seq = self._max_seq() + 1
+            self._large_rows, self._delta_rows = self._key_counts()
         self._names: dict[tuple[int, str], int] = {}
         self._new_names: list[tuple[int, str]] = []
         # Buckets of the current minutes and hours, so a batch adds to them in memory.
@@ -1012,6 +1085,7 @@ class LogWriter:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result.attempts, result.deliveries = self._apply(rows)
+                result.merged = self._merge_keys()
                 if skipped:
                     conn.executemany(
                         "INSERT OR REPLACE INTO skipped (pos, reason, at) VALUES (?, ?, ?)",
@@ -1053,6 +1127,7 @@ class LogWriter:
                 )
         with contextlib.suppress(sqlite3.Error):
             self._next_seq = self._max_seq() + 1
+            self._large_rows, self._delta_rows = self._key_counts()
 
     def _name_id(self, kind: int, name: str) -> int:
         key = (kind, name)
@@ -1079,17 +1154,56 @@ class LogWriter:
         wanted = list(set(keys.values()))
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
-            for row in self._conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM deliveries INDEXED BY d_key "
-                f"WHERE dkey IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ):
+            for row in self._conn.execute(by_key_sql(len(chunk)), chunk + chunk):
                 if row[S_DELIVERY] in keys:
                     by_id[row[S_DELIVERY]] = list(row)
         return {
             d: _Pending(False, k, by_id[d]) if d in by_id else _Pending(True, k, [])
             for d, k in keys.items()
         }
+
+    def _add_keys(self, keys: list[tuple[int, int]], live: int) -> None:
+        """Put ``(dkey, seq)`` pairs in the delta level: new deliveries (``live`` 1) or
+        pruned ones (0, removed from the large level at the next merge)."""
+        if not keys:
+            return
+        self._conn.executemany(
+            "INSERT INTO dkeys_delta (dkey, seq, live) VALUES (?, ?, ?) "
+            "ON CONFLICT (dkey, seq) DO UPDATE SET live = excluded.live",
+            [(k, q, live) for k, q in keys],
+        )
+        self._delta_rows += len(keys)
+
+    def _merge_keys(self) -> int:
+        """Merge the delta level into the large one, in key order, when it has grown past
+        :func:`merge_after`; the keys merged (0: not yet). Part of the batch's transaction."""
+        if self._delta_rows < merge_after(self._large_rows):
+            return 0
+        conn = self._conn
+        added = conn.execute(
+            "INSERT OR IGNORE INTO dkeys (dkey, seq) "
+            "SELECT dkey, seq FROM dkeys_delta WHERE live ORDER BY dkey, seq"
+        ).rowcount
+        gone = conn.execute("SELECT dkey, seq FROM dkeys_delta WHERE NOT live ORDER BY dkey, seq")
+        removed = 0
+        while chunk := gone.fetchmany(5000):
+            removed += conn.executemany(
+                "DELETE FROM dkeys WHERE dkey = ? AND seq = ?", chunk
+            ).rowcount
+        merged = conn.execute("DELETE FROM dkeys_delta").rowcount
+        self._large_rows += added - removed
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('dkeys_rows', ?)",
+            (str(self._large_rows),),
+        )
+        self._delta_rows = 0
+        return merged
+
+    def _key_counts(self) -> tuple[int, int]:
+        """Rows of the large level (kept in ``meta``) and of the delta level (counted)."""
+        meta = self._conn.execute("SELECT value FROM meta WHERE key = 'dkeys_rows'").fetchone()
+        delta = self._conn.execute("SELECT count(*) FROM dkeys_delta").fetchone()[0]
+        return (int(meta[0]) if meta else 0), int(delta)
 
     def _apply(self, rows: list[tuple[int, Row]]) -> tuple[int, int]:
         conn = self._conn
@@ -1171,6 +1285,7 @@ class LogWriter:
             f"({', '.join('?' * (S_ATTEMPTS + 1))})",
             new,
         )
+        self._add_keys([(summary[S_DKEY], summary[S_SEQ]) for summary in new], live=1)
         conn.executemany(
             "UPDATE deliveries SET last_at = ?, last_attempt = ?, last_pos = ?, outcome = ?, "
             "status = ?, last_error = ?, attempts = ? WHERE seq = ?",
@@ -1276,6 +1391,7 @@ class LogWriter:
                 seqs = [(c[0],) for c in doomed]
                 conn.executemany("DELETE FROM attempts WHERE seq = ?", seqs)
                 conn.executemany("DELETE FROM deliveries WHERE seq = ?", seqs)
+                self._add_keys([(c[2], c[0]) for c in doomed], live=0)
                 self._add_totals(totals, sign=-1)
                 if len(candidates) < limit:  # deliveries done: the buckets, a batch at a time
                     result.buckets = self._prune_buckets(now, retention_s, limit)
@@ -1397,10 +1513,7 @@ class LogReader:
         """A delivery's summary and every attempt stored, oldest first; None if unknown."""
         found = [
             r
-            for r in self._all(
-                f"SELECT {_SUMMARY_COLUMNS} FROM deliveries INDEXED BY d_key WHERE dkey = ?",
-                (delivery_key(delivery_id),),
-            )
+            for r in self._all(by_key_sql(1), (delivery_key(delivery_id),) * 2)
             if r[S_DELIVERY] == delivery_id
         ]
         if not found:

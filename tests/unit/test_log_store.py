@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from streams.errors import InvalidRequestError, UnavailableError
+from streams.log import store as store_module
 from streams.log.store import (
     HOUR,
     MINUTE,
@@ -32,6 +33,7 @@ from streams.log.store import (
     fault,
     hist_percentile,
     latency_bin,
+    merge_after,
     plan_index,
     position,
     split_position,
@@ -900,6 +902,121 @@ def test_pruning_removes_old_deliveries_in_bounded_batches_and_keeps_redelivered
         "SELECT count(*) FROM buckets WHERE start < ?", (now - 30 * day - HOUR,)
     ).fetchone() == (0,)
     assert writer.prune(now, 30 * day).deliveries == 0
+
+
+# -- the delivery id index ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("large", "after"),
+    [
+        (0, 50_000),
+        (100_000, 50_000),
+        (1_000_000, 141_421),
+        (10_000_000, 447_213),
+        (100_000_000, 1_414_213),
+        (-5, 50_000),
+    ],
+)
+def test_the_delta_level_is_merged_at_the_square_root_of_the_large_ones_size(
+    large: int, after: int
+) -> None:
+    assert merge_after(large) == after
+
+
+def key_levels(writer: LogWriter) -> tuple[int, int, int]:
+    """Rows of the large level, live and pruned keys of the delta level."""
+    conn = writer._conn
+    large = conn.execute("SELECT count(*) FROM dkeys").fetchone()[0]
+    live, gone = conn.execute(
+        "SELECT coalesce(sum(live), 0), coalesce(sum(1 - live), 0) FROM dkeys_delta"
+    ).fetchone()
+    return large, live, gone
+
+
+def test_deliveries_are_found_by_id_in_either_level_across_merges_and_pruning(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 4)
+    monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
+    writer = LogWriter(path, TOPIC)
+    reader = LogReader(path)
+    day = 86_400
+    # Six old deliveries: over the threshold, so the batch merges them all.
+    store(writer, *(attempt(f"old{n}", 1, T0 + n, outcome="retry", status=503) for n in range(6)))
+    assert key_levels(writer) == (6, 0, 0)
+    # Two new ones stay in the delta level (2 < 4).
+    store(writer, *(attempt(f"new{n}", 1, T0 + 29 * day + n) for n in range(2)))
+    assert key_levels(writer) == (6, 2, 0)
+    # A retry of a merged delivery and of a delta one update their rows, no new ones.
+    store(writer, attempt("old1", 2, T0 + 29 * day), attempt("new0", 2, T0 + 29 * day + 9))
+    assert key_levels(writer) == (6, 2, 0)
+    assert reader.figures(None)["deliveries"] == 8
+    old1 = reader.delivery("old1")
+    assert old1 is not None
+    assert (old1[0]["outcome"], len(old1[1])) == ("delivered", 2)
+    # Pruning leaves tombstones in the delta level until the next merge.
+    while writer.prune(T0 + 31 * day, 30 * day).more:
+        pass
+    assert key_levels(writer) == (6, 2, 5)  # old0 and old2-5 pruned; old1 was retried
+    assert [reader.delivery(f"old{n}") is None for n in range(6)] == [True, False] + [True] * 4
+    # The next write goes over the threshold: the pruned keys leave the large level.
+    result = writer.write([])  # nothing to write: no merge without a batch
+    assert result.merged == 0
+    store(writer, attempt("new2", 1, T0 + 30 * day))
+    assert key_levels(writer) == (4, 0, 0)  # old1, new0, new1, new2
+    for name in ("old1", "new0", "new1", "new2"):
+        found = reader.delivery(name)
+        assert found is not None, name
+        assert found[0]["delivery_id"] == name
+    assert writer._conn.execute("SELECT value FROM meta WHERE key = 'dkeys_rows'").fetchone() == (
+        "4",
+    )
+    # A restarted writer reads the levels' sizes back and goes on merging at the same point.
+    writer.close()
+    writer = LogWriter(path, TOPIC)
+    assert (writer._large_rows, writer._delta_rows) == (4, 0)
+    writer.close()
+    reader.close()
+
+
+def test_a_version_2_store_is_upgraded_in_place_and_keeps_its_deliveries(path: Path) -> None:
+    writer = LogWriter(path, TOPIC)
+    store(writer, *(attempt(f"d{n}", 1, T0 + n) for n in range(30)), attempt("d3", 2, T0 + 40))
+    positions = writer.positions()
+    topic = _TOPICS[writer]
+    writer.close()
+    # Version 2 as it was: the id index on ``deliveries``, no key tables.
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE INDEX d_key ON deliveries (dkey)")
+        conn.execute("DROP TABLE dkeys")
+        conn.execute("DROP TABLE dkeys_delta")
+        conn.execute("DELETE FROM meta WHERE key = 'dkeys_rows'")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(StoreFault, match="follows the topic"):
+        LogWriter(path, "other.attempts")  # another topic: refused, not upgraded
+    writer = LogWriter(path, TOPIC)
+    _TOPICS[writer] = topic  # the same topic, read on from the stored positions
+    reader = LogReader(path)
+    assert writer.positions() == positions
+    assert key_levels(writer) == (30, 0, 0)
+    d3 = reader.delivery("d3")
+    assert d3 is not None
+    assert len(d3[1]) == 2
+    store(writer, attempt("d7", 2, T0 + 50, outcome="give_up", status=500))
+    d7 = reader.delivery("d7")
+    assert d7 is not None
+    assert d7[0]["outcome"] == "give_up"
+    assert reader.figures(None)["deliveries"] == 30
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    conn.close()
+    assert "d_key" not in names
+    assert version == ("3",)
+    writer.close()
+    reader.close()
 
 
 # -- concurrency -----------------------------------------------------------------------------
