@@ -1034,17 +1034,12 @@ class LogWriter:
         self._new_names: list[tuple[int, str]] = []
         # Buckets of the current minutes and hours, so a batch adds to them in memory.
         self._buckets: dict[tuple[str, str, int, int], Bucket] = {}
-        # The newest bucket start on disk, per width: any later one is new.
+        # The newest bucket start on disk, per width, and the starts from which every
+        # bucket on disk is also in the cache (see _forget_buckets).
+        self._newest_bucket: dict[int, int] = {}
+        self._cached_from: dict[int, int] = {}
         with _faults(path):
-            self._newest_bucket = {
-                span: int(
-                    self._conn.execute(
-                        "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?",
-                        (span,),
-                    ).fetchone()[0]
-                )
-                for span in (MINUTE, HOUR)
-            }
+            self._forget_buckets()
         self._prune_after: tuple[float, int] = _PRUNE_START
 
     def _max_seq(self) -> int:
@@ -1116,18 +1111,30 @@ class LogWriter:
             self._conn.execute("ROLLBACK")
         for name in self._new_names:
             self._names.pop(name, None)
-        self._buckets.clear()  # they hold the rolled-back counts: read again from disk
         with contextlib.suppress(sqlite3.Error):
-            for span in (MINUTE, HOUR):
-                self._newest_bucket[span] = int(
-                    self._conn.execute(
-                        "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?",
-                        (span,),
-                    ).fetchone()[0]
-                )
+            self._forget_buckets()  # they hold the rolled-back counts: read again from disk
         with contextlib.suppress(sqlite3.Error):
             self._next_seq = self._max_seq() + 1
             self._large_rows, self._delta_rows = self._key_counts()
+
+    def _forget_buckets(self) -> None:
+        """Empty the bucket cache and read the newest start of each width from disk.
+
+        A bucket missing from the cache with a start from ``_cached_from`` on is new, and
+        is not looked for on disk: at first that holds only after the newest start on
+        disk; once this writer has written a start, every bucket of it is in the cache
+        until it is evicted (two starts behind the newest).
+        """
+        self._buckets.clear()
+        # Until the newest starts are read, every bucket is looked for on disk.
+        self._cached_from = dict.fromkeys((MINUTE, HOUR), sys.maxsize)
+        for span in (MINUTE, HOUR):
+            self._newest_bucket[span] = int(
+                self._conn.execute(
+                    "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?", (span,)
+                ).fetchone()[0]
+            )
+            self._cached_from[span] = self._newest_bucket[span] + 1
 
     def _name_id(self, kind: int, name: str) -> int:
         key = (kind, name)
@@ -1348,10 +1355,12 @@ class LogWriter:
             newest[k[2]] = max(newest[k[2]], k[3])
         for k in [k for k in cache if k[3] < newest[k[2]] - k[2]]:
             del cache[k]
+        for span in (MINUTE, HOUR):  # what stays cached: every bucket from there on
+            self._cached_from[span] = max(self._cached_from[span], newest[span] - span)
 
     def _load_bucket(self, k: tuple[str, str, int, int], tenant_id: str) -> Bucket:
-        if k[3] > self._newest_bucket[k[2]]:
-            return Bucket(tenant_id)  # later than any bucket written: not on disk
+        if k[3] >= self._cached_from[k[2]]:
+            return Bucket(tenant_id)  # not cached, so not on disk either
         found = self._conn.execute(
             f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE kind = ? AND key = ? AND span = ? "
             "AND start = ?",

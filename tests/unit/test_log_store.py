@@ -796,6 +796,58 @@ def test_windows_count_attempts_by_outcome_class_and_latency(
     assert empty["latency_ms"] == {"p50": None, "p99": None}
 
 
+def test_buckets_add_up_across_batches_restarts_and_rollbacks_reading_disk_only_when_needed(
+    path: Path,
+) -> None:
+    """A bucket missing from the writer's cache is read from disk only where the disk may
+    hold it: after a restart or a rollback, not for a new subscription in a minute this
+    writer has written all along."""
+    minute = T0 + 3 * 86_400  # a whole minute
+    writer = LogWriter(path, TOPIC)
+    reads: list[str] = []
+    writer._conn.set_trace_callback(
+        lambda sql: (
+            reads.append(sql) if sql.startswith("SELECT") and "FROM buckets" in sql else None
+        )
+    )
+    store(writer, attempt("a1", 1, minute + 1, sub="s1"))
+    store(writer, attempt("a2", 1, minute + 2, sub="s1"), attempt("b1", 1, minute + 3, sub="s2"))
+    assert reads == []  # s2's bucket of this minute is new: this writer wrote every one
+    store(writer, attempt("c1", 1, minute + 61, sub="s3"))  # the next minute
+    store(writer, attempt("c2", 1, minute + 4, sub="s4"))  # late, in the minute before
+    assert reads == []  # both minutes are still cached whole
+    topic = _TOPICS[writer]
+    writer.close()
+    writer = LogWriter(path, TOPIC)  # a restart mid-minute: the cache is empty
+    _TOPICS[writer] = topic
+    reads.clear()
+    writer._conn.set_trace_callback(
+        lambda sql: (
+            reads.append(sql) if sql.startswith("SELECT") and "FROM buckets" in sql else None
+        )
+    )
+    store(writer, attempt("a3", 1, minute + 5, sub="s1"))
+    assert reads  # s1 has buckets on disk in these minutes: they are read, then added to
+    # A batch that fails forgets the cache; the next one reads the disk again.
+    writer._conn.execute(
+        "CREATE TRIGGER fail BEFORE INSERT ON attempts BEGIN SELECT RAISE(FAIL, 'no'); END"
+    )
+    with pytest.raises(StoreFault):
+        store(writer, attempt("a4", 1, minute + 6, sub="s1"))
+    writer._conn.execute("DROP TRIGGER fail")
+    reads.clear()
+    writer.write(topic.records(writer.positions()))
+    assert reads
+    reader = LogReader(path)
+    s1 = reader.windows("sub", "s1", minute + 120)["5m"]
+    assert s1["attempts"] == 4  # a1, a2, a3, a4: none lost or counted twice
+    hour = reader.windows("all", "", minute + 120)["7d"]
+    assert hour["attempts"] == 7
+    assert reader.windows("sub", "s4", minute + 120)["5m"]["attempts"] == 1
+    reader.close()
+    writer.close()
+
+
 def test_failing_ranks_subscriptions_by_failures_in_the_last_hour(
     writer: LogWriter, reader: LogReader
 ) -> None:

@@ -186,7 +186,8 @@ def _io() -> dict[str, int]:
 
 
 #: Indexes the writer never reads through, which ``write --without-index`` may drop to
-#: see what keeping each one up costs (``d_key`` and ``d_time`` are read by the writer).
+#: see what keeping each one up costs (``d_time`` and the ``dkeys`` tables are read by the
+#: writer).
 DROPPABLE = (*(i for i in PAGE_INDEXES if i != "d_time"), "b_scope", "b_failing")
 
 
@@ -252,6 +253,7 @@ def write_bench(
         return records
 
     per_batch: list[tuple[float, float, int, bool]] = []
+    merges = merged = 0  # merges of the delivery id index's delta level, in measured batches
     io0: dict[str, int] = {}
     for i in range(warmup + batches):
         if i == warmup:
@@ -259,7 +261,7 @@ def write_bench(
         records = make()
         before = _wal_header(path)
         t0 = os.times()
-        writer.write(records)
+        result = writer.write(records)
         if checkpoint_every and (i + 1) % checkpoint_every == 0:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         t1 = os.times()
@@ -268,6 +270,8 @@ def write_bench(
         checkpointed = after[2] != before[2]
         if i >= warmup:
             per_batch.append((t1.user - t0.user, t1.system - t0.system, frames, checkpointed))
+            merges += result.merged > 0
+            merged += result.merged
     io1 = _io()
     wal = path.with_name(path.name + "-wal")
     wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
@@ -301,7 +305,8 @@ def write_bench(
         f"{1e6 * (user + system) / total:.1f} us of CPU per attempt "
         f"(user {1e6 * user / total:.1f}, system {1e6 * system / total:.1f}); "
         f"WAL frames per batch median {counts[len(counts) // 2]:,} "
-        f"(min {counts[0]:,}, max {counts[-1]:,}); "
+        f"(min {counts[0]:,}, max {counts[-1]:,}), per attempt {sum(counts) / total:.2f}; "
+        f"{merges} merges of the id index ({merged:,} keys); "
         f"{sum(b[3] for b in per_batch)} checkpoints; "
         f"WAL file {wal_mb:.0f} MB at the end"
     )
