@@ -128,9 +128,16 @@ def _plural(n: int, word: str) -> str:
 
 
 def _bar_name(start: float, span_s: int) -> str:
-    """A bar's x-axis name: ``18:00`` for an hour, ``Dec 02`` for a day (UTC)."""
+    """A bar's name: ``18:00`` for an hour, ``Dec 02`` for a day (UTC)."""
     at = datetime.fromtimestamp(start, UTC)
     return at.strftime("%b %d") if span_s >= DAY_S else at.strftime("%H:%M")
+
+
+def _tick_name(start: float, span_s: int) -> str:
+    """A bar's x-axis label: its name, or its day's at midnight (``Dec 02``, UTC)."""
+    if span_s < DAY_S and datetime.fromtimestamp(start, UTC).hour == 0:
+        return _bar_name(start, DAY_S)
+    return _bar_name(start, span_s)
 
 
 def _bar_tip(start: float, span_s: int, b: Bucket) -> str:
@@ -166,13 +173,14 @@ def history_chart(
     span_s: int,
     period: str,
     label_every: int = 1,
-    width: int = 720,
+    width: int = 960,
     height: int = 200,
 ) -> str:
     """Attempts per hour or UTC day (``span_s``) from ``start``, oldest first, as stacked
     bars (delivered at the base, the rest above) with the peak and 0 on the y axis, bar
-    names along the x axis (every ``label_every``-th bar from a round one: hours whose
-    number is a multiple of it), a legend and a ``<title>`` per bar (hover tooltip).
+    names along the x axis (every day; hours whose number is a multiple of
+    ``label_every``, midnight named by its day), a legend and a ``<title>`` per bar
+    (hover tooltip).
 
     Empty buckets are gaps. Without any attempt there is no frame at all: a sentence
     says so (``No attempts in the last {period}``)."""
@@ -208,7 +216,7 @@ def history_chart(
             tx = _fmt(x0 + slot / 2) if daily else _fmt(x0)
             parts.append(
                 f'<text class="chart-tick" x="{tx}" y="{height - 6}" text-anchor="middle">'
-                f"{escape(_bar_name(at, span_s))}</text>"
+                f"{escape(_tick_name(at, span_s))}</text>"
             )
         bar = [f"<title>{escape(_bar_tip(at, span_s, b))}</title>"]
         # The whole column answers the hover, so a short bar is easy to point at.

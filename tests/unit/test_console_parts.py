@@ -115,20 +115,21 @@ def test_history_chart_of_a_day_labels_every_6_hours_and_names_the_busiest() -> 
     hours[23] = charts.Bucket(0, 0)
     svg = charts.history_chart(hours, start=DEC_02, span_s=3600, period="24 hours", label_every=6)
     ticks = re.findall(r'<text class="chart-tick" x="([\d.]+)" y="194"[^>]*>([^<]+)<', svg)
-    # 720 wide: 24 slots of 664 / 24 = 27.67 px from x = 48; a label at its hour's start.
-    assert ticks == [("48", "00:00"), ("214", "06:00"), ("380", "12:00"), ("546", "18:00")]
+    # 960 wide: 24 slots of 904 / 24 = 37.67 px from x = 48; a label at its hour's start,
+    # midnight's named by its day.
+    assert ticks == [("48", "Dec 02"), ("274", "06:00"), ("500", "12:00"), ("726", "18:00")]
     assert re.search(r'aria-label="([^"]+)"', svg).group(1) == (  # type: ignore[union-attr]
         "24 hours: 130 attempts, 121 delivered (93.1%); busiest hour 15:00 UTC with 90 attempts"
     )
     assert '<text class="chart-tick" x="42" y="32" text-anchor="end">90</text>' in svg
     # Two bars only (gaps elsewhere); the hour of 90 is the whole height (150 px).
     assert bars_of(svg, "bar-ok") == [
-        ("436.3", "118", "25.7", "60"),
-        ("464", "36.3", "25.7", "141.7"),
+        ("576.3", "118", "35.7", "60"),
+        ("614", "36.3", "35.7", "141.7"),
     ]
     assert bars_of(svg, "bar-failed") == [
-        ("436.3", "111.3", "25.7", "6.7"),
-        ("464", "28", "25.7", "8.3"),
+        ("576.3", "111.3", "35.7", "6.7"),
+        ("614", "28", "35.7", "8.3"),
     ]
     assert svg.count("<title>") == 25  # the chart's, and one per hour
     assert "<title>Dec 02 15:00 UTC: 90 attempts, 85 delivered</title>" in svg
@@ -139,15 +140,15 @@ def test_history_chart_of_7_days_names_each_day_under_its_bar() -> None:
     days = [charts.Bucket(10 * d, 10 * d - (d % 2)) for d in range(7)]
     svg = charts.history_chart(days, start=DEC_02, span_s=86_400, period="7 days")
     ticks = re.findall(r'<text class="chart-tick" x="([\d.]+)" y="194"[^>]*>([^<]+)<', svg)
-    # 7 slots of 664 / 7 = 94.86 px: each name centred under its bar.
+    # 7 slots of 904 / 7 = 129.14 px: each name centred under its bar.
     assert ticks == [
-        ("95.4", "Dec 02"),
-        ("190.3", "Dec 03"),
-        ("285.1", "Dec 04"),
-        ("380", "Dec 05"),
-        ("474.9", "Dec 06"),
-        ("569.7", "Dec 07"),
-        ("664.6", "Dec 08"),
+        ("112.6", "Dec 02"),
+        ("241.7", "Dec 03"),
+        ("370.9", "Dec 04"),
+        ("500", "Dec 05"),
+        ("629.1", "Dec 06"),
+        ("758.3", "Dec 07"),
+        ("887.4", "Dec 08"),
     ]
     label = re.search(r'aria-label="([^"]+)"', svg)
     assert label is not None
