@@ -36,7 +36,7 @@ from streams.api.auth import Principal, scope, visible
 from streams.api.http import json_response, principal
 from streams.errors import InvalidRequestError, NotFoundError
 from streams.log.service import DeliveryLog
-from streams.log.store import MINUTE
+from streams.log.store import HOUR, MINUTE
 
 if TYPE_CHECKING:
     from streams.pipeline import Pipeline
@@ -152,6 +152,20 @@ class StatsRoutes:
         ids = [s.id for s in subscriptions if visible(who, s.tenant_id)]
         reader = self.log.reader()
         return await asyncio.to_thread(reader.health, ids, time.time(), hours)
+
+    async def hours_for(
+        self, who: Principal, sub_id: str, hours: int, now: float | None = None
+    ) -> list[dict[str, Any]]:
+        """One subscription's attempts and deliveries per hour over the ``hours`` up to
+        the one holding ``now`` (oldest first, empty hours included, as ``hourly`` of its
+        stats): NotFoundError unless ``who`` may see it (the console's endpoint chart)."""
+        sub = self.p.subscriptions.get(sub_id)
+        if sub is None or not visible(who, sub.tenant_id):
+            raise NotFoundError(f"no subscription {sub_id}")
+        reader = self.log.reader()
+        return await asyncio.to_thread(
+            reader.series, "sub", sub_id, time.time() if now is None else now, HOUR, hours
+        )
 
     async def minutes_for(self, who: Principal, minutes: int = 60) -> list[dict[str, Any]]:
         """Attempts and deliveries per minute over the last ``minutes``, oldest first, of

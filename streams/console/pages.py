@@ -84,6 +84,10 @@ FIND_ENDPOINTS = 2000
 CHART_HOURS = 24
 #: The windows of the endpoint page's statistics (keys of the stats' ``windows``).
 STATS_WINDOWS = (("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"))
+#: The endpoint page's delivery chart: ``?chart=`` -> (title, period, hourly bars or days).
+CHART_TABS = {"24h": ("24 hours", "24 hours", None), "7d": ("7 days", "7 days", 7)}
+#: Hours between the 24-hour chart's x-axis labels.
+CHART_LABEL_HOURS = 6
 #: Rows of the endpoint page's recent deliveries.
 RECENT_ROWS = 10
 #: The console's status word for "not delivered": retrying or given up. The store has
@@ -566,7 +570,10 @@ class ConsolePages:
             stats = await self.stats.subscription_for(self.who(request), sub.id)
         except UnavailableError as exc:
             stats_error = str(exc)
-        recent = await self._recent(request, sub, failed=q.get("recent") == "failed")
+        chart_tab = "7d" if q.get("chart") == "7d" else "24h"
+        recent_tab = "failed" if q.get("recent") == "failed" else "all"
+        recent = await self._recent(request, sub, failed=recent_tab == "failed", chart=chart_tab)
+        chart = await self._chart(request, sub, chart_tab, recent=recent_tab)
         resp = self.render(
             request,
             "endpoint.html",
@@ -585,6 +592,7 @@ class ConsolePages:
                 "stats_windows": STATS_WINDOWS,
                 "stats_error": stats_error,
                 "recent": recent,
+                "chart": chart,
             },
         )
         if request.cookies.get(security.ONCE_COOKIE):
@@ -599,8 +607,59 @@ class ConsolePages:
             )
         return resp
 
+    async def _chart(
+        self, request: web.Request, sub: Subscription, tab: str, *, recent: str
+    ) -> dict[str, Any]:
+        """The Deliveries panel's chart: the endpoint's attempts per hour over the last
+        24 hours (the store's hour buckets, as ``hourly`` of its stats) or per UTC day
+        over the last 7 (today so far and the 6 days before, each the sum of its hour
+        buckets); ``error`` says why there is no chart when the log cannot be read."""
+        shown = sub.tenant_id if self.who(request).admin else None
+        here = f"/console/endpoints/{sub.id}"
+        keep = {"recent": recent if recent != "all" else None}
+        out: dict[str, Any] = {
+            "tab": tab,
+            "title": f"Deliveries over the last {CHART_TABS[tab][0]}",
+            "tabs": [
+                ("24h", "24 hours", self.with_tenant(here, shown, **keep) + "#stats"),
+                ("7d", "7 days", self.with_tenant(here, shown, chart="7d", **keep) + "#stats"),
+            ],
+            "svg": None,
+            "error": None,
+        }
+        days = CHART_TABS[tab][2]
+        now = time.time()
+        # The hour buckets from the first bar's start: 24 of them, or every hour of the
+        # UTC days shown (the oldest day's midnight up to the current hour).
+        hours = CHART_HOURS if days is None else (days - 1) * 24 + int(now // 3600) % 24 + 1
+        try:
+            series = await self.stats.hours_for(self.who(request), sub.id, hours, now)
+        except (UnavailableError, StoreFault) as exc:
+            out["error"] = str(exc)
+            return out
+        buckets = [charts.Bucket(h["attempts"], h["delivered"]) for h in series]
+        start, span = (series[0]["start"] if series else now), charts.HOUR_S
+        if days is not None:
+            buckets = [
+                charts.Bucket(
+                    sum(b.attempts for b in buckets[d * 24 : d * 24 + 24]),
+                    sum(b.delivered for b in buckets[d * 24 : d * 24 + 24]),
+                )
+                for d in range(days)
+            ]
+            span = charts.DAY_S
+        svg = charts.history_chart(
+            buckets,
+            start=start,
+            span_s=span,
+            period=CHART_TABS[tab][1],
+            label_every=CHART_LABEL_HOURS,
+        )
+        out["svg"] = Markup(svg)  # noqa: S704 (escaped by charts: numbers and fixed words)
+        return out
+
     async def _recent(
-        self, request: web.Request, sub: Subscription, *, failed: bool
+        self, request: web.Request, sub: Subscription, *, failed: bool, chart: str = "24h"
     ) -> dict[str, Any]:
         """The endpoint's latest deliveries (all, or not delivered), read as the delivery
         log page reads them; ``error`` says why there are none to show when the log
@@ -616,13 +675,18 @@ class ConsolePages:
         except (UnavailableError, StoreFault) as exc:
             error = str(exc)
         here = f"/console/endpoints/{sub.id}"
+        keep = {"chart": chart if chart != "24h" else None}
         return {
             "tab": "failed" if failed else "all",
             "rows": rows,
             "error": error,
             "tabs": [
-                ("all", "All", self.with_tenant(here, shown) + "#recent"),
-                ("failed", "Failed", self.with_tenant(here, shown, recent="failed") + "#recent"),
+                ("all", "All", self.with_tenant(here, shown, **keep) + "#recent"),
+                (
+                    "failed",
+                    "Failed",
+                    self.with_tenant(here, shown, recent="failed", **keep) + "#recent",
+                ),
             ],
             "log_link": self.with_tenant(
                 "/console/deliveries",

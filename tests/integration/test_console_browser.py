@@ -322,6 +322,33 @@ def test_tenant_flow_from_link_to_replay(
     assert len(browser.find_elements(By.CSS_SELECTOR, "#recent-deliveries tbody tr")) == 5
     browser.execute_script("document.getElementById('recent').scrollIntoView()")
     shot(browser, "endpoint-recent")
+    # The Deliveries panel's chart counts the same five attempts, by hour and by day.
+    chart = browser.find_element(By.CSS_SELECTOR, "#chart svg.chart.history")
+    label = str(chart.get_attribute("aria-label"))
+    assert label.startswith("24 hours: 5 attempts, 5 delivered (100.0%); busiest hour "), label
+    assert chart.get_attribute("role") == "img"
+    assert len(chart.find_elements(By.CSS_SELECTOR, "g.bar")) == 24
+    assert chart.find_elements(By.CSS_SELECTOR, "g.bar rect.bar-ok")
+    assert text_of(browser, "#chart-title") == "Deliveries over the last 24 hours"
+    browser.find_element(By.ID, "chart-tab-7d").click()
+    until(browser, lambda b: "chart=7d" in b.current_url, what="the 7 days tab")
+    chart = browser.find_element(By.CSS_SELECTOR, "#chart svg.chart.history")
+    label = str(chart.get_attribute("aria-label"))
+    assert label.startswith("7 days: 5 attempts, 5 delivered (100.0%); busiest day "), label
+    assert len(chart.find_elements(By.CSS_SELECTOR, "g.bar")) == 7
+    assert text_of(browser, "#chart-title") == "Deliveries over the last 7 days"
+    # The recent tabs keep the chart's choice, and the chart tabs keep theirs.
+    browser.find_element(By.ID, "recent-tab-failed").click()
+    until(browser, lambda b: "recent=failed" in b.current_url, what="Failed, 7 days kept")
+    assert "chart=7d" in browser.current_url
+    assert browser.find_element(By.ID, "chart-tab-7d").get_attribute("aria-current") == "page"
+    browser.find_element(By.ID, "chart-tab-24h").click()
+    until(browser, lambda b: "chart=7d" not in b.current_url, what="24 hours, Failed kept")
+    assert "recent=failed" in browser.current_url
+    browser.get(endpoint_url)
+    chart = browser.find_element(By.ID, "chart")
+    browser.execute_script("arguments[0].scrollIntoView()", chart)
+    chart.screenshot(str(SHOTS / "endpoint-chart.png"))
 
     # 5. A failing endpoint: its page lists the failed delivery under Failed, the delivery
     # log the panel links to lists the same; its attempts show the status and response.
@@ -638,6 +665,16 @@ def test_the_embedded_console_works_in_another_sites_frame(
     until(browser, lambda b: text_of(b, "h1").startswith("Delivery log"), what="framed log")
     status = Select(browser.find_element(By.NAME, "status")).first_selected_option
     assert status.get_attribute("value") == "undelivered"
+    # The chart's tabs too, keeping the recent deliveries' choice.
+    browser.execute_script(
+        "location.assign(arguments[0])", f"/console/endpoints/{mine['id']}?recent=failed"
+    )
+    until(browser, lambda b: b.find_elements(By.ID, "chart-tab-7d"), what="framed endpoint")
+    browser.find_element(By.ID, "chart-tab-7d").click()
+    until(browser, lambda b: "7 days" in text_of(b, "#chart-title"), what="framed 7 days")
+    assert "Tenant acme" in text_of(browser, ".who")
+    assert browser.find_element(By.ID, "recent-tab-failed").get_attribute("aria-current") == "page"
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart svg.chart.history, #chart .chart-empty")
     browser.switch_to.default_content()
 
 

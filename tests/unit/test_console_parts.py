@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -48,6 +49,154 @@ def test_line_chart_leaves_gaps_and_marks_lone_points() -> None:
     assert '<polyline class="line" fill="none" points="0,11 10,1"/>' in svg
     assert '<circle class="dot" cx="30" cy="6" r="2"/>' in svg
     assert "style" not in svg
+
+
+# -- the endpoint page's delivery chart: hours or UTC days, axes, legend, tooltips ------------
+
+#: 2025-12-02 00:00 UTC.
+DEC_02 = 1_764_633_600
+
+
+def test_history_chart_fixed_vector() -> None:
+    B = charts.Bucket
+    svg = charts.history_chart(
+        [B(4, 3), B(0, 0), B(2, 2), B(1, 0)],
+        start=DEC_02 + 5 * 3600,  # 05:00 UTC: the 06:00 bar is the one labelled
+        span_s=3600,
+        period="4 hours",
+        label_every=6,
+        width=120,
+        height=100,
+    )
+    # Plot: x 48..112 (4 slots of 16, bars 14 wide), y 28 (peak) .. 78 (0).
+    label = "4 hours: 7 attempts, 5 delivered (71.4%); busiest hour 05:00 UTC with 4 attempts"
+    assert svg == (
+        '<svg class="chart history" xmlns="http://www.w3.org/2000/svg" width="120" '
+        f'height="100" viewBox="0 0 120 100" role="img" aria-label="{label}">'
+        f"<title>{label}</title>"
+        '<rect class="chart-frame" x="0" y="0" width="120" height="100"/>'
+        '<rect class="bar-ok" x="48" y="6" width="10" height="10"/>'
+        '<text class="chart-legend" x="62" y="15">delivered</text>'
+        '<rect class="bar-failed" x="138" y="6" width="10" height="10"/>'
+        '<text class="chart-legend" x="152" y="15">failed or retried</text>'
+        '<line class="chart-grid" x1="48" y1="28" x2="112" y2="28"/>'
+        '<line class="chart-axis" x1="48" y1="78" x2="112" y2="78"/>'
+        '<text class="chart-tick" x="42" y="32" text-anchor="end">4</text>'
+        '<text class="chart-tick" x="42" y="82" text-anchor="end">0</text>'
+        '<g class="bar"><title>Dec 02 05:00 UTC: 4 attempts, 3 delivered</title>'
+        '<rect class="bar-hit" x="48" y="28" width="16" height="50"/>'
+        '<rect class="bar-failed" x="49" y="28" width="14" height="12.5"/>'
+        '<rect class="bar-ok" x="49" y="40.5" width="14" height="37.5"/></g>'
+        '<text class="chart-tick" x="64" y="94" text-anchor="middle">06:00</text>'
+        '<g class="bar"><title>Dec 02 06:00 UTC: no attempts</title>'
+        '<rect class="bar-hit" x="64" y="28" width="16" height="50"/></g>'
+        '<g class="bar"><title>Dec 02 07:00 UTC: 2 attempts, 2 delivered</title>'
+        '<rect class="bar-hit" x="80" y="28" width="16" height="50"/>'
+        '<rect class="bar-ok" x="81" y="53" width="14" height="25"/></g>'
+        '<g class="bar"><title>Dec 02 08:00 UTC: 1 attempt, 0 delivered</title>'
+        '<rect class="bar-hit" x="96" y="28" width="16" height="50"/>'
+        '<rect class="bar-failed" x="97" y="65.5" width="14" height="12.5"/></g>'
+        "</svg>"
+    )
+
+
+def bars_of(svg: str, cls: str) -> list[tuple[str, str, str, str]]:
+    """(x, y, width, height) of each rect of class ``cls`` in a bar (not the legend)."""
+    return re.findall(
+        rf'<rect class="{cls}" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"/>',
+        svg.split("</text>", 2)[-1],
+    )
+
+
+def test_history_chart_of_a_day_labels_every_6_hours_and_names_the_busiest() -> None:
+    hours = [charts.Bucket()] * 24
+    hours[14] = charts.Bucket(40, 36)
+    hours[15] = charts.Bucket(90, 85)
+    hours[23] = charts.Bucket(0, 0)
+    svg = charts.history_chart(hours, start=DEC_02, span_s=3600, period="24 hours", label_every=6)
+    ticks = re.findall(r'<text class="chart-tick" x="([\d.]+)" y="194"[^>]*>([^<]+)<', svg)
+    # 960 wide: 24 slots of 904 / 24 = 37.67 px from x = 48; a label at its hour's start,
+    # midnight's named by its day.
+    assert ticks == [("48", "Dec 02"), ("274", "06:00"), ("500", "12:00"), ("726", "18:00")]
+    assert re.search(r'aria-label="([^"]+)"', svg).group(1) == (  # type: ignore[union-attr]
+        "24 hours: 130 attempts, 121 delivered (93.1%); busiest hour 15:00 UTC with 90 attempts"
+    )
+    assert '<text class="chart-tick" x="42" y="32" text-anchor="end">90</text>' in svg
+    # Two bars only (gaps elsewhere); the hour of 90 is the whole height (150 px).
+    assert bars_of(svg, "bar-ok") == [
+        ("576.3", "118", "35.7", "60"),
+        ("614", "36.3", "35.7", "141.7"),
+    ]
+    assert bars_of(svg, "bar-failed") == [
+        ("576.3", "111.3", "35.7", "6.7"),
+        ("614", "28", "35.7", "8.3"),
+    ]
+    assert svg.count("<title>") == 25  # the chart's, and one per hour
+    assert "<title>Dec 02 15:00 UTC: 90 attempts, 85 delivered</title>" in svg
+    assert "style" not in svg
+
+
+def test_history_chart_of_7_days_names_each_day_under_its_bar() -> None:
+    days = [charts.Bucket(10 * d, 10 * d - (d % 2)) for d in range(7)]
+    svg = charts.history_chart(days, start=DEC_02, span_s=86_400, period="7 days")
+    ticks = re.findall(r'<text class="chart-tick" x="([\d.]+)" y="194"[^>]*>([^<]+)<', svg)
+    # 7 slots of 904 / 7 = 129.14 px: each name centred under its bar.
+    assert ticks == [
+        ("112.6", "Dec 02"),
+        ("241.7", "Dec 03"),
+        ("370.9", "Dec 04"),
+        ("500", "Dec 05"),
+        ("629.1", "Dec 06"),
+        ("758.3", "Dec 07"),
+        ("887.4", "Dec 08"),
+    ]
+    label = re.search(r'aria-label="([^"]+)"', svg)
+    assert label is not None
+    assert label.group(1) == (
+        "7 days: 210 attempts, 207 delivered (98.6%); busiest day Dec 08 with 60 attempts"
+    )
+    assert "<title>Dec 03 (UTC): 10 attempts, 9 delivered</title>" in svg
+    assert "<title>Dec 02 (UTC): no attempts</title>" in svg
+    assert len(bars_of(svg, "bar-ok")) == 6  # Dec 02 is a gap
+
+
+def test_history_chart_escapes_every_text() -> None:
+    hostile = '<img src=x onerror="alert(1)"> & co'
+    svg = charts.history_chart([charts.Bucket(1, 1)], start=DEC_02, span_s=3600, period=hostile)
+    assert "<img" not in svg
+    assert 'aria-label="&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; co: 1 attempt,' in svg
+    assert "<title>&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; co: 1 attempt," in svg
+    empty = charts.history_chart([charts.Bucket()], start=DEC_02, span_s=3600, period=hostile)
+    assert empty == (
+        '<p class="empty chart-empty">No attempts in the last '
+        "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; co.</p>"
+    )
+
+
+def test_history_chart_without_attempts_says_so_instead_of_an_empty_frame() -> None:
+    for period, span in (("24 hours", 3600), ("7 days", 86_400)):
+        got = charts.history_chart([charts.Bucket()] * 24, start=DEC_02, span_s=span, period=period)
+        assert got == f'<p class="empty chart-empty">No attempts in the last {period}.</p>'
+        assert charts.history_label([], start=DEC_02, span_s=span, period=period) == (
+            f"No attempts in the last {period}"
+        )
+
+
+def test_history_chart_of_one_huge_bucket_keeps_the_small_ones_and_failures_visible() -> None:
+    B = charts.Bucket
+    svg = charts.history_chart(
+        [B(10**9, 10**9 - 1), B(1, 1), B(), B(3, 0)],
+        start=DEC_02,
+        span_s=3600,
+        period="4 hours",
+        width=120,
+        height=100,
+    )
+    assert '<text class="chart-tick" x="42" y="32" text-anchor="end">1,000,000,000</text>' in svg
+    assert "4 hours: 1,000,000,004 attempts, 1,000,000,000 delivered (100.0%)" in svg
+    # The huge hour: the whole height, its one failure a pixel; the others a pixel each.
+    assert bars_of(svg, "bar-failed") == [("49", "28", "14", "1"), ("97", "77", "14", "1")]
+    assert bars_of(svg, "bar-ok") == [("49", "29", "14", "49"), ("65", "77", "14", "1")]
 
 
 @pytest.fixture

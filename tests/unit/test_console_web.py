@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import html
 import re
 import shlex
@@ -26,13 +27,14 @@ from click.testing import CliRunner, Result
 
 from streams.api import replays as replays_module
 from streams.api import subscriptions as api_subscriptions
+from streams.api.auth import Principal
 from streams.api.deliveries import DeliveryRoutes
 from streams.cli import cli
 from streams.console import pages, security
 from streams.console.pages import ConsolePages
 from streams.console.sessions import Grant
 from streams.deadletter.scan import Located
-from streams.errors import StreamsError
+from streams.errors import NotFoundError, StreamsError
 from streams.log.store import LogWriter
 from streams.records import Attempt, Delivery, delivery_id_for
 from streams.signing import PROFILES
@@ -1413,3 +1415,141 @@ async def test_the_delivery_page_indents_the_body_and_copies_it_and_curl_without
     assert "AAH-sekret-token" not in shown
     assert not re.search(r"\son[a-z]+=", shown)
     assert "<script>" not in shown
+
+
+# -- the endpoint page's delivery chart: the store's hour buckets, by hour or UTC day ---------
+
+
+def chart_label(shown: str) -> str:
+    found = re.search(r'<svg class="chart history"[^>]* aria-label="([^"]+)"', shown)
+    assert found, shown[shown.index('id="stats"') :][:1500]
+    return html.unescape(found.group(1))
+
+
+async def test_the_endpoint_page_charts_its_attempts_by_hour_and_by_day(log_app: Any) -> None:
+    client, pipeline = log_app
+    sub = await acme_endpoint(client, pipeline)
+    empty = await api_endpoint(client, pipeline, "acme", "https://example.com/quiet")
+    now = time.time()
+    hour_ago, three_days = now - 7200, now - 3 * 86400
+    records = [attempt_of(sub.id, n, now - 10, "delivered", 200, 4.0) for n in range(5)]
+    records += [attempt_of(sub.id, 5, now - 10, "retry", 503, 4.0)]
+    records += [attempt_of(sub.id, 6 + n, hour_ago, "delivered", 200, 4.0) for n in range(2)]
+    records += [attempt_of(sub.id, 8, hour_ago, "give_up", None, 4.0)]
+    # Three days ago: in the 7 days only; eight days ago: in neither.
+    records += [attempt_of(sub.id, 10 + n, three_days, "delivered", 200, 4.0) for n in range(12)]
+    records += [attempt_of(sub.id, 30, now - 8 * 86400, "delivered", 200, 4.0)]
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    writer.write([(0, n, value) for n, value in enumerate(records)])
+    writer.close()
+    utc = datetime.UTC
+
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    busiest = datetime.datetime.fromtimestamp(now - 10, utc).strftime("%H:00")
+    assert chart_label(shown) == (
+        f"24 hours: 9 attempts, 7 delivered (77.8%); busiest hour {busiest} UTC with 6 attempts"
+    )
+    assert '<h3 id="chart-title">Deliveries over the last 24 hours</h3>' in shown
+    assert 'id="chart-tab-24h" aria-current="page"' in shown
+    block = shown[shown.index('<svg class="chart history"') : shown.index("</svg>")]
+    assert block.count('<g class="bar">') == 24
+    assert block.count('class="bar-failed"') == 3  # the legend's and two hours'
+    assert "style=" not in block
+    # The chart is above the statistics table, in the Deliveries panel.
+    assert shown.index('id="stats-title"') < shown.index('id="chart"') < shown.index("attempts-1h")
+
+    week = await page(client, f"/console/endpoints/{sub.id}?chart=7d")
+    day = datetime.datetime.fromtimestamp(three_days, utc).strftime("%b %d")
+    assert chart_label(week) == (
+        f"7 days: 21 attempts, 19 delivered (90.5%); busiest day {day} with 12 attempts"
+    )
+    assert '<h3 id="chart-title">Deliveries over the last 7 days</h3>' in week
+    assert 'id="chart-tab-7d" aria-current="page"' in week
+    week_block = week[week.index('<svg class="chart history"') : week.index("</svg>")]
+    assert week_block.count('<g class="bar">') == 7
+    today = datetime.datetime.fromtimestamp(now, utc).strftime("%b %d")
+    names = re.findall(r'text-anchor="middle">([^<]+)</text>', week_block)
+    assert len(names) == 7
+    assert (names[-4], names[-1]) == (day, today)  # UTC days, today last
+    assert "attempts-7d" in week  # the table stays
+
+    # No attempts: said in words, no empty frame.
+    quiet = await page(client, f"/console/endpoints/{empty.id}")
+    assert 'id="chart-error"' not in quiet
+    assert '<p class="empty chart-empty">No attempts in the last 24 hours.</p>' in quiet
+    assert '<svg class="chart history"' not in quiet
+    quiet_week = await page(client, f"/console/endpoints/{empty.id}?chart=7d")
+    assert "No attempts in the last 7 days." in quiet_week
+
+    # Another tenant: no endpoint page, so no chart either.
+    await sign_in(client, await link(client, await tenant_token(client, "beta")))
+    for path in (f"/console/endpoints/{sub.id}", f"/console/endpoints/{sub.id}?chart=7d"):
+        gone = await page(client, path, status=404)
+        assert "chart history" not in gone
+        assert "busiest" not in gone
+
+    # The operator, viewing acme: the same chart.
+    await sign_in(client, await link(client))
+    operator = await page(client, f"/console/endpoints/{sub.id}?tenant=acme&chart=7d")
+    assert chart_label(operator) == chart_label(week)
+
+
+async def test_the_charts_hours_are_read_for_whoever_may_see_the_endpoint_only(
+    log_app: Any,
+) -> None:
+    client, pipeline = log_app
+    sub = await acme_endpoint(client, pipeline)
+    writer = LogWriter(pipeline.settings.log_path, pipeline.names.attempts)
+    writer.write([(0, 0, attempt_of(sub.id, 0, time.time() - 5, "delivered", 200, 3.0))])
+    writer.close()
+    stats = pipeline.extras["console"].stats  # the StatsRoutes the /v1 stats answer with
+    hours = await stats.hours_for(Principal(admin=False, tenant_id="acme"), sub.id, 24)
+    assert [h["attempts"] for h in hours] == [0] * 23 + [1]
+    assert len(await stats.hours_for(Principal(admin=True), sub.id, 30)) == 30
+    with pytest.raises(NotFoundError):
+        await stats.hours_for(Principal(admin=False, tenant_id="beta"), sub.id, 24)
+    with pytest.raises(NotFoundError):
+        await stats.hours_for(Principal(admin=True), "sub_nope", 24)
+
+
+async def test_the_chart_and_recent_tabs_keep_each_others_choice_and_the_tenant(
+    log_app: Any,
+) -> None:
+    client, pipeline = log_app
+    sub = await acme_endpoint(client, pipeline)
+    here = f"/console/endpoints/{sub.id}"
+
+    def tabs(shown: str) -> dict[str, str]:
+        found = re.findall(r'<a href="([^"]+)" id="((?:chart|recent)-tab-\w+)"', shown)
+        return {tab: html.unescape(href) for href, tab in found}
+
+    assert tabs(await page(client, here)) == {
+        "recent-tab-all": f"{here}#recent",
+        "recent-tab-failed": f"{here}?recent=failed#recent",
+        "chart-tab-24h": f"{here}#stats",
+        "chart-tab-7d": f"{here}?chart=7d#stats",
+    }
+    assert tabs(await page(client, f"{here}?chart=7d&recent=failed")) == {
+        "recent-tab-all": f"{here}?chart=7d#recent",
+        "recent-tab-failed": f"{here}?recent=failed&chart=7d#recent",
+        "chart-tab-24h": f"{here}?recent=failed#stats",
+        "chart-tab-7d": f"{here}?chart=7d&recent=failed#stats",
+    }
+    await sign_in(client, await link(client))
+    assert tabs(await page(client, f"{here}?tenant=acme&chart=7d")) == {
+        "recent-tab-all": f"{here}?chart=7d&tenant=acme#recent",
+        "recent-tab-failed": f"{here}?recent=failed&chart=7d&tenant=acme#recent",
+        "chart-tab-24h": f"{here}?tenant=acme#stats",
+        "chart-tab-7d": f"{here}?chart=7d&tenant=acme#stats",
+    }
+
+
+async def test_the_chart_says_why_when_the_log_is_unavailable(app: Any) -> None:
+    client, pipeline = app  # a worker that keeps no delivery log
+    sub = await acme_endpoint(client, pipeline)
+    for path in (f"/console/endpoints/{sub.id}", f"/console/endpoints/{sub.id}?chart=7d"):
+        shown = await page(client, path)
+        assert 'id="chart-error">Chart unavailable: ' in shown
+        assert "STREAMS_DELIVERY_LOG=off" in shown[shown.index('id="chart-error"') :]
+        assert '<svg class="chart history"' not in shown
+        assert "No attempts in the last" not in shown
