@@ -83,6 +83,9 @@ SCHEMA_VERSION = 3
 #: ``max(MERGE_MIN_ROWS, sqrt(large rows * MERGE_FACTOR))`` keys (:func:`merge_after`).
 MERGE_MIN_ROWS = 50_000
 MERGE_FACTOR = 20_000
+#: Keys of the large level one merge covers, about (:func:`merge_ranges`): a merge
+#: writes its share of the large level's pages (~25 MB of WAL), whatever the size.
+MERGE_RANGE_ROWS = 1_000_000
 #: An attempt's key: its partition in the high bits, its offset in the low 40 (10^12 records).
 OFFSET_BITS = 40
 #: The largest response snippet stored, in UTF-8 bytes (the engine keeps 4,096 characters).
@@ -168,14 +171,22 @@ def delivery_key(delivery_id: str) -> int:
     return int.from_bytes(digest, "big") >> 2
 
 
+KEY_SPACE = 1 << 62  # delivery keys are 62 bits
+
+
+def merge_ranges(large_rows: int) -> int:
+    """Key ranges the large level is merged in, one per batch, each about
+    MERGE_RANGE_ROWS of its keys (the keys are uniform hashes)."""
+    return max(1, -(-max(0, large_rows) // MERGE_RANGE_ROWS))
+
+
 def merge_after(large_rows: int) -> int:
     """Keys the delta level of the delivery id index holds before it is merged.
 
     Each batch writes the delta's pages its new keys fall on (up to all of them, so a
-    larger delta costs more per batch); each merge writes every page of the large
-    level once (so a smaller delta merges more often). The square root of the large
-    level's size balances the two: at 10 million deliveries, a merge every ~450,000
-    keys (docs/benchmarks.md, issue 19).
+    larger delta costs more per batch); each cycle of merges writes every page of the
+    large level once (so a smaller delta merges more often). The square root of the
+    large level's size balances the two: at 10 million deliveries, 447,213 keys.
     """
     return max(MERGE_MIN_ROWS, math.isqrt(max(0, large_rows) * MERGE_FACTOR))
 
@@ -574,13 +585,16 @@ _SUMMARY_COLUMNS = (
 
 def by_key_sql(n: int) -> str:
     """The summary rows of the deliveries with one of ``n`` keys, through both levels of
-    the delivery id index: bind the ``n`` keys twice. A key of a pruned delivery finds
-    no row; one shared by two ids finds both (the caller compares ids)."""
-    marks = ", ".join("?" * n)
+    the delivery id index: bind the ``n`` keys once (numbered parameters, so 32,766 at
+    most on any SQLite). A delivery found has its key (a pruned delivery's stale entry
+    finds no row, even where its ``seq`` was given again); a key shared by two ids finds
+    both, and the caller compares ids."""
+    marks = ", ".join(f"?{i}" for i in range(1, n + 1))
     return (
         f"SELECT {_SUMMARY_COLUMNS} FROM deliveries WHERE seq IN "
         f"(SELECT seq FROM dkeys WHERE dkey IN ({marks}) "
-        f"UNION ALL SELECT seq FROM dkeys_delta WHERE dkey IN ({marks}) AND live)"
+        f"UNION ALL SELECT seq FROM dkeys_delta WHERE dkey IN ({marks}) AND live) "
+        f"AND dkey IN ({marks})"
     )
 
 
@@ -886,6 +900,12 @@ def fault(path: Path, exc: BaseException) -> StoreFault:
             "and is writable by this process and that its disk is healthy, then restart "
             "this log node."
         )
+    if "no such table: dkeys" in text:
+        return StoreFault(
+            f"{where} is being upgraded from schema 2 by its log node (about 20 s per 10 "
+            "million deliveries): lookups by id answer again when it is done. If this "
+            "lasts, read the log node's log for why the upgrade failed."
+        )
     return StoreFault(f"{where}: {text}")
 
 
@@ -1030,6 +1050,7 @@ class LogWriter:
             )
             self._next_seq = self._max_seq() + 1
             self._large_rows, self._delta_rows = self._key_counts()
+        self._merge_next = 0  # the key range the next merge takes
         self._names: dict[tuple[int, str], int] = {}
         self._new_names: list[tuple[int, str]] = []
         # Buckets of the current minutes and hours, so a batch adds to them in memory.
@@ -1161,7 +1182,7 @@ class LogWriter:
         wanted = list(set(keys.values()))
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
-            for row in self._conn.execute(by_key_sql(len(chunk)), chunk + chunk):
+            for row in self._conn.execute(by_key_sql(len(chunk)), chunk):
                 if row[S_DELIVERY] in keys:
                     by_id[row[S_DELIVERY]] = list(row)
         return {
@@ -1171,39 +1192,52 @@ class LogWriter:
 
     def _add_keys(self, keys: list[tuple[int, int]], live: int) -> None:
         """Put ``(dkey, seq)`` pairs in the delta level: new deliveries (``live`` 1) or
-        pruned ones (0, removed from the large level at the next merge)."""
+        pruned ones (0, removed from the large level when their range is merged)."""
         if not keys:
             return
-        self._conn.executemany(
-            "INSERT INTO dkeys_delta (dkey, seq, live) VALUES (?, ?, ?) "
-            "ON CONFLICT (dkey, seq) DO UPDATE SET live = excluded.live",
-            [(k, q, live) for k, q in keys],
-        )
-        self._delta_rows += len(keys)
+        conn = self._conn
+        rows = [(live, k, q) for k, q in keys]
+        # An entry already in the delta (a delivery stored and pruned between two merges
+        # of its range) changes in place; the rest are new rows, and counted.
+        conn.executemany("UPDATE dkeys_delta SET live = ? WHERE dkey = ? AND seq = ?", rows)
+        self._delta_rows += conn.executemany(
+            "INSERT OR IGNORE INTO dkeys_delta (live, dkey, seq) VALUES (?, ?, ?)", rows
+        ).rowcount
 
     def _merge_keys(self) -> int:
-        """Merge the delta level into the large one, in key order, when it has grown past
-        :func:`merge_after`; the keys merged (0: not yet). Part of the batch's transaction."""
+        """Once the delta level holds :func:`merge_after` keys, merge one key range of it
+        into the large level, in key order; the keys merged (0: none). Part of the batch's
+        transaction, and bounded: a range is ``merge_ranges`` of the key space, so a
+        merge writes about MERGE_RANGE_ROWS keys' worth of the large level's pages
+        whatever its size. Ranges are taken in turn, one per batch while the delta is
+        over the threshold: it settles where a range's share moves a batch's keys."""
         if self._delta_rows < merge_after(self._large_rows):
             return 0
+        ranges = merge_ranges(self._large_rows)
+        index = self._merge_next % ranges
+        self._merge_next = index + 1
+        bounds = (index * KEY_SPACE // ranges, (index + 1) * KEY_SPACE // ranges)
         conn = self._conn
         added = conn.execute(
-            "INSERT OR IGNORE INTO dkeys (dkey, seq) "
-            "SELECT dkey, seq FROM dkeys_delta WHERE live ORDER BY dkey, seq"
+            "INSERT OR IGNORE INTO dkeys (dkey, seq) SELECT dkey, seq FROM dkeys_delta "
+            "WHERE dkey >= ? AND dkey < ? AND live ORDER BY dkey, seq",
+            bounds,
         ).rowcount
-        gone = conn.execute("SELECT dkey, seq FROM dkeys_delta WHERE NOT live ORDER BY dkey, seq")
-        removed = 0
-        while chunk := gone.fetchmany(5000):
-            removed += conn.executemany(
-                "DELETE FROM dkeys WHERE dkey = ? AND seq = ?", chunk
-            ).rowcount
-        merged = conn.execute("DELETE FROM dkeys_delta").rowcount
+        gone = conn.execute(
+            "SELECT dkey, seq FROM dkeys_delta WHERE dkey >= ? AND dkey < ? AND NOT live "
+            "ORDER BY dkey, seq",
+            bounds,
+        ).fetchall()
+        removed = conn.executemany("DELETE FROM dkeys WHERE dkey = ? AND seq = ?", gone).rowcount
+        merged = conn.execute(
+            "DELETE FROM dkeys_delta WHERE dkey >= ? AND dkey < ?", bounds
+        ).rowcount
         self._large_rows += added - removed
+        self._delta_rows -= merged
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('dkeys_rows', ?)",
             (str(self._large_rows),),
         )
-        self._delta_rows = 0
         return merged
 
     def _key_counts(self) -> tuple[int, int]:
@@ -1522,7 +1556,7 @@ class LogReader:
         """A delivery's summary and every attempt stored, oldest first; None if unknown."""
         found = [
             r
-            for r in self._all(by_key_sql(1), (delivery_key(delivery_id),) * 2)
+            for r in self._all(by_key_sql(1), (delivery_key(delivery_id),))
             if r[S_DELIVERY] == delivery_id
         ]
         if not found:

@@ -28,14 +28,17 @@ from streams.log.store import (
     LogReader,
     LogWriter,
     NameIds,
+    by_key_sql,
     delivery_sql,
     plan_index,
 )
 from tests.unit.test_log_store import T0, Topic, attempt
 
-#: Tables small by construction, which a statement may read whole (the delta level of
-#: the delivery id index is merged away once it holds ``merge_after`` keys).
-SMALL_TABLES = {"positions", "meta", "skipped", "dkeys_delta"}
+#: Tables small by construction, which a statement may read whole.
+SMALL_TABLES = {"positions", "meta", "skipped"}
+#: The one statement that reads the delta level of the delivery id index whole: its
+#: count, when the writer opens (it holds about ``merge_after`` keys).
+DELTA_COUNT = "SELECT count(*) FROM dkeys_delta"
 
 FILTERS: list[dict[str, Any]] = [
     dict(
@@ -117,6 +120,7 @@ def test_no_statement_of_the_store_reads_a_table_whole(
     monkeypatch.setattr(store_module, "_connect", traced)
     monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 10)  # merges happen here too
     monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
+    monkeypatch.setattr(store_module, "MERGE_RANGE_ROWS", 8)  # merges by key range
     path = tmp_path / "attempts.sqlite3"
     writer = LogWriter(path, "attempts")
     reader = LogReader(path)
@@ -161,9 +165,27 @@ def test_no_statement_of_the_store_reads_a_table_whole(
                 checked += 1
                 scan = re.match(r"SCAN (\w+)(.*)", step)
                 if scan and scan.group(1) not in SMALL_TABLES:
-                    allowed = scan.group(1) == "deliveries" and "USING INDEX d_time" in step
+                    allowed = (scan.group(1) == "deliveries" and "USING INDEX d_time" in step) or (
+                        scan.group(1) == "dkeys_delta" and sql == DELTA_COUNT
+                    )
                     assert allowed, (sql, step)
                 if "TEMP B-TREE" in step:
                     assert "skipped" in sql, (sql, step)
     conn.close()
     assert checked > 30
+
+
+@pytest.mark.parametrize("keys", [1, 5, 500])
+def test_a_lookup_by_id_searches_both_levels_of_the_id_index_by_key(
+    tmp_path: Path, keys: int
+) -> None:
+    path = tmp_path / "attempts.sqlite3"
+    LogWriter(path, "attempts").close()
+    with sqlite3.connect(path) as conn:
+        steps = plan(conn, by_key_sql(keys), tuple(range(keys)))
+    conn.close()
+    assert not [s for s in steps if s.startswith("SCAN")], steps
+    for table in ("dkeys", "dkeys_delta"):
+        assert any(re.match(rf"SEARCH {table} USING PRIMARY KEY \(dkey=\?", s) for s in steps), (
+            steps
+        )

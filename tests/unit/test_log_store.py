@@ -19,6 +19,7 @@ from streams.errors import InvalidRequestError, UnavailableError
 from streams.log import store as store_module
 from streams.log.store import (
     HOUR,
+    KEY_SPACE,
     MINUTE,
     SNIPPET_BYTES,
     Cursor,
@@ -34,6 +35,7 @@ from streams.log.store import (
     hist_percentile,
     latency_bin,
     merge_after,
+    merge_ranges,
     plan_index,
     position,
     split_position,
@@ -568,6 +570,14 @@ def test_a_store_of_another_schema_is_refused_before_anything_is_created_in_it(
     assert "totals" not in names
 
 
+def test_a_lookup_during_the_upgrade_from_version_2_says_so() -> None:
+    err = fault(
+        Path("/var/lib/streams/log.sqlite3"), sqlite3.OperationalError("no such table: dkeys_delta")
+    )
+    assert "is being upgraded from schema 2" in str(err)
+    assert "/var/lib/streams/log.sqlite3" in str(err)
+
+
 def test_a_reader_before_the_store_exists_says_the_log_is_not_ready(tmp_path: Path) -> None:
     r = LogReader(tmp_path / "missing.sqlite3")
     with pytest.raises(UnavailableError, match="does not exist yet"):
@@ -1030,6 +1040,90 @@ def test_deliveries_are_found_by_id_in_either_level_across_merges_and_pruning(
     assert (writer._large_rows, writer._delta_rows) == (4, 0)
     writer.close()
     reader.close()
+
+
+@pytest.mark.parametrize(
+    ("large", "ranges"), [(0, 1), (999_999, 1), (1_000_000, 1), (1_000_001, 2), (10_000_000, 10)]
+)
+def test_the_large_level_is_merged_in_ranges_of_about_a_million_keys(
+    large: int, ranges: int
+) -> None:
+    assert merge_ranges(large) == ranges
+
+
+def test_merges_take_one_key_range_per_batch_and_lose_no_key(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 10)
+    monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
+    monkeypatch.setattr(store_module, "MERGE_RANGE_ROWS", 10)
+    writer = LogWriter(path, TOPIC)
+    reader = LogReader(path)
+    names = [f"d{n}" for n in range(200)]
+    store(writer, *(attempt(name, 1, T0 + n) for n, name in enumerate(names[:40])))
+    assert key_levels(writer) == (40, 0, 0)  # one range while the large level was empty
+    taken = set()
+    for start in range(40, 200, 20):
+        ranges = merge_ranges(writer._large_rows)
+        index = writer._merge_next % ranges
+        lo, hi = index * KEY_SPACE // ranges, (index + 1) * KEY_SPACE // ranges
+        store(writer, *(attempt(n, 1, T0 + i) for i, n in enumerate(names[start : start + 20])))
+        delta = [k for (k,) in writer._conn.execute("SELECT dkey FROM dkeys_delta")]
+        assert not [k for k in delta if lo <= k < hi]  # this batch's range went over whole
+        assert [k for k in delta if not lo <= k < hi]  # the others wait for their turn
+        taken.add(index)
+        large, live, _ = key_levels(writer)
+        assert large + live == start + 20  # every key in one level or the other
+        assert writer._delta_rows == live
+        assert writer._large_rows == large
+    assert len(taken) > 3  # the ranges are taken in turn
+    for name in names:
+        found = reader.delivery(name)
+        assert found is not None, name
+    reader.close()
+    writer.close()
+
+
+def test_the_delta_count_stays_exact_when_a_delivery_is_stored_and_pruned_between_merges(
+    path: Path,
+) -> None:
+    writer = LogWriter(path, TOPIC)
+    day = 86_400
+    store(writer, *(attempt(f"d{n}", 1, T0 + n) for n in range(4)))
+    while writer.prune(T0 + 31 * day, 30 * day).more:
+        pass
+    assert key_levels(writer) == (0, 0, 4)  # tombstones in place of the live entries
+    assert writer._delta_rows == 4
+    writer.close()
+
+
+def test_a_pruned_deliverys_stale_entry_never_finds_the_delivery_given_its_seq(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After everything is pruned, a restarted writer numbers from 1 again: the new
+    delivery takes a pruned one's seq while the pruned one's entry is still in the large
+    level (its tombstone waits for a merge), and the old id finds nothing, not the new
+    row."""
+    monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 3)
+    monkeypatch.setattr(store_module, "MERGE_FACTOR", 100)  # no second merge here
+    writer = LogWriter(path, TOPIC)
+    store(writer, *(attempt(f"old{n}", 1, T0 + n) for n in range(3)))
+    assert key_levels(writer) == (3, 0, 0)
+    topic = _TOPICS[writer]
+    while writer.prune(T0 + 31 * 86_400, 30 * 86_400).more:
+        pass
+    writer.close()
+    writer = LogWriter(path, TOPIC)
+    _TOPICS[writer] = topic
+    store(writer, attempt("new", 1, T0 + 31 * 86_400))
+    assert key_levels(writer) == (3, 1, 3)
+    assert writer._conn.execute("SELECT seq, delivery_id FROM deliveries").fetchall() == [
+        (1, "new")  # the seq old0 had
+    ]
+    for name in ("old0", "old1", "old2"):
+        rows = writer._conn.execute(store_module.by_key_sql(1), (delivery_key(name),)).fetchall()
+        assert rows == [], name
+    writer.close()
 
 
 def test_a_version_2_store_is_upgraded_in_place_and_keeps_its_deliveries(path: Path) -> None:
