@@ -102,12 +102,14 @@ READER_CACHE_KIB = 8 * 1024
 WRITER_MMAP_BYTES = 0
 READER_MMAP_BYTES = 0
 #: WAL pages after which a commit copies the WAL into the database (a checkpoint): 256
-#: MiB. With millions of attempts stored a batch of 10,000 writes 15,000-20,000 pages, so
-#: at 32 MiB every batch paid a checkpoint, reading each of its pages back from the WAL,
-#: writing it again and syncing; at 256 MiB one checkpoint every two or three batches
-#: copies a page they all dirtied (index ends, buckets, the random delivery-id index's
-#: pages hit twice) once. The WAL file stays at most this plus one batch's pages (up to
-#: ~160 MB): it is cut back to WAL_SIZE_LIMIT_BYTES after a checkpoint.
+#: MiB. With millions of attempts stored a batch of 10,000 wrote 15,000-20,000 pages
+#: (schema 2), so at 32 MiB every batch paid a checkpoint, reading each of its pages back
+#: from the WAL, writing it again and syncing; at 256 MiB one checkpoint every two or
+#: three batches copies a page they all dirtied (index ends, buckets) once. The WAL file
+#: stays at most this plus one batch's pages (a batch's rows, and one key range of the id
+#: index when it merges: ~25 MB): it is cut back to WAL_SIZE_LIMIT_BYTES after a
+#: checkpoint. The upgrade from schema 2 writes the whole id index in one transaction
+#: (~250 MB at 10 million deliveries), once.
 WAL_AUTOCHECKPOINT_PAGES = 65_536
 WAL_SIZE_LIMIT_BYTES = 384 * 1024 * 1024
 #: Undecodable records remembered (position and reason) for the operator.
@@ -940,7 +942,8 @@ def open_schema(path: Path, topic: str) -> None:
                 raise StoreFault(f"the delivery-log store {path}: WAL mode is not available")
             # Read the version before creating anything: a store of another schema is
             # refused as it is (running this schema's script on it first would build
-            # this version's indexes in it, minutes at 10 million deliveries).
+            # this version's indexes in it, minutes at 10 million deliveries), except
+            # schema 2, which is upgraded in place.
             try:
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             except sqlite3.OperationalError as exc:
