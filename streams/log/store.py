@@ -1193,18 +1193,25 @@ class LogWriter:
             for d, k in keys.items()
         }
 
-    def _add_keys(self, keys: list[tuple[int, int]], live: int) -> None:
-        """Put ``(dkey, seq)`` pairs in the delta level: new deliveries (``live`` 1) or
-        pruned ones (0, removed from the large level when their range is merged)."""
-        if not keys:
-            return
+    def _add_keys(self, keys: list[tuple[int, int]]) -> None:
+        """Put new deliveries' ``(dkey, seq)`` in the delta level. (The pair is there
+        already only as the tombstone of a pruned delivery whose seq and key came back.)"""
+        self._conn.executemany(
+            "INSERT INTO dkeys_delta (dkey, seq, live) VALUES (?, ?, 1) "
+            "ON CONFLICT (dkey, seq) DO UPDATE SET live = 1",
+            keys,
+        )
+        self._delta_rows += len(keys)
+
+    def _add_tombstones(self, keys: list[tuple[int, int]]) -> None:
+        """Mark pruned deliveries' ``(dkey, seq)`` in the delta level: removed from the
+        large level when their range is merged. An entry still in the delta (a delivery
+        stored and pruned between two merges of its range) changes in place; the rest
+        are new rows, and counted."""
         conn = self._conn
-        rows = [(live, k, q) for k, q in keys]
-        # An entry already in the delta (a delivery stored and pruned between two merges
-        # of its range) changes in place; the rest are new rows, and counted.
-        conn.executemany("UPDATE dkeys_delta SET live = ? WHERE dkey = ? AND seq = ?", rows)
+        conn.executemany("UPDATE dkeys_delta SET live = 0 WHERE dkey = ? AND seq = ?", keys)
         self._delta_rows += conn.executemany(
-            "INSERT OR IGNORE INTO dkeys_delta (live, dkey, seq) VALUES (?, ?, ?)", rows
+            "INSERT OR IGNORE INTO dkeys_delta (dkey, seq, live) VALUES (?, ?, 0)", keys
         ).rowcount
 
     def _merge_keys(self) -> int:
@@ -1329,7 +1336,7 @@ class LogWriter:
             f"({', '.join('?' * (S_ATTEMPTS + 1))})",
             new,
         )
-        self._add_keys([(summary[S_DKEY], summary[S_SEQ]) for summary in new], live=1)
+        self._add_keys([(summary[S_DKEY], summary[S_SEQ]) for summary in new])
         conn.executemany(
             "UPDATE deliveries SET last_at = ?, last_attempt = ?, last_pos = ?, outcome = ?, "
             "status = ?, last_error = ?, attempts = ? WHERE seq = ?",
@@ -1437,7 +1444,7 @@ class LogWriter:
                 seqs = [(c[0],) for c in doomed]
                 conn.executemany("DELETE FROM attempts WHERE seq = ?", seqs)
                 conn.executemany("DELETE FROM deliveries WHERE seq = ?", seqs)
-                self._add_keys([(c[2], c[0]) for c in doomed], live=0)
+                self._add_tombstones([(c[2], c[0]) for c in doomed])
                 self._add_totals(totals, sign=-1)
                 if len(candidates) < limit:  # deliveries done: the buckets, a batch at a time
                     result.buckets = self._prune_buckets(now, retention_s, limit)
