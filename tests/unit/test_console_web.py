@@ -1265,15 +1265,19 @@ async def test_the_endpoint_page_lists_its_recent_deliveries_all_or_failed(
     assert f'href="{log_link}&amp;tenant=acme" id="recent-log"' in operator
 
 
-async def test_the_recent_deliveries_say_why_when_the_log_is_unavailable(app: Any) -> None:
+async def test_the_recent_deliveries_and_the_chart_say_why_when_the_log_is_unavailable(
+    app: Any,
+) -> None:
     client, pipeline = app  # a worker that keeps no delivery log
     sub = await acme_endpoint(client, pipeline)
-    for path in (f"/console/endpoints/{sub.id}", f"/console/endpoints/{sub.id}?recent=failed"):
-        shown = await page(client, path)
-        assert 'id="recent-error">Recent deliveries unavailable: ' in shown
-        assert "STREAMS_DELIVERY_LOG=off" in shown
-        assert "No deliveries yet" not in shown
-        assert "No failed deliveries" not in shown
+    for query in ("", "?recent=failed", "?chart=7d"):
+        shown = await page(client, f"/console/endpoints/{sub.id}{query}")
+        for panel, says in (("recent", "Recent deliveries"), ("chart", "Chart")):
+            assert f'id="{panel}-error">{says} unavailable: ' in shown
+            assert "STREAMS_DELIVERY_LOG=off" in shown[shown.index(f'id="{panel}-error"') :]
+        for absent in ("No deliveries yet", "No failed deliveries", "No attempts in the last"):
+            assert absent not in shown
+        assert '<svg class="chart history"' not in shown
 
 
 async def test_the_log_pages_not_delivered_ones_without_skipping_or_repeating(
@@ -1426,6 +1430,15 @@ def chart_label(shown: str) -> str:
     return html.unescape(found.group(1))
 
 
+def chart_block(shown: str, period: str, title: str, bars: int) -> str:
+    """The page's chart SVG, after checking its title, selected tab and bar count."""
+    assert f'<h3 id="chart-title">Deliveries over the last {title}</h3>' in shown
+    assert f'id="chart-tab-{period}" aria-current="page"' in shown
+    block = shown[shown.index('<svg class="chart history"') : shown.index("</svg>")]
+    assert block.count('<g class="bar">') == bars
+    return block
+
+
 async def test_the_endpoint_page_charts_its_attempts_by_hour_and_by_day(log_app: Any) -> None:
     client, pipeline = log_app
     sub = await acme_endpoint(client, pipeline)
@@ -1449,10 +1462,7 @@ async def test_the_endpoint_page_charts_its_attempts_by_hour_and_by_day(log_app:
     assert chart_label(shown) == (
         f"24 hours: 9 attempts, 7 delivered (77.8%); busiest hour {busiest} UTC with 6 attempts"
     )
-    assert '<h3 id="chart-title">Deliveries over the last 24 hours</h3>' in shown
-    assert 'id="chart-tab-24h" aria-current="page"' in shown
-    block = shown[shown.index('<svg class="chart history"') : shown.index("</svg>")]
-    assert block.count('<g class="bar">') == 24
+    block = chart_block(shown, "24h", "24 hours", 24)
     assert block.count('class="bar-failed"') == 3  # the legend's and two hours'
     assert "style=" not in block
     # The chart is above the statistics table, in the Deliveries panel.
@@ -1463,10 +1473,7 @@ async def test_the_endpoint_page_charts_its_attempts_by_hour_and_by_day(log_app:
     assert chart_label(week) == (
         f"7 days: 21 attempts, 19 delivered (90.5%); busiest day {day} with 12 attempts"
     )
-    assert '<h3 id="chart-title">Deliveries over the last 7 days</h3>' in week
-    assert 'id="chart-tab-7d" aria-current="page"' in week
-    week_block = week[week.index('<svg class="chart history"') : week.index("</svg>")]
-    assert week_block.count('<g class="bar">') == 7
+    week_block = chart_block(week, "7d", "7 days", 7)
     today = datetime.datetime.fromtimestamp(now, utc).strftime("%b %d")
     names = re.findall(r'text-anchor="middle">([^<]+)</text>', week_block)
     assert len(names) == 7
@@ -1542,14 +1549,3 @@ async def test_the_chart_and_recent_tabs_keep_each_others_choice_and_the_tenant(
         "chart-tab-24h": f"{here}?tenant=acme#stats",
         "chart-tab-7d": f"{here}?chart=7d&tenant=acme#stats",
     }
-
-
-async def test_the_chart_says_why_when_the_log_is_unavailable(app: Any) -> None:
-    client, pipeline = app  # a worker that keeps no delivery log
-    sub = await acme_endpoint(client, pipeline)
-    for path in (f"/console/endpoints/{sub.id}", f"/console/endpoints/{sub.id}?chart=7d"):
-        shown = await page(client, path)
-        assert 'id="chart-error">Chart unavailable: ' in shown
-        assert "STREAMS_DELIVERY_LOG=off" in shown[shown.index('id="chart-error"') :]
-        assert '<svg class="chart history"' not in shown
-        assert "No attempts in the last" not in shown
