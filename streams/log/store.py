@@ -26,9 +26,10 @@ Tables:
   delivery once the store held millions (a batch's keys fall on as many
   pages): most of what made a large store slower to write. New keys, and the
   keys of pruned deliveries (``live = 0``), go to the small ``dkeys_delta``;
-  when it outgrows :func:`merge_after` of the large level, it is merged into
-  ``dkeys`` in key order, each of that level's pages written once for many
-  keys. A lookup reads both levels; a key whose delivery is gone finds no row.
+  once it outgrows :func:`merge_after` of the large level, it is merged into
+  ``dkeys`` in key order, one key range per batch (:meth:`LogWriter._merge_keys`),
+  each of that level's pages written once for many keys. A lookup reads both
+  levels by key; a pruned delivery's key finds no row.
 - ``attempts``: one row per attempt, clustered by delivery (``seq``) and keyed
   by its position in the topic (``partition << 40 | offset``): a delivery's
   history is one range read, and no record is stored twice.
