@@ -31,7 +31,9 @@ def settings_from_env() -> Settings:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    # Keys that are not strings (partition numbers) are written as JSON strings.
+    option = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    sys.stdout.write(orjson.dumps(obj, option=option, default=str).decode() + "\n")
 
 
 def fail_cleanly(fn: F) -> F:

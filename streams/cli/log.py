@@ -83,6 +83,7 @@ def log_status(as_json: bool) -> None:
         view = {
             "store": str(path),
             **reader.figures(None),
+            **reader.layout(),
             "disk_bytes": reader.disk_bytes(),
             "positions": reader.positions(),
             "skipped": reader.skipped(),
@@ -96,6 +97,11 @@ def log_status(as_json: bool) -> None:
     click.echo(f"attempts    {view['attempts']} of {view['deliveries']} deliveries")
     click.echo(f"oldest      {_iso(view['oldest_at']) or '-'}")
     click.echo(f"disk        {view['disk_bytes'] / 1e6:.1f} MB")
+    ids = view["id_index"]
+    click.echo(
+        f"schema      {view['schema_version']}; id index: {ids['merged']} keys merged, "
+        f"{ids['waiting']} waiting (merged a range per batch from {ids['merge_at']})"
+    )
     positions = view["positions"]
     click.echo(
         "positions   "

@@ -1716,6 +1716,18 @@ class LogReader:
             )
         return chart
 
+    def layout(self) -> dict[str, Any]:
+        """The store's schema version and the state of its delivery id index: keys in the
+        large level, keys (and tombstones) waiting in the delta, and the delta's size at
+        which merging starts. For ``streams log status``; counts the delta (bounded)."""
+        meta = dict(self._all("SELECT key, value FROM meta"))
+        large = int(meta.get("dkeys_rows", 0))
+        waiting = self._all("SELECT count(*) FROM dkeys_delta")[0][0]
+        return {
+            "schema_version": int(meta.get("schema_version", 0)),
+            "id_index": {"merged": large, "waiting": waiting, "merge_at": merge_after(large)},
+        }
+
     def figures(self, tenant_id: str | None) -> dict[str, Any]:
         """How much of the log the store holds, for a tenant or (None) for everyone."""
         tenant = 0 if tenant_id is None else self._id(TENANT, tenant_id)

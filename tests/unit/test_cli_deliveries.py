@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,17 @@ def test_log_status_prints_what_the_store_holds(tmp_path: Path) -> None:
     assert "oldest      2027-01-15T08:00:00Z" in result.output
     assert "positions   0:2" in result.output
     assert "skipped     0:1  not JSON" in result.output
+    assert (
+        "schema      3; id index: 0 keys merged, 1 waiting (merged a range per batch from 50000)"
+    ) in result.output
+    as_json = CliRunner().invoke(cli, ["log", "status", "--json"], env=store_env(tmp_path))
+    assert as_json.exit_code == 0, as_json.output  # partition numbers as JSON keys too
+    view = json.loads(as_json.output)
+    assert view["positions"] == {"0": 2}
+    assert (view["schema_version"], view["id_index"]) == (
+        3,
+        {"merged": 0, "waiting": 1, "merge_at": 50_000},
+    )
 
 
 def test_log_status_without_a_store_says_how_one_is_made(tmp_path: Path) -> None:
