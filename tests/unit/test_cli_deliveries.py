@@ -205,7 +205,7 @@ def test_log_status_prints_what_the_store_holds(tmp_path: Path) -> None:
     assert "positions   0:2" in result.output
     assert "skipped     0:1  not JSON" in result.output
     assert (
-        "schema      3; id index: 0 keys merged, 1 waiting (merged a range per batch from 50000)"
+        "schema      3; id index: 1 keys merged, 0 waiting (merged a range per batch from 50000)"
     ) in result.output
     as_json = CliRunner().invoke(cli, ["log", "status", "--json"], env=store_env(tmp_path))
     assert as_json.exit_code == 0, as_json.output  # partition numbers as JSON keys too
@@ -213,7 +213,7 @@ def test_log_status_prints_what_the_store_holds(tmp_path: Path) -> None:
     assert view["positions"] == {"0": 2}
     assert (view["schema_version"], view["id_index"]) == (
         3,
-        {"merged": 0, "waiting": 1, "merge_at": 50_000},
+        {"merged": 1, "waiting": 0, "merge_at": 50_000},
     )
 
 

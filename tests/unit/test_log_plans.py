@@ -121,6 +121,7 @@ def test_no_statement_of_the_store_reads_a_table_whole(
     monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 10)  # merges happen here too
     monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
     monkeypatch.setattr(store_module, "MERGE_RANGE_ROWS", 8)  # merges by key range
+    monkeypatch.setattr(store_module, "DIRECT_ROWS", 30)  # the first batch's keys directly
     path = tmp_path / "attempts.sqlite3"
     writer = LogWriter(path, "attempts")
     reader = LogReader(path)

@@ -999,6 +999,7 @@ def key_levels(writer: LogWriter) -> tuple[int, int, int]:
 def test_deliveries_are_found_by_id_in_either_level_across_merges_and_pruning(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)  # every key through the delta
     monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 4)
     monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
     writer = LogWriter(path, TOPIC)
@@ -1054,6 +1055,7 @@ def test_the_large_level_is_merged_in_ranges_of_about_a_million_keys(
 def test_merges_take_one_key_range_per_batch_and_lose_no_key(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)  # every key through the delta
     monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 10)
     monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
     monkeypatch.setattr(store_module, "MERGE_RANGE_ROWS", 10)
@@ -1085,8 +1087,9 @@ def test_merges_take_one_key_range_per_batch_and_lose_no_key(
 
 
 def test_the_delta_count_stays_exact_when_a_delivery_is_stored_and_pruned_between_merges(
-    path: Path,
+    path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)
     writer = LogWriter(path, TOPIC)
     day = 86_400
     store(writer, *(attempt(f"d{n}", 1, T0 + n) for n in range(4)))
@@ -1104,6 +1107,7 @@ def test_a_pruned_deliverys_stale_entry_never_finds_the_delivery_given_its_seq(
     delivery takes a pruned one's seq while the pruned one's entry is still in the large
     level (its tombstone waits for a merge), and the old id finds nothing, not the new
     row."""
+    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)  # every key through the delta
     monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 3)
     monkeypatch.setattr(store_module, "MERGE_FACTOR", 100)  # no second merge here
     writer = LogWriter(path, TOPIC)
@@ -1123,6 +1127,34 @@ def test_a_pruned_deliverys_stale_entry_never_finds_the_delivery_given_its_seq(
     for name in ("old0", "old1", "old2"):
         rows = writer._conn.execute(store_module.by_key_sql(1), (delivery_key(name),)).fetchall()
         assert rows == [], name
+    writer.close()
+
+
+def test_a_small_store_keeps_its_keys_in_the_large_level_directly(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below DIRECT_ROWS the delta would only add a second write per key: keys go to the
+    large level and pruned ones leave it at once; past it, they go through the delta."""
+    monkeypatch.setattr(store_module, "DIRECT_ROWS", 5)
+    writer = LogWriter(path, TOPIC)
+    day = 86_400
+    store(writer, *(attempt(f"old{n}", 1, T0 + n) for n in range(4)))
+    assert key_levels(writer) == (4, 0, 0)
+    while writer.prune(T0 + 31 * day, 30 * day).more:
+        pass
+    assert key_levels(writer) == (0, 0, 0)  # gone from the large level, no tombstones
+    store(writer, *(attempt(f"new{n}", 1, T0 + 31 * day + n) for n in range(6)))
+    assert key_levels(writer) == (6, 0, 0)  # one batch: decided before it, at 0 keys
+    store(writer, attempt("more", 1, T0 + 31 * day + 9))
+    assert key_levels(writer) == (6, 1, 0)  # past DIRECT_ROWS: through the delta
+    assert writer._conn.execute("SELECT value FROM meta WHERE key = 'dkeys_rows'").fetchone() == (
+        "6",
+    )
+    reader = LogReader(path)
+    for name in ("new0", "new5", "more"):
+        assert reader.delivery(name) is not None, name
+    assert reader.delivery("old0") is None
+    reader.close()
     writer.close()
 
 
