@@ -28,8 +28,9 @@ Tables:
   keys of pruned deliveries (``live = 0``), go to the small ``dkeys_delta``;
   once it outgrows :func:`merge_after` of the large level, it is merged into
   ``dkeys`` in key order, one key range per batch (:meth:`LogWriter._merge_keys`),
-  each of that level's pages written once for many keys. A lookup reads both
-  levels by key; a pruned delivery's key finds no row.
+  each of that level's pages written once for many keys. A small store
+  (``DIRECT_ROWS``) keeps its keys in the large level directly. A lookup reads
+  both levels by key; a pruned delivery's key finds no row.
 - ``attempts``: one row per attempt, clustered by delivery (``seq``) and keyed
   by its position in the topic (``partition << 40 | offset``): a delivery's
   history is one range read, and no record is stored twice.
