@@ -625,6 +625,7 @@ class ConsolePages:
                 ("7d", "7 days", self.with_tenant(here, shown, chart="7d", **keep) + "#stats"),
             ],
             "svg": None,
+            "summary": None,
             "error": None,
         }
         days = CHART_TABS[tab][2]
@@ -656,6 +657,10 @@ class ConsolePages:
             label_every=CHART_LABEL_HOURS,
         )
         out["svg"] = Markup(svg)  # noqa: S704 (escaped by charts: numbers and fixed words)
+        if any(b.attempts for b in buckets):  # the chart's own words, for the eye too
+            out["summary"] = charts.history_label(
+                buckets, start=start, span_s=span, period=CHART_TABS[tab][1]
+            )
         return out
 
     async def _recent(

@@ -326,6 +326,7 @@ def test_tenant_flow_from_link_to_replay(
     chart = browser.find_element(By.CSS_SELECTOR, "#chart svg.chart.history")
     label = str(chart.get_attribute("aria-label"))
     assert label.startswith("24 hours: 5 attempts, 5 delivered (100.0%); busiest hour "), label
+    assert text_of(browser, "#chart-summary") == label  # the same words, shown
     assert chart.get_attribute("role") == "img"
     assert len(chart.find_elements(By.CSS_SELECTOR, "g.bar")) == 24
     assert chart.find_elements(By.CSS_SELECTOR, "g.bar rect.bar-ok")
@@ -335,6 +336,7 @@ def test_tenant_flow_from_link_to_replay(
     chart = browser.find_element(By.CSS_SELECTOR, "#chart svg.chart.history")
     label = str(chart.get_attribute("aria-label"))
     assert label.startswith("7 days: 5 attempts, 5 delivered (100.0%); busiest day "), label
+    assert text_of(browser, "#chart-summary") == label
     assert len(chart.find_elements(By.CSS_SELECTOR, "g.bar")) == 7
     assert text_of(browser, "#chart-title") == "Deliveries over the last 7 days"
     # The recent tabs keep the chart's choice, and the chart tabs keep theirs.

@@ -1463,6 +1463,8 @@ async def test_the_endpoint_page_charts_its_attempts_by_hour_and_by_day(log_app:
         f"24 hours: 9 attempts, 7 delivered (77.8%); busiest hour {busiest} UTC with 6 attempts"
     )
     block = chart_block(shown, "24h", "24 hours", 24)
+    # The same words stand above the chart for the eye, as the aria-label says them.
+    assert f'id="chart-summary">{html.escape(chart_label(shown))}</p>' in shown
     assert block.count('class="bar-failed"') == 3  # the legend's and two hours'
     assert "style=" not in block
     # The chart is above the statistics table, in the Deliveries panel.
@@ -1474,6 +1476,7 @@ async def test_the_endpoint_page_charts_its_attempts_by_hour_and_by_day(log_app:
         f"7 days: 21 attempts, 19 delivered (90.5%); busiest day {day} with 12 attempts"
     )
     week_block = chart_block(week, "7d", "7 days", 7)
+    assert f'id="chart-summary">{html.escape(chart_label(week))}</p>' in week
     today = datetime.datetime.fromtimestamp(now, utc).strftime("%b %d")
     names = re.findall(r'text-anchor="middle">([^<]+)</text>', week_block)
     assert len(names) == 7
@@ -1484,6 +1487,7 @@ async def test_the_endpoint_page_charts_its_attempts_by_hour_and_by_day(log_app:
     quiet = await page(client, f"/console/endpoints/{empty.id}")
     assert 'id="chart-error"' not in quiet
     assert '<p class="empty chart-empty">No attempts in the last 24 hours.</p>' in quiet
+    assert 'id="chart-summary"' not in quiet  # no figures to say: the sentence above does
     assert '<svg class="chart history"' not in quiet
     quiet_week = await page(client, f"/console/endpoints/{empty.id}?chart=7d")
     assert "No attempts in the last 7 days." in quiet_week
