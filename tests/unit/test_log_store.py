@@ -996,12 +996,17 @@ def key_levels(writer: LogWriter) -> tuple[int, int, int]:
     return large, live, gone
 
 
+def tune_merges(monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
+    """Small thresholds for the id index (DIRECT_ROWS, MERGE_MIN_ROWS, ...), so a test's
+    few deliveries go through the delta and merge; DIRECT_ROWS is 0 unless given."""
+    for name, value in {"DIRECT_ROWS": 0, **values}.items():
+        monkeypatch.setattr(store_module, name, value)
+
+
 def test_deliveries_are_found_by_id_in_either_level_across_merges_and_pruning(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)  # every key through the delta
-    monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 4)
-    monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
+    tune_merges(monkeypatch, MERGE_MIN_ROWS=4, MERGE_FACTOR=1)
     writer = LogWriter(path, TOPIC)
     reader = LogReader(path)
     day = 86_400
@@ -1055,10 +1060,7 @@ def test_the_large_level_is_merged_in_ranges_of_about_a_million_keys(
 def test_merges_take_one_key_range_per_batch_and_lose_no_key(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)  # every key through the delta
-    monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 10)
-    monkeypatch.setattr(store_module, "MERGE_FACTOR", 1)
-    monkeypatch.setattr(store_module, "MERGE_RANGE_ROWS", 10)
+    tune_merges(monkeypatch, MERGE_MIN_ROWS=10, MERGE_FACTOR=1, MERGE_RANGE_ROWS=10)
     writer = LogWriter(path, TOPIC)
     reader = LogReader(path)
     names = [f"d{n}" for n in range(200)]
@@ -1089,7 +1091,9 @@ def test_merges_take_one_key_range_per_batch_and_lose_no_key(
 def test_the_delta_count_stays_exact_when_a_delivery_is_stored_and_pruned_between_merges(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)
+    tune_merges(
+        monkeypatch,
+    )
     writer = LogWriter(path, TOPIC)
     day = 86_400
     store(writer, *(attempt(f"d{n}", 1, T0 + n) for n in range(4)))
@@ -1107,9 +1111,7 @@ def test_a_pruned_deliverys_stale_entry_never_finds_the_delivery_given_its_seq(
     delivery takes a pruned one's seq while the pruned one's entry is still in the large
     level (its tombstone waits for a merge), and the old id finds nothing, not the new
     row."""
-    monkeypatch.setattr(store_module, "DIRECT_ROWS", 0)  # every key through the delta
-    monkeypatch.setattr(store_module, "MERGE_MIN_ROWS", 3)
-    monkeypatch.setattr(store_module, "MERGE_FACTOR", 100)  # no second merge here
+    tune_merges(monkeypatch, MERGE_MIN_ROWS=3, MERGE_FACTOR=100)
     writer = LogWriter(path, TOPIC)
     store(writer, *(attempt(f"old{n}", 1, T0 + n) for n in range(3)))
     assert key_levels(writer) == (3, 0, 0)
@@ -1135,7 +1137,7 @@ def test_a_small_store_keeps_its_keys_in_the_large_level_directly(
 ) -> None:
     """Below DIRECT_ROWS the delta would only add a second write per key: keys go to the
     large level and pruned ones leave it at once; past it, they go through the delta."""
-    monkeypatch.setattr(store_module, "DIRECT_ROWS", 5)
+    tune_merges(monkeypatch, DIRECT_ROWS=5)
     writer = LogWriter(path, TOPIC)
     day = 86_400
     store(writer, *(attempt(f"old{n}", 1, T0 + n) for n in range(4)))
