@@ -145,6 +145,9 @@ async def test_without_a_log_the_console_says_why_instead_of_showing_nothing(
         html = await page(client, "/console/endpoints")
         assert 'id="log-error"' in html
         assert "does not serve the delivery log" in html
+        # No figures, so no endpoint can be told failing: the tab counts none, and says why.
+        assert "(until they are back, no endpoint counts as failing)" in html
+        assert 'id="state-failing" >Failing (0)</a>' in html
         await page(client, "/console/deliveries", status=503)
         snap = await (await client.get("/console/api/live")).json()
         assert "does not serve the delivery log" in snap["log_error"]
