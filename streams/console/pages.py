@@ -35,7 +35,7 @@ from markupsafe import Markup
 
 from streams.api.auth import ADMIN, Principal, scope
 from streams.api.deliveries import attempt_view, parse_limit
-from streams.console import charts, security
+from streams.console import charts, listing, security
 from streams.console.live import LiveView
 from streams.console.sessions import (
     ConsoleLedger,
@@ -398,6 +398,10 @@ class ConsolePages:
     async def endpoints(self, request: web.Request) -> web.StreamResponse:
         tenant = self.tenant_of(request)
         who = self.who(request)
+        try:
+            chosen = listing.parse_filter(request.query)
+        except InvalidRequestError as exc:
+            return error_page(request, exc, 400, "Unknown filter")
         subs = self.subs.visible(who, tenant)
         log_error = None
         try:
@@ -405,26 +409,40 @@ class ConsolePages:
             health = await self.stats.hourly_for(who, subs, CHART_HOURS)
         except UnavailableError as exc:
             health, log_error = {}, str(exc)
-        rows = []
+        hours: dict[str, list[charts.Bucket]] = {}
+        listed = []
         for sub in subs:
             found = health.get(sub.id)
             buckets = [
                 charts.Bucket(h["attempts"], h["delivered"])
                 for h in (found["chart"] if found else [])
             ] or [charts.Bucket() for _ in range(CHART_HOURS)]
-            attempts = sum(b.attempts for b in buckets)
-            delivered = sum(b.delivered for b in buckets)
+            hours[sub.id] = buckets
+            listed.append(
+                listing.Listed(
+                    sub,
+                    attempts=sum(b.attempts for b in buckets),
+                    delivered=sum(b.delivered for b in buckets),
+                )
+            )
+        filtered = listing.filter_endpoints(listed, chosen)
+        rows = []
+        for item in filtered.shown:  # charts for the rows shown only
+            attempts, delivered = item.attempts, item.delivered
             rate = f"{100 * delivered / attempts:.1f}%" if attempts else "no attempts"
             label = f"{attempts} attempts in the last 24 hours, success rate {rate}"
             rows.append(
                 {
-                    "sub": sub,
+                    "sub": item.sub,
                     "attempts": attempts,
                     "rate": rate,
-                    "chart": Markup(charts.bar_chart(buckets, label=label)),  # noqa: S704
-                    "last_error": self._last_error(sub.id),
+                    "chart": Markup(charts.bar_chart(hours[item.sub.id], label=label)),  # noqa: S704
+                    "last_error": self._last_error(item.sub.id),
                 }
             )
+        shown = tenant if who.admin else None
+        search = chosen.search or None
+        here = "/console/endpoints"
         return self.render(
             request,
             "endpoints.html",
@@ -433,7 +451,22 @@ class ConsolePages:
                 "tenant": tenant,
                 "log_error": log_error,
                 "notice": request.query.get("notice"),
+                "filter": chosen,
+                "total": filtered.total,
+                "tabs": [
+                    (
+                        key,
+                        label,
+                        filtered.counts[key],
+                        self.with_tenant(
+                            here, shown, state=None if key == "all" else key, q=search
+                        ),
+                    )
+                    for key, label in listing.STATES.items()
+                ],
+                "clear_link": self.with_tenant(here, shown),
             },
+            status=422 if chosen.error else 200,
         )
 
     def _last_error(self, sub_id: str) -> dict[str, Any] | None:

@@ -509,6 +509,67 @@ def test_tenant_flow_from_link_to_replay(
     browser.get(worker.base_url + "/console/endpoints")
     shot(browser, "endpoints")
 
+    # 8a. The list's filters. acme-bad is disabled (by hand here: the breaker may have
+    # done it already, after 5 consecutive 5xx); a new endpoint answering 503 has an
+    # attempt not delivered in its last 24 hours and stays enabled: Failing.
+    gone = acme.call("POST", f"/v1/subscriptions/{bad_id}/disable", {"reason": "filters"})
+    assert gone.status_code == 200, gone.text
+    receiver.configure("acme-flaky", status=503)
+    flaky = acme.create(
+        url=receiver.url("acme-flaky"), description="Flaky partner", event_types=["*"]
+    )
+    reload_until(
+        browser,
+        lambda: text_of(browser, "#state-all") == "All (3)",
+        what="the new endpoint listed",
+    )
+    publish(worker_settings, "acme", 1, "acme-flaky")
+    reload_until(
+        browser,
+        lambda: text_of(browser, "#state-failing") == "Failing (1)",
+        60,
+        what="the 503 endpoint counted under Failing",
+    )
+    tabs = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "nav.tabs a")]
+    assert tabs == ["All (3)", "Enabled (2)", "Disabled (1)", "Failing (1)"], tabs
+    assert not browser.find_elements(By.ID, "filter-summary")  # nothing filtered yet
+
+    def listed() -> list[str]:
+        rows = browser.find_elements(By.CSS_SELECTOR, "#endpoints tbody tr")
+        return [str(r.get_attribute("data-endpoint")) for r in rows]
+
+    browser.find_element(By.ID, "state-disabled").click()
+    until(browser, lambda b: "state=disabled" in b.current_url, what="the Disabled tab")
+    assert listed() == [bad_id]
+    assert text_of(browser, "#filter-summary") == (
+        "Showing 1 of 3 endpoints (Disabled). Clear filters"
+    )
+    assert browser.find_element(By.ID, "state-disabled").get_attribute("aria-current") == "page"
+    browser.find_element(By.ID, "state-failing").click()
+    until(browser, lambda b: "state=failing" in b.current_url, what="the Failing tab")
+    assert listed() == [flaky["id"]]
+    shot(browser, "endpoints-filter")
+    browser.find_element(By.ID, "state-all").click()
+    until(browser, lambda b: "state=" not in b.current_url, what="the All tab")
+    box = browser.find_element(By.CSS_SELECTOR, "#endpoint-search input[name=q]")
+    box.send_keys("  WAREHOUSE")  # acme-ok's description, in another case
+    box.send_keys(Keys.ENTER)
+    until(browser, lambda b: "q=" in b.current_url, what="the search")
+    assert listed() == [endpoint_id]
+    assert text_of(browser, "#filter-summary").startswith("Showing 1 of 3 endpoints")
+    # The Disabled tab keeps the search: nothing matches both, said so with the Clear link.
+    browser.find_element(By.ID, "state-disabled").click()
+    until(browser, lambda b: "state=disabled" in b.current_url, what="Disabled, search kept")
+    assert listed() == []
+    assert text_of(browser, "#filter-summary") == (
+        "No endpoints match the filter (Disabled; search “WAREHOUSE”). Clear filters"
+    )
+    assert browser.find_element(By.NAME, "q").get_attribute("value") == "WAREHOUSE"
+    browser.find_element(By.ID, "clear-filters").click()
+    until(browser, lambda b: urlsplit(b.current_url).query == "", what="filters cleared")
+    assert len(listed()) == 3
+    assert browser.find_element(By.NAME, "q").get_attribute("value") == ""
+
     # 9. Delete the failing endpoint: a confirmation page first, then the list without it.
     browser.get(f"{worker.base_url}/console/endpoints/{bad_id}")
     browser.find_element(By.ID, "delete-endpoint").click()
@@ -564,6 +625,26 @@ def test_operator_live_view_changes_while_events_flow(
     until(browser, lambda b: "recent=failed" in b.current_url, what="the Failed tab")
     assert "tenant=livecorp" in browser.current_url
     assert text_of(browser, "#recent-empty") == "No failed deliveries."
+    # The endpoint list's filters keep the tenant viewed: a tab, then a search.
+    browser.get(f"{worker.base_url}/console/endpoints?tenant=livecorp")
+    browser.find_element(By.ID, "state-enabled").click()
+    until(browser, lambda b: "state=enabled" in b.current_url, what="the Enabled tab")
+    assert parse_qs(urlsplit(browser.current_url).query)["tenant"] == ["livecorp"]
+    box = browser.find_element(By.CSS_SELECTOR, "#endpoint-search input[name=q]")
+    box.send_keys(theirs["id"])
+    box.send_keys(Keys.ENTER)
+    until(browser, lambda b: "q=" in b.current_url, what="the operator's search")
+    assert parse_qs(urlsplit(browser.current_url).query) == {
+        "tenant": ["livecorp"],
+        "state": ["enabled"],
+        "q": [theirs["id"]],
+    }
+    rows = browser.find_elements(By.CSS_SELECTOR, "#endpoints tbody tr")
+    assert [r.get_attribute("data-endpoint") for r in rows] == [theirs["id"]]
+    assert "livecorp" in text_of(browser, "h1")
+    browser.find_element(By.ID, "clear-filters").click()
+    until(browser, lambda b: "q=" not in b.current_url, what="the operator's filters cleared")
+    assert parse_qs(urlsplit(browser.current_url).query) == {"tenant": ["livecorp"]}
     browser.get(worker.base_url + "/console/tenants")
     assert "livecorp" in text_of(browser, "#tenants")
     shot(browser, "tenants")
@@ -677,6 +758,22 @@ def test_the_embedded_console_works_in_another_sites_frame(
     assert "Tenant acme" in text_of(browser, ".who")
     assert browser.find_element(By.ID, "recent-tab-failed").get_attribute("aria-current") == "page"
     assert browser.find_elements(By.CSS_SELECTOR, "#chart svg.chart.history, #chart .chart-empty")
+    # The endpoint list's search and tabs work inside the frame too.
+    browser.find_element(By.LINK_TEXT, "Endpoints").click()
+    until(browser, lambda b: b.find_elements(By.ID, "endpoint-search"), what="framed list")
+    box = browser.find_element(By.CSS_SELECTOR, "#endpoint-search input[name=q]")
+    box.send_keys("/framed")
+    box.send_keys(Keys.ENTER)
+    # (current_url is the host page's: the frame's own page is told by its content.)
+    until(browser, lambda b: "/framed" in text_of(b, "#filter-summary"), what="framed search")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#endpoints tbody tr")
+    assert [r.get_attribute("data-endpoint") for r in rows] == [mine["id"]]
+    browser.find_element(By.ID, "state-disabled").click()
+    until(browser, lambda b: "No endpoints match" in text_of(b, "#filter-summary"), what="tab")
+    assert "Tenant acme" in text_of(browser, ".who")
+    browser.find_element(By.ID, "clear-filters").click()
+    until(browser, lambda b: not b.find_elements(By.ID, "filter-summary"), what="framed clear")
+    assert "Tenant acme" in text_of(browser, ".who")
     browser.switch_to.default_content()
 
 

@@ -8,11 +8,13 @@ runs in-process on fakes with a log node's store written directly, as in
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,7 +23,7 @@ from streams.console import live as live_module
 from streams.monitor import Snapshot
 from streams.records import Subscription
 from tests.fake_pipeline import FakePipeline
-from tests.unit.test_console_web import link, page, sign_in
+from tests.unit.test_console_web import HOSTILE, link, page, sign_in
 from tests.unit.test_log_api import attempt, make_pipeline, tenant_token, write
 
 NOW = time.time()
@@ -143,6 +145,219 @@ async def test_without_a_log_the_console_says_why_instead_of_showing_nothing(
         html = await page(client, "/console/endpoints")
         assert 'id="log-error"' in html
         assert "does not serve the delivery log" in html
+        # No figures, so no endpoint can be told failing: the tab counts none, and says why.
+        assert "(until they are back, no endpoint counts as failing)" in html
+        assert 'id="state-failing" >Failing (0)</a>' in html
         await page(client, "/console/deliveries", status=503)
         snap = await (await client.get("/console/api/live")).json()
         assert "does not serve the delivery log" in snap["log_error"]
+
+
+# -- the endpoint list's filters: state tabs with counts and a search, per tenant -------------
+
+
+def endpoint(sub_id: str, tenant: str, url: str, description: str = "", **kw: Any) -> Subscription:
+    return Subscription(
+        id=sub_id, tenant_id=tenant, url=url, event_types=["*"], description=description, **kw
+    )
+
+
+def listed_ids(html: str) -> list[str]:
+    return re.findall(r'<tr data-endpoint="([^"]+)"', html)
+
+
+def state_tabs(html: str) -> dict[str, tuple[str, str]]:
+    """``state`` -> (the tab's words, its link), as the page shows them."""
+    found = re.findall(r'<a href="([^"]+)" id="state-(\w+)"[^>]*>([^<]+)</a>', html)
+    return {key: (words, href.replace("&amp;", "&")) for href, key, words in found}
+
+
+def summary(html: str) -> str:
+    found = re.search(
+        r'<p class="filter-summary" id="filter-summary" role="status">(.*?)</p>', html
+    )
+    return re.sub(r"<[^>]+>", "", found.group(1)) if found else ""
+
+
+@pytest.fixture
+async def filtered(api: Any) -> tuple[TestClient[Any, Any], FakePipeline]:
+    """acme: ok (all delivered), bad (one retry), off (disabled, with failures), idle (no
+    attempts); beta, whose endpoints match every filter and search below: never shown."""
+    client, pipeline = api
+    subs = [
+        endpoint("sub_ok", "acme", "https://shop.example.com/hooks", "Orders to the warehouse"),
+        endpoint("sub_bad", "acme", "https://crm.example.org/in", "CRM sync"),
+        endpoint("sub_off", "acme", "https://old.example.net/x", "retired", state="disabled"),
+        endpoint("sub_idle", "acme", "https://idle.example.com/", ""),
+        endpoint("sub_beta1", "beta", "https://beta.example.com/orders", "beta orders"),
+        endpoint("sub_beta2", "beta", "https://beta.example.org/old", "retired", state="disabled"),
+    ]
+    for sub in subs:
+        pipeline.subscriptions.apply(sub.id, sub.to_bytes())
+    fails = {"outcome": "retry", "status": 503}
+    write(
+        pipeline,
+        *(
+            dataclasses.replace(attempt(f"ok_{n}", 1, NOW - 60), subscription_id="sub_ok")
+            for n in range(3)
+        ),
+        dataclasses.replace(attempt("bad_0", 1, NOW - 60), subscription_id="sub_bad"),
+        dataclasses.replace(attempt("bad_1", 1, NOW - 50, **fails), subscription_id="sub_bad"),
+        dataclasses.replace(attempt("off_0", 1, NOW - 50, **fails), subscription_id="sub_off"),
+        dataclasses.replace(
+            attempt("beta_0", 1, NOW - 50, tenant="beta", **fails), subscription_id="sub_beta1"
+        ),
+    )
+    return client, pipeline
+
+
+async def test_the_endpoint_list_counts_each_state_and_filters_by_it(filtered: Any) -> None:
+    client, _ = filtered
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    everything = await page(client, "/console/endpoints")
+    assert listed_ids(everything) == ["sub_ok", "sub_bad", "sub_off", "sub_idle"]
+    assert state_tabs(everything) == {
+        "all": ("All (4)", "/console/endpoints"),
+        "enabled": ("Enabled (3)", "/console/endpoints?state=enabled"),
+        "disabled": ("Disabled (1)", "/console/endpoints?state=disabled"),
+        "failing": ("Failing (1)", "/console/endpoints?state=failing"),
+    }
+    assert 'id="state-all" aria-current="page"' in everything
+    assert summary(everything) == ""  # no filter: no "Showing" line, no Clear link
+    assert 'id="clear-filters"' not in everything
+
+    for state, ids in (
+        ("enabled", ["sub_ok", "sub_bad", "sub_idle"]),
+        ("disabled", ["sub_off"]),
+        ("failing", ["sub_bad"]),  # enabled with an attempt not delivered (sub_off: disabled)
+    ):
+        shown = await page(client, f"/console/endpoints?state={state}")
+        assert listed_ids(shown) == ids, state
+        assert f'id="state-{state}" aria-current="page"' in shown
+        label = state.capitalize()
+        assert summary(shown) == f"Showing {len(ids)} of 4 endpoints ({label}). Clear filters"
+        assert '<a href="/console/endpoints" id="clear-filters">' in shown
+        assert '<input type="hidden" name="state" value="' + state + '">' in shown
+        assert state_tabs(shown) == state_tabs(everything)  # the counts stay
+    assert 'id="failing-hint"' in await page(client, "/console/endpoints?state=failing")
+
+
+async def test_the_endpoint_list_searches_url_description_and_id(filtered: Any) -> None:
+    client, _ = filtered
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    for q, ids in (
+        ("WAREHOUSE", ["sub_ok"]),  # the description, any case
+        ("example.org", ["sub_bad"]),  # the URL
+        ("sub_idle", ["sub_idle"]),  # the id
+        ("  example.com  ", ["sub_ok", "sub_idle"]),  # trimmed
+    ):
+        shown = await page(client, "/console/endpoints?q=" + quote(q))
+        assert listed_ids(shown) == ids, q
+        words = q.strip()
+        assert summary(shown) == (
+            f"Showing {len(ids)} of 4 endpoints (search “{words}”). Clear filters"
+        )
+        assert f'name="q" value="{words}"' in shown
+    # The tabs count within the search and keep it.
+    shown = await page(client, "/console/endpoints?q=retired")
+    assert state_tabs(shown) == {
+        "all": ("All (1)", "/console/endpoints?q=retired"),
+        "enabled": ("Enabled (0)", "/console/endpoints?state=enabled&q=retired"),
+        "disabled": ("Disabled (1)", "/console/endpoints?state=disabled&q=retired"),
+        "failing": ("Failing (0)", "/console/endpoints?state=failing&q=retired"),
+    }
+    # Nothing matches: said so, with the Clear link, not "No endpoints yet".
+    none = await page(client, "/console/endpoints?state=failing&q=retired")
+    assert listed_ids(none) == []
+    assert summary(none) == (
+        "No endpoints match the filter (Failing; search “retired”). Clear filters"
+    )
+    assert "No endpoints yet" not in none
+    assert 'id="endpoints"' not in none
+    # Markup in a search is text.
+    hostile = await page(client, "/console/endpoints?q=" + quote(HOSTILE))
+    assert HOSTILE not in hostile
+    assert "search “&lt;img src=x onerror=alert(1)&gt;”" in hostile
+
+
+async def test_a_long_search_or_an_unknown_state_is_answered_with_the_reason(
+    filtered: Any,
+) -> None:
+    client, _ = filtered
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    long = await page(client, "/console/endpoints?state=disabled&q=" + "a" * 201, status=422)
+    assert 'id="search-error">A search is at most 200 characters (this one has 201)' in long
+    assert 'aria-invalid="true" aria-describedby="search-error"' in long
+    assert listed_ids(long) == ["sub_off"]  # the state still applies
+    assert await page(client, "/console/endpoints?q=" + "a" * 200)  # 200 is searched
+    bad = await page(client, "/console/endpoints?state=broken", status=400)
+    assert "<h1>Unknown filter</h1>" in bad
+    assert "Unknown endpoint state &#39;broken&#39;: choose one of all, enabled, disabled" in bad
+    hostile = await page(client, "/console/endpoints?state=" + quote(HOSTILE), status=400)
+    assert HOSTILE not in hostile
+
+
+async def test_the_filters_show_and_count_the_tenants_own_endpoints_only(filtered: Any) -> None:
+    client, _ = filtered
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    for query in ("", "?state=disabled", "?state=failing", "?q=beta", "?q=orders"):
+        shown = await page(client, "/console/endpoints" + query)
+        assert "sub_beta" not in shown, query
+        assert "beta.example" not in shown, query
+    assert listed_ids(await page(client, "/console/endpoints?q=orders")) == ["sub_ok"]
+    assert "No endpoints match the filter (search “beta”)" in summary(
+        await page(client, "/console/endpoints?q=beta")
+    )
+    await page(client, "/console/endpoints?tenant=beta&state=disabled", status=422)
+
+    # beta: its own two, counted apart from acme's.
+    await sign_in(client, await link(client, await tenant_token(client, "beta"), tenant_id="beta"))
+    shown = await page(client, "/console/endpoints")
+    assert [words for words, _ in state_tabs(shown).values()] == [
+        "All (2)",
+        "Enabled (1)",
+        "Disabled (1)",
+        "Failing (1)",
+    ]
+    # A tenant without endpoints: "No endpoints yet", whatever the filter.
+    await sign_in(
+        client, await link(client, await tenant_token(client, "gamma"), tenant_id="gamma")
+    )
+    for query in ("", "?state=failing&q=x"):
+        shown = await page(client, "/console/endpoints" + query)
+        assert "No endpoints yet." in shown
+        assert 'id="endpoint-filters"' not in shown
+
+
+async def test_the_operators_filters_keep_the_tenant_viewed(filtered: Any) -> None:
+    client, _ = filtered
+    await sign_in(client, await link(client))
+    shown = await page(client, "/console/endpoints?tenant=acme&state=disabled&q=RETIRED")
+    assert listed_ids(shown) == ["sub_off"]
+    assert state_tabs(shown) == {
+        "all": ("All (1)", "/console/endpoints?q=RETIRED&tenant=acme"),
+        "enabled": ("Enabled (0)", "/console/endpoints?state=enabled&q=RETIRED&tenant=acme"),
+        "disabled": ("Disabled (1)", "/console/endpoints?state=disabled&q=RETIRED&tenant=acme"),
+        "failing": ("Failing (0)", "/console/endpoints?state=failing&q=RETIRED&tenant=acme"),
+    }
+    search_form = shown[
+        shown.index('id="endpoint-search"') : shown.index(
+            "</form>", shown.index('id="endpoint-search"')
+        )
+    ]
+    assert '<input type="hidden" name="tenant" value="acme">' in search_form
+    assert '<input type="hidden" name="state" value="disabled">' in search_form
+    assert '<a href="/console/endpoints?tenant=acme" id="clear-filters">' in shown
+    assert summary(shown) == (
+        "Showing 1 of 4 endpoints (Disabled; search “RETIRED”). Clear filters"
+    )
+    # beta viewed: beta's only. No tenant: every tenant's, counted together.
+    beta = await page(client, "/console/endpoints?tenant=beta&state=disabled")
+    assert listed_ids(beta) == ["sub_beta2"]
+    assert state_tabs(beta)["failing"] == (
+        "Failing (1)",
+        "/console/endpoints?state=failing&tenant=beta",
+    )
+    every = await page(client, "/console/endpoints?state=failing")
+    assert listed_ids(every) == ["sub_bad", "sub_beta1"]
+    assert state_tabs(every)["all"] == ("All (6)", "/console/endpoints")

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
 
-from streams.console import charts, security
+from streams.console import charts, listing, security
 from streams.console.sessions import ConsoleLedger, Grant, LinkRefused, SessionCodec
 from streams.console.verify import RECIPES
+from streams.errors import InvalidRequestError
+from streams.records import Subscription
 from streams.signing import SignatureInput, generate_secret, get_profile
 
 
@@ -295,3 +297,113 @@ def test_the_python_verify_example_accepts_our_signature_and_refuses_a_change(
 def test_server_timing_is_the_servers_milliseconds() -> None:
     assert security.server_timing(0.01234) == "app;dur=12.3"
     assert security.server_timing(-1.0) == "app;dur=0.0"  # a clock step backwards
+
+
+# -- the endpoint list's filters: state tabs, search, counts ----------------------------------
+
+
+def _listed(
+    sub_id: str,
+    url: str,
+    description: str = "",
+    *,
+    disabled: bool = False,
+    attempts: int = 0,
+    delivered: int = 0,
+) -> listing.Listed:
+    sub = Subscription(
+        id=sub_id,
+        tenant_id="acme",
+        url=url,
+        event_types=["*"],
+        description=description,
+        state="disabled" if disabled else "enabled",
+    )
+    return listing.Listed(sub, attempts=attempts, delivered=delivered)
+
+
+#: ok: all delivered; bad: one of 5 not delivered; off: disabled with failures (Disabled,
+#: never Failing); idle: no attempts; umlaut: a description in another case and script.
+LISTED = [
+    _listed("sub_ok", "https://shop.example.com/hooks", "Orders", attempts=5, delivered=5),
+    _listed("sub_bad", "https://crm.example.org/in", "CRM sync", attempts=5, delivered=4),
+    _listed("sub_off", "https://old.example.net/x", "retired", disabled=True, attempts=3),
+    _listed("sub_idle", "https://idle.example.com/", ""),
+    _listed("sub_umlaut", "https://example.de/MÜNCHEN", "Straße orders"),
+]
+
+
+def _ids(found: listing.Filtered) -> list[str]:
+    return [item.sub.id for item in found.shown]
+
+
+def test_the_state_tabs_count_and_filter_fixed_vector() -> None:
+    everything = listing.filter_endpoints(LISTED, listing.parse_filter({}))
+    assert _ids(everything) == [item.sub.id for item in LISTED]
+    assert everything.counts == {"all": 5, "enabled": 4, "disabled": 1, "failing": 1}
+    assert everything.total == 5
+    expected = {
+        "all": ["sub_ok", "sub_bad", "sub_off", "sub_idle", "sub_umlaut"],
+        "enabled": ["sub_ok", "sub_bad", "sub_idle", "sub_umlaut"],
+        "disabled": ["sub_off"],
+        "failing": ["sub_bad"],
+    }
+    for state, ids in expected.items():
+        found = listing.filter_endpoints(LISTED, listing.parse_filter({"state": state}))
+        assert _ids(found) == ids, state
+        assert found.counts == everything.counts, state  # the tabs' counts stay
+    assert listing.parse_filter({"state": ""}).state == "all"
+
+
+def test_the_search_matches_url_description_and_id_ignoring_case_and_counts_within() -> None:
+    def search(q: str, state: str = "all") -> listing.Filtered:
+        return listing.filter_endpoints(LISTED, listing.parse_filter({"q": q, "state": state}))
+
+    assert _ids(search("  ORDERS ")) == ["sub_ok", "sub_umlaut"]  # trimmed, any case
+    assert _ids(search("münchen")) == ["sub_umlaut"]  # the URL, lower-cased
+    assert _ids(search("STRASSE")) == ["sub_umlaut"]  # casefold: ß is ss
+    assert _ids(search("sub_id")) == ["sub_idle"]  # the id
+    assert _ids(search("example.org")) == ["sub_bad"]
+    found = search("example.com")
+    assert _ids(found) == ["sub_ok", "sub_idle"]
+    assert found.counts == {"all": 2, "enabled": 2, "disabled": 0, "failing": 0}
+    assert found.total == 5  # every endpoint, before the filters
+    assert _ids(search("example", "failing")) == ["sub_bad"]
+    assert _ids(search("retired", "enabled")) == []
+    assert search("retired", "enabled").counts["disabled"] == 1
+    assert _ids(search("nowhere")) == []
+
+
+def test_a_filter_says_what_it_is_and_whether_it_is_active() -> None:
+    assert not listing.parse_filter({}).active
+    assert not listing.parse_filter({"q": "   "}).active
+    assert listing.parse_filter({"state": "failing"}).words() == "Failing"
+    both = listing.parse_filter({"state": "disabled", "q": " old "})
+    assert both.active
+    assert (both.search, both.typed) == ("old", "old")
+    assert both.words() == "Disabled; search “old”"
+    assert listing.parse_filter({"q": "x"}).words() == "search “x”"
+
+
+def test_a_search_over_200_characters_is_not_applied_and_says_why() -> None:
+    at_most = listing.parse_filter({"q": "a" * 200})
+    assert (at_most.search, at_most.error) == ("a" * 200, None)
+    long = listing.parse_filter({"q": " " + "a" * 201 + " ", "state": "disabled"})
+    assert long.search == ""
+    assert long.typed == "a" * 201
+    assert long.state == "disabled"  # the state still applies
+    assert long.error is not None
+    assert long.error.startswith("A search is at most 200 characters (this one has 201)")
+    assert _ids(listing.filter_endpoints(LISTED, long)) == ["sub_off"]
+
+
+def test_an_unknown_state_is_refused_naming_the_choices() -> None:
+    for bad in ("broken", "ALL", "failing "):
+        with pytest.raises(InvalidRequestError) as caught:
+            listing.parse_filter({"state": bad})
+        assert str(caught.value) == (
+            f"Unknown endpoint state {bad!r}: choose one of all, enabled, disabled, failing."
+        )
+    with pytest.raises(InvalidRequestError) as caught:
+        listing.parse_filter({"state": "x" * 5000})
+    assert len(str(caught.value)) < 120  # the value is cut, not echoed whole

@@ -539,6 +539,11 @@ async def test_a_telegram_url_takes_its_chat_id_and_a_missing_one_is_named(app: 
     assert "<code>-1001234567890</code>" in shown
     assert TELEGRAM_TOKEN not in shown
     assert TELEGRAM_TOKEN not in await page(client, "/console/endpoints")
+    # The list's search reads the URL as shown (masked): the token is never matched.
+    assert f'data-endpoint="{sub.id}"' in await page(client, "/console/endpoints?q=telegram")
+    searched = await page(client, "/console/endpoints?q=" + TELEGRAM_TOKEN[-12:])
+    assert "No endpoints match the filter" in searched
+    assert f'data-endpoint="{sub.id}"' not in searched
 
 
 async def test_an_explicit_choice_wins_over_the_detected_default(app: Any) -> None:
