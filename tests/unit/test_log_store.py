@@ -349,6 +349,18 @@ def test_a_window_starts_at_the_bucket_holding_its_far_end() -> None:
     assert window_first_bucket(T0, 300, MINUTE) == T0 - 5 * MINUTE
 
 
+def test_none_and_bools_bind_through_registered_adapters_as_null_and_integers() -> None:
+    # Registered by the store (a found adapter is cheaper than the failed lookup sqlite3
+    # makes for every None or bool otherwise); what is stored is what it stored before.
+    assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)] is store_module._bind_null
+    assert sqlite3.adapters[(bool, sqlite3.PrepareProtocol)] is int
+    conn = sqlite3.connect(":memory:")
+    got = conn.execute(
+        "SELECT typeof(?1), ?1 IS NULL, typeof(?2), ?2, typeof(?3), ?3", (None, True, False)
+    ).fetchone()
+    assert got == ("null", 1, "integer", 1, "integer", 0)
+
+
 def test_a_store_error_names_the_file_the_problem_and_the_fix(tmp_path: Path) -> None:
     p = tmp_path / "attempts.sqlite3"
     full = fault(p, sqlite3.OperationalError("database or disk is full"))

@@ -35,6 +35,7 @@ lives in docs/benchmarks.md ("The delivery-log store").
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import sqlite3
@@ -49,7 +50,9 @@ from typing import Any
 
 from streams.config import Settings
 from streams.log.store import PAGE_INDEXES
+from streams.ops import gc_tuning
 from streams.records import Attempt, delivery_id_for
+from streams.tools.bench.machine import MachineWatch
 
 TENANTS = 200
 SUBSCRIPTIONS = 2000
@@ -224,10 +227,13 @@ def write_bench(
     checkpoint_every: int,
     query_samples: int = 0,
     without: Sequence[str] = (),
+    worker_gc: bool = True,
 ) -> None:
     from streams.log import store as log_store
 
     _drop_indexes(path, without)
+    if worker_gc:
+        gc_tuning.tune()
     writer = log_store.LogWriter(path, _topic_of(path) or "bench.attempts")
     conn = writer._conn
     pragmas = {
@@ -255,9 +261,11 @@ def write_bench(
     per_batch: list[tuple[float, float, int, bool]] = []
     merges = merged = 0  # merges of the delivery id index's delta level, in measured batches
     io0: dict[str, int] = {}
+    watch = MachineWatch()
     for i in range(warmup + batches):
         if i == warmup:
             io0 = _io()
+            watch.start()
         records = make()
         before = _wal_header(path)
         t0 = os.times()
@@ -273,6 +281,7 @@ def write_bench(
             merges += result.merged > 0
             merged += result.merged
     io1 = _io()
+    watch.stop()
     wal = path.with_name(path.name + "-wal")
     wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0
     if io0:
@@ -312,6 +321,15 @@ def write_bench(
     )
     per = sorted(1e6 * (b[0] + b[1]) / batch for b in per_batch)
     print(f"  per batch, us per attempt: {' '.join(f'{x:.0f}' for x in per)}")
+    print(f"  {_gc_label(worker_gc)}; {watch.describe(1e6 * (user + system) / total)}")
+
+
+def _gc_label(worker_gc: bool) -> str:
+    return (
+        f"collector as in a worker (thresholds {gc.get_threshold()}, start-up frozen)"
+        if worker_gc
+        else f"collector at CPython's defaults {gc.get_threshold()}"
+    )
 
 
 # -- query --------------------------------------------------------------------------------
@@ -463,7 +481,7 @@ def produce(bootstrap: str, topic: str, rate: float, seconds: float, seed: int) 
     print(sent)
 
 
-def index(rate: float, seconds: float, store: Path | None) -> None:
+def index(rate: float, seconds: float, store: Path | None, worker_gc: bool = True) -> None:
     from streams.kafka.topics import TopicNames, create_topics
     from streams.log.indexer import LogIndexer
     from streams.tools.bench.procs import find_broker
@@ -484,6 +502,9 @@ def index(rate: float, seconds: float, store: Path | None) -> None:
             path = store or Path(tmp) / "attempts.sqlite3"
             if store is not None and _topic_of(path) not in (None, topic):
                 _retopic(path, topic)
+            if worker_gc:
+                gc_tuning.tune(settings.gc_threshold)
+            watch = MachineWatch().start()
             indexer = LogIndexer(settings, topic, path)
             indexer.start()
             time.sleep(3)  # connected and assigned before the clock starts
@@ -521,6 +542,7 @@ def index(rate: float, seconds: float, store: Path | None) -> None:
             # (a window of the steady state cuts batches of several seconds in two).
             all_cpu, all_done = _cpu() - first_cpu, indexer.stats.attempts - first_done
             indexer.stop()
+            watch.stop()
             if indexer.fault:
                 raise SystemExit(f"indexer failed: {indexer.fault}")
             per_s = (done1 - done0) / (wall1 - wall0)
@@ -533,6 +555,7 @@ def index(rate: float, seconds: float, store: Path | None) -> None:
                 f"{1e6 * all_cpu / max(all_done, 1):.1f} us of CPU per attempt, "
                 f"{100 * all_cpu * rate / max(all_done, 1):.1f}% of a core at {rate:,.0f}/s"
             )
+            print(f"  {_gc_label(worker_gc)}; {watch.describe(1e6 * all_cpu / max(all_done, 1))}")
         finally:
             broker.stop()
 
@@ -561,6 +584,15 @@ def _retopic(path: Path, topic: str) -> None:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'topic'", (topic,))
         conn.execute("DELETE FROM positions WHERE partition < ?", (FILL_PARTITION_BASE,))
     conn.close()
+
+
+def _gc_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep CPython's collector thresholds; by default the run tunes the collector "
+        "as a worker (and so a log node) does at start (streams.ops.gc_tuning)",
+    )
 
 
 def _pragma_options(p: argparse.ArgumentParser) -> None:
@@ -629,6 +661,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--batch-records", type=int, default=None, help="the indexer's BATCH_RECORDS")
     _pragma_options(p)
+    _gc_option(p)
     p = sub.add_parser("fill", help="write synthetic attempts into a store")
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--attempts", type=int, default=10_000_000)
@@ -671,6 +704,7 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="then the query step, with the WAL as full as it gets before a checkpoint",
     )
+    _gc_option(p)
     p = sub.add_parser("produce", help=argparse.SUPPRESS)
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
@@ -683,7 +717,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--rate must be in (0, 50000] and --seconds in [5, 600]")
         _apply_pragmas(args)
         _apply_batching(args)
-        index(args.rate, args.seconds, args.store)
+        index(args.rate, args.seconds, args.store, not args.default_gc)
     elif args.step == "fill":
         if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
             parser.error("--attempts must be in (0, 1e8] and --max-minutes in (0, 600]")
@@ -710,6 +744,7 @@ def main(argv: list[str] | None = None) -> None:
             max(args.checkpoint_every, 0),
             min(max(args.query_samples, 0), 100_000),
             args.without_index,
+            not args.default_gc,
         )
     else:
         produce(args.bootstrap, args.topic, args.rate, args.seconds, args.seed)
