@@ -65,20 +65,32 @@ def test_a_watch_reports_both_references_the_steal_and_the_scaled_figure(
 ) -> None:
     from streams.tools.bench import machine
 
-    times = iter([20.0, 28.0])
+    times = iter([20.0, 24.0, 40.0, 28.0])
     lines = iter([[0, 0, 0, 900, 0, 0, 0, 100], [0, 0, 0, 1700, 0, 0, 0, 300]])
     monkeypatch.setattr(machine, "reference_ms", lambda runs=7: next(times))
     monkeypatch.setattr(machine, "read_cpu_line", lambda path=None: next(lines))
-    watch = MachineWatch().start().stop()
-    assert watch.reference == pytest.approx(24.0)
+    watch = MachineWatch().start()
+    watch.sample()
+    watch.sample()
+    watch.stop()
+    # The median of 20, 24, 40 and 28: one slow sample does not move it much.
+    assert watch.reference == pytest.approx(26.0)
     assert watch.steal == pytest.approx(0.2)
-    text = watch.describe(60.0)
-    assert "reference loop 20.0 / 28.0 ms" in text
+    text = watch.describe(65.0)
+    assert "reference loop median 26.0 ms of CPU (min 20.0, max 40.0, 4 samples" in text
     assert "steal 20%" in text
     assert "about 30.0 us per attempt" in text
 
 
+def test_a_sample_counts_the_cpu_it_took_so_a_run_can_take_it_out() -> None:
+    watch = MachineWatch()
+    watch.sample()
+    assert len(watch.samples) == 1
+    # Seven runs of a loop that takes at least the best of them.
+    assert watch.own_cpu_s * 1000 >= 7 * watch.samples[0] * 0.99
+
+
 def test_a_machine_without_proc_stat_reports_the_steal_as_unknown(tmp_path: Path) -> None:
     assert read_cpu_line(tmp_path / "missing") is None
-    watch = MachineWatch(reference_before=12.0, reference_after=12.0)
+    watch = MachineWatch(samples=[12.0])
     assert "steal unknown" in watch.describe(10.0)

@@ -266,6 +266,8 @@ def write_bench(
         if i == warmup:
             io0 = _io()
             watch.start()
+        if i > warmup and (i - warmup) % 4 == 0:
+            watch.sample()  # between batches: not in any batch's CPU
         records = make()
         before = _wal_header(path)
         t0 = os.times()
@@ -528,11 +530,13 @@ def index(rate: float, seconds: float, store: Path | None, worker_gc: bool = Tru
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            first_cpu, first_done = _cpu(), indexer.stats.attempts
+            first_cpu, first_done, first_own = _cpu(), indexer.stats.attempts, watch.own_cpu_s
             time.sleep(2)  # the producer's start-up is not the indexer's work
             cpu0, wall0, done0 = _cpu(), time.monotonic(), indexer.stats.attempts
-            time.sleep(max(1.0, seconds - 4))
+            own0 = watch.own_cpu_s
+            _sampling_sleep(watch, max(1.0, seconds - 4))
             cpu1, wall1, done1 = _cpu(), time.monotonic(), indexer.stats.attempts
+            cpu1 -= watch.own_cpu_s - own0  # the reference loop's CPU is not the indexer's
             out, _ = child.communicate(timeout=seconds + 60)
             sent = int(out.strip().splitlines()[-1])
             deadline = time.monotonic() + 60
@@ -540,7 +544,8 @@ def index(rate: float, seconds: float, store: Path | None, worker_gc: bool = Tru
                 time.sleep(0.1)
             # Every attempt of the run, drained: whole batches, however long they gather
             # (a window of the steady state cuts batches of several seconds in two).
-            all_cpu, all_done = _cpu() - first_cpu, indexer.stats.attempts - first_done
+            all_cpu = _cpu() - first_cpu - (watch.own_cpu_s - first_own)
+            all_done = indexer.stats.attempts - first_done
             indexer.stop()
             watch.stop()
             if indexer.fault:
@@ -558,6 +563,19 @@ def index(rate: float, seconds: float, store: Path | None, worker_gc: bool = Tru
             print(f"  {_gc_label(worker_gc)}; {watch.describe(1e6 * all_cpu / max(all_done, 1))}")
         finally:
             broker.stop()
+
+
+#: How often a run samples the machine's reference loop while it measures.
+SAMPLE_EVERY_S = 5.0
+
+
+def _sampling_sleep(watch: MachineWatch, seconds: float) -> None:
+    """Sleep ``seconds``, sampling the reference loop every SAMPLE_EVERY_S."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(SAMPLE_EVERY_S, left))
+        if end - time.monotonic() > 1.0:
+            watch.sample()
 
 
 def _cpu() -> float:

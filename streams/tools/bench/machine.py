@@ -17,8 +17,9 @@ hypervisor's steal time from ``/proc/stat``:
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: CPU milliseconds of ``sum(range(10**6))`` (best of several) on a quiet day here:
@@ -29,12 +30,13 @@ REFERENCE_RUNS = 7
 
 
 def reference_ms(runs: int = REFERENCE_RUNS) -> float:
-    """CPU milliseconds of the reference loop: the best of ``runs``."""
+    """CPU milliseconds of the reference loop: the best of ``runs``. This thread's CPU
+    only, so a run can sample it while other threads of its process work."""
     best = float("inf")
     for _ in range(max(1, runs)):
-        start = time.process_time()
+        start = time.thread_time()
         sum(range(10**6))
-        best = min(best, time.process_time() - start)
+        best = min(best, time.thread_time() - start)
     return 1000 * best
 
 
@@ -78,15 +80,29 @@ def at_reference(value: float, reference: float, quiet: float = QUIET_REFERENCE_
 
 @dataclass
 class MachineWatch:
-    """The reference loop before and after a measurement, and the steal in between."""
+    """The reference loop before, during and after a measurement, and the steal between
+    :meth:`start` and :meth:`stop`.
 
-    reference_before: float = 0.0
-    reference_after: float = 0.0
+    The machine's speed changes within minutes (a run has seen 22 ms before and 30 ms
+    after), so a run can also :meth:`sample` while it measures; the figure is scaled by
+    the median of every sample. A sample costs about 0.2 s of this process's CPU, which
+    :attr:`own_cpu_s` adds up so a run measuring its process's CPU can take it out.
+    """
+
+    samples: list[float] = field(default_factory=list)
     steal: float | None = None
+    own_cpu_s: float = 0.0
     _cpu_before: list[int] | None = None
 
+    def sample(self) -> float:
+        start = time.thread_time()
+        ms = reference_ms()
+        self.own_cpu_s += time.thread_time() - start
+        self.samples.append(ms)
+        return ms
+
     def start(self) -> MachineWatch:
-        self.reference_before = reference_ms()
+        self.sample()
         self._cpu_before = read_cpu_line()
         return self
 
@@ -94,20 +110,20 @@ class MachineWatch:
         after = read_cpu_line()
         if self._cpu_before is not None and after is not None:
             self.steal = steal_share(self._cpu_before, after)
-        self.reference_after = reference_ms()
+        self.sample()
         return self
 
     @property
     def reference(self) -> float:
-        """The mean of the two reference times (ms)."""
-        return (self.reference_before + self.reference_after) / 2
+        """The median of the reference times sampled (ms)."""
+        return float(statistics.median(self.samples))
 
     def describe(self, us_per_attempt: float) -> str:
         steal = "unknown" if self.steal is None else f"{100 * self.steal:.0f}%"
         return (
-            f"machine: reference loop {self.reference_before:.1f} / "
-            f"{self.reference_after:.1f} ms of CPU before / after "
-            f"({QUIET_REFERENCE_MS:.0f} ms on a quiet day), steal {steal} of the CPUs' time; "
-            f"at the quiet-day speed about "
+            f"machine: reference loop median {self.reference:.1f} ms of CPU "
+            f"(min {min(self.samples):.1f}, max {max(self.samples):.1f}, "
+            f"{len(self.samples)} samples; {QUIET_REFERENCE_MS:.0f} ms on a quiet day), "
+            f"steal {steal} of the CPUs' time; at the quiet-day speed about "
             f"{at_reference(us_per_attempt, self.reference):.1f} us per attempt"
         )
