@@ -1303,14 +1303,16 @@ class ConsolePages:
 
 def error_page(request: web.Request, exc: Exception, status: int, title: str) -> web.Response:
     session = request.get("session")
+    is_admin = bool(isinstance(session, Session) and session.grant.admin)
     return aiohttp_jinja2.render_template(
         "error.html",
         request,
         {
             "session": session,
             "csrf": session.csrf if isinstance(session, Session) else "",
-            "is_admin": bool(isinstance(session, Session) and session.grant.admin),
-            "viewing_tenant": None,
+            "is_admin": is_admin,
+            # The operator's tenant stays in the nav links, as on every other page.
+            "viewing_tenant": (request.query.get("tenant") or None) if is_admin else None,
             "title": title,
             "message": str(exc),
             "path": request.path,

@@ -276,6 +276,54 @@ async def test_one_tenant_cannot_reach_another_by_editing_urls_or_fields(app: An
         await page(client, operator_page, status=404)
 
 
+def nav_links(html: str) -> dict[str, str]:
+    """The main navigation's links: their words -> where they go."""
+    found = re.search(r'<nav aria-label="Main">(.*?)</nav>', html, re.S)
+    assert found, html[:500]
+    return {
+        words: href.replace("&amp;", "&")
+        for href, words in re.findall(r'<a href="([^"]+)"[^>]*>([^<]+)</a>', found.group(1))
+    }
+
+
+async def test_an_error_page_keeps_the_tenant_the_operator_views_and_a_tenants_never(
+    app: Any,
+) -> None:
+    client, _ = app
+    await sign_in(client, await link(client))
+    for path, status in (
+        ("/console/endpoints/sub_nope?tenant=acme", 404),  # the middleware's error page
+        ("/console/endpoints?tenant=acme&state=broken", 400),  # the handler's own
+    ):
+        shown = await page(client, path, status=status)
+        assert nav_links(shown) == {
+            "Live": "/console/live",
+            "Tenants": "/console/tenants",
+            "Endpoints": "/console/endpoints?tenant=acme",
+            "Delivery log": "/console/deliveries?tenant=acme",
+            "Dead letters": "/console/dlq?tenant=acme",
+            "Event catalog": "/console/events?tenant=acme",
+        }, path
+        assert "viewing tenant <strong>acme</strong>" in shown
+    # No tenant viewed: none in the links.
+    shown = await page(client, "/console/endpoints/sub_nope", status=404)
+    assert nav_links(shown)["Endpoints"] == "/console/endpoints"
+    # A tenant's session: another tenant in the URL never reaches its links.
+    await sign_in(client, await link(client, await tenant_token(client, "acme")))
+    for path, status in (
+        ("/console/endpoints/sub_nope?tenant=beta", 404),
+        ("/console/endpoints?tenant=beta", 422),
+    ):
+        shown = await page(client, path, status=status)
+        assert nav_links(shown) == {
+            "Endpoints": "/console/endpoints",
+            "Delivery log": "/console/deliveries",
+            "Dead letters": "/console/dlq",
+            "Event catalog": "/console/events",
+        }, path
+        assert "beta" not in shown.split("<main")[0], path
+
+
 async def test_logout_ends_the_session_for_every_worker(app: Any) -> None:
     client, pipeline = app
     await sign_in(client, await link(client, tenant_id="acme"))
