@@ -286,42 +286,40 @@ def nav_links(html: str) -> dict[str, str]:
     }
 
 
+def nav_of(tenant: str | None, *, admin: bool) -> dict[str, str]:
+    """The nav links a page should show: the operator's keep the tenant viewed."""
+    kept = f"?tenant={tenant}" if tenant else ""
+    operator = {"Live": "/console/live", "Tenants": "/console/tenants"} if admin else {}
+    return {
+        **operator,
+        "Endpoints": f"/console/endpoints{kept}",
+        "Delivery log": f"/console/deliveries{kept}",
+        "Dead letters": f"/console/dlq{kept}",
+        "Event catalog": f"/console/events{kept}",
+    }
+
+
 async def test_an_error_page_keeps_the_tenant_the_operator_views_and_a_tenants_never(
     app: Any,
 ) -> None:
     client, _ = app
-    await sign_in(client, await link(client))
-    for path, status in (
-        ("/console/endpoints/sub_nope?tenant=acme", 404),  # the middleware's error page
-        ("/console/endpoints?tenant=acme&state=broken", 400),  # the handler's own
+    operator, acme = ADMIN, await tenant_token(client, "acme")
+    for session, path, status, nav in (
+        # The middleware's error page, and the endpoint list's own (an unknown state).
+        (operator, "/console/endpoints/sub_nope?tenant=acme", 404, nav_of("acme", admin=True)),
+        (operator, "/console/endpoints?tenant=acme&state=no", 400, nav_of("acme", admin=True)),
+        (operator, "/console/endpoints/sub_nope", 404, nav_of(None, admin=True)),
+        # A tenant's session: another tenant in the URL never reaches its links.
+        (acme, "/console/endpoints/sub_nope?tenant=beta", 404, nav_of(None, admin=False)),
+        (acme, "/console/endpoints?tenant=beta", 422, nav_of(None, admin=False)),
     ):
+        await sign_in(client, await link(client, session))
         shown = await page(client, path, status=status)
-        assert nav_links(shown) == {
-            "Live": "/console/live",
-            "Tenants": "/console/tenants",
-            "Endpoints": "/console/endpoints?tenant=acme",
-            "Delivery log": "/console/deliveries?tenant=acme",
-            "Dead letters": "/console/dlq?tenant=acme",
-            "Event catalog": "/console/events?tenant=acme",
-        }, path
-        assert "viewing tenant <strong>acme</strong>" in shown
-    # No tenant viewed: none in the links.
-    shown = await page(client, "/console/endpoints/sub_nope", status=404)
-    assert nav_links(shown)["Endpoints"] == "/console/endpoints"
-    # A tenant's session: another tenant in the URL never reaches its links.
-    await sign_in(client, await link(client, await tenant_token(client, "acme")))
-    for path, status in (
-        ("/console/endpoints/sub_nope?tenant=beta", 404),
-        ("/console/endpoints?tenant=beta", 422),
-    ):
-        shown = await page(client, path, status=status)
-        assert nav_links(shown) == {
-            "Endpoints": "/console/endpoints",
-            "Delivery log": "/console/deliveries",
-            "Dead letters": "/console/dlq",
-            "Event catalog": "/console/events",
-        }, path
-        assert "beta" not in shown.split("<main")[0], path
+        assert nav_links(shown) == nav, path
+        header = shown.split("<main")[0]
+        viewing = "tenant=acme" in path and session == operator
+        assert ("viewing tenant <strong>acme</strong>" in header) == viewing, path
+        assert "beta" not in header, path
 
 
 async def test_logout_ends_the_session_for_every_worker(app: Any) -> None:
