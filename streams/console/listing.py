@@ -16,11 +16,14 @@ back the endpoints to show and the counts to print.
   :data:`SEARCH_MAX_CHARS` it is not applied and ``error`` says why.
 - The counts are per state among the endpoints the search matches (what each tab
   would show); ``total`` is every endpoint listed, before either filter.
+
+The operator's Tenants page counts each tenant's endpoints with the same states
+(:func:`by_tenant`), so its Failing figure is the one the tenant's Failing tab shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from streams.errors import InvalidRequestError
@@ -30,6 +33,11 @@ from streams.records import Subscription
 STATES = {"all": "All", "enabled": "Enabled", "disabled": "Disabled", "failing": "Failing"}
 #: The longest search applied (characters, after trimming).
 SEARCH_MAX_CHARS = 200
+#: What Failing means, in the words of both pages that count it.
+FAILING_MEANS = (
+    "enabled endpoints with at least one attempt not delivered (retried or given up) "
+    "in the last 24 hours"
+)
 
 
 @dataclass(frozen=True)
@@ -114,3 +122,31 @@ def filter_endpoints(listed: Sequence[Listed], chosen: EndpointFilter) -> Filter
     counts = {state: sum(in_state(item, state) for item in found) for state in STATES}
     shown = [item for item in found if in_state(item, chosen.state)]
     return Filtered(shown=shown, counts=counts, total=len(listed))
+
+
+@dataclass(frozen=True)
+class TenantCounts:
+    """One tenant's endpoints, as its own list's All, Enabled and Failing tabs count them."""
+
+    tenant: str
+    endpoints: int = 0
+    enabled: int = 0
+    failing: int = 0
+
+
+def by_tenant(listed: Iterable[Listed]) -> list[TenantCounts]:
+    """Per tenant: its endpoints, the enabled ones and the failing ones (:func:`in_state`,
+    as the tabs count them); the most failing first, then by tenant."""
+    found: dict[str, list[Listed]] = {}
+    for item in listed:
+        found.setdefault(item.sub.tenant_id, []).append(item)
+    counts = [
+        TenantCounts(
+            tenant,
+            endpoints=len(items),
+            enabled=sum(in_state(item, "enabled") for item in items),
+            failing=sum(in_state(item, "failing") for item in items),
+        )
+        for tenant, items in found.items()
+    ]
+    return sorted(counts, key=lambda c: (-c.failing, c.tenant))

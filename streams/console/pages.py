@@ -402,29 +402,7 @@ class ConsolePages:
             chosen = listing.parse_filter(request.query)
         except InvalidRequestError as exc:
             return error_page(request, exc, 400, "Unknown filter")
-        subs = self.subs.visible(who, tenant)
-        log_error = None
-        try:
-            # The store's hour buckets, as /v1/subscriptions/{id}/stats charts them.
-            health = await self.stats.hourly_for(who, subs, CHART_HOURS)
-        except UnavailableError as exc:
-            health, log_error = {}, str(exc)
-        hours: dict[str, list[charts.Bucket]] = {}
-        listed = []
-        for sub in subs:
-            found = health.get(sub.id)
-            buckets = [
-                charts.Bucket(h["attempts"], h["delivered"])
-                for h in (found["chart"] if found else [])
-            ] or [charts.Bucket() for _ in range(CHART_HOURS)]
-            hours[sub.id] = buckets
-            listed.append(
-                listing.Listed(
-                    sub,
-                    attempts=sum(b.attempts for b in buckets),
-                    delivered=sum(b.delivered for b in buckets),
-                )
-            )
+        listed, hours, log_error = await self._last_24h(who, self.subs.visible(who, tenant))
         filtered = listing.filter_endpoints(listed, chosen)
         rows = []
         for item in filtered.shown:  # charts for the rows shown only
@@ -465,9 +443,40 @@ class ConsolePages:
                     for key, label in listing.STATES.items()
                 ],
                 "clear_link": self.with_tenant(here, shown),
+                "failing_means": listing.FAILING_MEANS,
             },
             status=422 if chosen.error else 200,
         )
+
+    async def _last_24h(
+        self, who: Principal, subs: list[Subscription]
+    ) -> tuple[list[listing.Listed], dict[str, list[charts.Bucket]], str | None]:
+        """Each endpoint with its last 24 hours (the endpoint list and the Tenants page):
+        one read of the store's hour buckets for all of them, as
+        /v1/subscriptions/{id}/stats charts them. Also each one's hourly bars, and why
+        there are no figures when the log cannot be read (then every count is zero)."""
+        log_error = None
+        try:
+            health = await self.stats.hourly_for(who, subs, CHART_HOURS)
+        except UnavailableError as exc:
+            health, log_error = {}, str(exc)
+        hours: dict[str, list[charts.Bucket]] = {}
+        listed = []
+        for sub in subs:
+            found = health.get(sub.id)
+            buckets = [
+                charts.Bucket(h["attempts"], h["delivered"])
+                for h in (found["chart"] if found else [])
+            ] or [charts.Bucket() for _ in range(CHART_HOURS)]
+            hours[sub.id] = buckets
+            listed.append(
+                listing.Listed(
+                    sub,
+                    attempts=sum(b.attempts for b in buckets),
+                    delivered=sum(b.delivered for b in buckets),
+                )
+            )
+        return listed, hours, log_error
 
     def _last_error(self, sub_id: str) -> dict[str, Any] | None:
         health = self.p.extras.get("health")
@@ -1287,30 +1296,39 @@ class ConsolePages:
         return web.json_response(snapshot.as_dict(), dumps=lambda o: orjson.dumps(o).decode())
 
     async def tenants(self, request: web.Request) -> web.StreamResponse:
+        """Per tenant: its endpoints, enabled ones and failing ones, counted as that
+        tenant's endpoint list counts its tabs (one read of the store for every endpoint),
+        each count a link to the list it counts."""
         self._operator(request)
-        by_tenant: dict[str, dict[str, Any]] = {}
-        for sub in self.subs.visible(ADMIN, None):
-            row = by_tenant.setdefault(
-                sub.tenant_id,
-                {"tenant": sub.tenant_id, "endpoints": 0, "enabled": 0, "failing": 0},
-            )
-            row["endpoints"] += 1
-            row["enabled"] += int(sub.enabled)
-            row["failing"] += int(self._last_error(sub.id) is not None)
-        rows = sorted(by_tenant.values(), key=lambda r: (-r["failing"], r["tenant"]))
-        return self.render(request, "tenants.html", {"rows": rows})
+        listed, _, log_error = await self._last_24h(ADMIN, self.subs.visible(ADMIN, None))
+        here = "/console/endpoints"
+        rows = [
+            {
+                "counts": counts,
+                "endpoints_link": self.with_tenant(here, counts.tenant),
+                "failing_link": self.with_tenant(here, counts.tenant, state="failing"),
+            }
+            for counts in listing.by_tenant(listed)
+        ]
+        return self.render(
+            request,
+            "tenants.html",
+            {"rows": rows, "log_error": log_error, "failing_means": listing.FAILING_MEANS},
+        )
 
 
 def error_page(request: web.Request, exc: Exception, status: int, title: str) -> web.Response:
     session = request.get("session")
+    is_admin = bool(isinstance(session, Session) and session.grant.admin)
     return aiohttp_jinja2.render_template(
         "error.html",
         request,
         {
             "session": session,
             "csrf": session.csrf if isinstance(session, Session) else "",
-            "is_admin": bool(isinstance(session, Session) and session.grant.admin),
-            "viewing_tenant": None,
+            "is_admin": is_admin,
+            # The operator's tenant stays in the nav links, as on every other page.
+            "viewing_tenant": (request.query.get("tenant") or None) if is_admin else None,
             "title": title,
             "message": str(exc),
             "path": request.path,

@@ -645,9 +645,43 @@ def test_operator_live_view_changes_while_events_flow(
     browser.find_element(By.ID, "clear-filters").click()
     until(browser, lambda b: "q=" not in b.current_url, what="the operator's filters cleared")
     assert parse_qs(urlsplit(browser.current_url).query) == {"tenant": ["livecorp"]}
+    # An endpoint that answers 503 (no retries: given up at once) makes livecorp failing:
+    # the Tenants page counts it as livecorp's Failing tab does, and links to that tab.
+    receiver.configure("live-down", status=503)
+    down = admin.create(
+        tenant_id="livecorp",
+        url=receiver.url("live-down"),
+        event_types=["*"],
+        description="down",
+        retry_schedule="none",
+    )
+    publish(worker_settings, "livecorp", 1, "live-down")
+    receiver.wait_for("live-down", 1)
+    row = '#tenants tr[data-tenant="livecorp"]'
     browser.get(worker.base_url + "/console/tenants")
-    assert "livecorp" in text_of(browser, "#tenants")
+    reload_until(
+        browser,
+        lambda: text_of(browser, f"{row} a.failing-count") == "1",
+        what="livecorp's failing count on the Tenants page",
+    )
+    assert text_of(browser, f"{row} a.endpoints-count") == "2"
+    assert "in the last 24 hours" in text_of(browser, "#failing-means")
     shot(browser, "tenants")
+    browser.find_element(By.CSS_SELECTOR, f"{row} a.failing-count").click()
+    until(browser, lambda b: "state=failing" in b.current_url, what="livecorp's Failing tab")
+    assert parse_qs(urlsplit(browser.current_url).query) == {
+        "tenant": ["livecorp"],
+        "state": ["failing"],
+    }
+    assert text_of(browser, "#state-failing") == "Failing (1)"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#endpoints tbody tr")
+    assert [r.get_attribute("data-endpoint") for r in rows] == [down["id"]]
+    browser.back()
+    browser.find_element(By.CSS_SELECTOR, f"{row} a.endpoints-count").click()
+    until(browser, lambda b: "state=" not in b.current_url, what="livecorp's endpoints")
+    assert parse_qs(urlsplit(browser.current_url).query) == {"tenant": ["livecorp"]}
+    assert text_of(browser, "#state-all") == "All (2)"
+    assert text_of(browser, "#state-failing") == "Failing (1)"
 
 
 def test_another_tenant_cannot_see_or_change_acme(

@@ -19,7 +19,10 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from streams.api.stats import StatsRoutes
 from streams.console import live as live_module
+from streams.console.listing import FAILING_MEANS, STATES
+from streams.health import FailureState
 from streams.monitor import Snapshot
 from streams.records import Subscription
 from tests.fake_pipeline import FakePipeline
@@ -148,6 +151,16 @@ async def test_without_a_log_the_console_says_why_instead_of_showing_nothing(
         # No figures, so no endpoint can be told failing: the tab counts none, and says why.
         assert "(until they are back, no endpoint counts as failing)" in html
         assert 'id="state-failing" >Failing (0)</a>' in html
+        # The Tenants page too: its failing counts are unknown, not 0.
+        tenants = await page(client, "/console/tenants")
+        assert 'id="log-error">Delivery figures unavailable: ' in tenants
+        assert "does not serve the delivery log" in tenants
+        assert "(until they are back, no tenant's failing endpoints can be counted)" in tenants
+        assert tenant_rows(tenants)["acme"] == {
+            "endpoints": ("1", "/console/endpoints?tenant=acme"),
+            "enabled": ("1", ""),
+            "failing": ("unknown", ""),
+        }
         await page(client, "/console/deliveries", status=503)
         snap = await (await client.get("/console/api/live")).json()
         assert "does not serve the delivery log" in snap["log_error"]
@@ -361,3 +374,109 @@ async def test_the_operators_filters_keep_the_tenant_viewed(filtered: Any) -> No
     every = await page(client, "/console/endpoints?state=failing")
     assert listed_ids(every) == ["sub_bad", "sub_beta1"]
     assert state_tabs(every)["all"] == ("All (6)", "/console/endpoints")
+
+
+# -- the operator's Tenants page: each tenant's counts, as its endpoint list's tabs ----------
+
+
+class _Tracker:
+    """The health tracker's current view: a last error for the endpoints named."""
+
+    def __init__(self, *failing: str) -> None:
+        self.failing = failing
+
+    def state(self, sub_id: str) -> FailureState | None:
+        if sub_id not in self.failing:
+            return None
+        return FailureState(consecutive=3, failing_since=NOW - 600, last_error="HTTP 503")
+
+
+def tenant_rows(html: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """tenant -> the endpoints and failing cells: (their words, their link or "")."""
+    out = {}
+    for tenant, cells in re.findall(r'<tr data-tenant="([^"]+)">(.*?)</tr>', html, re.S):
+        tds = re.findall(r"<td>(.*?)</td>", cells, re.S)
+
+        def cell(td: str) -> tuple[str, str]:
+            found = re.search(r'href="([^"]+)"', td)
+            words = re.sub(r"<[^>]+>", "", td).strip()
+            return words, found.group(1).replace("&amp;", "&") if found else ""
+
+        out[tenant] = {"endpoints": cell(tds[1]), "enabled": cell(tds[2]), "failing": cell(tds[3])}
+    return out
+
+
+async def test_the_tenants_page_counts_failing_endpoints_as_their_failing_tab(
+    filtered: Any,
+) -> None:
+    client, pipeline = filtered
+    # gamma: an idle endpoint the tracker still holds an error for.
+    idle = endpoint("sub_gamma", "gamma", "https://gamma.example.com/")
+    pipeline.subscriptions.apply(idle.id, idle.to_bytes())
+    # The tracker's last errors (the page's old rule) say otherwise than the last 24 hours:
+    # acme's ok one (recovered) and disabled one, gamma's idle one; not acme's bad one or
+    # beta's, whose undelivered attempts are in the store. Old counts: acme 2, beta 0,
+    # gamma 1; the Failing tabs': acme 1, beta 1, gamma 0.
+    pipeline.extras["health"] = _Tracker("sub_ok", "sub_off", "sub_gamma")
+    await sign_in(client, await link(client))
+    shown = await page(client, "/console/tenants")
+    rows = tenant_rows(shown)
+    assert list(rows) == ["acme", "beta", "gamma"]  # the most failing first, then by name
+    assert rows == {
+        "acme": {
+            "endpoints": ("4", "/console/endpoints?tenant=acme"),
+            "enabled": ("3", ""),
+            "failing": ("1", "/console/endpoints?state=failing&tenant=acme"),
+        },
+        "beta": {
+            "endpoints": ("2", "/console/endpoints?tenant=beta"),
+            "enabled": ("1", ""),
+            "failing": ("1", "/console/endpoints?state=failing&tenant=beta"),
+        },
+        "gamma": {
+            "endpoints": ("1", "/console/endpoints?tenant=gamma"),
+            "enabled": ("1", ""),
+            "failing": ("0", "/console/endpoints?state=failing&tenant=gamma"),
+        },
+    }
+    # What failing means, said on the page: the header's tooltip and a hint it points to.
+    assert f'title="{FAILING_MEANS.capitalize()}" aria-describedby="failing-means"' in shown
+    assert f'<p class="hint" id="failing-means">Failing: {FAILING_MEANS}' in shown
+    assert "in the last 24 hours" in FAILING_MEANS
+    assert 'id="log-error"' not in shown
+    # Each count is the one its link's list shows, on the tab it opens.
+    for tenant, row in rows.items():
+        for key, tab in (("endpoints", "all"), ("failing", "failing")):
+            words, href = row[key]
+            listed = await page(client, href)
+            assert state_tabs(listed)[tab][0] == f"{STATES[tab]} ({words})", (tenant, key)
+            assert len(listed_ids(listed)) == int(words), (tenant, key)
+            assert f'id="state-{tab}" aria-current="page"' in listed, (tenant, key)
+
+
+async def test_the_tenants_page_reads_the_store_once_for_every_tenant(
+    filtered: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, pipeline = filtered
+    for n in range(5):  # more tenants, more endpoints: still one read
+        extra = endpoint(f"sub_more{n}", f"more{n}", f"https://more{n}.example.com/")
+        pipeline.subscriptions.apply(extra.id, extra.to_bytes())
+    reads: list[list[str]] = []
+    real = StatsRoutes.hourly_for
+
+    async def counted(self: StatsRoutes, who: Any, subs: Any, hours: int = 24) -> Any:
+        subs = list(subs)
+        reads.append([s.id for s in subs])
+        return await real(self, who, subs, hours)
+
+    monkeypatch.setattr(StatsRoutes, "hourly_for", counted)
+
+    async def per_endpoint(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("the Tenants page read one endpoint's figures on its own")
+
+    for name in ("subscription_for", "hours_for"):
+        monkeypatch.setattr(StatsRoutes, name, per_endpoint)
+    await sign_in(client, await link(client))
+    await page(client, "/console/tenants")
+    assert len(reads) == 1
+    assert len(reads[0]) == 6 + 5

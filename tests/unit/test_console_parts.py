@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from typing import Any
@@ -407,3 +408,32 @@ def test_an_unknown_state_is_refused_naming_the_choices() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         listing.parse_filter({"state": "x" * 5000})
     assert len(str(caught.value)) < 120  # the value is cut, not echoed whole
+
+
+def test_each_tenants_counts_are_its_own_lists_tab_counts() -> None:
+    def of(tenant: str, item: listing.Listed) -> listing.Listed:
+        return dataclasses.replace(item, sub=dataclasses.replace(item.sub, tenant_id=tenant))
+
+    beta = [
+        of("beta", _listed("sub_b1", "https://b.example/1", attempts=2, delivered=0)),
+        of("beta", _listed("sub_b2", "https://b.example/2", attempts=1, delivered=0)),
+        of("beta", _listed("sub_b3", "https://b.example/3", disabled=True, attempts=9)),
+    ]
+    quiet = [of("quiet", _listed("sub_q", "https://q.example/", disabled=True, attempts=4))]
+    counts = listing.by_tenant([*LISTED, *quiet, *beta])
+    # The most failing first (beta 2, acme 1), then by tenant.
+    assert counts == [
+        listing.TenantCounts("beta", endpoints=3, enabled=2, failing=2),
+        listing.TenantCounts("acme", endpoints=5, enabled=4, failing=1),
+        listing.TenantCounts("quiet", endpoints=1, enabled=0, failing=0),
+    ]
+    # Each is what that tenant's own list counts under its All, Enabled and Failing tabs.
+    for tenant, items in (("acme", LISTED), ("beta", beta), ("quiet", quiet)):
+        tabs = listing.filter_endpoints(items, listing.parse_filter({})).counts
+        found = next(c for c in counts if c.tenant == tenant)
+        assert (found.endpoints, found.enabled, found.failing) == (
+            tabs["all"],
+            tabs["enabled"],
+            tabs["failing"],
+        )
+    assert listing.by_tenant([]) == []

@@ -276,6 +276,52 @@ async def test_one_tenant_cannot_reach_another_by_editing_urls_or_fields(app: An
         await page(client, operator_page, status=404)
 
 
+def nav_links(html: str) -> dict[str, str]:
+    """The main navigation's links: their words -> where they go."""
+    found = re.search(r'<nav aria-label="Main">(.*?)</nav>', html, re.S)
+    assert found, html[:500]
+    return {
+        words: href.replace("&amp;", "&")
+        for href, words in re.findall(r'<a href="([^"]+)"[^>]*>([^<]+)</a>', found.group(1))
+    }
+
+
+def nav_of(tenant: str | None, *, admin: bool) -> dict[str, str]:
+    """The nav links a page should show: the operator's keep the tenant viewed."""
+    kept = f"?tenant={tenant}" if tenant else ""
+    operator = {"Live": "/console/live", "Tenants": "/console/tenants"} if admin else {}
+    return {
+        **operator,
+        "Endpoints": f"/console/endpoints{kept}",
+        "Delivery log": f"/console/deliveries{kept}",
+        "Dead letters": f"/console/dlq{kept}",
+        "Event catalog": f"/console/events{kept}",
+    }
+
+
+async def test_an_error_page_keeps_the_tenant_the_operator_views_and_a_tenants_never(
+    app: Any,
+) -> None:
+    client, _ = app
+    operator, acme = ADMIN, await tenant_token(client, "acme")
+    for session, path, status, nav in (
+        # The middleware's error page, and the endpoint list's own (an unknown state).
+        (operator, "/console/endpoints/sub_nope?tenant=acme", 404, nav_of("acme", admin=True)),
+        (operator, "/console/endpoints?tenant=acme&state=no", 400, nav_of("acme", admin=True)),
+        (operator, "/console/endpoints/sub_nope", 404, nav_of(None, admin=True)),
+        # A tenant's session: another tenant in the URL never reaches its links.
+        (acme, "/console/endpoints/sub_nope?tenant=beta", 404, nav_of(None, admin=False)),
+        (acme, "/console/endpoints?tenant=beta", 422, nav_of(None, admin=False)),
+    ):
+        await sign_in(client, await link(client, session))
+        shown = await page(client, path, status=status)
+        assert nav_links(shown) == nav, path
+        header = shown.split("<main")[0]
+        viewing = "tenant=acme" in path and session == operator
+        assert ("viewing tenant <strong>acme</strong>" in header) == viewing, path
+        assert "beta" not in header, path
+
+
 async def test_logout_ends_the_session_for_every_worker(app: Any) -> None:
     client, pipeline = app
     await sign_in(client, await link(client, tenant_id="acme"))
