@@ -1749,17 +1749,20 @@ class LogReader:
         ``span`` seconds over the last ``count`` buckets, oldest first, empty ones
         included (the console's charts)."""
         first = bucket_start(now, span) - (count - 1) * span
-        by_start = dict(self._buckets(kind, key, span, first))
+        # The two counts only: a chart of 2,000 endpoints decoded every bucket's latency
+        # histogram before (0.37 ms an endpoint at 10 million stored, 0.74 s a page).
+        by_start = {
+            start: (attempts, delivered)
+            for start, attempts, delivered in self._all(
+                "SELECT start, attempts, delivered FROM buckets INDEXED BY b_scope "
+                "WHERE kind = ? AND key = ? AND span = ? AND start >= ? ORDER BY start",
+                (kind, key, span, first),
+            )
+        }
         chart = []
         for i in range(count):
-            b = by_start.get(first + i * span)
-            chart.append(
-                {
-                    "start": first + i * span,
-                    "attempts": b.counts[0] if b else 0,
-                    "delivered": b.counts[1] if b else 0,
-                }
-            )
+            attempts, delivered = by_start.get(first + i * span, (0, 0))
+            chart.append({"start": first + i * span, "attempts": attempts, "delivered": delivered})
         return chart
 
     def layout(self) -> dict[str, Any]:
