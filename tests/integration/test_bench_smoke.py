@@ -121,6 +121,7 @@ def test_the_log_store_benchmark_runs_each_step(
     logstore.main(["fill", "--store", str(store), "--attempts", "3000"])
     logstore.main(["query", "--store", str(store), "--samples", "20"])
     logstore.main(["disk", "--store", str(store)])
+    logstore.main(["charts", "--store", str(store), "--subscriptions", "50"])
     # --default-gc: in this process, tuning the collector as a worker would outlive the test.
     write = ["write", "--store", str(store), "--batches", "2", "--batch", "500"]
     logstore.main([*write, "--warmup", "0", "--default-gc"])
@@ -132,6 +133,7 @@ def test_the_log_store_benchmark_runs_each_step(
     assert "delivery history" in out
     assert "MB per million attempts" in out
     assert "wrote 2 batches of 500" in out
+    assert "24-hour charts of 50 subscriptions:" in out
     # Both measuring steps say how fast the machine ran, and the figure at a quiet day's.
     machine = [line for line in out.splitlines() if "machine: reference loop median" in line]
     assert len(machine) == 2

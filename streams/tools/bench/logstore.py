@@ -414,6 +414,35 @@ def query(path: Path, samples: int) -> None:
     reader.close()
 
 
+def charts(path: Path, subscriptions: int, rounds: int = 3) -> None:
+    """How long the console's endpoint lists take to read their 24-hour charts: one
+    ``LogReader.health`` of ``subscriptions`` subscriptions, after a warm-up."""
+    from streams.log.store import LogReader
+
+    reader = LogReader(path)
+    ids = [
+        k
+        for (k,) in reader._all(
+            "SELECT DISTINCT key FROM buckets INDEXED BY b_scope WHERE kind = 'sub' LIMIT ?",
+            (subscriptions,),
+        )
+    ]
+    newest = reader._all("SELECT coalesce(max(start), 0) FROM buckets WHERE span = 3600")
+    now = newest[0][0] + 1800.0  # the store's newest hour, as if it were now
+    reader.health(ids, now)
+    took = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        reader.health(ids, now)
+        took.append(1000 * (time.perf_counter() - start))
+    reader.close()
+    print(
+        f"24-hour charts of {len(ids):,} subscriptions: "
+        + " / ".join(f"{ms:.0f}" for ms in took)
+        + f" ms ({min(took) / max(len(ids), 1):.3f} ms a subscription at best)"
+    )
+
+
 def disk(path: Path) -> None:
     from streams.log.store import LogReader, store_files
 
@@ -693,6 +722,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("query", help="query latency on a store")
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--samples", type=int, default=2000)
+    p = sub.add_parser("charts", help="the endpoint lists' 24-hour charts from a store")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--subscriptions", type=int, default=2000)
     p = sub.add_parser("disk", help="bytes per attempt of a store")
     p.add_argument("--store", type=Path, required=True)
     p = sub.add_parser("write", help="the writer's CPU per attempt, without Kafka")
@@ -746,6 +778,10 @@ def main(argv: list[str] | None = None) -> None:
         if not 0 < args.samples <= 100_000:
             parser.error("--samples must be in (0, 100000]")
         query(args.store, args.samples)
+    elif args.step == "charts":
+        if not 1 <= args.subscriptions <= 100_000:
+            parser.error("--subscriptions must be in [1, 100000]")
+        charts(args.store, args.subscriptions)
     elif args.step == "disk":
         disk(args.store)
     elif args.step == "write":
