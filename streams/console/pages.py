@@ -166,6 +166,16 @@ def pretty_json(text: str) -> str | None:
     return "".join(out)
 
 
+#: An outcome as the console shows it: the words of the delivery log's status filter
+#: (the records and the API keep ``retry`` and ``give_up``).
+OUTCOME_LABELS = {"delivered": "delivered", "retry": "retrying", "give_up": "failed"}
+
+
+def outcome_label(outcome: str) -> str:
+    """``give_up`` -> ``failed``, ``retry`` -> ``retrying``; anything else as it is."""
+    return OUTCOME_LABELS.get(outcome, outcome)
+
+
 def outcome_note(outcome: str, status: int | None, last_at: float | None) -> str:
     """What a delivery's outcome means for its owner, in one sentence."""
     answer = f"answered {status}" if status is not None else "gave no HTTP answer"
@@ -375,6 +385,7 @@ class ConsolePages:
             "is_admin": bool(isinstance(current, Session) and current.grant.admin),
             "viewing_tenant": tenant_param if isinstance(current, Session) else None,
             "iso": iso,
+            "outcome_label": outcome_label,
             "path": request.path,
         }
         return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)

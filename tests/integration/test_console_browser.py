@@ -363,7 +363,7 @@ def test_tenant_flow_from_link_to_replay(
     browser.get(f"{worker.base_url}/console/endpoints/{bad_id}?recent=failed")
     reload_until(
         browser,
-        lambda: text_of(browser, "#recent-deliveries tbody tr .outcome") == "give_up",
+        lambda: text_of(browser, "#recent-deliveries tbody tr .outcome.give_up") == "failed",
         what="the given-up delivery under Failed",
     )
     row = browser.find_element(By.CSS_SELECTOR, "#recent-deliveries tbody tr")

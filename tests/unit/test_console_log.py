@@ -81,6 +81,8 @@ async def test_a_delivery_page_shows_every_attempt_from_the_store(api: Any) -> N
     html = await page(client, "/console/deliveries/msg_a")
     assert "after 2 attempt(s)" in html
     assert 'id="outcome">delivered<' in html
+    # The first attempt's outcome in the filter's word, its code kept as the class.
+    assert '<span class="outcome retry">retrying</span>' in html
     assert "HTTP 503" in html
     resp = await client.get("/console/api/deliveries/msg_a")
     assert (await resp.json())["outcome"] == "delivered"

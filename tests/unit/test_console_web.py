@@ -35,7 +35,7 @@ from streams.console.pages import ConsolePages
 from streams.console.sessions import Grant
 from streams.deadletter.scan import Located
 from streams.errors import NotFoundError, StreamsError
-from streams.log.store import LogWriter
+from streams.log.store import STATUS_WORDS, LogWriter
 from streams.records import Attempt, Delivery, delivery_id_for
 from streams.signing import PROFILES
 from streams.subscriptions.model import BODY_FORMATS
@@ -1381,6 +1381,16 @@ def test_pretty_json_indents_only_whitespace_keeping_order_and_numbers() -> None
     big = '{"a":"' + "x" * pages.PRETTY_MAX_CHARS + '"}'
     assert pages.pretty_json(big) is None
     assert pages.pretty_json(big[: pages.PRETTY_MAX_CHARS - 2] + '"}') is not None
+
+
+def test_an_outcome_is_shown_in_the_status_filters_words() -> None:
+    assert pages.outcome_label("delivered") == "delivered"
+    assert pages.outcome_label("retry") == "retrying"
+    assert pages.outcome_label("give_up") == "failed"
+    assert pages.outcome_label("something_new") == "something_new"  # never hidden
+    # The words are the filter's: each label is a status word that selects that outcome.
+    for outcome, label in pages.OUTCOME_LABELS.items():
+        assert STATUS_WORDS[label] == outcome
 
 
 def test_the_outcome_note_says_what_each_outcome_means() -> None:

@@ -6,6 +6,8 @@
 
 const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
 const MAX_POLLS = 300; // bounded: 10 minutes at 2 s
+// Outcomes in the delivery log's words (pages.OUTCOME_LABELS; the API keeps the codes).
+const OUTCOME_LABELS = { delivered: "delivered", retry: "retrying", give_up: "failed" };
 
 function text(el, value) { el.textContent = value; }
 
@@ -60,7 +62,8 @@ async function runTest(button) {
       line.className = a.outcome === "delivered" ? "state ok" : "error-text";
       line.id = "test-status";
       line.textContent = "Status " + (a.status === null ? "none" : a.status) + " · " +
-        Math.round(a.duration_ms) + " ms · " + a.outcome + (a.error ? " · " + a.error : "");
+        Math.round(a.duration_ms) + " ms · " + (OUTCOME_LABELS[a.outcome] || a.outcome) +
+        (a.error ? " · " + a.error : "");
       const snippet = document.createElement("pre");
       snippet.textContent = a.response_snippet || "(empty response)";
       out.append(line, snippet);
