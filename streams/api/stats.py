@@ -26,6 +26,7 @@ node's store and indexer (``log_node``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -147,11 +148,13 @@ class StatsRoutes:
         self, who: Principal, subscriptions: Iterable[Subscription], hours: int = 24
     ) -> dict[str, dict[str, Any]]:
         """Per subscription ``who`` may see: its attempts per hour over the last ``hours``
-        (``chart``, as ``hourly`` of the subscription's stats), success rate and newest
-        error; the console's endpoint list."""
+        (``chart``, as ``hourly`` of the subscription's stats) and success rate; the
+        console's endpoint lists (without the newest error: see ``LogReader.health``)."""
         ids = [s.id for s in subscriptions if visible(who, s.tenant_id)]
         reader = self.log.reader()
-        return await asyncio.to_thread(reader.health, ids, time.time(), hours)
+        return await asyncio.to_thread(
+            functools.partial(reader.health, newest_error=False), ids, time.time(), hours
+        )
 
     async def hours_for(
         self, who: Principal, sub_id: str, hours: int, now: float | None = None

@@ -921,6 +921,9 @@ def test_health_charts_the_last_24_hours_of_each_subscription(
         "chart": h["s2"]["chart"],
         "last_error": None,
     }
+    # The endpoint lists' form: the same charts, no search for the newest error.
+    lists = reader.health(["s1", "s2"], now, newest_error=False)
+    assert lists == {s: {k: v for k, v in h[s].items() if k != "last_error"} for s in h}
 
 
 def test_a_tenant_gets_only_its_own_figures(writer: LogWriter, reader: LogReader) -> None:
