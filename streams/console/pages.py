@@ -469,7 +469,7 @@ class ConsolePages:
         log_error = None
         try:
             health = await self.stats.hourly_for(who, subs, CHART_HOURS)
-        except UnavailableError as exc:
+        except (UnavailableError, StoreFault) as exc:  # the lists still list
             health, log_error = {}, str(exc)
         hours: dict[str, list[charts.Bucket]] = {}
         listed = []

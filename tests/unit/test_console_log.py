@@ -23,7 +23,7 @@ from streams.api.stats import StatsRoutes
 from streams.console import live as live_module
 from streams.console.listing import FAILING_MEANS, STATES
 from streams.health import FailureState
-from streams.log.store import LogReader
+from streams.log.store import LogReader, StoreFault
 from streams.monitor import Snapshot
 from streams.records import Subscription
 from tests.fake_pipeline import FakePipeline
@@ -503,3 +503,23 @@ async def test_the_endpoint_lists_never_search_for_each_endpoints_newest_error(
     await page(client, "/console/tenants")
     await page(client, "/console/endpoints")
     assert asked == [False, False]
+
+
+async def test_a_store_fault_leaves_the_endpoint_lists_listing_and_saying_why(
+    filtered: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store being upgraded, or found corrupt, takes the figures away, not the lists.
+    client, _ = filtered
+    why = "the delivery-log store /x/attempts.sqlite3 is being upgraded: try again shortly"
+
+    def faulty(self: LogReader, *args: Any, **kw: Any) -> Any:
+        raise StoreFault(why)
+
+    monkeypatch.setattr(LogReader, "health", faulty)
+    await sign_in(client, await link(client))
+    listed = await page(client, "/console/endpoints?tenant=acme")
+    assert f'id="log-error">Delivery figures unavailable: {why}' in listed
+    assert len(listed_ids(listed)) > 0
+    tenants = await page(client, "/console/tenants")
+    assert f'id="log-error">Delivery figures unavailable: {why}' in tenants
+    assert tenant_rows(tenants)["acme"]["failing"] == ("unknown", "")
