@@ -621,9 +621,20 @@ class ConsolePages:
         try:
             # What GET /v1/subscriptions/{id}/stats answers, read the same way.
             stats = await self.stats.subscription_for(self.who(request), sub.id)
-        except UnavailableError as exc:
+        except (UnavailableError, StoreFault) as exc:  # the page still shows the endpoint
             stats_error = str(exc)
         chart_tab = "7d" if q.get("chart") == "7d" else "24h"
+        # Failing as the endpoint list's tab counts it, linked to the failed deliveries.
+        (day,), _, _ = await self._last_24h(self.who(request), [sub])
+        failing: dict[str, Any] | None = None
+        if day.failing:
+            shown = sub.tenant_id if self.who(request).admin else None
+            href = self.with_tenant(f"/console/endpoints/{sub.id}", shown, recent="failed")
+            failing = {
+                "missed": day.attempts - day.delivered,
+                "attempts": day.attempts,
+                "href": href + "#recent",
+            }
         recent_tab = "failed" if q.get("recent") == "failed" else "all"
         recent = await self._recent(request, sub, failed=recent_tab == "failed", chart=chart_tab)
         chart = await self._chart(request, sub, chart_tab, recent=recent_tab)
@@ -646,6 +657,7 @@ class ConsolePages:
                 "stats_error": stats_error,
                 "recent": recent,
                 "chart": chart,
+                "failing": failing,
             },
         )
         if request.cookies.get(security.ONCE_COOKIE):

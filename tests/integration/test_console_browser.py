@@ -9,6 +9,7 @@ where it is hardest. Screenshots of the main pages go to ``docs/console/``.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -549,6 +550,17 @@ def test_tenant_flow_from_link_to_replay(
     until(browser, lambda b: "state=failing" in b.current_url, what="the Failing tab")
     assert listed() == [flaky["id"]]
     shot(browser, "endpoints-filter")
+    # Its page says failing by the same rule, and the word opens its failed deliveries.
+    browser.find_element(By.CSS_SELECTOR, "#endpoints tbody tr a.url").click()
+    until(browser, lambda b: bool(b.find_elements(By.ID, "failing")), what="the failing badge")
+    # Every attempt answered 503 (its retries too, as they come): N of N.
+    detail = text_of(browser, "#failing-detail")
+    assert re.fullmatch(r"(\d+) of \1 attempts? in the last 24 hours not delivered", detail), detail
+    shot(browser, "endpoint-failing")
+    browser.find_element(By.ID, "failing").click()
+    until(browser, lambda b: "recent=failed" in b.current_url, what="the failed deliveries")
+    assert browser.find_element(By.ID, "recent-tab-failed").get_attribute("aria-current") == "page"
+    browser.get(worker.base_url + "/console/endpoints?state=failing")
     browser.find_element(By.ID, "state-all").click()
     until(browser, lambda b: "state=" not in b.current_url, what="the All tab")
     box = browser.find_element(By.CSS_SELECTOR, "#endpoint-search input[name=q]")

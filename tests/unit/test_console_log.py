@@ -523,3 +523,41 @@ async def test_a_store_fault_leaves_the_endpoint_lists_listing_and_saying_why(
     tenants = await page(client, "/console/tenants")
     assert f'id="log-error">Delivery figures unavailable: {why}' in tenants
     assert tenant_rows(tenants)["acme"]["failing"] == ("unknown", "")
+
+
+async def test_an_endpoint_page_says_failing_as_the_lists_failing_tab_does(filtered: Any) -> None:
+    client, _ = filtered
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    bad = await page(client, "/console/endpoints/sub_bad")
+    assert (
+        '<a class="state failing" id="failing" href="/console/endpoints/sub_bad?recent=failed'
+        '#recent">failing</a>' in bad
+    )
+    assert '"failing-detail">1 of 2 attempts in the last 24 hours not delivered<' in bad
+    # The same rule as the Failing tab: delivered only, disabled, or no attempts: no badge.
+    failing_tab = await page(client, "/console/endpoints?state=failing")
+    assert listed_ids(failing_tab) == ["sub_bad"]
+    for other in ("sub_ok", "sub_off", "sub_idle"):
+        assert 'id="failing"' not in await page(client, f"/console/endpoints/{other}"), other
+    # The operator viewing acme keeps ?tenant= on the link.
+    await sign_in(client, await link(client))
+    operator = await page(client, "/console/endpoints/sub_bad?tenant=acme")
+    assert 'href="/console/endpoints/sub_bad?recent=failed&amp;tenant=acme#recent"' in operator
+
+
+async def test_a_store_fault_leaves_an_endpoint_page_showing_the_endpoint(
+    filtered: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = filtered
+    why = "the delivery-log store /x/attempts.sqlite3 is being upgraded: try again shortly"
+
+    def faulty(self: LogReader, *args: Any, **kw: Any) -> Any:
+        raise StoreFault(why)
+
+    for name in ("health", "windows", "series"):
+        monkeypatch.setattr(LogReader, name, faulty)
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    html = await page(client, "/console/endpoints/sub_bad")
+    assert "https://crm.example.org/in" in html
+    assert why in html
+    assert 'id="failing"' not in html  # no figures: not called failing
