@@ -505,17 +505,24 @@ async def test_the_endpoint_lists_never_search_for_each_endpoints_newest_error(
     assert asked == [False, False]
 
 
-async def test_a_store_fault_leaves_the_endpoint_lists_listing_and_saying_why(
-    filtered: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A store being upgraded, or found corrupt, takes the figures away, not the lists.
-    client, _ = filtered
+def store_faults(monkeypatch: pytest.MonkeyPatch, *methods: str) -> str:
+    """Make these LogReader methods fail as a store being upgraded does; the reason."""
     why = "the delivery-log store /x/attempts.sqlite3 is being upgraded: try again shortly"
 
     def faulty(self: LogReader, *args: Any, **kw: Any) -> Any:
         raise StoreFault(why)
 
-    monkeypatch.setattr(LogReader, "health", faulty)
+    for name in methods:
+        monkeypatch.setattr(LogReader, name, faulty)
+    return why
+
+
+async def test_a_store_fault_leaves_the_endpoint_lists_listing_and_saying_why(
+    filtered: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store being upgraded, or found corrupt, takes the figures away, not the lists.
+    client, _ = filtered
+    why = store_faults(monkeypatch, "health")
     await sign_in(client, await link(client))
     listed = await page(client, "/console/endpoints?tenant=acme")
     assert f'id="log-error">Delivery figures unavailable: {why}' in listed
@@ -549,13 +556,7 @@ async def test_a_store_fault_leaves_an_endpoint_page_showing_the_endpoint(
     filtered: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, _ = filtered
-    why = "the delivery-log store /x/attempts.sqlite3 is being upgraded: try again shortly"
-
-    def faulty(self: LogReader, *args: Any, **kw: Any) -> Any:
-        raise StoreFault(why)
-
-    for name in ("health", "windows", "series"):
-        monkeypatch.setattr(LogReader, name, faulty)
+    why = store_faults(monkeypatch, "health", "windows", "series")
     await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
     html = await page(client, "/console/endpoints/sub_bad")
     assert "https://crm.example.org/in" in html
