@@ -80,7 +80,7 @@ from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
 
 #: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild),
 #: except a version-2 store, which is upgraded in place (:func:`open_schema`).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The delta level of the delivery id index is merged into the large one when it holds
 #: ``max(MERGE_MIN_ROWS, sqrt(large rows * MERGE_FACTOR))`` keys (:func:`merge_after`).
 MERGE_MIN_ROWS = 50_000
@@ -128,6 +128,9 @@ BUSY_TIMEOUT_MS = 5000
 
 #: Bucket widths: a minute (windows up to a day) and an hour (7 days, charts).
 MINUTE, HOUR = 60, 3600
+#: The ``meta`` key of the first hour not closed: hours before it have their hour
+#: buckets; from it on, readers add up the minutes (:meth:`LogWriter._add_buckets`).
+HOURS_FROM = "hours_from"
 #: How long minute buckets are kept: the longest window they serve plus one bucket.
 MINUTE_BUCKETS_KEPT_S = 86_400 + HOUR
 #: The statistics windows: name -> (seconds, bucket width).
@@ -980,6 +983,9 @@ def open_schema(path: Path, topic: str) -> None:
                 )
             if meta.get("schema_version") == "2":
                 _upgrade_from_2(conn)
+                meta["schema_version"] = "3"
+            if meta.get("schema_version") == "3":
+                _upgrade_from_3(conn)
                 meta["schema_version"] = str(SCHEMA_VERSION)
             if meta and meta.get("schema_version") != str(SCHEMA_VERSION):
                 raise StoreFault(
@@ -1009,13 +1015,42 @@ def _upgrade_from_2(conn: sqlite3.Connection) -> None:
         conn.execute("DROP INDEX IF EXISTS d_key")
         conn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [("schema_version", str(SCHEMA_VERSION)), ("dkeys_rows", str(rows))],
+            [("schema_version", "3"), ("dkeys_rows", str(rows))],
         )
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def _upgrade_from_3(conn: sqlite3.Connection) -> None:
+    """Version 3 to 4, in place: hour buckets are written when their hour closes, not
+    with every batch. A version-3 store kept every hour's bucket current, so every hour
+    it holds counts as closed: the first open hour is the one after its newest."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        newest = conn.execute("SELECT max(start) FROM buckets WHERE span = ?", (HOUR,)).fetchone()[
+            0
+        ]
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [
+                ("schema_version", str(SCHEMA_VERSION)),
+                (HOURS_FROM, str(0 if newest is None else int(newest) + HOUR)),
+            ],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def hours_from(conn: sqlite3.Connection) -> int:
+    """The first hour whose hour buckets are not written yet (its minutes stand for it)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (HOURS_FROM,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 # -- the writer -----------------------------------------------------------------------
@@ -1079,12 +1114,13 @@ class LogWriter:
         self._merge_next = 0  # the key range the next merge takes
         self._names: dict[tuple[int, str], int] = {}
         self._new_names: list[tuple[int, str]] = []
-        # Buckets of the current minutes and hours, so a batch adds to them in memory.
+        # Buckets of the current minutes, so a batch adds to them in memory.
         self._buckets: dict[tuple[str, str, int, int], Bucket] = {}
-        # The newest bucket start on disk, per width, and the starts from which every
-        # bucket on disk is also in the cache (see _forget_buckets).
-        self._newest_bucket: dict[int, int] = {}
-        self._cached_from: dict[int, int] = {}
+        # The newest minute on disk, the minute from which every minute bucket on disk
+        # is also in the cache (see _forget_buckets), and the first hour not closed.
+        self._newest_minute = 0
+        self._cached_from = sys.maxsize
+        self._hours_from = 0
         with _faults(path):
             self._forget_buckets()
         self._prune_after: tuple[float, int] = _PRUNE_START
@@ -1167,23 +1203,23 @@ class LogWriter:
             self._saved_large_rows = self._large_rows
 
     def _forget_buckets(self) -> None:
-        """Empty the bucket cache and read the newest start of each width from disk.
+        """Empty the minute bucket cache, and read from disk the newest minute and where
+        the open hours start.
 
-        A bucket missing from the cache with a start from ``_cached_from`` on is new, and
-        is not looked for on disk: at first that holds only after the newest start on
-        disk; once this writer has written a start, every bucket of it is in the cache
-        until it is evicted (two starts behind the newest).
+        A minute bucket missing from the cache with a start from ``_cached_from`` on is
+        new, and is not looked for on disk: at first that holds only after the newest
+        minute on disk; once this writer has written a minute, every bucket of it is in
+        the cache until it is evicted (two minutes behind the newest).
         """
         self._buckets.clear()
-        # Until the newest starts are read, every bucket is looked for on disk.
-        self._cached_from = dict.fromkeys((MINUTE, HOUR), sys.maxsize)
-        for span in (MINUTE, HOUR):
-            self._newest_bucket[span] = int(
-                self._conn.execute(
-                    "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?", (span,)
-                ).fetchone()[0]
-            )
-            self._cached_from[span] = self._newest_bucket[span] + 1
+        self._cached_from = sys.maxsize  # until the newest minute is read: look on disk
+        self._newest_minute = int(
+            self._conn.execute(
+                "SELECT coalesce(max(start), 0) FROM buckets WHERE span = ?", (MINUTE,)
+            ).fetchone()[0]
+        )
+        self._cached_from = self._newest_minute + 1
+        self._hours_from = hours_from(self._conn)
 
     def _name_id(self, kind: int, name: str) -> int:
         key = (kind, name)
@@ -1406,8 +1442,15 @@ class LogWriter:
         )
 
     def _add_buckets(self, deltas: dict[tuple[str, str, int], Bucket]) -> None:
-        """Add a batch's per-minute counts to the minute and hour buckets of their
-        subscription, tenant and everything; write the buckets changed."""
+        """Add a batch's per-minute counts to the minute buckets of their subscription,
+        tenant and everything, and write the buckets changed.
+
+        Hour buckets are not written batch by batch: an hour's bucket is written once,
+        from its minutes, when the hour closes (:meth:`_roll_hours`, when an attempt of a
+        later hour arrives or the pruner finds the hour past). Until then readers take
+        that hour from its minutes (:meth:`LogReader._hour_rows`). Only an attempt of an
+        hour already closed (a late one) adds to that hour's bucket directly.
+        """
         # Fold the subscriptions' minutes into their tenants' and everyone's first, so a
         # bucket of a tenant or of everything takes one merge per batch, not one per
         # subscription.
@@ -1419,37 +1462,76 @@ class LogWriter:
                 if folded is None:
                     scoped[(kind, key, owner, minute)] = folded = Bucket(owner)
                 folded.merge(delta)
-        cache = self._buckets
-        touched: set[tuple[str, str, int, int]] = set()
-        for (kind, key, owner, minute), delta in scoped.items():
-            for span in (MINUTE, HOUR):
-                k = (kind, key, span, bucket_start(minute, span))
-                b = cache.get(k)
-                if b is None:
-                    b = cache[k] = self._load_bucket(k, owner)
-                b.merge(delta)
-                touched.add(k)
-        if not touched:
+        if not scoped:
             return
+        cache = self._buckets
+        if not self._hours_from:  # a new store: no hour before this batch's has minutes
+            self._hours_from = bucket_start(min(s[3] for s in scoped), HOUR)
+        hours_from = newest_hour = self._hours_from
+        late: dict[tuple[str, str, int, int], Bucket] = {}
+        for (kind, key, owner, minute), delta in scoped.items():
+            k = (kind, key, MINUTE, minute)
+            b = cache.get(k)
+            if b is None:
+                b = cache[k] = self._load_bucket(k, owner)
+            b.merge(delta)
+            hour = bucket_start(minute, HOUR)
+            if hour < hours_from:
+                hk = (kind, key, HOUR, hour)
+                folded = late.get(hk)
+                if folded is None:
+                    late[hk] = folded = Bucket(owner)
+                folded.merge(delta)
+            elif hour > newest_hour:
+                newest_hour = hour
+        rows = [bucket_params(k, cache[k]) for k in {(s[0], s[1], MINUTE, s[3]) for s in scoped}]
+        for hk, delta in late.items():
+            b = self._load_bucket(hk, delta.tenant_id)
+            b.merge(delta)
+            rows.append(bucket_params(hk, b))
+        self._upsert_buckets(rows)
+        if newest_hour > hours_from:
+            self._roll_hours(newest_hour)
+        # Keep in memory only the minutes new attempts still land in (the newest two):
+        # the rest are on disk, and read again if a late attempt needs one.
+        newest = max(self._newest_minute, max(s[3] for s in scoped))
+        self._newest_minute = newest
+        for k in [k for k in cache if k[3] < newest - MINUTE]:
+            del cache[k]
+        self._cached_from = max(self._cached_from, newest - MINUTE)
+
+    def _upsert_buckets(self, rows: list[tuple[Any, ...]]) -> None:
         # An upsert, not a replace: the key columns stay, so their indexes are not written.
         self._conn.executemany(
             f"INSERT INTO buckets ({_BUCKET_COLUMNS}) VALUES "
             f"({', '.join('?' * (9 + len(COUNTERS)))}) ON CONFLICT (span, start, kind, key) "
             f"DO UPDATE SET {_BUCKET_UPDATE}",
-            [bucket_params(k, cache[k]) for k in touched],
+            rows,
         )
-        # Keep in memory only the buckets new attempts still land in (the newest two of
-        # each width): the rest are on disk, and read again if a late attempt needs one.
-        newest = self._newest_bucket
-        for k in touched:
-            newest[k[2]] = max(newest[k[2]], k[3])
-        for k in [k for k in cache if k[3] < newest[k[2]] - k[2]]:
-            del cache[k]
-        for span in (MINUTE, HOUR):  # what stays cached: every bucket from there on
-            self._cached_from[span] = max(self._cached_from[span], newest[span] - span)
+
+    def _roll_hours(self, until: int) -> None:
+        """Close the hours from ``_hours_from`` to ``until`` (exclusive): write each one's
+        hour buckets from its minute buckets, in this transaction, and move the mark
+        readers split hours and minutes at. Reads each minute bucket once (an hour of
+        2,000 busy subscriptions: about 130,000 rows)."""
+        hours: dict[tuple[str, str, int, int], Bucket] = {}
+        for r in self._conn.execute(
+            f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE span = ? AND start >= ? AND start < ?",
+            (MINUTE, self._hours_from, until),
+        ):
+            hk = (r[0], r[1], HOUR, bucket_start(r[3], HOUR))
+            b = hours.get(hk)
+            if b is None:
+                hours[hk] = b = Bucket(r[4])
+            b.merge(bucket_of(r))
+        self._upsert_buckets([bucket_params(k, b) for k, b in hours.items()])
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (HOURS_FROM, str(until))
+        )
+        self._hours_from = until
 
     def _load_bucket(self, k: tuple[str, str, int, int], tenant_id: str) -> Bucket:
-        if k[3] >= self._cached_from[k[2]]:
+        if k[2] == MINUTE and k[3] >= self._cached_from:
             return Bucket(tenant_id)  # not cached, so not on disk either
         found = self._conn.execute(
             f"SELECT {_BUCKET_COLUMNS} FROM buckets WHERE kind = ? AND key = ? AND span = ? "
@@ -1508,6 +1590,10 @@ class LogWriter:
         return result
 
     def _prune_buckets(self, now: float, retention_s: float, limit: int) -> int:
+        # Close every hour past by the clock first: its minutes are about to go, and its
+        # hour bucket is written from them (an idle store gets no later attempt to do it).
+        if self._hours_from < bucket_start(now, HOUR):
+            self._roll_hours(bucket_start(now, HOUR))
         deleted = 0
         for span, keep in ((MINUTE, MINUTE_BUCKETS_KEPT_S), (HOUR, retention_s)):
             deleted += self._conn.execute(
@@ -1655,12 +1741,24 @@ class LogReader:
     # -- statistics ------------------------------------------------------------------
 
     def _buckets(self, kind: str, key: str, span: int, since: int) -> list[tuple[int, Bucket]]:
-        rows = self._all(
+        """The buckets of one scope and width from ``since`` on, by start. Hours not
+        closed yet come as their minute buckets (each with its minute's start)."""
+        sql = (
             f"SELECT {_BUCKET_COLUMNS} FROM buckets INDEXED BY b_scope WHERE kind = ? AND "
-            "key = ? AND span = ? AND start >= ? ORDER BY start",
-            (kind, key, span, since),
+            "key = ? AND span = ? AND start >= ?"
         )
+        if span != HOUR:
+            rows = self._all(sql + " ORDER BY start", (kind, key, span, since))
+        else:
+            split = self._hours_from()
+            rows = self._all(sql + " AND start < ? ORDER BY start", (kind, key, span, since, split))
+            rows += self._all(sql + " ORDER BY start", (kind, key, MINUTE, max(since, split)))
         return [(r[3], bucket_of(r)) for r in rows]
+
+    def _hours_from(self) -> int:
+        """Where hour buckets stop and minutes stand for the open hours. Read before the
+        rows it splits: a later close only adds an hour bucket before the minutes read."""
+        return hours_from(self._conn())
 
     def windows(self, kind: str, key: str, now: float) -> dict[str, dict[str, Any]]:
         """Statistics of one scope (``all`` with key "", ``tenant``, ``sub``) over each
@@ -1744,14 +1842,21 @@ class LogReader:
                 "chart": chart,
             }
             if newest_error:
-                newest = self._all(
-                    "SELECT error_at, error_status, error FROM buckets INDEXED BY b_scope "
-                    "WHERE kind = 'sub' AND key = ? AND span = ? AND error_at IS NOT NULL "
-                    "ORDER BY start DESC LIMIT 1",
-                    (sub_id, HOUR),
-                )
-                out[sub_id]["last_error"] = error_view(tuple(newest[0])) if newest else None
+                out[sub_id]["last_error"] = self._newest_error(sub_id)
         return out
+
+    def _newest_error(self, sub_id: str) -> dict[str, Any] | None:
+        """The newest error the store counts for a subscription: in the open hours'
+        minutes, else in the newest closed hour that holds one."""
+        split = self._hours_from()
+        sql = (
+            "SELECT error_at, error_status, error FROM buckets INDEXED BY b_scope "
+            "WHERE kind = 'sub' AND key = ? AND span = ? AND error_at IS NOT NULL "
+        )
+        newest = self._all(
+            sql + "AND start >= ? ORDER BY start DESC LIMIT 1", (sub_id, MINUTE, split)
+        ) or self._all(sql + "AND start < ? ORDER BY start DESC LIMIT 1", (sub_id, HOUR, split))
+        return error_view(tuple(newest[0])) if newest else None
 
     def series(
         self, kind: str, key: str, now: float, span: int, count: int
@@ -1762,14 +1867,24 @@ class LogReader:
         first = bucket_start(now, span) - (count - 1) * span
         # The two counts only: a chart of 2,000 endpoints decoded every bucket's latency
         # histogram before (0.37 ms an endpoint at 10 million stored, 0.74 s a page).
-        by_start = {
-            start: (attempts, delivered)
+        sql = (
+            "SELECT start, attempts, delivered FROM buckets INDEXED BY b_scope "
+            "WHERE kind = ? AND key = ? AND span = ? AND start >= ?"
+        )
+        if span != HOUR:
+            rows = self._all(sql, (kind, key, span, first))
+        else:
+            split = self._hours_from()
+            rows = self._all(sql + " AND start < ?", (kind, key, span, first, split))
             for start, attempts, delivered in self._all(
-                "SELECT start, attempts, delivered FROM buckets INDEXED BY b_scope "
-                "WHERE kind = ? AND key = ? AND span = ? AND start >= ? ORDER BY start",
-                (kind, key, span, first),
-            )
-        }
+                sql + " ORDER BY start", (kind, key, MINUTE, max(first, split))
+            ):  # the open hours, added up from their minutes
+                hour = bucket_start(start, HOUR)
+                if rows and rows[-1][0] == hour:
+                    rows[-1] = (hour, rows[-1][1] + attempts, rows[-1][2] + delivered)
+                else:
+                    rows.append((hour, attempts, delivered))
+        by_start = {start: (attempts, delivered) for start, attempts, delivered in rows}
         chart = []
         for i in range(count):
             attempts, delivered = by_start.get(first + i * span, (0, 0))

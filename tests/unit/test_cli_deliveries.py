@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from streams.cli import cli
 from streams.cli.deliveries import iso_ms, outcome_text, when
 from streams.log.indexer import store_lock
-from streams.log.store import LogWriter
+from streams.log.store import SCHEMA_VERSION, LogWriter
 from streams.records import Attempt
 from tests.unit.test_cli_api import TOKEN, FakeApi, api, run, server, state_dir
 
@@ -205,14 +205,15 @@ def test_log_status_prints_what_the_store_holds(tmp_path: Path) -> None:
     assert "positions   0:2" in result.output
     assert "skipped     0:1  not JSON" in result.output
     assert (
-        "schema      3; id index: 1 keys merged, 0 waiting (merged a range per batch from 50000)"
+        f"schema      {SCHEMA_VERSION}; id index: 1 keys merged, 0 waiting "
+        "(merged a range per batch from 50000)"
     ) in result.output
     as_json = CliRunner().invoke(cli, ["log", "status", "--json"], env=store_env(tmp_path))
     assert as_json.exit_code == 0, as_json.output  # partition numbers as JSON keys too
     view = json.loads(as_json.output)
     assert view["positions"] == {"0": 2}
     assert (view["schema_version"], view["id_index"]) == (
-        3,
+        SCHEMA_VERSION,
         {"merged": 1, "waiting": 0, "merge_at": 50_000},
     )
 

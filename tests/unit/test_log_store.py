@@ -21,7 +21,13 @@ from streams.log.store import (
     HOUR,
     KEY_SPACE,
     MINUTE,
+    R_AT,
+    R_ERROR,
+    R_OUTCOME,
+    R_STATUS,
+    SCHEMA_VERSION,
     SNIPPET_BYTES,
+    Bucket,
     Cursor,
     DeliveryQuery,
     LogReader,
@@ -31,6 +37,7 @@ from streams.log.store import (
     bin_value,
     bounded_snippet,
     delivery_key,
+    error_view,
     fault,
     hist_percentile,
     latency_bin,
@@ -41,6 +48,7 @@ from streams.log.store import (
     split_position,
     store_files,
     window_first_bucket,
+    window_view,
 )
 from streams.records import Attempt
 
@@ -870,6 +878,131 @@ def test_buckets_add_up_across_batches_restarts_and_rollbacks_reading_disk_only_
     writer.close()
 
 
+def _expected(rows: list[Any], scope: tuple[str, str]) -> list[Any]:
+    kind, key = scope
+    index = {"all": None, "tenant": 3, "sub": 4}[kind]
+    return [r for r in rows if index is None or r[index] == key]
+
+
+def test_hour_buckets_are_written_when_their_hour_closes_and_read_the_same_before(
+    path: Path,
+) -> None:
+    """Hours not closed are read from their minutes; an hour's bucket is written once, from
+    its minutes, when a later hour's attempt arrives or the pruner finds it past. Across
+    batches, a late attempt, a restart and a failed batch, every reader of hours (the 7-day
+    window, the hourly chart, the newest error) answers what the attempts say."""
+    rng = random.Random(19)
+    start = T0 + 2 * 86_400
+    attempts = []
+    for n in range(400):
+        outcome = rng.choice(["delivered", "delivered", "retry", "give_up"])
+        failed = outcome != "delivered"
+        attempts.append(
+            attempt(
+                f"d{n}",
+                1,
+                start + n * 4 * HOUR / 400 + rng.uniform(0, 30),
+                outcome=outcome,
+                status=rng.choice([500, 503, None]) if failed else 200,
+                error="boom" if failed else None,
+                tenant=f"t{n % 2}",
+                sub=f"s{n % 5}",
+                duration_ms=rng.uniform(1, 900),
+            )
+        )
+    late = attempts.pop(30)  # in the first hour, stored in the third
+    batches = [attempts[i : i + 37] for i in range(0, len(attempts), 37)]
+    batches.insert(7, [late])
+    writer = LogWriter(path, TOPIC)
+    reader = LogReader(path)
+    scopes = [("all", ""), ("tenant", "t1"), ("sub", "s3")]
+    stored: list[Any] = []
+    checked_open = 0
+
+    def hour_rows() -> set[int]:
+        return {
+            r[0]
+            for r in writer._conn.execute(
+                "SELECT DISTINCT start FROM buckets WHERE span = ?", (HOUR,)
+            )
+        }
+
+    def check(now: float) -> None:
+        for scope in scopes:
+            rows = _expected(stored, scope)
+            expected = Bucket("")
+            for r in rows:
+                expected.add(r)
+            assert reader.windows(*scope, now)["7d"] == window_view([expected]), scope
+            chart = reader.series(*scope, now, HOUR, 24)
+            by_hour: dict[int, list[int]] = {}
+            for r in rows:
+                if r[R_AT] < chart[0]["start"]:
+                    continue
+                c = by_hour.setdefault(int(r[R_AT] // HOUR) * HOUR, [0, 0])
+                c[0] += 1
+                c[1] += r[R_OUTCOME] == "delivered"
+            assert {
+                c["start"]: [c["attempts"], c["delivered"]] for c in chart if c["attempts"]
+            } == by_hour
+        errors = [r for r in _expected(stored, ("sub", "s3")) if r[R_OUTCOME] != "delivered"]
+        newest = max(errors, key=lambda r: r[R_AT]) if errors else None
+        assert reader.health(["s3"], now)["s3"]["last_error"] == (
+            error_view((newest[R_AT], newest[R_STATUS], newest[R_ERROR])) if newest else None
+        )
+
+    for i, batch in enumerate(batches):
+        if i == 5:  # a restart: the new writer reads where hours close from disk
+            topic = _TOPICS[writer]
+            writer.close()
+            writer = LogWriter(path, TOPIC)
+            _TOPICS[writer] = topic
+        if i == 9:  # a batch that closes an hour, then fails: nothing of it stays
+            before = writer._hours_from
+            topic = _TOPICS.setdefault(writer, Topic())
+            for a in batch:
+                topic.append(a)
+            for event in ("INSERT", "UPDATE"):
+                writer._conn.execute(
+                    f"CREATE TRIGGER fail_{event} BEFORE {event} ON positions "
+                    "BEGIN SELECT RAISE(FAIL, 'no'); END"
+                )
+            with pytest.raises(StoreFault):
+                writer.write(topic.records(writer.positions()))
+            assert writer._hours_from == before  # as on disk again
+            for event in ("INSERT", "UPDATE"):
+                writer._conn.execute(f"DROP TRIGGER fail_{event}")
+            writer.write(topic.records(writer.positions()))
+        else:
+            store(writer, *batch)
+        stored += [attempt_row(a.to_bytes())[0] for a in batch]
+        now = max(r[R_AT] for r in stored) + 1
+        split = writer._hours_from
+        assert split == int(now // HOUR) * HOUR  # the hour of the newest attempt is open
+        assert max(hour_rows(), default=0) < split  # no bucket of an open hour yet
+        checked_open += any(r[R_AT] >= split for r in stored)
+        check(now)
+    assert checked_open == len(batches)
+    assert hour_rows() == {start + h * HOUR for h in range(3)}  # the late one's hour too
+    # The pruner closes the hours past by the clock, with no later attempt.
+    now = max(r[R_AT] for r in stored) + 2 * HOUR
+    writer.prune(now, 30 * 86_400)
+    assert hour_rows() == {start + h * HOUR for h in range(4)}
+    check(now)
+    # A day later the minutes are gone; the hours still hold every attempt.
+    now += 86_400 + 2 * HOUR
+    for _ in range(100):
+        if not writer.prune(now, 30 * 86_400).more:
+            break
+    assert writer._conn.execute(
+        "SELECT count(*) FROM buckets WHERE span = ?", (MINUTE,)
+    ).fetchone() == (0,)
+    check(now)
+    assert reader.windows("all", "", now)["7d"]["attempts"] == 400
+    reader.close()
+    writer.close()
+
+
 def test_failing_ranks_subscriptions_by_failures_in_the_last_hour(
     writer: LogWriter, reader: LogReader
 ) -> None:
@@ -1178,11 +1311,13 @@ def test_a_small_store_keeps_its_keys_in_the_large_level_directly(
 def test_a_version_2_store_is_upgraded_in_place_and_keeps_its_deliveries(path: Path) -> None:
     writer = LogWriter(path, TOPIC)
     store(writer, *(attempt(f"d{n}", 1, T0 + n) for n in range(30)), attempt("d3", 2, T0 + 40))
+    writer.prune(T0 + 2 * HOUR, 30 * 86_400)  # every hour's bucket written, as version 2 did
     positions = writer.positions()
     topic = _TOPICS[writer]
     writer.close()
     # Version 2 as it was: the id index on ``deliveries``, no key tables.
     with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'hours_from'")
         conn.execute("CREATE INDEX d_key ON deliveries (dkey)")
         conn.execute("DROP TABLE dkeys")
         conn.execute("DROP TABLE dkeys_delta")
@@ -1209,7 +1344,45 @@ def test_a_version_2_store_is_upgraded_in_place_and_keeps_its_deliveries(path: P
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     conn.close()
     assert "d_key" not in names
-    assert version == ("3",)
+    assert version == (str(SCHEMA_VERSION),)
+    assert reader.windows("all", "", T0 + HOUR)["7d"]["attempts"] == 32  # and on to 4
+    writer.close()
+    reader.close()
+
+
+def test_a_version_3_store_is_upgraded_in_place_with_every_hour_it_holds_closed(
+    path: Path,
+) -> None:
+    """Version 3 wrote every hour's bucket with every batch: after the upgrade its hours
+    count as closed (a late attempt adds to the hour's bucket), the next hour is open."""
+    writer = LogWriter(path, TOPIC)
+    store(writer, attempt("a", 1, T0 + 10), attempt("b", 1, T0 + HOUR + 10))
+    writer.prune(T0 + 2 * HOUR + 5, 30 * 86_400)  # both hours' buckets written
+    topic = _TOPICS[writer]
+    writer.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'hours_from'")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.close()
+    writer = LogWriter(path, TOPIC)
+    _TOPICS[writer] = topic
+    assert writer._hours_from == T0 + 2 * HOUR  # the hour after the newest bucket
+    store(writer, attempt("c", 1, T0 + HOUR + 20), attempt("d", 1, T0 + 2 * HOUR + 5))
+    assert writer._hours_from == T0 + 2 * HOUR
+    reader = LogReader(path)
+    now = T0 + 2 * HOUR + 60
+    assert reader.windows("all", "", now)["7d"]["attempts"] == 4
+    chart = reader.series("all", "", now, HOUR, 3)
+    assert [c["attempts"] for c in chart] == [1, 2, 1]
+    hour_b = writer._conn.execute(
+        "SELECT attempts FROM buckets WHERE span = ? AND start = ? AND kind = 'all'",
+        (HOUR, T0 + HOUR),
+    ).fetchone()
+    assert hour_b == (2,)  # the late attempt went into the closed hour's bucket
+    with sqlite3.connect(path) as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    conn.close()
+    assert version == (str(SCHEMA_VERSION),)
     writer.close()
     reader.close()
 
