@@ -49,6 +49,7 @@ from streams.deadletter.replay import REASONS, RESUMABLE
 from streams.deadletter.scan import read_at
 from streams.delivery.request import build_request
 from streams.errors import (
+    ConfigError,
     ConflictError,
     DecodeError,
     DestinationRefusedError,
@@ -60,6 +61,7 @@ from streams.errors import (
 )
 from streams.log.store import Cursor, StoreFault, delivery_key
 from streams.records import Attempt, Delivery, delivery_id_for
+from streams.retry.schedule import parse_duration
 from streams.signing import PROFILES
 from streams.subscriptions import headers as header_rules
 from streams.subscriptions import secrets as secret_store
@@ -94,6 +96,19 @@ RECENT_ROWS = 10
 #: a word for each (``retrying``, ``failed``); a page of both is the two pages merged.
 UNDELIVERED = "undelivered"
 NOT_DELIVERED_WORDS = ("retrying", "failed")
+#: The endpoint page's "Recover failed deliveries" windows: (form value, label).
+RECOVER_WINDOWS = (
+    ("1h", "Last hour"),
+    ("6h", "Last 6 hours"),
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+)
+RECOVER_DEFAULT = "24h"
+#: The longest window recovered from the endpoint page (its longest choice); the
+#: dead-letters page replays any range.
+RECOVER_MAX_S = 7 * 86_400
+#: How the refusal of a bad window says what to send.
+_WINDOW_FORMS = "how far back to recover: 1h, 6h, 24h or 7d (or another duration up to 7d)"
 #: How the edit form's notice names each field of the PATCH body it sent.
 FIELD_NAMES = {
     "url": "URL",
@@ -191,6 +206,32 @@ def outcome_note(outcome: str, status: int | None, last_at: float | None) -> str
         f"Given up: at the last attempt ({when}) the endpoint {answer}, and no more "
         "attempts will be made. Redeliver sends it again now."
     )
+
+
+def recover_since(window: str, now: float) -> int:
+    """The unix second a "Recover failed deliveries" window starts at: ``now`` less
+    ``window``, a duration as :func:`parse_duration` reads it (``"24h"``, ``"7d"``,
+    ``"90m"``), more than zero and at most :data:`RECOVER_MAX_S`.
+
+    Whole seconds, rounded down (the window reaches up to a second further back), so
+    the dry run's page carries the same start to the confirm: the confirm replays from
+    where the dry run counted, not from a window moved on by the time between.
+    Raises :class:`InvalidRequestError` (field ``window``) saying what to send.
+    """
+    shown = window if len(window) <= 20 else window[:20] + "..."
+    try:
+        seconds = parse_duration(window)
+    except ConfigError:
+        raise InvalidRequestError(
+            f"`window`: {shown!r} is not a window; {_WINDOW_FORMS}", field="window"
+        ) from None
+    if not 0 < seconds <= RECOVER_MAX_S:
+        raise InvalidRequestError(
+            f"`window`: {shown!r} is {'empty' if seconds == 0 else 'over 7 days'}; "
+            f"{_WINDOW_FORMS}. For an older range use the dead-letters page.",
+            field="window",
+        )
+    return int(now - seconds)
 
 
 def curl_command(url: str, headers: Mapping[str, str], body: str) -> str:
@@ -649,6 +690,8 @@ class ConsolePages:
                 "last_error": self._last_error(sub.id),
                 "parked": q.get("parked"),
                 "parked_since": q.get("since"),
+                "recover_windows": RECOVER_WINDOWS,
+                "recover_default": RECOVER_DEFAULT,
                 "notice": q.get("notice"),
                 "tenant": sub.tenant_id if self.who(request).admin else None,
                 "test_types": self.subs.test_types(sub),
@@ -1243,6 +1286,7 @@ class ConsolePages:
         form = await request.post()
         values = {k: str(v) for k, v in form.items()}
         who = self.who(request)
+        recover = self._recover(who, values) if "window" in values else None
         body: dict[str, Any] = dict(self._dlq_query(request, values))
         for key in ("since", "until"):
             if key in body and body[key].replace(".", "", 1).isdigit():
@@ -1260,9 +1304,35 @@ class ConsolePages:
         return self.render(
             request,
             "replay.html",
-            {"result": result, "values": values, "confirm": confirm},
+            {"result": result, "values": values, "confirm": confirm, "recover": recover},
             status=202 if confirm else 200,
         )
+
+    def _recover(self, who: Principal, values: dict[str, str]) -> dict[str, Any]:
+        """The endpoint page's "Recover failed deliveries": its ``window`` (``"24h"``)
+        becomes ``since`` in ``values``, for this replay and the dry run's confirm form;
+        every reason, the one endpoint. Refused for an endpoint ``who`` may not see (404),
+        and for a disabled one (409): replayed to it now, they would be parked again."""
+        window = values.pop("window")
+        if not values.get("subscription_id"):
+            raise InvalidRequestError(
+                "`subscription_id`: the endpoint whose failed deliveries to recover",
+                field="subscription_id",
+            )
+        if values.get("since"):
+            raise InvalidRequestError(
+                "`since`: send either `window` or `since`, not both", field="since"
+            )
+        sub = self.subs.find(who, values["subscription_id"])
+        if not sub.enabled:
+            raise ConflictError(
+                "this endpoint is disabled: re-enable it first, then recover its failed "
+                "deliveries (sent to it while disabled, they would be parked again)"
+            )
+        since = recover_since(window, time.time())
+        values["since"] = str(since)
+        label = dict(RECOVER_WINDOWS).get(window, f"Last {window}")
+        return {"sub": sub, "since": since, "label": label}
 
     async def replay_cancel(self, request: web.Request) -> web.StreamResponse:
         """Cancel a replay this worker runs (whoever may see it may cancel it, as in

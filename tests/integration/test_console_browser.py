@@ -600,6 +600,32 @@ def test_tenant_flow_from_link_to_replay(
     browser.get(endpoint_url + "/verify")
     shot(browser, "how-to-verify")
 
+    # 10. Recover failed deliveries: the flaky endpoint's delivery, given up after its
+    # retries (503 each time), is counted for the window picked, then replayed.
+    deadline = time.monotonic() + 90
+    while not acme.call("GET", f"/v1/dlq?subscription_id={flaky['id']}").json()["data"]:
+        assert time.monotonic() < deadline, "the flaky endpoint's delivery never given up"
+        time.sleep(1)
+    browser.get(f"{worker.base_url}/console/endpoints/{flaky['id']}")
+    assert text_of(browser, "#state") == "enabled"
+    window = Select(browser.find_element(By.ID, "recover-window"))
+    assert window.first_selected_option.get_attribute("value") == "24h"
+    window.select_by_value("1h")
+    browser.execute_script("document.getElementById('recover').scrollIntoView()")
+    shot(browser, "endpoint-recover")
+    browser.find_element(By.ID, "recover-button").click()
+    until(browser, lambda b: "would be replayed" in text_of(b, "#dry-run-count"), what="count")
+    assert int(text_of(browser, "#dry-run-count strong")) > 0
+    assert "in the last hour (since " in text_of(browser, "#recover-scope")
+    browser.find_element(By.ID, "start-replay").click()
+    until(browser, lambda b: b.find_elements(By.ID, "replay-progress"), what="replay started")
+    assert text_of(browser, "h1").startswith("Replay rpl_")
+    until(
+        browser,
+        lambda b: re.match(r"(running|finished)", text_of(b, "#replay-status")),
+        what="the recovery's progress",
+    )
+
 
 def test_operator_live_view_changes_while_events_flow(
     browser: Any,

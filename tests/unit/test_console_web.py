@@ -15,6 +15,7 @@ import re
 import shlex
 import time
 from collections.abc import AsyncIterator, Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,9 +35,10 @@ from streams.console import pages, security
 from streams.console.pages import ConsolePages
 from streams.console.sessions import Grant
 from streams.deadletter.scan import Located
-from streams.errors import NotFoundError, StreamsError
+from streams.errors import InvalidRequestError, NotFoundError, StreamsError
+from streams.kafka.topics import TopicNames
 from streams.log.store import STATUS_WORDS, LogWriter
-from streams.records import Attempt, Delivery, delivery_id_for
+from streams.records import Attempt, DeadLetter, Delivery, delivery_id_for
 from streams.signing import PROFILES
 from streams.subscriptions.model import BODY_FORMATS
 from streams.tools.demo import console_links
@@ -1614,3 +1616,267 @@ async def test_the_chart_and_recent_tabs_keep_each_others_choice_and_the_tenant(
         "chart-tab-24h": f"{here}?tenant=acme#stats",
         "chart-tab-7d": f"{here}?chart=7d&tenant=acme#stats",
     }
+
+
+# -- the endpoint page's "Recover failed deliveries": the dead letters' dry run and replay --
+
+
+class _Forms(HTMLParser):
+    """Each form of a page by its id: its action, fields (name -> value), the choices of
+    its selects, the chosen one, and whether its submit button is disabled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: dict[str, dict[str, Any]] = {}
+        self._form: dict[str, Any] | None = None
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self._form = {"action": a.get("action"), "fields": {}, "choices": {}, "chosen": {}}
+            self.forms[a.get("id") or f"form{len(self.forms)}"] = self._form
+        elif self._form is None:
+            return
+        elif tag == "input" and a.get("name"):
+            self._form["fields"][a["name"]] = a.get("value") or ""
+        elif tag == "select" and a.get("name"):
+            self._select = a["name"]
+            self._form["choices"][self._select] = []
+        elif tag == "option" and self._select:
+            self._form["choices"][self._select].append(a.get("value"))
+            if "selected" in a:
+                self._form["chosen"][self._select] = a.get("value")
+        elif tag == "button" and a.get("type") == "submit":
+            self._form["disabled"] = "disabled" in a
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._form = None
+        elif tag == "select":
+            self._select = None
+
+
+def forms_of(shown: str) -> dict[str, dict[str, Any]]:
+    parser = _Forms()
+    parser.feed(shown)
+    return parser.forms
+
+
+def test_a_recover_window_becomes_the_second_it_starts_at() -> None:
+    now = 1_767_225_600.75
+    for window, back in [
+        ("1h", 3600),
+        ("6h", 6 * 3600),
+        ("24h", 86_400),
+        ("7d", 7 * 86_400),
+        ("90m", 5400),
+        ("1h30m", 5400),
+        (" 24h ", 86_400),
+        ("1s", 1),
+    ]:
+        assert pages.recover_since(window, now) == 1_767_225_600 - back, window
+    for window, said in [
+        ("", "'' is not a window"),
+        ("24", "'24' is not a window"),
+        ("24H", "'24H' is not a window"),
+        ("1w", "'1w' is not a window"),
+        ("-1h", "'-1h' is not a window"),
+        ("x" * 50, "'" + "x" * 20 + "...' is not a window"),
+        ("0s", "'0s' is empty"),
+        ("0h", "'0h' is empty"),
+        ("8d", "'8d' is over 7 days"),
+        ("7d1s", "'7d1s' is over 7 days"),
+    ]:
+        with pytest.raises(InvalidRequestError) as caught:
+            pages.recover_since(window, now)
+        assert caught.value.field == "window"
+        assert str(caught.value).startswith(f"`window`: {said}; how far back to recover: "), (
+            window,
+            str(caught.value),
+        )
+        assert "1h, 6h, 24h or 7d" in str(caught.value)
+
+
+def letter(sub: Any, n: int, at: float, reason: str = "exhausted") -> Located:
+    """A dead letter of ``sub``'s at ``at`` (its Kafka timestamp), at offset ``n``."""
+    delivery = Delivery(
+        delivery_id=f"msg_{sub.id}_{n}",
+        event_id=f"evt_{n}",
+        event_type="alert.fired",
+        tenant_id=sub.tenant_id,
+        subscription_id=sub.id,
+        body="{}",
+    )
+    dead = DeadLetter(delivery=delivery.to_dict(), reason=reason, attempts=3, dead_lettered_at=at)
+    return Located(0, n, int(at * 1000), sub.id.encode(), dead.to_bytes())
+
+
+@pytest.fixture
+def dead_letters(monkeypatch: pytest.MonkeyPatch) -> tuple[list[Located], list[Any]]:
+    """The dead letters topic as a list the test fills, read by the real dry run (its
+    filter decides what counts); a started replay records its filter and sends nothing."""
+    letters: list[Located] = []
+    started: list[Any] = []
+    names = TopicNames(dev_settings(Path("/nonexistent")).topic_prefix)
+
+    def scan(settings: Any, topic: str, *, since: float | None = None, **_: Any) -> Any:
+        # Every partition's letters in the time range: the filter must pick the endpoint.
+        if topic != names.dlq:
+            return iter(())
+        return iter([x for x in letters if since is None or x.timestamp_ms >= since * 1000])
+
+    real = replays_module.dlq.replay
+
+    def replay(settings: Any, flt: Any, **kw: Any) -> Any:
+        if kw.get("dry_run"):
+            return real(settings, flt, **kw)
+        started.append(flt)
+        summary = kw["summary"]
+        summary.status = "finished"
+        return summary
+
+    monkeypatch.setattr(replays_module.dlq, "scan", scan)
+    monkeypatch.setattr(replays_module.dlq, "replay", replay)
+    return letters, started
+
+
+async def test_the_endpoint_page_offers_to_recover_its_failed_deliveries(app: Any) -> None:
+    client, pipeline = app
+    sub = await acme_endpoint(client, pipeline)
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    form = forms_of(shown)["recover-form"]
+    assert form["action"] == "/console/dlq/replay"
+    assert form["fields"] == {
+        "csrf_token": csrf_of(shown),
+        "subscription_id": sub.id,
+        "step": "dry_run",
+    }  # every reason: none named; no tenant for a tenant's session
+    assert form["choices"] == {"window": ["1h", "6h", "24h", "7d"]}
+    assert form["chosen"] == {"window": "24h"}
+    assert form["disabled"] is False
+    assert "Recover failed deliveries" in shown
+    assert 'id="recover-disabled"' not in shown
+
+
+async def test_recover_counts_this_endpoints_dead_letters_in_the_window_then_replays_them(
+    app: Any, dead_letters: tuple[list[Located], list[Any]]
+) -> None:
+    client, pipeline = app
+    letters, started = dead_letters
+    theirs = await api_endpoint(client, pipeline, "beta", "https://example.com/b")
+    sub = await acme_endpoint(client, pipeline)
+    other = await api_endpoint(client, pipeline, "acme", "https://example.com/other")
+    now = time.time()
+    letters += [
+        letter(sub, 1, now - 3 * 86_400),  # before the window
+        letter(sub, 2, now - 2 * 3600, "exhausted"),
+        letter(sub, 3, now - 600, "subscription_disabled"),  # every reason
+        letter(sub, 4, now - 60, "not_retryable"),
+        letter(other, 5, now - 60),  # another endpoint of acme's
+        letter(theirs, 6, now - 60),  # another tenant's
+    ]
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    form = forms_of(shown)["recover-form"]
+    resp = await client.post(form["action"], data={**form["fields"], "window": "24h"})
+    dry = await resp.text()
+    assert resp.status == 200, dry
+    assert re.search(r'id="dry-run-count"><strong>3</strong>', dry), dry
+    assert "in the last 24 hours (since " in dry
+    assert f'href="/console/endpoints/{sub.id}">Back to the endpoint' in dry
+    assert not started
+    # The confirm replays from the second the dry run counted from, not a later window.
+    confirm = forms_of(dry)["confirm-form"]
+    since = int(confirm["fields"]["since"])
+    assert now - 86_400 - 2 <= since <= now - 86_400
+    assert "window" not in confirm["fields"]
+    assert confirm["action"] == "/console/dlq/replay"
+    assert confirm["fields"]["subscription_id"] == sub.id
+    resp = await client.post(confirm["action"], data=confirm["fields"])
+    assert resp.status == 202, await resp.text()
+    assert 'id="replay-progress"' in await resp.text()
+    await delivery_routes(client).replays.stop_all(timeout_s=5)
+    assert [(f.subscription_id, f.tenant_id, f.reason, f.since) for f in started] == [
+        (sub.id, "acme", None, since)
+    ]
+    # A shorter window counts fewer.
+    resp = await client.post(form["action"], data={**form["fields"], "window": "1h"})
+    assert re.search(r'id="dry-run-count"><strong>2</strong>', await resp.text())
+
+
+async def test_recover_refuses_another_tenants_endpoint_and_a_bad_window_says_what_to_fix(
+    app: Any, dead_letters: tuple[list[Located], list[Any]]
+) -> None:
+    client, pipeline = app
+    letters, _ = dead_letters
+    theirs = await api_endpoint(client, pipeline, "beta", "https://example.com/b")
+    letters.append(letter(theirs, 1, time.time() - 60))
+    sub = await acme_endpoint(client, pipeline)
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    await page(client, f"/console/endpoints/{theirs.id}", status=404)
+    fields = {**forms_of(shown)["recover-form"]["fields"], "window": "24h"}
+    resp = await client.post("/console/dlq/replay", data={**fields, "subscription_id": theirs.id})
+    assert resp.status == 404, await resp.text()
+    assert "dry-run-count" not in await resp.text()
+    resp = await client.post("/console/dlq/replay", data={**fields, "window": "2w"})
+    refused = await resp.text()
+    assert resp.status == 422, refused
+    assert "<h1>Cannot do that</h1>" in refused
+    assert (
+        "`window`: '2w' is not a window; how far back to recover: 1h, 6h, 24h or 7d"
+        in html.unescape(refused)
+    )
+    resp = await client.post("/console/dlq/replay", data={**fields, "subscription_id": ""})
+    assert resp.status == 422
+    assert "the endpoint whose failed deliveries to recover" in await resp.text()
+
+
+async def test_the_operator_recovers_a_tenants_endpoint_keeping_the_tenant(
+    app: Any, dead_letters: tuple[list[Located], list[Any]]
+) -> None:
+    client, pipeline = app
+    letters, _ = dead_letters
+    sub = await api_endpoint(client, pipeline, "acme", "https://example.com/a")
+    letters.append(letter(sub, 1, time.time() - 60))
+    await sign_in(client, await link(client))
+    shown = await page(client, f"/console/endpoints/{sub.id}?tenant=acme")
+    form = forms_of(shown)["recover-form"]
+    assert form["action"] == "/console/dlq/replay?tenant=acme"
+    assert form["fields"]["tenant"] == "acme"
+    resp = await client.post(form["action"], data={**form["fields"], "window": "6h"})
+    dry = await resp.text()
+    assert resp.status == 200, dry
+    assert re.search(r'id="dry-run-count"><strong>1</strong>', dry), dry
+    confirm = forms_of(dry)["confirm-form"]
+    assert confirm["action"] == "/console/dlq/replay?tenant=acme"
+    assert confirm["fields"]["tenant"] == "acme"
+    assert f'href="/console/endpoints/{sub.id}?tenant=acme">Back to the endpoint' in dry
+    assert nav_links(dry) == nav_of("acme", admin=True)
+
+
+async def test_a_disabled_endpoint_must_be_re_enabled_before_recovering(
+    app: Any, dead_letters: tuple[list[Located], list[Any]]
+) -> None:
+    client, pipeline = app
+    letters, started = dead_letters
+    sub = await acme_endpoint(client, pipeline)
+    letters.append(letter(sub, 1, time.time() - 60))
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    fields = {**forms_of(shown)["recover-form"]["fields"], "window": "24h"}
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/disable",
+        data={"csrf_token": csrf_of(shown), "reason": "maintenance"},
+    )
+    assert resp.status == 200
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    form = forms_of(shown)["recover-form"]
+    assert form["disabled"] is True
+    assert 'aria-describedby="recover-disabled"' in shown
+    assert "This endpoint is disabled: re-enable it first (below)." in shown
+    # A page left open from before is answered with the same reason; nothing counted.
+    resp = await client.post("/console/dlq/replay", data=fields)
+    refused = await resp.text()
+    assert resp.status == 409, refused
+    assert "this endpoint is disabled: re-enable it first" in refused
+    assert "dry-run-count" not in refused
+    assert not started
