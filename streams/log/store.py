@@ -39,7 +39,10 @@ Tables:
 - ``buckets``: counts per minute (kept a day) and per hour (kept for the
   retention), for everything, per tenant and per subscription, with a
   latency histogram and the newest error. Statistics over 5 minutes to 7 days
-  read at most 1,440 of these rows instead of millions of attempts.
+  read at most 1,440 of these rows instead of millions of attempts. Minute
+  buckets are written with every batch; an hour's buckets once, from its
+  minutes, when the hour closes (``meta`` keeps where the open hours start,
+  and readers add up their minutes), which halves the buckets a batch writes.
   ``totals``: attempts and deliveries stored, per tenant and in all.
 - ``positions``: the next offset to read, per partition. ``meta``: the
   schema version and the topic the store follows. ``skipped``: the last
