@@ -219,6 +219,10 @@ class LogIndexer:
         try:
             with store_lock(self.path):
                 writer = LogWriter(self.path, self.topic)
+                log.info(
+                    "log indexer: store open; its key filter took %.1f s of CPU",
+                    writer.filter_build_s,
+                )
                 try:
                     # Kafka's errors pass (a leader moving, a broker restarting): start a
                     # new consumer at the stored positions. The store's do not.

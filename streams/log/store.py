@@ -79,6 +79,7 @@ from typing import Any
 import orjson
 
 from streams.errors import InvalidRequestError, StreamsError, UnavailableError
+from streams.log.keyfilter import KeyFilter, filter_bits
 from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
 
 #: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild),
@@ -96,6 +97,10 @@ MERGE_RANGE_ROWS = 1_000_000
 #: cache, and a delta would only add a second write per key (a new store measured 12%
 #: more CPU per attempt through the indexer with every key going through the delta).
 DIRECT_ROWS = 2_000_000
+#: Keys of the large id level read into a key filter being built again, per batch
+#: (about a second of one core at today's speed; the first build, when the writer opens,
+#: reads them all). See :mod:`streams.log.keyfilter`.
+FILTER_BUILD_ROWS = 500_000
 #: An attempt's key: its partition in the high bits, its offset in the low 40 (10^12 records).
 OFFSET_BITS = 40
 #: The largest response snippet stored, in UTF-8 bytes (the engine keeps 4,096 characters).
@@ -1115,6 +1120,12 @@ class LogWriter:
             self._large_rows, self._delta_rows = self._key_counts()
         self._saved_large_rows = self._large_rows
         self._merge_next = 0  # the key range the next merge takes
+        # The filter of stored keys that rules most new deliveries out without a lookup,
+        # and one being built to replace it once it is full (see _fill_filter).
+        self._filter: KeyFilter | None = None
+        self._building: KeyFilter | None = None
+        self._build_from = 0
+        self.filter_build_s = 0.0
         self._names: dict[tuple[int, str], int] = {}
         self._new_names: list[tuple[int, str]] = []
         # Buckets of the current minutes, so a batch adds to them in memory.
@@ -1126,6 +1137,9 @@ class LogWriter:
         self._hours_from = 0
         with _faults(path):
             self._forget_buckets()
+            started = time.process_time()
+            self._fill_filter(None)
+            self.filter_build_s = time.process_time() - started
         self._prune_after: tuple[float, int] = _PRUNE_START
 
     def _max_seq(self) -> int:
@@ -1165,6 +1179,7 @@ class LogWriter:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._fill_filter(FILTER_BUILD_ROWS)
                 result.attempts, result.deliveries = self._apply(rows)
                 result.merged = self._merge_keys()
                 self._save_key_count()
@@ -1246,7 +1261,9 @@ class LogWriter:
         in a few queries for the whole batch."""
         keys = {d: delivery_key(d) for d in delivery_ids}
         by_id: dict[str, list[Any]] = {}
-        wanted = list(set(keys.values()))
+        held = self._filter
+        # A key the filter never saw is a new delivery: no lookup (most of a batch's).
+        wanted = [k for k in set(keys.values()) if held is None or held.may_hold(k)]
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
             for row in self._conn.execute(by_key_sql(len(chunk)), chunk):
@@ -1265,6 +1282,9 @@ class LogWriter:
         """Put new deliveries' ``(dkey, seq)`` in the index: the delta level, or the large
         one directly while the store is small. (In the delta, the pair is there already
         only as the tombstone of a pruned delivery whose seq and key came back.)"""
+        for f in (self._filter, self._building):
+            if f is not None:
+                f.add_all(k for k, _ in keys)
         if self._direct():
             self._large_rows += self._conn.executemany(
                 "INSERT OR IGNORE INTO dkeys (dkey, seq) VALUES (?, ?)", keys
@@ -1340,6 +1360,41 @@ class LogWriter:
         meta = self._conn.execute("SELECT value FROM meta WHERE key = 'dkeys_rows'").fetchone()
         delta = self._conn.execute("SELECT count(*) FROM dkeys_delta").fetchone()[0]
         return (int(meta[0]) if meta else 0), int(delta)
+
+    def _fill_filter(self, limit: int | None) -> None:
+        """Build the key filter (all at once with no ``limit``), or take a build under
+        way ``limit`` keys further; start one when the filter in use is full.
+
+        Complete, because every key stored is in one of the two levels when a build
+        starts, the delta level is read whole first, the large level in key order (a
+        merge moving keys into a range already read moved keys the delta gave), and
+        every key stored meanwhile is added by :meth:`_add_keys`. A rolled-back batch
+        leaves its keys in the filter: a "maybe" too many, never a "no" too many."""
+        if self._building is None:
+            if self._filter is not None and not self._filter.full:
+                return
+            self._building = KeyFilter(filter_bits(self._large_rows + self._delta_rows))
+            self._building.add_all(
+                k for (k,) in self._conn.execute("SELECT dkey FROM dkeys_delta WHERE live")
+            )
+            self._build_from = 0
+        building = self._building
+        left = sys.maxsize if limit is None else limit
+        while left > 0:
+            n = min(left, FILTER_BUILD_ROWS)
+            keys = [
+                k
+                for (k,) in self._conn.execute(
+                    "SELECT dkey FROM dkeys WHERE dkey >= ? ORDER BY dkey LIMIT ?",
+                    (self._build_from, n),
+                )
+            ]
+            building.add_all(keys)
+            left -= n
+            if len(keys) < n:
+                self._filter, self._building = building, None
+                return
+            self._build_from = keys[-1] + 1
 
     def _apply(self, rows: list[tuple[int, Row]]) -> tuple[int, int]:
         conn = self._conn

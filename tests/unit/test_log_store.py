@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from streams.errors import InvalidRequestError, UnavailableError
+from streams.log import keyfilter as keyfilter_module
 from streams.log import store as store_module
 from streams.log.store import (
     HOUR,
@@ -1194,6 +1195,86 @@ def test_deliveries_are_found_by_id_in_either_level_across_merges_and_pruning(
     assert (writer._large_rows, writer._delta_rows) == (4, 0)
     writer.close()
     reader.close()
+
+
+def lookups(writer: LogWriter) -> list[str]:
+    """The id index lookups the writer makes from now on (statements traced)."""
+    seen: list[str] = []
+    writer._conn.set_trace_callback(
+        lambda sql: seen.append(sql) if "FROM dkeys WHERE dkey IN" in sql else None
+    )
+    return seen
+
+
+def test_the_key_filter_spares_new_deliveries_a_lookup_and_never_loses_a_stored_one(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of new deliveries makes no lookup; a delivery stored before (either level,
+    before a restart) is still found, so its new attempt joins it instead of a second row."""
+    tune_merges(monkeypatch, MERGE_MIN_ROWS=4, MERGE_FACTOR=1)
+    writer = LogWriter(path, TOPIC)
+    store(writer, *(attempt(f"a{n}", 1, T0 + n, outcome="retry", status=503) for n in range(6)))
+    store(writer, attempt("b0", 1, T0 + 10, outcome="retry", status=503))  # in the delta
+    assert key_levels(writer) == (6, 1, 0)
+    topic = _TOPICS[writer]
+    writer.close()
+    writer = LogWriter(path, TOPIC)  # the filter is built from both levels on opening
+    _TOPICS[writer] = topic
+    assert writer._filter is not None
+    assert writer._filter.added == 7
+    seen = lookups(writer)
+    store(writer, *(attempt(f"c{n}", 1, T0 + 20 + n) for n in range(3)))
+    assert seen == []  # three new deliveries: ruled out by the filter alone
+    store(writer, attempt("a3", 2, T0 + 30), attempt("b0", 2, T0 + 31), attempt("c1", 2, T0 + 32))
+    assert len(seen) == 1  # one lookup for the batch's three stored deliveries
+    reader = LogReader(path)
+    assert reader.figures(None) == {"attempts": 13, "deliveries": 10, "oldest_at": T0}
+    for name in ("a3", "b0", "c1"):
+        found = reader.delivery(name)
+        assert found is not None
+        assert (found[0]["outcome"], len(found[1])) == ("delivered", 2), name
+    reader.close()
+    writer.close()
+
+
+def test_a_full_key_filter_is_built_again_a_few_keys_a_batch_and_misses_none_meanwhile(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once it holds more keys than it was sized for, a new filter is built from both levels
+    a bounded number of keys per batch, while merges move keys between the levels; the old
+    one serves until then, and every stored delivery is found throughout."""
+    tune_merges(monkeypatch, MERGE_MIN_ROWS=3, MERGE_FACTOR=1)
+    monkeypatch.setattr(store_module, "FILTER_BUILD_ROWS", 2)
+    # 64 bits a key: a false "maybe" is rare enough that a key missing shows.
+    monkeypatch.setattr(keyfilter_module, "BITS_PER_KEY", 64)
+    monkeypatch.setattr(store_module, "filter_bits", lambda keys: 64 * 2 * max(2, keys))
+    writer = LogWriter(path, TOPIC)
+    reader = LogReader(path)
+    filters = [writer._filter]
+    building_batches = 0
+    for n in range(30):
+        batch = [attempt(f"d{n}", 1, T0 + n, outcome="retry", status=503)]
+        if n >= 2:  # and a second attempt of a delivery stored two batches before
+            batch.append(attempt(f"d{n - 2}", 2, T0 + n + 0.5))
+        store(writer, *batch)
+        if writer._filter is not filters[-1]:
+            filters.append(writer._filter)
+        building_batches += writer._building is not None
+        assert reader.figures(None)["deliveries"] == n + 1  # no second row, ever
+    assert len(filters) >= 3  # built twice again
+    assert building_batches >= 4  # each over several batches
+    for n in range(30):
+        found = reader.delivery(f"d{n}")
+        assert found is not None
+        assert len(found[1]) == (2 if n < 28 else 1), n
+    # The filter in use holds every key stored.
+    keys = [k for (k,) in writer._conn.execute("SELECT dkey FROM dkeys")]
+    keys += [k for (k,) in writer._conn.execute("SELECT dkey FROM dkeys_delta WHERE live")]
+    assert len(keys) == 30
+    assert writer._filter is not None
+    assert all(writer._filter.may_hold(k) for k in keys)
+    reader.close()
+    writer.close()
 
 
 @pytest.mark.parametrize(

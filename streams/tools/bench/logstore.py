@@ -555,6 +555,11 @@ def index(rate: float, seconds: float, store: Path | None, worker_gc: bool = Tru
             indexer = LogIndexer(settings, topic, path)
             indexer.start()
             time.sleep(3)  # connected and assigned before the clock starts
+            opened = time.monotonic() + 300  # and the store open (its key filter built)
+            while indexer.waiting is not None and indexer.fault is None:
+                if time.monotonic() > opened:
+                    raise SystemExit(f"the indexer did not start: {indexer.waiting}")
+                time.sleep(0.2)
             child = subprocess.Popen(
                 [
                     sys.executable,
