@@ -150,6 +150,7 @@ class IndexerStats:
     pruned: int = 0
     lag: int | None = None  # records in the topic not indexed yet (None: not measured)
     busy_s: float = 0.0  # thread CPU time spent
+    filter_build_s: float = 0.0  # CPU time the store's key filter took when it opened
     positions: dict[int, int] = field(default_factory=dict)
 
     def add(self, result: WriteResult) -> None:
@@ -219,6 +220,7 @@ class LogIndexer:
         try:
             with store_lock(self.path):
                 writer = LogWriter(self.path, self.topic)
+                self.stats.filter_build_s = writer.filter_build_s
                 log.info(
                     "log indexer: store open; its key filter took %.1f s of CPU",
                     writer.filter_build_s,

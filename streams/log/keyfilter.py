@@ -73,8 +73,19 @@ class KeyFilter:
         self.added += 1
 
     def add_all(self, keys: Iterable[int]) -> None:
+        # add's body again, in one loop: a call per key was a third of a build's time.
+        bits, size = self._bits, self._size
+        n = 0
         for key in keys:
-            self.add(key)
+            step = (key >> 31) | 1
+            a = (key & 0x7FFFFFFF) % size
+            b = (a + step) % size
+            c = (b + step) % size
+            bits[a >> 3] |= 1 << (a & 7)
+            bits[b >> 3] |= 1 << (b & 7)
+            bits[c >> 3] |= 1 << (c & 7)
+            n += 1
+        self.added += n
 
     def may_hold(self, key: int) -> bool:
         """False: ``key`` was certainly never added. True: it may have been."""

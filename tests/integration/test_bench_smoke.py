@@ -7,6 +7,7 @@ and Markdown, and leaves no process and no topic behind.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,7 @@ def test_the_log_store_benchmark_runs_each_step(
     indexed = next(line for line in out.splitlines() if line.startswith("indexed "))
     done, sent = (int(x.replace(",", "")) for x in indexed.split()[1:4:2])
     assert done == sent > 0
+    assert re.search(r"its key filter built in \d+\.\d s of CPU", out)
 
 
 def test_console_live_smoke_measures_both_workers_in_every_window(
