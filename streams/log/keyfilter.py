@@ -56,6 +56,17 @@ class KeyFilter:
         self.added = 0
         self.capacity = bits // BITS_PER_KEY
 
+    @classmethod
+    def from_bytes(cls, bits: bytes, added: int) -> KeyFilter:
+        """A filter saved with :meth:`to_bytes` (and the count of keys it held)."""
+        made = cls(8 * len(bits))
+        made._bits[:] = bits
+        made.added = added
+        return made
+
+    def to_bytes(self) -> bytes:
+        return bytes(self._bits)
+
     @property
     def size_bytes(self) -> int:
         return len(self._bits)

@@ -65,6 +65,7 @@ import binascii
 import contextlib
 import errno
 import hashlib
+import logging
 import math
 import operator
 import sqlite3
@@ -81,6 +82,8 @@ import orjson
 from streams.errors import InvalidRequestError, StreamsError, UnavailableError
 from streams.log.keyfilter import KeyFilter, filter_bits
 from streams.records import MAX_ERROR_READ_CHARS, MAX_ID_CHARS, Attempt
+
+log = logging.getLogger(__name__)
 
 #: Bumped when the schema changes; an older store is refused with the fix (delete, rebuild),
 #: except a version-2 store, which is upgraded in place (:func:`open_schema`).
@@ -851,6 +854,11 @@ CREATE TABLE IF NOT EXISTS totals (
     attempts INTEGER NOT NULL,
     deliveries INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS saved_filter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bits BLOB NOT NULL,
+    added INTEGER NOT NULL
+);
 """
 
 #: The indexes a page of the delivery log may read through (see :func:`plan_index`).
@@ -1126,6 +1134,7 @@ class LogWriter:
         self._building: KeyFilter | None = None
         self._build_from = 0
         self.filter_build_s = 0.0
+        self.filter_loaded = False  # taken as the last writer saved it
         self._names: dict[tuple[int, str], int] = {}
         self._new_names: list[tuple[int, str]] = []
         # Buckets of the current minutes, so a batch adds to them in memory.
@@ -1138,7 +1147,9 @@ class LogWriter:
         with _faults(path):
             self._forget_buckets()
             started = time.process_time()
-            self._fill_filter(None)
+            self.filter_loaded = self._load_filter()
+            if not self.filter_loaded:
+                self._fill_filter(None)  # a full one saved is built again batch by batch
             self.filter_build_s = time.process_time() - started
         self._prune_after: tuple[float, int] = _PRUNE_START
 
@@ -1146,7 +1157,43 @@ class LogWriter:
         return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM deliveries").fetchone()[0])
 
     def close(self) -> None:
+        """Save the key filter for the next writer to open with (see :meth:`_load_filter`),
+        if the store still takes writes, and close."""
+        if self._filter is not None:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO saved_filter (id, bits, added) VALUES (1, ?, ?)",
+                    (self._filter.to_bytes(), self._filter.added),
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # a full disk, say: the next writer builds it
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                log.warning("delivery-log store %s: key filter not saved (%s)", self.path, exc)
         self._conn.close()
+
+    def _load_filter(self) -> bool:
+        """Take the key filter the last writer saved when it closed, if there is one.
+
+        It is taken out of the store as it is read, in one transaction: a saved filter
+        is only ever read by the writer that opens right after the one that saved it,
+        so it holds every key stored. A writer that stops without closing (killed)
+        leaves none, and the next one builds its filter from the id index."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT bits, added FROM saved_filter WHERE id = 1").fetchone()
+            conn.execute("DELETE FROM saved_filter WHERE id = 1")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        if row is None or not row[0]:
+            return False
+        self._filter = KeyFilter.from_bytes(row[0], int(row[1]))
+        return True
 
     def positions(self) -> dict[int, int]:
         """The next offset to read of each partition indexed so far."""

@@ -1237,6 +1237,50 @@ def test_the_key_filter_spares_new_deliveries_a_lookup_and_never_loses_a_stored_
     writer.close()
 
 
+def test_a_closed_writer_saves_its_key_filter_for_the_next_one_alone(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing saves the filter; the next writer takes it (no build) and takes it out of
+    the store, so a writer killed after that leaves none, and the one after builds its
+    own from the id index, with the keys stored since."""
+    writer = LogWriter(path, TOPIC)
+    assert not writer.filter_loaded  # a new store: nothing saved
+    store(writer, *(attempt(f"a{n}", 1, T0 + n, outcome="retry", status=503) for n in range(5)))
+    topic = _TOPICS[writer]
+    writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT added FROM saved_filter").fetchall() == [(5,)]
+    conn.close()
+
+    writer = LogWriter(path, TOPIC)
+    _TOPICS[writer] = topic
+    assert writer.filter_loaded
+    assert writer._conn.execute("SELECT count(*) FROM saved_filter").fetchone() == (0,)
+    store(
+        writer, *(attempt(f"b{n}", 1, T0 + 10 + n, outcome="retry", status=503) for n in range(3))
+    )
+    writer._conn.close()  # killed: not closed, nothing saved
+
+    writer = LogWriter(path, TOPIC)
+    _TOPICS[writer] = topic
+    assert not writer.filter_loaded  # built again, from both levels
+    assert writer._filter is not None
+    assert writer._filter.added == 8
+    store(writer, attempt("b1", 2, T0 + 20), attempt("a4", 2, T0 + 21))
+    reader = LogReader(path)
+    assert reader.figures(None) == {"attempts": 10, "deliveries": 8, "oldest_at": T0}
+    # A store that takes no more writes: closing says so and closes all the same.
+    writer._conn.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON saved_filter BEGIN SELECT RAISE(FAIL, 'full'); END"
+    )
+    writer.close()
+    assert "key filter not saved (full)" in caplog.text
+    writer = LogWriter(path, TOPIC)
+    assert not writer.filter_loaded
+    writer.close()
+    reader.close()
+
+
 def test_a_full_key_filter_is_built_again_a_few_keys_a_batch_and_misses_none_meanwhile(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
