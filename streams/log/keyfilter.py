@@ -8,11 +8,11 @@ of a large index: 14% of the writer's time at 10 million stored. The filter answ
 are looked up.
 
 A Bloom filter never says no for a key it was given; it says "maybe" for a share
-of the others (about 1% at :data:`BITS_PER_KEY` bits a key with :data:`PROBES`
-probes), and those are looked up as before. Keys are never taken out: a pruned
-delivery's key stays a "maybe" until the filter is built again, which
-:class:`FilterBuild` does, a bounded number of keys per batch, once the keys added
-outnumber what it was sized for.
+of the others (0.1% to 6% between two builds: :data:`BITS_PER_KEY`,
+:data:`FULL_BITS_PER_KEY`), and those are looked up as before. Keys are never taken
+out: a pruned delivery's key stays a "maybe" until the filter is built again, which
+the writer does a bounded number of keys per batch once it is full
+(:meth:`~streams.log.store.LogWriter._fill_filter`).
 
 Delivery keys are uniform 62-bit hashes (:func:`~streams.log.store.delivery_key`),
 so the probes are taken from the key itself (double hashing of its two halves)
@@ -27,12 +27,15 @@ from collections.abc import Iterable
 #: stored are still looked up when it holds that many (15 MB for 10 million keys).
 BITS_PER_KEY = 12
 PROBES = 3  # written out in add and may_hold
+#: Bits per key at which it is full and built again: about 6% looked up by then. A
+#: filter starts with twice BITS_PER_KEY (see HEADROOM), so it is built again after
+#: three times the keys it started with: a build's cost spread over that many.
+FULL_BITS_PER_KEY = 6
 #: The smallest filter, in bits (128 KiB), and the largest (256 MiB: 179 million
 #: keys at the sized rate; past that the share looked up grows, nothing is wrong).
 MIN_BITS = 1 << 20
 MAX_BITS = 1 << 31
-#: A filter is sized for this many times the keys it starts with, so it is built
-#: again after about as many new keys as it started with.
+#: A filter is sized for this many times the keys it starts with.
 HEADROOM = 2
 
 
@@ -54,7 +57,7 @@ class KeyFilter:
         self._bits = bytearray(bits // 8)
         #: Keys added, and how many it was sized for (then it should be built again).
         self.added = 0
-        self.capacity = bits // BITS_PER_KEY
+        self.capacity = bits // FULL_BITS_PER_KEY
 
     @classmethod
     def from_bytes(cls, bits: bytes, added: int) -> KeyFilter:

@@ -49,15 +49,32 @@ def test_a_filters_size_is_a_positive_multiple_of_8(bits: int) -> None:
         KeyFilter(bits)
 
 
-def test_every_key_added_is_held_and_few_others_are_at_the_sized_fill() -> None:
+def test_every_key_added_is_held_and_few_others_until_it_is_full() -> None:
     rng = random.Random(62)
-    f = KeyFilter(filter_bits(20_000) // 2)  # exactly the sized bits per key
-    added = [rng.getrandbits(62) for _ in range(f.capacity)]
-    f.add_all(added)
-    assert all(f.may_hold(k) for k in added)  # never a false "no"
+    f = KeyFilter(20_000 * 2 * BITS_PER_KEY)  # as filter_bits sizes it for 20,000 keys
     others = [rng.getrandbits(62) for _ in range(50_000)]
-    share = sum(f.may_hold(k) for k in others) / len(others)
-    assert 0.003 < share < 0.025  # about 1.1% at 12 bits a key and three probes
+
+    def false_maybes() -> float:
+        return sum(f.may_hold(k) for k in others) / len(others)
+
+    added = [rng.getrandbits(62) for _ in range(20_000)]
+    f.add_all(added)
+    assert false_maybes() < 0.003  # 24 bits a key: about 0.14%
+    more = [rng.getrandbits(62) for _ in range(f.capacity - f.added)]
+    for k in more:
+        f.add(k)
+    assert f.added == f.capacity == 80_000  # four times the keys it was built with
+    assert all(f.may_hold(k) for k in added + more)  # never a false "no"
+    assert 0.04 < false_maybes() < 0.09  # 6 bits a key: about 6%
     assert not f.full
     f.add(rng.getrandbits(62))
-    assert f.full  # past what it was sized for: due to be built again
+    assert f.full  # due to be built again
+
+
+def test_a_saved_filter_comes_back_the_same() -> None:
+    f = KeyFilter(128)
+    f.add_all([3, 1 << 40, (9 << 31) | 77])
+    back = KeyFilter.from_bytes(f.to_bytes(), f.added)
+    assert back.to_bytes() == f.to_bytes()
+    assert (back.added, back.capacity) == (3, f.capacity)
+    assert [back.may_hold(k) for k in (3, 1 << 40, (9 << 31) | 77)] == [True] * 3

@@ -1290,7 +1290,7 @@ def test_a_full_key_filter_is_built_again_a_few_keys_a_batch_and_misses_none_mea
     tune_merges(monkeypatch, MERGE_MIN_ROWS=3, MERGE_FACTOR=1)
     monkeypatch.setattr(store_module, "FILTER_BUILD_ROWS", 2)
     # 64 bits a key: a false "maybe" is rare enough that a key missing shows.
-    monkeypatch.setattr(keyfilter_module, "BITS_PER_KEY", 64)
+    monkeypatch.setattr(keyfilter_module, "FULL_BITS_PER_KEY", 64)  # full at twice the keys
     monkeypatch.setattr(store_module, "filter_bits", lambda keys: 64 * 2 * max(2, keys))
     writer = LogWriter(path, TOPIC)
     reader = LogReader(path)
