@@ -1981,13 +1981,18 @@ class LogReader:
         else:
             split = self._hours_from()
             rows = self._all(sql + " AND start < ?", (kind, key, span, first, split))
-            for start, attempts, delivered in self._all(
-                sql + " ORDER BY start", (kind, key, MINUTE, max(first, split))
-            ):  # the open hours, added up from their minutes
-                hour = bucket_start(start, HOUR)
-                if rows and rows[-1][0] == hour:
-                    rows[-1] = (hour, rows[-1][1] + attempts, rows[-1][2] + delivered)
-                else:
+            # The open hours, each added up from its minutes in SQLite (one hour at a
+            # time: grouping by hour in one query would sort). Usually one or two: the
+            # pruner closes every hour past within PRUNE_EVERY_S.
+            last = bucket_start(now, HOUR)
+            for hour in range(max(first, split), last + 1, HOUR):
+                attempts, delivered = self._all(
+                    "SELECT coalesce(sum(attempts), 0), coalesce(sum(delivered), 0) "
+                    "FROM buckets INDEXED BY b_scope WHERE kind = ? AND key = ? AND span = ? "
+                    "AND start >= ? AND start < ?",
+                    (kind, key, MINUTE, hour, hour + HOUR),
+                )[0]
+                if attempts:
                     rows.append((hour, attempts, delivered))
         by_start = {start: (attempts, delivered) for start, attempts, delivered in rows}
         chart = []
