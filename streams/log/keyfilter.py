@@ -74,20 +74,12 @@ class KeyFilter:
     def size_bytes(self) -> int:
         return len(self._bits)
 
-    # The three probes are written out: a loop over them cost half of each call.
     def add(self, key: int) -> None:
-        bits, size = self._bits, self._size
-        step = (key >> 31) | 1
-        a = (key & 0x7FFFFFFF) % size
-        b = (a + step) % size
-        c = (b + step) % size
-        bits[a >> 3] |= 1 << (a & 7)
-        bits[b >> 3] |= 1 << (b & 7)
-        bits[c >> 3] |= 1 << (c & 7)
-        self.added += 1
+        self.add_all((key,))
 
     def add_all(self, keys: Iterable[int]) -> None:
-        # add's body again, in one loop: a call per key was a third of a build's time.
+        # The three probes written out, in one loop over the keys: a loop over the probes
+        # cost half of each key's time, and a call per key a third of a build's.
         bits, size = self._bits, self._size
         n = 0
         for key in keys:
