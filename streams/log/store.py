@@ -44,6 +44,9 @@ Tables:
   minutes, when the hour closes (``meta`` keeps where the open hours start,
   and readers add up their minutes), which halves the buckets a batch writes.
   ``totals``: attempts and deliveries stored, per tenant and in all.
+- ``saved_filter``: the writer's filter of stored delivery keys
+  (:mod:`streams.log.keyfilter`), saved when it closes and taken out by the next
+  writer as it opens, so a clean restart does not build it again.
 - ``positions``: the next offset to read, per partition. ``meta``: the
   schema version and the topic the store follows. ``skipped``: the last
   undecodable records (position and reason); they stay in the topic.
