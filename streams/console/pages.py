@@ -1299,6 +1299,9 @@ class ConsolePages:
                     "`rate`: replays per second, a number", field="rate"
                 ) from None
         confirm = values.get("step") == "confirm"
+        if confirm and values.get("subscription_id"):
+            # A confirm from a dry run shown before the endpoint was disabled.
+            self._refuse_disabled(self.subs.find(who, values["subscription_id"]))
         body["dry_run"] = not confirm
         result = await self.deliveries.dlq_replay_for(who, body)
         return self.render(
@@ -1324,15 +1327,20 @@ class ConsolePages:
                 "`since`: send either `window` or `since`, not both", field="since"
             )
         sub = self.subs.find(who, values["subscription_id"])
+        self._refuse_disabled(sub)
+        since = recover_since(window, time.time())
+        values["since"] = str(since)
+        label = dict(RECOVER_WINDOWS).get(window, f"Last {window}")
+        return {"sub": sub, "since": since, "label": label}
+
+    @staticmethod
+    def _refuse_disabled(sub: Subscription) -> None:
+        """A replay to one endpoint starts only while it is enabled (409 otherwise)."""
         if not sub.enabled:
             raise ConflictError(
                 "this endpoint is disabled: re-enable it first, then recover its failed "
                 "deliveries (sent to it while disabled, they would be parked again)"
             )
-        since = recover_since(window, time.time())
-        values["since"] = str(since)
-        label = dict(RECOVER_WINDOWS).get(window, f"Last {window}")
-        return {"sub": sub, "since": since, "label": label}
 
     async def replay_cancel(self, request: web.Request) -> web.StreamResponse:
         """Cancel a replay this worker runs (whoever may see it may cancel it, as in

@@ -1880,3 +1880,31 @@ async def test_a_disabled_endpoint_must_be_re_enabled_before_recovering(
     assert "this endpoint is disabled: re-enable it first" in refused
     assert "dry-run-count" not in refused
     assert not started
+
+
+async def test_a_confirm_for_an_endpoint_disabled_since_its_dry_run_is_refused(
+    app: Any, dead_letters: tuple[list[Located], list[Any]]
+) -> None:
+    """The dry run was counted while the endpoint was enabled; it was disabled before the
+    confirm: nothing is replayed (it would be parked again), and the page says why."""
+    client, pipeline = app
+    letters, started = dead_letters
+    sub = await acme_endpoint(client, pipeline)
+    letters.append(letter(sub, 1, time.time() - 60))
+    shown = await page(client, f"/console/endpoints/{sub.id}")
+    form = forms_of(shown)["recover-form"]
+    resp = await client.post(form["action"], data={**form["fields"], "window": "24h"})
+    dry_run = await resp.text()
+    assert resp.status == 200, dry_run
+    confirm = forms_of(dry_run)["confirm-form"]
+    resp = await client.post(
+        f"/console/endpoints/{sub.id}/disable",
+        data={"csrf_token": csrf_of(shown), "reason": "maintenance"},
+    )
+    assert resp.status == 200
+    resp = await client.post(confirm["action"], data=confirm["fields"])
+    refused = await resp.text()
+    assert resp.status == 409, refused
+    assert "this endpoint is disabled: re-enable it first" in refused
+    assert 'id="replay-progress"' not in refused
+    assert not started
