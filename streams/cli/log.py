@@ -102,6 +102,24 @@ def log_status(as_json: bool) -> None:
         f"schema      {view['schema_version']}; id index: {ids['merged']} keys merged, "
         f"{ids['waiting']} waiting (merged a range per batch from {ids['merge_at']})"
     )
+    hours = view["hours_open_from"]
+    click.echo(
+        "statistics  "
+        + (
+            f"hours before {_iso(hours)} written; later ones read from their minutes"
+            if hours
+            else "no attempt counted yet"
+        )
+    )
+    saved = view["key_filter_saved"]
+    click.echo(
+        "key filter  "
+        + (
+            f"saved by the last log node to stop cleanly ({saved:,} keys): the next start loads it"
+            if saved is not None
+            else "none saved: a log node builds it from the id index when it starts"
+        )
+    )
     positions = view["positions"]
     click.echo(
         "positions   "

@@ -1574,7 +1574,7 @@ class LogWriter:
             return
         cache = self._buckets
         if not self._hours_from:  # a new store: no hour before this batch's has minutes
-            self._hours_from = bucket_start(min(s[3] for s in scoped), HOUR)
+            self._set_hours_from(bucket_start(min(s[3] for s in scoped), HOUR))
         hours_from = newest_hour = self._hours_from
         late: dict[tuple[str, str, int, int], Bucket] = {}
         for (kind, key, owner, minute), delta in scoped.items():
@@ -1633,10 +1633,15 @@ class LogWriter:
                 hours[hk] = b = Bucket(r[4])
             b.merge(bucket_of(r))
         self._upsert_buckets([bucket_params(k, b) for k, b in hours.items()])
+        self._set_hours_from(until)
+
+    def _set_hours_from(self, hour: int) -> None:
+        """Move the mark where open hours start, in the batch's transaction (a rollback
+        reads it back from disk: :meth:`_forget_buckets`)."""
         self._conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (HOURS_FROM, str(until))
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (HOURS_FROM, str(hour))
         )
-        self._hours_from = until
+        self._hours_from = hour
 
     def _load_bucket(self, k: tuple[str, str, int, int], tenant_id: str) -> Bucket:
         if k[2] == MINUTE and k[3] >= self._cached_from:
@@ -2007,13 +2012,19 @@ class LogReader:
     def layout(self) -> dict[str, Any]:
         """The store's schema version and the state of its delivery id index: keys in the
         large level, keys (and tombstones) waiting in the delta, and the delta's size at
-        which merging starts. For ``streams log status``; counts the delta (bounded)."""
+        which merging starts; where the open hours start, and the keys of a saved key
+        filter. For ``streams log status``; counts the delta (bounded)."""
         meta = dict(self._all("SELECT key, value FROM meta"))
         large = int(meta.get("dkeys_rows", 0))
         waiting = self._all("SELECT count(*) FROM dkeys_delta")[0][0]
+        saved = self._all("SELECT added FROM saved_filter WHERE id = 1")
         return {
             "schema_version": int(meta.get("schema_version", 0)),
             "id_index": {"merged": large, "waiting": waiting, "merge_at": merge_after(large)},
+            # The first hour whose hour buckets are not written yet (None: no bucket yet).
+            "hours_open_from": int(meta[HOURS_FROM]) if meta.get(HOURS_FROM) else None,
+            # Keys in the key filter the last writer saved as it closed (None: none saved).
+            "key_filter_saved": int(saved[0][0]) if saved else None,
         }
 
     def figures(self, tenant_id: str | None) -> dict[str, Any]:

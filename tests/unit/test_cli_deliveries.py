@@ -216,6 +216,16 @@ def test_log_status_prints_what_the_store_holds(tmp_path: Path) -> None:
         SCHEMA_VERSION,
         {"merged": 1, "waiting": 0, "merge_at": 50_000},
     )
+    # The attempt's hour is open; the writer closed cleanly, so its key filter is saved.
+    assert (view["hours_open_from"], view["key_filter_saved"]) == (1_800_000_000, 1)
+    assert (
+        "statistics  hours before 2027-01-15T08:00:00Z written; later ones read from their minutes"
+    ) in result.output
+    assert "key filter  saved by the last log node to stop cleanly (1 keys)" in result.output
+    # A log node that starts takes it: none saved while it runs (or after it is killed).
+    LogWriter(tmp_path / "log" / "attempts.sqlite3", "attempts")._conn.close()
+    again = CliRunner().invoke(cli, ["log", "status"], env=store_env(tmp_path))
+    assert "key filter  none saved: a log node builds it" in again.output
 
 
 def test_log_status_without_a_store_says_how_one_is_made(tmp_path: Path) -> None:

@@ -1004,6 +1004,26 @@ def test_hour_buckets_are_written_when_their_hour_closes_and_read_the_same_befor
     writer.close()
 
 
+def test_a_new_stores_first_open_hour_is_kept_across_a_restart(path: Path) -> None:
+    """The mark where open hours start is stored with the first batch: a writer restarted
+    before any hour closed, whose next attempt is an hour later, still closes the first
+    hour from its minutes instead of taking it for closed."""
+    writer = LogWriter(path, TOPIC)
+    store(writer, attempt("a", 1, T0 + 10), attempt("b", 1, T0 + 20))
+    topic = _TOPICS[writer]
+    writer.close()
+    writer = LogWriter(path, TOPIC)
+    _TOPICS[writer] = topic
+    assert writer._hours_from == T0
+    store(writer, attempt("c", 1, T0 + HOUR + 10))
+    reader = LogReader(path)
+    now = T0 + HOUR + 60
+    assert reader.windows("all", "", now)["7d"]["attempts"] == 3
+    assert [c["attempts"] for c in reader.series("all", "", now, HOUR, 2)] == [2, 1]
+    reader.close()
+    writer.close()
+
+
 def test_failing_ranks_subscriptions_by_failures_in_the_last_hour(
     writer: LogWriter, reader: LogReader
 ) -> None:
