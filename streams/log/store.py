@@ -104,7 +104,7 @@ MERGE_RANGE_ROWS = 1_000_000
 #: more CPU per attempt through the indexer with every key going through the delta).
 DIRECT_ROWS = 2_000_000
 #: Keys of the large id level read into a key filter being built again, per batch
-#: (about a second of one core at today's speed; the first build, when the writer opens,
+#: (about a second of one core on a slow day; the first build, when the writer opens,
 #: reads them all). See :mod:`streams.log.keyfilter`.
 FILTER_BUILD_ROWS = 500_000
 #: An attempt's key: its partition in the high bits, its offset in the low 40 (10^12 records).
@@ -1049,9 +1049,8 @@ def _upgrade_from_3(conn: sqlite3.Connection) -> None:
     it holds counts as closed: the first open hour is the one after its newest."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        newest = conn.execute("SELECT max(start) FROM buckets WHERE span = ?", (HOUR,)).fetchone()[
-            0
-        ]
+        row = conn.execute("SELECT max(start) FROM buckets WHERE span = ?", (HOUR,)).fetchone()
+        newest = row[0]
         conn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [
@@ -1556,8 +1555,9 @@ class LogWriter:
         Hour buckets are not written batch by batch: an hour's bucket is written once,
         from its minutes, when the hour closes (:meth:`_roll_hours`, when an attempt of a
         later hour arrives or the pruner finds the hour past). Until then readers take
-        that hour from its minutes (:meth:`LogReader._hour_rows`). Only an attempt of an
-        hour already closed (a late one) adds to that hour's bucket directly.
+        that hour from its minutes (:meth:`LogReader._buckets`, :meth:`LogReader.series`).
+        Only an attempt of an hour already closed (a late one) adds to that hour's bucket
+        directly.
         """
         # Fold the subscriptions' minutes into their tenants' and everyone's first, so a
         # bucket of a tenant or of everything takes one merge per batch, not one per
