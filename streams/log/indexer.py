@@ -222,7 +222,8 @@ class LogIndexer:
                 writer = LogWriter(self.path, self.topic)
                 self.stats.filter_build_s = writer.filter_build_s
                 log.info(
-                    "log indexer: store open; its key filter took %.1f s of CPU",
+                    "log indexer: store open; its key filter %s in %.1f s of CPU",
+                    "loaded as the last log node saved it" if writer.filter_loaded else "built",
                     writer.filter_build_s,
                 )
                 try:
