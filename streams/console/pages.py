@@ -1299,15 +1299,25 @@ class ConsolePages:
                     "`rate`: replays per second, a number", field="rate"
                 ) from None
         confirm = values.get("step") == "confirm"
-        if confirm and values.get("subscription_id"):
-            # A confirm from a dry run shown before the endpoint was disabled.
-            self._refuse_disabled(self.subs.find(who, values["subscription_id"]))
+        disabled = None
+        target = self._endpoint_of(who, values.get("subscription_id"))
+        if target is not None:
+            if confirm:  # a confirm from a dry run shown before the endpoint was disabled
+                self._refuse_disabled(target)
+            elif not target.enabled:  # the dry run says so, and offers no confirm
+                disabled = target
         body["dry_run"] = not confirm
         result = await self.deliveries.dlq_replay_for(who, body)
         return self.render(
             request,
             "replay.html",
-            {"result": result, "values": values, "confirm": confirm, "recover": recover},
+            {
+                "result": result,
+                "values": values,
+                "confirm": confirm,
+                "recover": recover,
+                "disabled": disabled,
+            },
             status=202 if confirm else 200,
         )
 
@@ -1332,6 +1342,16 @@ class ConsolePages:
         values["since"] = str(since)
         label = dict(RECOVER_WINDOWS).get(window, f"Last {window}")
         return {"sub": sub, "since": since, "label": label}
+
+    def _endpoint_of(self, who: Principal, sub_id: str | None) -> Subscription | None:
+        """The endpoint a replay is filtered to, if it still exists for ``who`` (the
+        letters of a deleted one are the replay's own business, as before)."""
+        if not sub_id:
+            return None
+        try:
+            return self.subs.find(who, sub_id)
+        except NotFoundError:
+            return None
 
     @staticmethod
     def _refuse_disabled(sub: Subscription) -> None:

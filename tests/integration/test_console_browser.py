@@ -515,6 +515,17 @@ def test_tenant_flow_from_link_to_replay(
     # attempt not delivered in its last 24 hours and stays enabled: Failing.
     gone = acme.call("POST", f"/v1/subscriptions/{bad_id}/disable", {"reason": "filters"})
     assert gone.status_code == 200, gone.text
+    # A dry run of the disabled endpoint's dead letters says it is disabled, links to
+    # re-enabling it, and offers no confirm (the replay would be parked again).
+    browser.get(f"{worker.base_url}/console/dlq?subscription_id={bad_id}")
+    browser.find_element(By.ID, "dry-run").click()
+    until(browser, lambda b: b.find_elements(By.ID, "disabled-warning"), what="the warning")
+    assert "is disabled" in text_of(browser, "#disabled-warning")
+    assert not browser.find_elements(By.ID, "confirm-form")
+    shot(browser, "replay-disabled")
+    browser.find_element(By.LINK_TEXT, "Re-enable it first").click()
+    until(browser, lambda b: text_of(b, "#state") == "disabled", what="the endpoint page")
+    browser.get(worker.base_url + "/console/endpoints")
     receiver.configure("acme-flaky", status=503)
     flaky = acme.create(
         url=receiver.url("acme-flaky"), description="Flaky partner", event_types=["*"]

@@ -1908,3 +1908,14 @@ async def test_a_confirm_for_an_endpoint_disabled_since_its_dry_run_is_refused(
     assert "this endpoint is disabled: re-enable it first" in refused
     assert 'id="replay-progress"' not in refused
     assert not started
+    # Counted again now (the dead letters' page, filtered to it): the dry run says the
+    # endpoint is disabled, links to re-enabling it, and offers no confirm.
+    resp = await client.post(
+        "/console/dlq/replay",
+        data={"csrf_token": csrf_of(shown), "subscription_id": sub.id, "step": "dry_run"},
+    )
+    warned = await resp.text()
+    assert resp.status == 200, warned
+    assert 'id="disabled-warning"' in warned
+    assert f'href="/console/endpoints/{sub.id}#state-title">Re-enable it first</a>' in warned
+    assert "confirm-form" not in forms_of(warned)
