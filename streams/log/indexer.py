@@ -151,6 +151,7 @@ class IndexerStats:
     lag: int | None = None  # records in the topic not indexed yet (None: not measured)
     busy_s: float = 0.0  # thread CPU time spent
     filter_build_s: float = 0.0  # CPU time the store's key filter took when it opened
+    filter_loaded: bool = False  # as the last log node to stop cleanly saved it
     positions: dict[int, int] = field(default_factory=dict)
 
     def add(self, result: WriteResult) -> None:
@@ -221,6 +222,7 @@ class LogIndexer:
             with store_lock(self.path):
                 writer = LogWriter(self.path, self.topic)
                 self.stats.filter_build_s = writer.filter_build_s
+                self.stats.filter_loaded = writer.filter_loaded
                 log.info(
                     "log indexer: store open; its key filter %s in %.1f s of CPU",
                     "loaded as the last log node saved it" if writer.filter_loaded else "built",
