@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp_jinja2
 import orjson
@@ -92,6 +92,8 @@ CHART_TABS = {"24h": ("24 hours", "24 hours", None), "7d": ("7 days", "7 days", 
 CHART_LABEL_HOURS = 6
 #: Rows of the endpoint page's recent deliveries.
 RECENT_ROWS = 10
+#: The most characters of an endpoint's URL shown in a column (the whole one in its title).
+URL_SHOWN = 48
 #: The console's status word for "not delivered": retrying or given up. The store has
 #: a word for each (``retrying``, ``failed``); a page of both is the two pages merged.
 UNDELIVERED = "undelivered"
@@ -189,6 +191,50 @@ OUTCOME_LABELS = {"delivered": "delivered", "retry": "retrying", "give_up": "fai
 def outcome_label(outcome: str) -> str:
     """``give_up`` -> ``failed``, ``retry`` -> ``retrying``; anything else as it is."""
     return OUTCOME_LABELS.get(outcome, outcome)
+
+
+def full_url(url: str) -> str:
+    """An endpoint's URL as the console shows it: as stored (a chat service's token is
+    stored masked, see :func:`~streams.subscriptions.services.masked_url`), without a
+    ``user:password@``. Registration refuses those (:func:`~streams.destinations.check_url`);
+    dropped here too, so no record from elsewhere prints one."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.rpartition("@")[2] if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def short_url(url: str, limit: int = URL_SHOWN) -> str:
+    """:func:`full_url`, or when longer than ``limit`` its scheme and host, ``/…`` and
+    the end of its path (from a ``/`` where one is near), e.g.
+    ``https://hooks.example.com/…/orders/created``: the host and the last segments are
+    what tells endpoints apart."""
+    full = full_url(url)
+    if len(full) <= limit:
+        return full
+    try:
+        parts = urlsplit(full)
+    except ValueError:
+        parts = None
+    if parts is None or not (parts.scheme and parts.netloc):  # not a URL: its start
+        return full[: limit - 1] + "…"
+    scheme = f"{parts.scheme}://"
+    host = parts.netloc
+    if len(scheme) + len(host) > limit - 12:  # a very long host: its end (the domain)
+        host = "…" + host[len(scheme) + len(host) - (limit - 13) :]
+    head = scheme + host
+    tail = full[len(scheme) + len(parts.netloc) :]
+    if len(head) + len(tail) <= limit:
+        return head + tail
+    room = limit - len(head) - 2
+    end = tail[-room:]
+    cut = end.find("/", 1)
+    if not end.startswith("/") and 0 < cut < len(end) - 1:
+        end = end[cut:]
+    return head + "/…" + end
 
 
 def outcome_note(outcome: str, status: int | None, last_at: float | None) -> str:
@@ -427,6 +473,8 @@ class ConsolePages:
             "viewing_tenant": tenant_param if isinstance(current, Session) else None,
             "iso": iso,
             "outcome_label": outcome_label,
+            "full_url": full_url,
+            "short_url": short_url,
             "path": request.path,
         }
         return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
@@ -1107,6 +1155,7 @@ class ConsolePages:
                 until=q.get("before") or q.get("until"),
                 cursor=next_cursor,
             )
+        endpoints = self.subs.visible(self.who(request), tenant)
         return self.render(
             request,
             "deliveries.html",
@@ -1115,7 +1164,9 @@ class ConsolePages:
                 "q": q,
                 "error": error,
                 "older": older,
-                "endpoints": self.subs.visible(self.who(request), tenant),
+                "endpoints": endpoints,
+                # Each row's endpoint, looked up once per page; a deleted one is absent.
+                "endpoint_of": {s.id: s for s in endpoints},
                 "event_types": self.p.registry.event_types,
                 "tenant": tenant,
                 "find_error": find_error,
@@ -1124,9 +1175,8 @@ class ConsolePages:
         )
 
     async def delivery(self, request: web.Request) -> web.StreamResponse:
-        view, history = await self.deliveries.history_for(
-            self.who(request), request.match_info["id"]
-        )
+        who = self.who(request)
+        view, history = await self.deliveries.history_for(who, request.match_info["id"])
         attempts = [attempt_view(a) for a in history]
         sent, sent_note = await self._request_sent(history)
         return self.render(
@@ -1134,6 +1184,7 @@ class ConsolePages:
             "delivery.html",
             {
                 "d": view,
+                "endpoint": self._endpoint_of(who, view["subscription_id"]),
                 "outcome_note": outcome_note(
                     view["outcome"], view.get("status"), view.get("last_attempt_at")
                 ),
@@ -1141,7 +1192,7 @@ class ConsolePages:
                 "sent": sent,
                 "sent_note": sent_note,
                 "notice": request.query.get("notice"),
-                "tenant": view["tenant_id"] if self.who(request).admin else None,
+                "tenant": view["tenant_id"] if who.admin else None,
             },
         )
 
@@ -1263,6 +1314,7 @@ class ConsolePages:
             rows = await self.deliveries.dlq_list_for(who, {**query, "limit": str(PAGE_ROWS)})
         except InvalidRequestError as exc:
             error = {"field": exc.field, "message": str(exc)}
+        endpoints = self.subs.visible(who, query.get("tenant_id"))
         return self.render(
             request,
             "dlq.html",
@@ -1274,7 +1326,8 @@ class ConsolePages:
                 "replays": self.deliveries.replays_visible(who),
                 "resumable": RESUMABLE,
                 "notice": request.query.get("notice"),
-                "endpoints": self.subs.visible(who, query.get("tenant_id")),
+                "endpoints": endpoints,
+                "endpoint_of": {s.id: s for s in endpoints},
                 "event_types": self.p.registry.event_types,
                 "tenant": query.get("tenant_id"),
             },
@@ -1344,8 +1397,9 @@ class ConsolePages:
         return {"sub": sub, "since": since, "label": label}
 
     def _endpoint_of(self, who: Principal, sub_id: str | None) -> Subscription | None:
-        """The endpoint a replay is filtered to, if it still exists for ``who`` (the
-        letters of a deleted one are the replay's own business, as before)."""
+        """The endpoint ``sub_id``, if it still exists for ``who``; else None. (A replay
+        filtered to a deleted one goes on as before: its letters are the replay's own
+        business; a delivery page shows a deleted one as such.)"""
         if not sub_id:
             return None
         try:

@@ -258,6 +258,17 @@ def test_tenant_flow_from_link_to_replay(
         what="four deliveries in the log",
     )
     shot(browser, "delivery-log")
+    # The Endpoint column names the endpoint by its URL, linked to the endpoint's page.
+    cells = browser.find_elements(By.CSS_SELECTOR, "#deliveries tbody td.endpoint")
+    assert [c.text for c in cells] == [receiver.url("acme-ok")] * len(cells)
+    cells[-1].find_element(By.CSS_SELECTOR, "a.endpoint-link").click()
+    until(
+        browser,
+        lambda b: urlsplit(b.current_url).path == urlsplit(endpoint_url).path,
+        what="the endpoint's page from the log",
+    )
+    assert text_of(browser, "h1.url") == receiver.url("acme-ok")
+    browser.get(worker.base_url + "/console/deliveries")
 
     # 4a. Find a delivery by its event's id (what a receiver logs); an unknown id is
     # answered on the log page, the id kept in the box.

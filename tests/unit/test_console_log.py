@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from streams.api.stats import StatsRoutes
+from streams.api.subscriptions import SubscriptionRoutes
 from streams.console import live as live_module
 from streams.console.listing import FAILING_MEANS, STATES
 from streams.health import FailureState
@@ -92,6 +93,118 @@ async def test_a_delivery_page_shows_every_attempt_from_the_store(api: Any) -> N
         client, await link(client, await tenant_token(client, "other"), tenant_id="other")
     )
     await page(client, "/console/deliveries/msg_a", status=404)
+
+
+# -- which endpoint: its URL, linked to its page; a deleted one said so ------------------------
+
+LONG_URL = "https://hooks.example.com/services/tenant-acme/v2/integrations/orders/created"
+
+
+def endpoint_cells(html: str) -> dict[str, str]:
+    """delivery id -> its Endpoint cell's HTML, as the log page shows it."""
+    return dict(
+        re.findall(r'<tr data-delivery="([^"]+)">.*?<td class="endpoint">(.*?)</td>', html, re.S)
+    )
+
+
+@pytest.fixture
+async def sent_to(api: Any) -> tuple[TestClient[Any, Any], FakePipeline]:
+    """acme's deliveries to an endpoint with ``&`` in its query, one with a long URL, one
+    deleted since, and one to beta's endpoint (not acme's to see, whatever the record says)."""
+    client, pipeline = api
+    for sub in (
+        endpoint("sub_shop", "acme", "https://shop.example.com/hooks?a=1&b=2", "Orders"),
+        endpoint("sub_long", "acme", LONG_URL),
+        endpoint("sub_gone", "acme", "https://gone.example.com/old"),
+        endpoint("sub_beta", "beta", "https://beta.example.com/secret-path"),
+    ):
+        pipeline.subscriptions.apply(sub.id, sub.to_bytes())
+    pipeline.subscriptions.apply("sub_gone", None)  # deleted: a tombstone
+    write(
+        pipeline,
+        *(
+            dataclasses.replace(
+                attempt(f"to_{name}", 1, NOW - 60 + n), subscription_id=f"sub_{name}"
+            )
+            for n, name in enumerate(["shop", "long", "gone", "beta"])
+        ),
+    )
+    return client, pipeline
+
+
+async def test_the_log_shows_each_deliverys_endpoint_by_its_url_linked_to_its_page(
+    sent_to: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = sent_to
+
+    def per_row(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("an endpoint was looked up for one row of the log")
+
+    # The page's endpoints, as a dict: no lookup per row.
+    monkeypatch.setattr(SubscriptionRoutes, "find", per_row)
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    shown = await page(client, "/console/deliveries")
+    cells = endpoint_cells(shown)
+    assert list(cells) == ["to_beta", "to_gone", "to_long", "to_shop"]
+    # The URL as the endpoint list shows it, escaped (& in the query), linked to its page.
+    assert cells["to_shop"] == (
+        '<a href="/console/endpoints/sub_shop" class="url endpoint-link" '
+        'title="https://shop.example.com/hooks?a=1&amp;b=2">'
+        "https://shop.example.com/hooks?a=1&amp;b=2</a>"
+    )
+    assert "?a=1&b=2" not in shown
+    # A long one: its host and the end of its path; the whole URL in the title.
+    assert cells["to_long"] == (
+        '<a href="/console/endpoints/sub_long" class="url endpoint-link" '
+        f'title="{LONG_URL}">https://hooks.example.com/…/orders/created</a>'
+    )
+    # Deleted since: said so, with its id, and no link (its page is gone).
+    gone = '<span class="muted deleted-endpoint">deleted endpoint <code>sub_gone</code></span>'
+    assert cells["to_gone"] == gone
+    assert "gone.example.com" not in shown
+    # Another tenant's endpoint is not shown, nor linked: as a deleted one.
+    assert cells["to_beta"] == gone.replace("sub_gone", "sub_beta")
+    assert "beta.example.com" not in shown
+    assert "/console/endpoints/sub_beta" not in shown
+
+
+async def test_the_operators_log_links_each_endpoint_keeping_its_tenant(sent_to: Any) -> None:
+    client, _ = sent_to
+    await sign_in(client, await link(client))
+    for path in ("/console/deliveries?tenant=acme", "/console/deliveries"):
+        cells = endpoint_cells(await page(client, path))
+        assert cells["to_shop"].startswith(
+            '<a href="/console/endpoints/sub_shop?tenant=acme" class="url endpoint-link" '
+        ), path
+        assert ">deleted endpoint <code>sub_gone</code><" in cells["to_gone"], path
+    # The operator sees every tenant's endpoints: beta's, under beta.
+    every = endpoint_cells(await page(client, "/console/deliveries"))
+    assert every["to_beta"] == (
+        '<a href="/console/endpoints/sub_beta?tenant=beta" class="url endpoint-link" '
+        'title="https://beta.example.com/secret-path">https://beta.example.com/secret-path</a>'
+    )
+
+
+async def test_a_delivery_page_names_its_endpoint_by_url_or_says_it_was_deleted(
+    sent_to: Any,
+) -> None:
+    client, _ = sent_to
+    await sign_in(client, await link(client, await tenant_token(client, "acme"), tenant_id="acme"))
+    shop = await page(client, "/console/deliveries/to_shop")
+    assert (
+        '<dd id="endpoint"><a href="/console/endpoints/sub_shop" class="url endpoint-link" '
+        'title="https://shop.example.com/hooks?a=1&amp;b=2">'
+        "https://shop.example.com/hooks?a=1&amp;b=2</a> · <code>sub_shop</code></dd>"
+    ) in shop
+    gone = await page(client, "/console/deliveries/to_gone")
+    assert (
+        '<dd id="endpoint"><span class="muted deleted-endpoint">deleted endpoint '
+        "<code>sub_gone</code></span></dd>"
+    ) in gone
+    assert 'href="/console/endpoints/sub_gone' not in gone
+    await sign_in(client, await link(client))
+    operator = await page(client, "/console/deliveries/to_shop?tenant=acme")
+    assert '<dd id="endpoint"><a href="/console/endpoints/sub_shop?tenant=acme" ' in operator
 
 
 async def test_the_endpoint_charts_count_the_stores_last_24_hours(api: Any) -> None:

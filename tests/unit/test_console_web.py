@@ -38,7 +38,7 @@ from streams.deadletter.scan import Located
 from streams.errors import InvalidRequestError, NotFoundError, StreamsError
 from streams.kafka.topics import TopicNames
 from streams.log.store import STATUS_WORDS, LogWriter
-from streams.records import Attempt, DeadLetter, Delivery, delivery_id_for
+from streams.records import Attempt, DeadLetter, Delivery, Subscription, delivery_id_for
 from streams.signing import PROFILES
 from streams.subscriptions.model import BODY_FORMATS
 from streams.tools.demo import console_links
@@ -1385,6 +1385,30 @@ def test_pretty_json_indents_only_whitespace_keeping_order_and_numbers() -> None
     assert pages.pretty_json(big[: pages.PRETTY_MAX_CHARS - 2] + '"}') is not None
 
 
+def test_an_endpoints_url_is_shown_whole_or_by_its_host_and_path_end() -> None:
+    short = "https://shop.example.com/hooks?a=1&b=2"
+    assert pages.short_url(short) == pages.full_url(short) == short
+    assert pages.short_url("https://hooks.example.com/services/acme/team-7/orders/created") == (
+        "https://hooks.example.com/…/orders/created"
+    )
+    # The path's end from a "/" where one is near; a long last segment or query: its end.
+    assert pages.short_url("https://h.example/" + "x" * 80) == "https://h.example/…" + "x" * 29
+    assert pages.short_url("https://h.example/hook?token=" + "t" * 60) == (
+        "https://h.example/…" + "t" * 29
+    )
+    # A very long host keeps its end (the domain), then the path when it fits.
+    host = "a" * 60 + ".example.com"
+    assert pages.short_url(f"https://{host}/in") == "https://…" + host[-27:] + "/in"
+    for url in ("https://h.example/" + "p/" * 100, f"https://{host}/" + "x" * 50):
+        assert len(pages.short_url(url)) == pages.URL_SHOWN, url
+    # Registration refuses user:password@ (check_url); a record holding one shows none.
+    for url in ("https://user:pw@h.example/in", "https://user:pw@h.example/" + "x" * 80):
+        for shown in (pages.short_url(url), pages.full_url(url)):
+            assert "user" not in shown
+            assert "pw" not in shown
+    assert pages.full_url("https://user:pw@h.example/in?q=1") == "https://h.example/in?q=1"
+
+
 def test_an_outcome_is_shown_in_the_status_filters_words() -> None:
     assert pages.outcome_label("delivered") == "delivered"
     assert pages.outcome_label("retry") == "retrying"
@@ -1919,3 +1943,30 @@ async def test_a_confirm_for_an_endpoint_disabled_since_its_dry_run_is_refused(
     assert 'id="disabled-warning"' in warned
     assert f'href="/console/endpoints/{sub.id}#state-title">Re-enable it first</a>' in warned
     assert "confirm-form" not in forms_of(warned)
+
+
+async def test_the_dead_letters_name_each_endpoint_by_url_or_say_it_was_deleted(
+    app: Any, dead_letters: tuple[list[Located], list[Any]]
+) -> None:
+    client, pipeline = app
+    letters, _ = dead_letters
+    sub = await acme_endpoint(client, pipeline, url="https://example.com/hook?a=1&b=2")
+    gone = Subscription(id="sub_gone", tenant_id="acme", url="https://x.example", event_types=["*"])
+    now = time.time()
+    letters += [letter(sub, 1, now - 120), letter(gone, 2, now - 60)]
+
+    def cells(shown: str) -> list[str]:
+        table = shown[shown.index('id="letters"') : shown.index("</table>")]
+        return re.findall(r'<td class="endpoint">(.*?)</td>', table)
+
+    link_to = (
+        '<a href="/console/endpoints/{}" class="url endpoint-link" '
+        'title="https://example.com/hook?a=1&amp;b=2">https://example.com/hook?a=1&amp;b=2</a>'
+    )
+    deleted = '<span class="muted deleted-endpoint">deleted endpoint <code>sub_gone</code></span>'
+    assert cells(await page(client, "/console/dlq")) == [link_to.format(sub.id), deleted]
+    await sign_in(client, await link(client))
+    assert cells(await page(client, "/console/dlq?tenant=acme")) == [
+        link_to.format(f"{sub.id}?tenant=acme"),
+        deleted,
+    ]
