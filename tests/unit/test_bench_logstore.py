@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import pytest
+
 from streams.log.store import DeliveryQuery, LogReader, LogWriter
+from streams.tools.bench import logstore
 from streams.tools.bench.logstore import prune_backlog
 from tests.unit.test_log_store import T0, TOPIC, attempt, store
 
@@ -50,3 +54,39 @@ def test_a_store_with_nothing_expired_is_left_as_it_is(tmp_path: Path) -> None:
     done = prune_backlog(path, TOPIC, RETENTION, T0)
 
     assert (done.deliveries, done.buckets) == (0, 0)
+
+
+def _deliveries(path: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT delivery_id, first_at, last_at, outcome, attempts FROM deliveries ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_the_fixed_workload_is_the_same_in_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logstore, "FIXED_BATCH", 500)
+    runs = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.sqlite3"
+        LogWriter(path, TOPIC).close()
+        logstore.fixed(path, 2, write=True)
+        runs.append(_deliveries(path))
+    assert runs[0] == runs[1]
+    # Two batches of at least 500 attempts: most deliveries have one attempt.
+    assert 800 < len(runs[0]) <= 1000
+    assert sum(row[4] for row in runs[0]) >= 1000
+
+
+def test_the_fixed_workload_made_only_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logstore, "FIXED_BATCH", 500)
+    path = tmp_path / "s.sqlite3"
+    LogWriter(path, TOPIC).close()
+    logstore.fixed(path, 2, write=False)
+    assert _deliveries(path) == []

@@ -7,6 +7,7 @@ Four steps, each bounded in count and time::
     python -m streams.tools.bench.logstore query --store PATH [--samples 2000]
     python -m streams.tools.bench.logstore disk --store PATH
     python -m streams.tools.bench.logstore write --store PATH [--batches 20] [--batch 10000]
+    python -m streams.tools.bench.logstore fixed --store PATH [--batches 3] [--make-only]
 
 - ``index``: a producer process writes attempt records at ``--rate`` to a topic of
   the run's own while a :class:`~streams.log.indexer.LogIndexer` in this process
@@ -26,6 +27,12 @@ Four steps, each bounded in count and time::
   5,000/s each) written straight into a store with ``LogWriter.write``; reports the
   process's CPU seconds per attempt (user and system) and the WAL pages each batch
   wrote. Options set the writer's pragmas, for A/B runs on copies of one store.
+- ``fixed``: a workload that is the same in every run, for counting instructions
+  with valgrind's cachegrind (times and ids fixed; no clock, no collector tuning,
+  no reference loop): opens the writer, makes ``--batches`` of 20,000 attempts
+  and writes them. ``--make-only`` makes them without writing: the difference of
+  the two counts is the writer's, per attempt, to a fraction of a percent from run
+  to run, where CPU time on this machine moves by a third.
 
 The broker is the one at ``STREAMS_KAFKA_BOOTSTRAP`` when it answers, else a private
 local broker started (and stopped) for the run. Results go to stdout; the analysis
@@ -570,6 +577,40 @@ def prune_backlog(path: Path, topic: str, retention_s: float, now: float) -> Pru
     return done
 
 
+#: The ``fixed`` step's batch, delivery numbers and clock.
+FIXED_BATCH = 20_000
+FIXED_FIRST = 12 * 10**10
+FIXED_AT = 1_796_300_000.0
+
+
+def fixed(path: Path, batches: int, write: bool) -> None:
+    """Write (or only make) ``batches`` of attempts that are the same in every run."""
+    from streams.log.store import LogWriter
+
+    writer = LogWriter(path, _topic_of(path) or "bench.attempts")
+    try:
+        rnd = random.Random(11)  # noqa: S311 - benchmark data
+        offsets = [writer.positions().get(FILL_PARTITION_BASE + p, 0) for p in range(6)]
+        at, n = FIXED_AT, FIXED_FIRST
+        for _ in range(batches):
+            records: list[tuple[int, int, bytes | None]] = []
+            while len(records) < FIXED_BATCH:
+                for a in synthetic(n, rnd, at):
+                    p = n % 6
+                    records.append((FILL_PARTITION_BASE + p, offsets[p], a.to_bytes()))
+                    offsets[p] += 1
+                n += 1
+                at += 1 / 5000
+            if write:
+                writer.write(records)
+    finally:
+        writer.close()
+    print(
+        f"{'wrote' if write else 'made'} {batches} batches of {FIXED_BATCH:,} attempts "
+        f"(SQLite {sqlite3.sqlite_version})"
+    )
+
+
 def index(rate: float, seconds: float, store: Path | None, worker_gc: bool = True) -> None:
     from streams.kafka.topics import TopicNames, create_topics
     from streams.log.indexer import LogIndexer
@@ -789,6 +830,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-records", type=int, default=None, help="the indexer's BATCH_RECORDS")
     _pragma_options(p)
     _gc_option(p)
+    p = sub.add_parser("fixed", help="a fixed workload, for counting instructions")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--batches", type=int, default=3)
+    p.add_argument("--make-only", action="store_true", help="make the batches, do not write")
     p = sub.add_parser("fill", help="write synthetic attempts into a store")
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--attempts", type=int, default=10_000_000)
@@ -848,6 +893,10 @@ def main(argv: list[str] | None = None) -> None:
         _apply_pragmas(args)
         _apply_batching(args)
         index(args.rate, args.seconds, args.store, not args.default_gc)
+    elif args.step == "fixed":
+        if not 0 < args.batches <= 100:
+            parser.error("--batches must be in [1, 100]")
+        fixed(args.store, args.batches, not args.make_only)
     elif args.step == "fill":
         if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
             parser.error("--attempts must be in (0, 1e8] and --max-minutes in (0, 600]")
