@@ -583,10 +583,11 @@ FIXED_FIRST = 12 * 10**10
 FIXED_AT = 1_796_300_000.0
 
 
-def fixed(path: Path, batches: int, write: bool) -> None:
+def fixed(path: Path, batches: int, write: bool, without: Sequence[str] = ()) -> None:
     """Write (or only make) ``batches`` of attempts that are the same in every run."""
     from streams.log.store import LogWriter
 
+    _drop_indexes(path, without)
     writer = LogWriter(path, _topic_of(path) or "bench.attempts")
     try:
         rnd = random.Random(11)  # noqa: S311 - benchmark data
@@ -754,6 +755,17 @@ def _retopic(path: Path, topic: str) -> None:
     conn.close()
 
 
+def _without_index_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--without-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="drop this index from the store first (repeatable; on a copy: it is gone "
+        "for good), to see what keeping it up costs",
+    )
+
+
 def _gc_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--default-gc",
@@ -834,6 +846,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--batches", type=int, default=3)
     p.add_argument("--make-only", action="store_true", help="make the batches, do not write")
+    _without_index_option(p)
     p = sub.add_parser("fill", help="write synthetic attempts into a store")
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--attempts", type=int, default=10_000_000)
@@ -865,14 +878,7 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="a PASSIVE checkpoint after every N batches (measured with them)",
     )
-    p.add_argument(
-        "--without-index",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="drop this index from the store first (repeatable; on a copy: it is gone "
-        "for good), to see what keeping it up costs",
-    )
+    _without_index_option(p)
     p.add_argument(
         "--query-samples",
         type=int,
@@ -896,7 +902,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.step == "fixed":
         if not 0 < args.batches <= 100:
             parser.error("--batches must be in [1, 100]")
-        fixed(args.store, args.batches, not args.make_only)
+        fixed(args.store, args.batches, not args.make_only, args.without_index)
     elif args.step == "fill":
         if not 0 < args.attempts <= 100_000_000 or not 0 < args.max_minutes <= 600:
             parser.error("--attempts must be in (0, 1e8] and --max-minutes in (0, 600]")
