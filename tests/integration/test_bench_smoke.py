@@ -8,6 +8,7 @@ and Markdown, and leaves no process and no topic behind.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,11 @@ def test_the_log_store_benchmark_runs_each_step(
     logstore.main(
         ["index", "--rate", "300", "--seconds", "6", "--store", str(store), "--default-gc"]
     )
+    # The fixed workload on a copy: prepared once, then written.
+    copy = tmp_path / "copy.sqlite3"
+    shutil.copyfile(store, copy)
+    logstore.main(["fixed", "--store", str(copy), "--prepare"])
+    logstore.main(["fixed", "--store", str(copy), "--batches", "1"])
     out = capsys.readouterr().out
     assert "filled" in out
     assert "delivery history" in out
@@ -145,6 +151,8 @@ def test_the_log_store_benchmark_runs_each_step(
     assert done == sent > 0
     # The store's catch-up ran apart and saved the key filter, which the indexer loaded.
     assert re.search(r"the indexer opened the store, its key filter loaded, in \d+\.\d s", out)
+    assert f"prepared {copy}: PruneBacklog(" in out
+    assert "wrote 1 batches of 20,000 attempts (SQLite 3." in out
     assert re.search(r"what expired since it was filled pruned \([\d,]+ deliveries", out)
 
 
