@@ -113,6 +113,30 @@ def synthetic(n: int, rnd: random.Random, at: float) -> list[Attempt]:
     return [failed, *gone[:-1], Attempt(**{**gone[-1].to_dict(), "outcome": "give_up"})]
 
 
+@dataclass
+class RecordStream:
+    """Records of the attempts topic as the ``write`` and ``fixed`` steps make them:
+    deliveries numbered from ``n``, 5,000 a second from ``at``, over six partitions
+    (numbered from FILL_PARTITION_BASE) from ``offsets``."""
+
+    rnd: random.Random
+    n: int
+    at: float
+    offsets: list[int]
+
+    def batch(self, size: int) -> list[tuple[int, int, bytes | None]]:
+        """At least ``size`` records (a delivery's attempts are never split)."""
+        records: list[tuple[int, int, bytes | None]] = []
+        while len(records) < size:
+            for a in synthetic(self.n, self.rnd, self.at):
+                p = self.n % 6
+                records.append((FILL_PARTITION_BASE + p, self.offsets[p], a.to_bytes()))
+                self.offsets[p] += 1
+            self.n += 1
+            self.at += 1 / 5000
+        return records
+
+
 # -- fill ---------------------------------------------------------------------------------
 
 
@@ -252,21 +276,15 @@ def write_bench(
     }
     print(f"store {path}: {writer._next_seq - 1:,} deliveries; {pragmas}", flush=True)
     rnd = random.Random(seed)  # noqa: S311 - benchmark data
-    offsets = [writer.positions().get(FILL_PARTITION_BASE + p, 0) for p in range(6)]
-    at = time.time()
-    n = (seed + 1) * 10**10  # delivery numbers no fill or other run uses
+    stream = RecordStream(
+        rnd,
+        (seed + 1) * 10**10,  # delivery numbers no fill or other run uses
+        time.time(),
+        [writer.positions().get(FILL_PARTITION_BASE + p, 0) for p in range(6)],
+    )
 
     def make() -> list[tuple[int, int, bytes | None]]:
-        nonlocal n, at
-        records: list[tuple[int, int, bytes | None]] = []
-        while len(records) < batch:
-            for a in synthetic(n, rnd, at):
-                p = n % 6
-                records.append((FILL_PARTITION_BASE + p, offsets[p], a.to_bytes()))
-                offsets[p] += 1
-            n += 1
-            at += 1 / 5000
-        return records
+        return stream.batch(batch)
 
     per_batch: list[tuple[float, float, int, bool]] = []
     merges = merged = 0  # merges of the delivery id index's delta level, in measured batches
@@ -592,18 +610,14 @@ def fixed(path: Path, batches: int, write: bool, without: Sequence[str] = ()) ->
     _drop_indexes(path, without)
     writer = LogWriter(path, _topic_of(path) or "bench.attempts")
     try:
-        rnd = random.Random(11)  # noqa: S311 - benchmark data
-        offsets = [writer.positions().get(FILL_PARTITION_BASE + p, 0) for p in range(6)]
-        at, n = FIXED_AT, FIXED_FIRST
+        stream = RecordStream(
+            random.Random(11),  # noqa: S311 - benchmark data
+            FIXED_FIRST,
+            FIXED_AT,
+            [writer.positions().get(FILL_PARTITION_BASE + p, 0) for p in range(6)],
+        )
         for _ in range(batches):
-            records: list[tuple[int, int, bytes | None]] = []
-            while len(records) < FIXED_BATCH:
-                for a in synthetic(n, rnd, at):
-                    p = n % 6
-                    records.append((FILL_PARTITION_BASE + p, offsets[p], a.to_bytes()))
-                    offsets[p] += 1
-                n += 1
-                at += 1 / 5000
+            records = stream.batch(FIXED_BATCH)
             if write:
                 writer.write(records)
     finally:
