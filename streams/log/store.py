@@ -306,14 +306,37 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
         return None, f"not JSON ({exc})"
     if type(obj) is not dict:
         return None, f"expected a JSON object, got {type(obj).__name__}"
-    get: Callable[..., Any] = obj.get
-    delivery_id, event_id, event_type = get("delivery_id"), get("event_id"), get("event_type")
-    tenant_id, sub_id, outcome = get("tenant_id"), get("subscription_id"), get("outcome")
-    number, at, duration, status = get("attempt"), get("at"), get("duration_ms"), get("status")
-    snippet, error, replay_id = get("response_snippet", ""), get("error"), get("replay_id")
-    source_topic = get("source_topic", "")
-    source_partition, source_offset = get("source_partition", -1), get("source_offset", -1)
-    sent = get("sent", True)
+    try:  # every field, as the pipeline writes each attempt: one call
+        (
+            delivery_id,
+            event_id,
+            event_type,
+            tenant_id,
+            sub_id,
+            outcome,
+            number,
+            at,
+            duration,
+            status,
+            snippet,
+            error,
+            replay_id,
+            source_topic,
+            source_partition,
+            source_offset,
+            sent,
+        ) = _ALL_FIELDS(obj)
+    except KeyError:  # a field left out (an older writer): its default, or None
+        get: Callable[..., Any] = obj.get
+        delivery_id, event_id = get("delivery_id"), get("event_id")
+        event_type, tenant_id = get("event_type"), get("tenant_id")
+        sub_id, outcome = get("subscription_id"), get("outcome")
+        number, at, duration = get("attempt"), get("at"), get("duration_ms")
+        status, snippet = get("status"), get("response_snippet", "")
+        error, replay_id = get("error"), get("replay_id")
+        source_topic = get("source_topic", "")
+        source_partition, source_offset = get("source_partition", -1), get("source_offset", -1)
+        sent = get("sent", True)
     # The common case in one expression (orjson gives exact types; a str is valid UTF-8);
     # anything else goes through the checks that say what is wrong.
     if not (
@@ -374,6 +397,27 @@ def attempt_row(raw: bytes | None) -> tuple[Row | None, str]:
 
 
 _OUTCOME_SET = frozenset(OUTCOMES)
+#: The fields :func:`attempt_row` reads, in one C call (17 ``dict.get`` calls were a
+#: tenth of its time); a record without one of them takes the ``get`` path.
+_ALL_FIELDS = operator.itemgetter(
+    "delivery_id",
+    "event_id",
+    "event_type",
+    "tenant_id",
+    "subscription_id",
+    "outcome",
+    "attempt",
+    "at",
+    "duration_ms",
+    "status",
+    "response_snippet",
+    "error",
+    "replay_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "sent",
+)
 
 
 def _why_not(obj: dict[str, Any]) -> str:

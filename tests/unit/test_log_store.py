@@ -235,6 +235,24 @@ def test_a_whole_number_of_seconds_is_a_time_too() -> None:
     assert type(row[6]) is float
 
 
+def test_a_record_of_an_older_writer_without_the_optional_fields_takes_their_defaults() -> None:
+    optional = (
+        "status",
+        "response_snippet",
+        "error",
+        "replay_id",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "sent",
+    )
+    row, why = attempt_row(_obj(**dict.fromkeys(optional, KeyError)))
+    assert why == ""
+    assert row is not None
+    assert row[9:] == (None, "", None, None, "", -1, -1, True)
+    assert row[:9] == attempt_row(attempt("d1").to_bytes())[0][:9]  # type: ignore[index]
+
+
 def _obj(**changes: Any) -> bytes:
     obj = attempt("d1").to_dict()
     for k, v in changes.items():
