@@ -1122,7 +1122,7 @@ def hours_from(conn: sqlite3.Connection) -> int:
 _PRUNE_START = (-sys.float_info.max, -1)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """A delivery the batch being written touches: its summary row as it will be."""
 
@@ -1494,11 +1494,16 @@ class LogWriter:
         name_id = self._name_id
         pending = self._locate(dict.fromkeys(row[R_DELIVERY] for _, row in rows))
         attempt_rows: list[tuple[Any, ...]] = []
+        # This batch's name ids by kind, keyed by the name alone (a (kind, name) key cost
+        # a tuple and its hash at every lookup). Ids start at 1, so `or` reads a miss.
         topics: dict[str, int] = {}
+        types: dict[str, int] = {}
+        tenants: dict[str, int] = {}
+        subs: dict[str, int] = {}
 
-        def topic_id(name: str) -> int:
-            topics[name] = name_id(TOPIC, name)
-            return topics[name]
+        def id_of(cache: dict[str, int], kind: int, name: str) -> int:
+            cache[name] = found = name_id(kind, name)
+            return found
 
         # This batch's counts per (tenant, subscription, minute), added to the buckets after.
         deltas: dict[tuple[str, str, int], Bucket] = {}
@@ -1511,9 +1516,9 @@ class LogWriter:
                     p.dkey,
                     row[R_DELIVERY],
                     row[R_EVENT],
-                    name_id(EVENT_TYPE, row[R_TYPE]),
-                    name_id(TENANT, row[R_TENANT]),
-                    name_id(SUBSCRIPTION, row[R_SUB]),
+                    types.get(row[R_TYPE]) or id_of(types, EVENT_TYPE, row[R_TYPE]),
+                    tenants.get(row[R_TENANT]) or id_of(tenants, TENANT, row[R_TENANT]),
+                    subs.get(row[R_SUB]) or id_of(subs, SUBSCRIPTION, row[R_SUB]),
                     row[R_AT],  # first_at: fixed from now on (the list's order)
                     row[R_AT],
                     row[R_ATTEMPT],
@@ -1547,7 +1552,7 @@ class LogWriter:
                     summary[S_SEQ],
                     pos,
                     *row[R_ATTEMPT:R_SOURCE_TOPIC],
-                    topics.get(row[R_SOURCE_TOPIC]) or topic_id(row[R_SOURCE_TOPIC]),
+                    topics.get(row[R_SOURCE_TOPIC]) or id_of(topics, TOPIC, row[R_SOURCE_TOPIC]),
                     *row[R_SOURCE_PARTITION:],
                 )
             )
