@@ -1349,23 +1349,29 @@ class LogWriter:
         self._names[key] = row[0]
         return int(row[0])
 
-    def _locate(self, delivery_ids: Iterable[str]) -> dict[str, _Pending]:
+    def _locate(self, rows: list[tuple[int, Row]]) -> dict[str, _Pending]:
         """The stored summary of each delivery of a batch (an empty one when new), read
         in a few queries for the whole batch."""
-        keys = {d: delivery_key(d) for d in delivery_ids}
-        by_id: dict[str, list[Any]] = {}
+        pending: dict[str, _Pending] = {}
+        wanted: dict[int, None] = {}
         held = self._filter
-        # A key the filter never saw is a new delivery: no lookup (most of a batch's).
-        wanted = [k for k in set(keys.values()) if held is None or held.may_hold(k)]
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            for row in self._conn.execute(by_key_sql(len(chunk)), chunk):
-                if row[S_DELIVERY] in keys:
-                    by_id[row[S_DELIVERY]] = list(row)
-        return {
-            d: _Pending(False, k, by_id[d]) if d in by_id else _Pending(True, k, [])
-            for d, k in keys.items()
-        }
+        for _, row in rows:
+            d = row[R_DELIVERY]
+            if d in pending:
+                continue
+            k = delivery_key(d)
+            pending[d] = _Pending(True, k, [])
+            # A key the filter never saw is a new delivery: no lookup (most of a batch's).
+            if held is None or held.may_hold(k):
+                wanted[k] = None
+        keys = list(wanted)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            for found in self._conn.execute(by_key_sql(len(chunk)), chunk):
+                p = pending.get(found[S_DELIVERY])  # two ids may share a key: the row says
+                if p is not None:
+                    p.new, p.row = False, list(found)
+        return pending
 
     def _direct(self) -> bool:
         """Whether keys go to the large level directly (a small store, see DIRECT_ROWS)."""
@@ -1492,7 +1498,7 @@ class LogWriter:
     def _apply(self, rows: list[tuple[int, Row]]) -> tuple[int, int]:
         conn = self._conn
         name_id = self._name_id
-        pending = self._locate(dict.fromkeys(row[R_DELIVERY] for _, row in rows))
+        pending = self._locate(rows)
         attempt_rows: list[tuple[Any, ...]] = []
         # This batch's name ids by kind, keyed by the name alone (a (kind, name) key cost
         # a tuple and its hash at every lookup). Ids start at 1, so `or` reads a miss.
