@@ -1513,12 +1513,13 @@ class LogWriter:
 
         # This batch's counts per (tenant, subscription, minute), added to the buckets after.
         deltas: dict[tuple[str, str, int], Bucket] = {}
+        next_seq = self._next_seq  # written back after the loop (a rollback reads it again)
         for pos, row in rows:
             p = pending[row[R_DELIVERY]]
             summary = p.row
-            if not summary:
+            if not summary:  # its first attempt in the store: the summary is this attempt
                 summary[:] = (
-                    self._next_seq,
+                    next_seq,
                     p.dkey,
                     row[R_DELIVERY],
                     row[R_EVENT],
@@ -1532,25 +1533,26 @@ class LogWriter:
                     row[R_OUTCOME],
                     row[R_STATUS],
                     row[R_ERROR],
-                    0,
+                    1,
                 )
-                self._next_seq += 1
-            summary[S_ATTEMPTS] += 1
-            # The summary is the latest attempt by time, then number, then position (a
-            # delivery's attempts share a partition: position is the order written).
-            if (row[R_AT], row[R_ATTEMPT], pos) > (
-                summary[S_LAST_AT],
-                summary[S_LAST_ATTEMPT],
-                summary[S_LAST_POS],
-            ):
-                summary[S_LAST_AT : S_ERROR + 1] = (
-                    row[R_AT],
-                    row[R_ATTEMPT],
-                    pos,
-                    row[R_OUTCOME],
-                    row[R_STATUS],
-                    row[R_ERROR],
-                )
+                next_seq += 1
+            else:
+                summary[S_ATTEMPTS] += 1
+                # The summary is the latest attempt by time, then number, then position (a
+                # delivery's attempts share a partition: position is the order written).
+                if (row[R_AT], row[R_ATTEMPT], pos) > (
+                    summary[S_LAST_AT],
+                    summary[S_LAST_ATTEMPT],
+                    summary[S_LAST_POS],
+                ):
+                    summary[S_LAST_AT : S_ERROR + 1] = (
+                        row[R_AT],
+                        row[R_ATTEMPT],
+                        pos,
+                        row[R_OUTCOME],
+                        row[R_STATUS],
+                        row[R_ERROR],
+                    )
             # The attempts table's columns: the row's from `attempt` to `replay_id`, the
             # topic's name id, then the source position and `sent`.
             attempt_rows.append(
@@ -1568,6 +1570,7 @@ class LogWriter:
             if delta is None:
                 delta = deltas[dk] = Bucket(row[R_TENANT])
             delta.add(row)
+        self._next_seq = next_seq
         conn.executemany(
             "INSERT INTO attempts (seq, pos, attempt, at, duration_ms, outcome, status, "
             "snippet, error, replay_id, source_topic, source_partition, source_offset, sent) "
