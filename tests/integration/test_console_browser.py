@@ -742,6 +742,27 @@ def test_operator_live_view_changes_while_events_flow(
     assert parse_qs(urlsplit(browser.current_url).query) == {"tenant": ["livecorp"]}
     assert text_of(browser, "#state-all") == "All (2)"
     assert text_of(browser, "#state-failing") == "Failing (1)"
+    # The live view's Failing endpoints table names it by URL, linked to its page (the
+    # operator's tenant kept), and its tenant to the tenant's endpoints.
+    failing = f'section[aria-labelledby="failing-title"] tr[data-endpoint="{down["id"]}"]'
+    browser.get(worker.base_url + "/console/live")
+    until(
+        browser,
+        lambda b: bool(b.find_elements(By.CSS_SELECTOR, f"{failing} a.endpoint-link")),
+        30,
+        "livecorp's endpoint in the live view's failing table",
+    )
+    assert text_of(browser, f"{failing} a.endpoint-link") == receiver.url("live-down")
+    assert text_of(browser, f"{failing} a.tenant-link") == "livecorp"
+    shot(browser, "live-failing")
+    browser.find_element(By.CSS_SELECTOR, f"{failing} a.endpoint-link").click()
+    until(
+        browser,
+        lambda b: urlsplit(b.current_url).path == f"/console/endpoints/{down['id']}",
+        what="the failing endpoint's page from the live view",
+    )
+    assert parse_qs(urlsplit(browser.current_url).query) == {"tenant": ["livecorp"]}
+    assert text_of(browser, "h1.url") == receiver.url("live-down")
 
 
 def test_another_tenant_cannot_see_or_change_acme(

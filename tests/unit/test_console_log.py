@@ -233,6 +233,9 @@ async def test_the_live_view_takes_its_delivery_figures_from_the_store(
         attempt("msg_b", 1, NOW - 20, tenant="other", outcome="retry", status=500),
         attempt("msg_c", 1, NOW - 30),
     )
+    url = "https://hooks.other.example/in?a=1&b=2"
+    sub = Subscription(id="sub_other", tenant_id="other", url=url, event_types=["*"])
+    pipeline.subscriptions.apply("sub_other", sub.to_bytes())
     # Kafka's part of a sample is the monitor's (tested there); not read here.
     monkeypatch.setattr(
         live_module.Monitor,
@@ -246,6 +249,14 @@ async def test_the_live_view_takes_its_delivery_figures_from_the_store(
     assert [f["subscription_id"] for f in snap["failing"]] == ["sub_other"]
     assert "Attempts per minute, last hour: 3" in snap["chart_attempts"]
     assert snap["log_error"] is None
+    # The failing endpoint links to its page, and its tenant to the tenant's endpoints.
+    body = await page(client, "/console/live?fragment=1")
+    shown = url.replace("&", "&amp;")
+    assert (
+        f'<a class="endpoint-link" href="/console/endpoints/sub_other?tenant=other" '
+        f'title="{shown}">{shown}</a>'
+    ) in body
+    assert '<a class="tenant-link" href="/console/endpoints?tenant=other">other</a>' in body
 
 
 async def test_without_a_log_the_console_says_why_instead_of_showing_nothing(
